@@ -28,6 +28,7 @@ mod graph;
 pub mod infer;
 pub mod op;
 mod shape;
+pub mod tensor;
 pub mod text;
 mod verify;
 
@@ -36,4 +37,5 @@ pub use error::{IrError, Result};
 pub use graph::{Graph, Node, NodeId};
 pub use op::{Arity, BinaryOp, Op, ReduceOp, RmsStyle, TrigPart, UnaryOp};
 pub use shape::Shape;
+pub use tensor::{ShapeDataMismatch, Tensor, TensorData};
 pub use verify::verify;

@@ -1,0 +1,84 @@
+//! The backend interface. A backend compiles a verified graph, with its weights bound, into
+//! an [`Executable`]; it must say `Unsupported` for anything it cannot run and never fall
+//! back to another backend silently.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use vidrt_ir::{DType, Graph, Op, Shape, Tensor};
+
+use crate::RuntimeError;
+
+/// Where a backend gets weights when it compiles a graph.
+pub trait WeightSource {
+    /// The tensor called `name`, which the graph declares with `shape` and `dtype`. The source
+    /// may return another float dtype; the backend converts. A missing or mis-shaped tensor
+    /// is an error naming it.
+    fn fetch(&self, name: &str, shape: &Shape, dtype: DType) -> Result<Tensor, RuntimeError>;
+}
+
+/// A source with no weights (for graphs that declare none).
+pub struct NoWeights;
+
+impl WeightSource for NoWeights {
+    fn fetch(&self, name: &str, _: &Shape, _: DType) -> Result<Tensor, RuntimeError> {
+        Err(RuntimeError::Weight { name: name.to_string(), reason: "no weights were given".into() })
+    }
+}
+
+impl WeightSource for std::collections::HashMap<String, Tensor> {
+    fn fetch(&self, name: &str, shape: &Shape, dtype: DType) -> Result<Tensor, RuntimeError> {
+        let t = self
+            .get(name)
+            .ok_or_else(|| RuntimeError::Weight { name: name.to_string(), reason: "missing".into() })?;
+        if t.shape() != shape || (t.dtype().is_float() != dtype.is_float()) {
+            return Err(RuntimeError::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.clone(),
+                expected_dtype: dtype,
+                got: t.shape().clone(),
+                got_dtype: t.dtype(),
+            });
+        }
+        Ok(t.clone())
+    }
+}
+
+/// Whether a backend runs an op on a dtype.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Support {
+    Yes,
+    No(String),
+}
+
+/// Options for one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Check every output for NaN/inf and name the node that produced it.
+    pub check_outputs: bool,
+    /// Check every intermediate too (slow; for debugging).
+    pub check_intermediates: bool,
+    /// Set to true from another thread (e.g. a Ctrl-C handler) to stop the run between nodes.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// A compiled graph, ready to run.
+pub trait Executable: Send {
+    /// Runs with the named inputs and returns the named outputs in graph order.
+    fn run(&mut self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        self.run_with(inputs, &RunOptions { check_outputs: true, ..RunOptions::default() })
+    }
+
+    fn run_with(&mut self, inputs: &[(&str, Tensor)], opts: &RunOptions) -> Result<Vec<(String, Tensor)>, RuntimeError>;
+}
+
+/// A device backend.
+pub trait Backend {
+    fn name(&self) -> &'static str;
+
+    /// Whether this backend has a kernel for `op` producing `dtype`.
+    fn support(&self, op: &Op, dtype: DType) -> Support;
+
+    /// Verifies `graph`, binds its weights from `weights` and prepares it to run.
+    fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError>;
+}
