@@ -1,1 +1,13 @@
-//! placeholder
+//! vidrt: a kernel runtime and compiler for video generation models (Wan2.1 text-to-video)
+//! with no framework underneath. This crate is the facade: the pipeline API, golden-case
+//! evaluation and the pieces the `vidrt` command line uses.
+
+pub mod error;
+pub mod eval;
+pub mod golden;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use vidrt_graph as graph;
+pub use vidrt_ir as ir;
+pub use vidrt_runtime as runtime;

@@ -1,0 +1,12 @@
+//! Golden evaluation of the `pipeline` case. Not implemented yet: produces nothing, so every
+//! check reports "not produced" and the case fails.
+
+use vidrt_runtime::Backend;
+
+use super::Outputs;
+use crate::error::Result;
+use crate::golden::Case;
+
+pub fn run(_case: &Case, _backend: &dyn Backend) -> Result<Outputs> {
+    Ok(Outputs::new())
+}
