@@ -5,6 +5,8 @@
 pub mod error;
 pub mod eval;
 pub mod golden;
+pub mod text;
+pub mod vae;
 pub mod weights;
 
 pub use error::{Error, Result};
