@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use vidrt_graph::SafeTensorsFile;
@@ -47,12 +47,18 @@ impl Case {
         let dir = dir.as_ref().to_path_buf();
         let path = dir.join("case.json");
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Case { path: path.clone(), reason: e.to_string() })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Case { path: path.clone(), reason: e.to_string() })?;
         let field = |k: &str| json.get(k).cloned().unwrap_or(serde_json::Value::Null);
-        let kind = field("case").as_str().map(str::to_string).ok_or_else(|| Error::Case { path: path.clone(), reason: "no `case` field".into() })?;
-        let checks: Vec<Check> = serde_json::from_value(field("checks")).map_err(|e| Error::Case { path: path.clone(), reason: format!("checks: {e}") })?;
+        let kind = field("case")
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Case { path: path.clone(), reason: "no `case` field".into() })?;
+        let checks: Vec<Check> = serde_json::from_value(field("checks"))
+            .map_err(|e| Error::Case { path: path.clone(), reason: format!("checks: {e}") })?;
         let inputs: Vec<TensorRef> = if json.get("inputs").is_some() {
-            serde_json::from_value(field("inputs")).map_err(|e| Error::Case { path: path.clone(), reason: format!("inputs: {e}") })?
+            serde_json::from_value(field("inputs"))
+                .map_err(|e| Error::Case { path: path.clone(), reason: format!("inputs: {e}") })?
         } else {
             Vec::new()
         };
@@ -98,7 +104,11 @@ pub struct Comparison {
 /// Compares flattened tensors in f64. Errors when the element counts differ.
 pub fn compare(out: &Tensor, reference: &Tensor) -> Result<Comparison> {
     if out.shape() != reference.shape() {
-        return Err(Error::Invalid(format!("output has shape {} but the reference has {}", out.shape(), reference.shape())));
+        return Err(Error::Invalid(format!(
+            "output has shape {} but the reference has {}",
+            out.shape(),
+            reference.shape()
+        )));
     }
     let (a, b) = (out.to_f64_vec(), reference.to_f64_vec());
     let (mut num, mut den, mut max_abs, mut non_finite) = (0.0f64, 0.0f64, 0.0f64, false);

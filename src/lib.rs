@@ -5,8 +5,11 @@
 pub mod error;
 pub mod eval;
 pub mod golden;
+pub mod harness;
+pub mod pipeline;
 pub mod text;
 pub mod vae;
+pub mod video;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -63,7 +63,13 @@ fn eval(case: PathBuf, backend_name: &str, out: Option<PathBuf>) -> Result<ExitC
         vidrt::golden::write_outputs(&path, &outputs).with_context(|| format!("writing {}", path.display()))?;
     }
     let failed = report.failures().len();
-    println!("{}: {} checks, {} passed, {} failed", report.case, report.results.len(), report.results.len() - failed, failed);
+    println!(
+        "{}: {} checks, {} passed, {} failed",
+        report.case,
+        report.results.len(),
+        report.results.len() - failed,
+        failed
+    );
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

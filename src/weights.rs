@@ -21,7 +21,9 @@ impl WeightSource for StoreWeights<'_> {
     fn fetch(&self, name: &str, shape: &Shape, dtype: DType) -> Result<Tensor, RuntimeError> {
         let full = format!("{}{}", self.prefix, name);
         let t = self.store.get(&full).map_err(|e| match e {
-            WeightError::Missing { .. } => RuntimeError::Weight { name: full.clone(), reason: format!("missing from {}", self.store.describe()) },
+            WeightError::Missing { .. } => {
+                RuntimeError::Weight { name: full.clone(), reason: format!("missing from {}", self.store.describe()) }
+            }
             other => RuntimeError::Weight { name: full.clone(), reason: other.to_string() },
         })?;
         if t.shape() != shape || t.dtype().is_float() != dtype.is_float() {

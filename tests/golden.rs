@@ -12,12 +12,15 @@ fn check_case(name: &str) {
     };
     let case = Case::load(dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
     let (report, _) = run_case(&case, &CpuBackend::new()).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let failures: Vec<String> = report
-        .failures()
-        .iter()
-        .map(|r| format!("{}:{} {:?}", r.check.file, r.check.tensor, r.outcome))
-        .collect();
-    assert!(failures.is_empty(), "{name}: {} of {} checks failed:\n{}", failures.len(), report.results.len(), failures.join("\n"));
+    let failures: Vec<String> =
+        report.failures().iter().map(|r| format!("{}:{} {:?}", r.check.file, r.check.tensor, r.outcome)).collect();
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {} checks failed:\n{}",
+        failures.len(),
+        report.results.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -52,7 +52,8 @@ impl SafeTensorsFile {
         // SAFETY: the map is read-only; a file changed underneath while mapped is the same
         // hazard every mmap-based loader (safetensors, llama.cpp) accepts.
         let map = unsafe { Mmap::map(&file) }.map_err(|source| WeightError::Io { path: path.clone(), source })?;
-        let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| WeightError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let (n, meta) = SafeTensors::read_metadata(&map)
+            .map_err(|e| WeightError::Corrupt { path: path.clone(), reason: e.to_string() })?;
         let tensors = meta.tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
         Ok(SafeTensorsFile { path, map, data_start: 8 + n, tensors })
     }
@@ -79,10 +80,10 @@ impl SafeTensorsFile {
 
     /// Reads `name` into a host tensor of its stored dtype.
     pub fn get(&self, name: &str) -> Result<Tensor, WeightError> {
-        let info = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| WeightError::Missing { name: name.to_string(), source_desc: self.path.display().to_string() })?;
+        let info = self.tensors.get(name).ok_or_else(|| WeightError::Missing {
+            name: name.to_string(),
+            source_desc: self.path.display().to_string(),
+        })?;
         let (a, b) = info.data_offsets;
         let bytes = self.map.get(self.data_start + a..self.data_start + b).ok_or_else(|| WeightError::Corrupt {
             path: self.path.clone(),
@@ -106,11 +107,14 @@ impl SafeTensorsFile {
 /// Little-endian bytes to typed elements (unaligned-safe).
 fn decode(bytes: &[u8], dtype: StDtype) -> Option<TensorData> {
     fn le<T: bytemuck::Pod, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-        bytes.chunks_exact(N).map(|c| {
-            let mut a = [0u8; N];
-            a.copy_from_slice(c);
-            f(a)
-        }).collect()
+        bytes
+            .chunks_exact(N)
+            .map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                f(a)
+            })
+            .collect()
     }
     Some(match dtype {
         StDtype::F32 => TensorData::F32(le(bytes, f32::from_le_bytes)),
@@ -172,18 +176,24 @@ impl WeightStore {
     pub fn from_index(path: impl AsRef<Path>) -> Result<Self, WeightError> {
         let path = path.as_ref();
         let bad = |reason: String| WeightError::Index { path: path.to_path_buf(), reason };
-        let text = std::fs::read_to_string(path).map_err(|source| WeightError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| WeightError::Io { path: path.to_path_buf(), source })?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let map =
+            v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut shard_names: Vec<&str> = map.values().filter_map(|s| s.as_str()).collect();
         shard_names.sort_unstable();
         shard_names.dedup();
-        let files: Vec<SafeTensorsFile> = shard_names.iter().map(|s| SafeTensorsFile::open(dir.join(s))).collect::<Result<_, _>>()?;
+        let files: Vec<SafeTensorsFile> =
+            shard_names.iter().map(|s| SafeTensorsFile::open(dir.join(s))).collect::<Result<_, _>>()?;
         let store = Self::from_files(path.display().to_string(), files);
         for (name, shard) in map {
             if !store.index.contains_key(name) {
-                return Err(bad(format!("`{name}` is listed in {} but that shard does not hold it", shard.as_str().unwrap_or("?"))));
+                return Err(bad(format!(
+                    "`{name}` is listed in {} but that shard does not hold it",
+                    shard.as_str().unwrap_or("?")
+                )));
             }
         }
         Ok(store)
@@ -221,7 +231,11 @@ impl WeightStore {
     pub fn get_shaped(&self, name: &str, expected: &Shape) -> Result<Tensor, WeightError> {
         let t = self.get(name)?;
         if t.shape() != expected {
-            return Err(WeightError::Shape { name: name.to_string(), expected: expected.clone(), got: t.shape().clone() });
+            return Err(WeightError::Shape {
+                name: name.to_string(),
+                expected: expected.clone(),
+                got: t.shape().clone(),
+            });
         }
         Ok(t)
     }

@@ -57,7 +57,12 @@ pub fn node_cost(g: &Graph, id: NodeId) -> Cost {
         Op::Rope => 3 * out,
         Op::Softmax { .. } => 5 * out,
         Op::Reduce { .. } => ins[0].shape.numel() as u64,
-        Op::Reshape { .. } | Op::Permute { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Upsample { .. } | Op::Gather => 0,
+        Op::Reshape { .. }
+        | Op::Permute { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. }
+        | Op::Upsample { .. }
+        | Op::Gather => 0,
         Op::TimestepEmbedding { .. } => 10 * out,
     };
     Cost { flops, bytes }

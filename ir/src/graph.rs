@@ -174,8 +174,7 @@ impl Graph {
             })?;
             infos.push((&n.shape, n.dtype));
         }
-        let (shape, dtype) =
-            infer(&op, &infos, declared.as_ref().map(|(s, d)| (s, *d))).map_err(|r| err(r, &op))?;
+        let (shape, dtype) = infer(&op, &infos, declared.as_ref().map(|(s, d)| (s, *d))).map_err(|r| err(r, &op))?;
         if let Op::Input { name } | Op::Weight { name } = &op {
             let kind = if matches!(op, Op::Input { .. }) { "input" } else { "weight" };
             let clash = self.nodes.iter().any(|n| match (&n.op, &op) {
@@ -275,20 +274,42 @@ impl Graph {
     }
 
     /// Attention in BSHD layout; see [`Op::Attention`].
-    pub fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, scale: f64, bias: Option<NodeId>, mask: Option<NodeId>) -> Result<NodeId> {
+    pub fn attention(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        scale: f64,
+        bias: Option<NodeId>,
+        mask: Option<NodeId>,
+    ) -> Result<NodeId> {
         let mut ins = vec![q, k, v];
         ins.extend(bias);
         ins.extend(mask);
         self.add(Op::Attention { scale, bias: bias.is_some(), mask: mask.is_some() }, &ins)
     }
 
-    pub fn conv3d(&mut self, x: NodeId, w: NodeId, b: Option<NodeId>, stride: [usize; 3], pad: [[usize; 2]; 3]) -> Result<NodeId> {
+    pub fn conv3d(
+        &mut self,
+        x: NodeId,
+        w: NodeId,
+        b: Option<NodeId>,
+        stride: [usize; 3],
+        pad: [[usize; 2]; 3],
+    ) -> Result<NodeId> {
         let mut ins = vec![x, w];
         ins.extend(b);
         self.add(Op::Conv3d { stride, pad, bias: b.is_some() }, &ins)
     }
 
-    pub fn rms_norm(&mut self, x: NodeId, weight: Option<NodeId>, axis: usize, eps: f64, style: RmsStyle) -> Result<NodeId> {
+    pub fn rms_norm(
+        &mut self,
+        x: NodeId,
+        weight: Option<NodeId>,
+        axis: usize,
+        eps: f64,
+        style: RmsStyle,
+    ) -> Result<NodeId> {
         let mut ins = vec![x];
         ins.extend(weight);
         self.add(Op::RmsNorm { axis, eps, style, weight: weight.is_some() }, &ins)
@@ -345,7 +366,13 @@ impl Graph {
         self.add(Op::Gather, &[table, ids])
     }
 
-    pub fn timestep_embedding(&mut self, t: NodeId, dim: usize, flip_sin_to_cos: bool, downscale_freq_shift: f64) -> Result<NodeId> {
+    pub fn timestep_embedding(
+        &mut self,
+        t: NodeId,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        downscale_freq_shift: f64,
+    ) -> Result<NodeId> {
         self.add(Op::TimestepEmbedding { dim, flip_sin_to_cos, downscale_freq_shift, max_period: 10000.0 }, &[t])
     }
 

@@ -45,7 +45,9 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
             Ok((sh.clone(), dt))
         }
         Op::RopeTable { grid, dims, theta, .. } => {
-            ensure(dims.iter().all(|&x| x % 2 == 0 && x > 0), || format!("axis dims {dims:?} must be even and positive"))?;
+            ensure(dims.iter().all(|&x| x % 2 == 0 && x > 0), || {
+                format!("axis dims {dims:?} must be even and positive")
+            })?;
             ensure(grid.iter().all(|&x| x > 0), || format!("grid {grid:?} must be positive"))?;
             ensure(*theta > 0.0, || "theta must be positive".into())?;
             Ok((Shape::from([grid[0] * grid[1] * grid[2], dims[0] + dims[1] + dims[2]]), DType::F32))
@@ -64,7 +66,8 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
         }
         Op::Binary(_) => {
             same_dtype(d(0), d(1), "binary op")?;
-            let out = Shape::broadcast(s(0), s(1)).ok_or_else(|| format!("shapes {} and {} do not broadcast", s(0), s(1)))?;
+            let out =
+                Shape::broadcast(s(0), s(1)).ok_or_else(|| format!("shapes {} and {} do not broadcast", s(0), s(1)))?;
             Ok((out, d(0)))
         }
         Op::Cast { to } => Ok((s(0).clone(), *to)),
@@ -117,14 +120,18 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
             let (x, w) = (s(0), s(1));
             float("x", d(0))?;
             same_dtype(d(0), d(1), "conv3d weight")?;
-            ensure(x.rank() == 5 && w.rank() == 5, || format!("conv3d needs x [N,C,T,H,W] and w [Co,Ci,kt,kh,kw], got {x} and {w}"))?;
+            ensure(x.rank() == 5 && w.rank() == 5, || {
+                format!("conv3d needs x [N,C,T,H,W] and w [Co,Ci,kt,kh,kw], got {x} and {w}")
+            })?;
             ensure(x.0[1] == w.0[1], || format!("input channels differ: x {x}, w {w}"))?;
             ensure(stride.iter().all(|&v| v > 0), || "stride must be positive".into())?;
             let mut out = vec![x.0[0], w.0[0]];
             for ax in 0..3 {
                 let padded = x.0[2 + ax] + pad[ax][0] + pad[ax][1];
                 let k = w.0[2 + ax];
-                ensure(k > 0 && padded >= k, || format!("axis {ax}: padded extent {padded} is smaller than kernel {k}"))?;
+                ensure(k > 0 && padded >= k, || {
+                    format!("axis {ax}: padded extent {padded} is smaller than kernel {k}")
+                })?;
                 out.push((padded - k) / stride[ax] + 1);
             }
             if *bias {
@@ -217,7 +224,9 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
         Op::Slice { axis, start, end } => {
             let x = s(0);
             ensure(*axis < x.rank(), || format!("axis {axis} out of range for {x}"))?;
-            ensure(start <= end && *end <= x.0[*axis], || format!("slice {start}..{end} out of range for axis {axis} of {x}"))?;
+            ensure(start <= end && *end <= x.0[*axis], || {
+                format!("slice {start}..{end} out of range for axis {axis} of {x}")
+            })?;
             let mut out = x.clone();
             out.0[*axis] = end - start;
             Ok((out, d(0)))

@@ -93,7 +93,9 @@ fn attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::MatMul { trans_a, trans_b, bias } => {
             vec![("trans_a", Bool(*trans_a)), ("trans_b", Bool(*trans_b)), ("bias", Bool(*bias))]
         }
-        Op::Attention { scale, bias, mask } => vec![("scale", Float(*scale)), ("bias", Bool(*bias)), ("mask", Bool(*mask))],
+        Op::Attention { scale, bias, mask } => {
+            vec![("scale", Float(*scale)), ("bias", Bool(*bias)), ("mask", Bool(*mask))]
+        }
         Op::Conv3d { stride, pad, bias } => vec![
             ("stride", ints(stride)),
             ("pad", Ints(pad.iter().flatten().map(|&x| x as u64).collect())),
@@ -203,7 +205,9 @@ impl<'a> Cursor<'a> {
     fn word(&mut self) -> Result<String> {
         self.ws();
         let start = self.pos;
-        while self.pos < self.s.len() && (self.s[self.pos].is_ascii_alphanumeric() || b"_.+-".contains(&self.s[self.pos])) {
+        while self.pos < self.s.len()
+            && (self.s[self.pos].is_ascii_alphanumeric() || b"_.+-".contains(&self.s[self.pos]))
+        {
             self.pos += 1;
         }
         if start == self.pos {
@@ -284,7 +288,9 @@ impl<'a> Cursor<'a> {
                         Err(_) => return self.err(format!("integer `{w}` out of range")),
                     },
                     _ => match w.parse::<f64>() {
-                        Ok(v) if w.bytes().any(|c| c.is_ascii_digit()) || w.contains("inf") || w == "NaN" => Attr::Float(v),
+                        Ok(v) if w.bytes().any(|c| c.is_ascii_digit()) || w.contains("inf") || w == "NaN" => {
+                            Attr::Float(v)
+                        }
                         _ => Attr::Word(w),
                     },
                 })
@@ -341,7 +347,9 @@ impl Attrs {
     }
     fn list(&mut self, k: &str) -> std::result::Result<Vec<usize>, String> {
         match self.take(k)? {
-            Attr::Ints(v) => v.into_iter().map(|x| usize::try_from(x).map_err(|_| format!("`{k}` too large"))).collect(),
+            Attr::Ints(v) => {
+                v.into_iter().map(|x| usize::try_from(x).map_err(|_| format!("`{k}` too large"))).collect()
+            }
             a => Err(format!("`{k}` must be a list, got {a:?}")),
         }
     }
@@ -392,7 +400,11 @@ fn build_op(name: &str, a: &mut Attrs) -> std::result::Result<Op, String> {
         "attention" => Op::Attention { scale: a.f64("scale")?, bias: a.bool("bias")?, mask: a.bool("mask")? },
         "conv3d" => {
             let p: [usize; 6] = a.arr("pad")?;
-            Op::Conv3d { stride: a.arr("stride")?, pad: [[p[0], p[1]], [p[2], p[3]], [p[4], p[5]]], bias: a.bool("bias")? }
+            Op::Conv3d {
+                stride: a.arr("stride")?,
+                pad: [[p[0], p[1]], [p[2], p[3]], [p[4], p[5]]],
+                bias: a.bool("bias")?,
+            }
         }
         "rms_norm" => Op::RmsNorm {
             axis: a.usize("axis")?,

@@ -19,7 +19,12 @@ pub fn verify(g: &Graph) -> Result<()> {
         let mut infos = Vec::with_capacity(n.inputs.len());
         for &i in &n.inputs {
             if i.index() >= id {
-                return Err(IrError::DanglingInput { node: id, op: n.op.name(), name: n.name.clone(), input: i.index() });
+                return Err(IrError::DanglingInput {
+                    node: id,
+                    op: n.op.name(),
+                    name: n.name.clone(),
+                    input: i.index(),
+                });
             }
             let m = &g.nodes[i.index()];
             infos.push((&m.shape, m.dtype));

@@ -28,9 +28,8 @@ impl WeightSource for NoWeights {
 
 impl WeightSource for std::collections::HashMap<String, Tensor> {
     fn fetch(&self, name: &str, shape: &Shape, dtype: DType) -> Result<Tensor, RuntimeError> {
-        let t = self
-            .get(name)
-            .ok_or_else(|| RuntimeError::Weight { name: name.to_string(), reason: "missing".into() })?;
+        let t =
+            self.get(name).ok_or_else(|| RuntimeError::Weight { name: name.to_string(), reason: "missing".into() })?;
         if t.shape() != shape || (t.dtype().is_float() != dtype.is_float()) {
             return Err(RuntimeError::ShapeMismatch {
                 name: name.to_string(),
@@ -69,7 +68,8 @@ pub trait Executable: Send {
         self.run_with(inputs, &RunOptions { check_outputs: true, ..RunOptions::default() })
     }
 
-    fn run_with(&mut self, inputs: &[(&str, Tensor)], opts: &RunOptions) -> Result<Vec<(String, Tensor)>, RuntimeError>;
+    fn run_with(&mut self, inputs: &[(&str, Tensor)], opts: &RunOptions)
+        -> Result<Vec<(String, Tensor)>, RuntimeError>;
 }
 
 /// A device backend.

@@ -2,6 +2,7 @@
 
 mod dit;
 mod ops;
+mod ops_vae;
 mod pipeline;
 mod scheduler;
 mod text_encoder;

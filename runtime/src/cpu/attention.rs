@@ -120,14 +120,23 @@ mod tests {
     use super::*;
 
     /// Plain attention with the whole score row materialised.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], [b, lq, lk, h, d]: [usize; 5], scale: f32, mask: Option<&[f32]>) -> Vec<f32> {
+    fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        [b, lq, lk, h, d]: [usize; 5],
+        scale: f32,
+        mask: Option<&[f32]>,
+    ) -> Vec<f32> {
         let mut out = vec![0.0; b * lq * h * d];
         for bi in 0..b {
             for hi in 0..h {
                 for i in 0..lq {
                     let mut s: Vec<f32> = (0..lk)
                         .map(|j| {
-                            let dot: f32 = (0..d).map(|x| q[((bi * lq + i) * h + hi) * d + x] * k[((bi * lk + j) * h + hi) * d + x]).sum();
+                            let dot: f32 = (0..d)
+                                .map(|x| q[((bi * lq + i) * h + hi) * d + x] * k[((bi * lk + j) * h + hi) * d + x])
+                                .sum();
                             if mask.is_some_and(|mk| mk[bi * lk + j] == 0.0) {
                                 f32::NEG_INFINITY
                             } else {
@@ -136,12 +145,16 @@ mod tests {
                         })
                         .collect();
                     let mx = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f32 = s.iter_mut().map(|x| {
-                        *x = (*x - mx).exp();
-                        *x
-                    }).sum();
+                    let sum: f32 = s
+                        .iter_mut()
+                        .map(|x| {
+                            *x = (*x - mx).exp();
+                            *x
+                        })
+                        .sum();
                     for x in 0..d {
-                        out[((bi * lq + i) * h + hi) * d + x] = (0..lk).map(|j| s[j] / sum * v[((bi * lk + j) * h + hi) * d + x]).sum();
+                        out[((bi * lq + i) * h + hi) * d + x] =
+                            (0..lk).map(|j| s[j] / sum * v[((bi * lk + j) * h + hi) * d + x]).sum();
                     }
                 }
             }
@@ -158,7 +171,17 @@ mod tests {
         let v = gen(b * lk * h * d, 3);
         let mask: Vec<f32> = (0..b * lk).map(|i| if i % lk < 290 - 100 * (i / lk) { 1.0 } else { 0.0 }).collect();
         let want = naive(&q, &k, &v, [b, lq, lk, h, d], 0.3, Some(&mask));
-        let got = attention(&q, &Shape::new([b, lq, h, d]), &k, &Shape::new([b, lk, h, d]), &v, &Shape::new([b, lk, h, d]), 0.3, None, Some(&mask));
+        let got = attention(
+            &q,
+            &Shape::new([b, lq, h, d]),
+            &k,
+            &Shape::new([b, lk, h, d]),
+            &v,
+            &Shape::new([b, lk, h, d]),
+            0.3,
+            None,
+            Some(&mask),
+        );
         for (x, y) in got.iter().zip(&want) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }

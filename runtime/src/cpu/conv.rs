@@ -24,12 +24,25 @@ impl OutPtr {
     /// # Safety
     /// The region must lie inside the buffer (checked) and no other task may touch it.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(self, co_n: usize, k: usize, np: usize, w: &[f32], col: &[f32], col_rs: usize, off: usize, rsc: usize) {
+    unsafe fn gemm(
+        self,
+        co_n: usize,
+        k: usize,
+        np: usize,
+        w: &[f32],
+        col: &[f32],
+        col_rs: usize,
+        off: usize,
+        rsc: usize,
+    ) {
         if co_n == 0 || np == 0 {
             return;
         }
         assert!(off + (co_n - 1) * rsc + np <= self.1, "conv3d: output tile out of bounds");
-        assert!(co_n * k <= w.len() && (k.max(1) - 1) * col_rs + np <= col.len().max(np), "conv3d: operand out of bounds");
+        assert!(
+            co_n * k <= w.len() && (k.max(1) - 1) * col_rs + np <= col.len().max(np),
+            "conv3d: operand out of bounds"
+        );
         matrixmultiply::sgemm(
             co_n,
             k,
@@ -51,7 +64,16 @@ impl OutPtr {
 
 /// Cross-correlation as documented on `Op::Conv3d`; `out` is the inferred output shape.
 #[allow(clippy::too_many_arguments)]
-pub fn conv3d(x: &[f32], sx: &Shape, w: &[f32], sw: &Shape, bias: Option<&[f32]>, stride: [usize; 3], pad: [[usize; 2]; 3], out: &Shape) -> Vec<f32> {
+pub fn conv3d(
+    x: &[f32],
+    sx: &Shape,
+    w: &[f32],
+    sw: &Shape,
+    bias: Option<&[f32]>,
+    stride: [usize; 3],
+    pad: [[usize; 2]; 3],
+    out: &Shape,
+) -> Vec<f32> {
     let xd = sx.dims();
     let wd = sw.dims();
     let od = out.dims();
@@ -133,7 +155,15 @@ mod tests {
     use super::*;
 
     #[allow(clippy::too_many_arguments)]
-    fn naive(x: &[f32], [n, ci, t, h, wi]: [usize; 5], w: &[f32], [co, kt, kh, kw]: [usize; 4], st: [usize; 3], pad: [usize; 3], [to, ho, wo]: [usize; 3]) -> Vec<f32> {
+    fn naive(
+        x: &[f32],
+        [n, ci, t, h, wi]: [usize; 5],
+        w: &[f32],
+        [co, kt, kh, kw]: [usize; 4],
+        st: [usize; 3],
+        pad: [usize; 3],
+        [to, ho, wo]: [usize; 3],
+    ) -> Vec<f32> {
         let mut y = vec![0.0; n * co * to * ho * wo];
         for ni in 0..n {
             for o in 0..co {
@@ -148,8 +178,15 @@ mod tests {
                                             let tt = (a * st[0] + dt) as isize - pad[0] as isize;
                                             let hh = (b * st[1] + dh) as isize - pad[1] as isize;
                                             let ww = (c * st[2] + dw) as isize - pad[2] as isize;
-                                            if tt >= 0 && hh >= 0 && ww >= 0 && (tt as usize) < t && (hh as usize) < h && (ww as usize) < wi {
-                                                s += x[(((ni * ci + i) * t + tt as usize) * h + hh as usize) * wi + ww as usize]
+                                            if tt >= 0
+                                                && hh >= 0
+                                                && ww >= 0
+                                                && (tt as usize) < t
+                                                && (hh as usize) < h
+                                                && (ww as usize) < wi
+                                            {
+                                                s += x[(((ni * ci + i) * t + tt as usize) * h + hh as usize) * wi
+                                                    + ww as usize]
                                                     * w[(((o * ci + i) * kt + dt) * kh + dh) * kw + dw];
                                             }
                                         }
@@ -167,8 +204,14 @@ mod tests {
 
     #[test]
     fn causal_strided_and_pointwise() {
-        let gen = |len: usize, s: usize| (0..len).map(|i| (((i * s + 1) % 19) as f32 - 9.0) / 9.0).collect::<Vec<f32>>();
-        for (k, st, pad) in [([3, 3, 3], [1, 1, 1], [2, 1, 1]), ([1, 3, 3], [1, 2, 2], [0, 1, 1]), ([1, 1, 1], [1, 1, 1], [0, 0, 0]), ([3, 1, 1], [2, 1, 1], [0, 0, 0])] {
+        let gen =
+            |len: usize, s: usize| (0..len).map(|i| (((i * s + 1) % 19) as f32 - 9.0) / 9.0).collect::<Vec<f32>>();
+        for (k, st, pad) in [
+            ([3, 3, 3], [1, 1, 1], [2, 1, 1]),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1]),
+            ([1, 1, 1], [1, 1, 1], [0, 0, 0]),
+            ([3, 1, 1], [2, 1, 1], [0, 0, 0]),
+        ] {
             let (n, ci, t, h, wi, co) = (2, 3, 5, 7, 9, 4);
             let x = gen(n * ci * t * h * wi, 7);
             let w = gen(co * ci * k[0] * k[1] * k[2], 3);

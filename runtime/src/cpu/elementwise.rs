@@ -90,7 +90,11 @@ fn row_offset(row: usize, out: &Shape, strides: &[usize]) -> usize {
 }
 
 /// Applies `f` over the broadcast of `inputs` into `out`, row by row along the last axis.
-pub fn broadcast_map<const N: usize>(inputs: [(&[f32], &Shape); N], out: &Shape, f: impl Fn([f32; N]) -> f32 + Sync) -> Vec<f32> {
+pub fn broadcast_map<const N: usize>(
+    inputs: [(&[f32], &Shape); N],
+    out: &Shape,
+    f: impl Fn([f32; N]) -> f32 + Sync,
+) -> Vec<f32> {
     let n = out.numel();
     let last = out.last().max(1);
     let strides: Vec<Vec<usize>> = inputs.iter().map(|(_, s)| broadcast_strides(s, out)).collect();
@@ -120,7 +124,11 @@ pub fn broadcast_map<const N: usize>(inputs: [(&[f32], &Shape); N], out: &Shape,
 pub fn binary(op: BinaryOp, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, out: &Shape) -> Vec<f32> {
     if sa == out && sb == out {
         let f = |(x, y): (&f32, &f32)| binary_scalar(op, *x, *y);
-        return if a.len() >= PAR_MIN { a.par_iter().zip(b).map(f).collect() } else { a.iter().zip(b).map(f).collect() };
+        return if a.len() >= PAR_MIN {
+            a.par_iter().zip(b).map(f).collect()
+        } else {
+            a.iter().zip(b).map(f).collect()
+        };
     }
     broadcast_map([(a, sa), (b, sb)], out, |[x, y]| binary_scalar(op, x, y))
 }

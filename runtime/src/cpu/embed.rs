@@ -10,10 +10,8 @@ pub fn rope_table(grid: [usize; 3], dims: [usize; 3], theta: f64, part: TrigPart
     let s = grid[0] * grid[1] * grid[2];
     let mut out = vec![0f32; s * hd];
     // Per axis: inv_freq_j = 1 / theta^(2j/d), j < d/2.
-    let freqs: Vec<Vec<f64>> = dims
-        .iter()
-        .map(|&d| (0..d / 2).map(|j| 1.0 / theta.powf((2 * j) as f64 / d as f64)).collect())
-        .collect();
+    let freqs: Vec<Vec<f64>> =
+        dims.iter().map(|&d| (0..d / 2).map(|j| 1.0 / theta.powf((2 * j) as f64 / d as f64)).collect()).collect();
     for f in 0..grid[0] {
         for h in 0..grid[1] {
             for w in 0..grid[2] {

@@ -48,7 +48,8 @@ fn permute_vec<T: Copy + Send + Sync>(v: &[T], shape: &Shape, perm: &[usize]) ->
 
 pub fn permute(t: &Tensor, perm: &[usize]) -> Tensor {
     let shape = Shape(perm.iter().map(|&p| t.shape().0[p]).collect());
-    let data = if t.numel() == 0 { t.data().clone() } else { each_dtype!(t.data(), v => permute_vec(v, t.shape(), perm)) };
+    let data =
+        if t.numel() == 0 { t.data().clone() } else { each_dtype!(t.data(), v => permute_vec(v, t.shape(), perm)) };
     Tensor::new(shape, data).unwrap_or_else(|_| t.clone())
 }
 

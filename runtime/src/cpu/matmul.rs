@@ -30,7 +30,18 @@ fn extent(rows: usize, cols: usize, off: usize, rs: usize, cs: usize) -> Option<
 /// Bounds are checked before the unsafe call: a view that reaches outside its slice panics
 /// (an internal bug, never a user error: callers derive strides from verified shapes).
 #[allow(clippy::too_many_arguments)]
-pub fn sgemm(m: usize, k: usize, n: usize, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], coff: usize, rsc: usize, csc: usize) {
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    coff: usize,
+    rsc: usize,
+    csc: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -95,7 +106,16 @@ fn batch_index(out_batch: &[usize], src_batch: &[usize], mut i: usize) -> usize 
 
 /// `out = op(a)·op(b) (+ bias)` with broadcast batch axes; shapes as in `Op::MatMul`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, trans_a: bool, trans_b: bool, bias: Option<&[f32]>, out: &Shape) -> Vec<f32> {
+pub fn matmul(
+    a: &[f32],
+    sa: &Shape,
+    b: &[f32],
+    sb: &Shape,
+    trans_a: bool,
+    trans_b: bool,
+    bias: Option<&[f32]>,
+    out: &Shape,
+) -> Vec<f32> {
     let (ad, bd, od) = (sa.dims(), sb.dims(), out.dims());
     let (ar, br, or) = (ad.len(), bd.len(), od.len());
     let (m, n) = (od[or - 2], od[or - 1]);
@@ -184,7 +204,16 @@ mod tests {
         let a: Vec<f32> = (0..2 * m * k).map(|i| i as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| i as f32 * 0.01 - 0.1).collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let got = matmul(&a, &Shape::new([2, m, k]), &b, &Shape::new([k, n]), false, false, Some(&bias), &Shape::new([2, m, n]));
+        let got = matmul(
+            &a,
+            &Shape::new([2, m, k]),
+            &b,
+            &Shape::new([k, n]),
+            false,
+            false,
+            Some(&bias),
+            &Shape::new([2, m, n]),
+        );
         for bi in 0..2 {
             let want = naive(&a[bi * m * k..(bi + 1) * m * k], &b, m, k, n);
             for i in 0..m * n {

@@ -114,16 +114,17 @@ pub struct CpuExecutable {
 }
 
 impl Executable for CpuExecutable {
-    fn run_with(&mut self, inputs: &[(&str, Tensor)], opts: &RunOptions) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+    fn run_with(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        opts: &RunOptions,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
         let g = &self.graph;
         let mut fed: Vec<Option<&Tensor>> = vec![None; g.len()];
         for (name, t) in inputs {
-            let id = g
-                .inputs()
-                .into_iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, id)| id)
-                .ok_or_else(|| RuntimeError::BadInput { name: name.to_string(), reason: "the graph has no such input".into() })?;
+            let id = g.inputs().into_iter().find(|(n, _)| n == name).map(|(_, id)| id).ok_or_else(|| {
+                RuntimeError::BadInput { name: name.to_string(), reason: "the graph has no such input".into() }
+            })?;
             if fed[id.index()].is_some() {
                 return Err(RuntimeError::BadInput { name: name.to_string(), reason: "fed twice".into() });
             }
@@ -149,7 +150,8 @@ impl Executable for CpuExecutable {
             }
             let value: Cow<'_, Tensor> = match &node.op {
                 Op::Input { name } => {
-                    let t = fed[i].ok_or_else(|| RuntimeError::BadInput { name: name.clone(), reason: "not fed".into() })?;
+                    let t = fed[i]
+                        .ok_or_else(|| RuntimeError::BadInput { name: name.clone(), reason: "not fed".into() })?;
                     if t.dtype() == node.dtype {
                         Cow::Borrowed(t)
                     } else {
@@ -170,10 +172,16 @@ impl Executable for CpuExecutable {
                     Cow::Owned(eval(node, &ins)?)
                 }
             };
-            let check = opts.check_intermediates || (opts.check_outputs && g.outputs.iter().any(|(_, o)| o.index() == i));
+            let check =
+                opts.check_intermediates || (opts.check_outputs && g.outputs.iter().any(|(_, o)| o.index() == i));
             if check && !node.op.is_leaf() {
                 if let Some(index) = value.first_non_finite() {
-                    return Err(RuntimeError::NonFinite { node: i, name: node.name.clone(), op: node.op.name(), index });
+                    return Err(RuntimeError::NonFinite {
+                        node: i,
+                        name: node.name.clone(),
+                        op: node.op.name(),
+                        index,
+                    });
                 }
             }
             values[i] = Some(value);
@@ -244,7 +252,17 @@ pub fn eval(node: &Node, ins: &[&Tensor]) -> Result<Tensor, RuntimeError> {
         Op::Attention { scale, bias, mask } => {
             let bias_t = bias.then(|| (x(3), sh(3).clone()));
             let mask_t = mask.then(|| x(3 + usize::from(*bias)));
-            attention(&x(0), sh(0), &x(1), sh(1), &x(2), sh(2), *scale, bias_t.as_ref().map(|(v, s)| (&v[..], s)), mask_t.as_deref())
+            attention(
+                &x(0),
+                sh(0),
+                &x(1),
+                sh(1),
+                &x(2),
+                sh(2),
+                *scale,
+                bias_t.as_ref().map(|(v, s)| (&v[..], s)),
+                mask_t.as_deref(),
+            )
         }
         Op::Conv3d { stride, pad, bias } => {
             let b = bias.then(|| x(2));

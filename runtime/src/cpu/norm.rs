@@ -119,7 +119,5 @@ pub fn reduce(op: ReduceOp, x: &[f32], shape: &Shape, axes: &[usize]) -> Vec<f32
             ReduceOp::Min => acc[o].min(v),
         };
     }
-    acc.into_iter()
-        .map(|a| if op == ReduceOp::Mean { (a / count.max(1) as f64) as f32 } else { a as f32 })
-        .collect()
+    acc.into_iter().map(|a| if op == ReduceOp::Mean { (a / count.max(1) as f64) as f32 } else { a as f32 }).collect()
 }
