@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Generate a video from a prompt (diffusers' WanPipeline arguments and defaults).
+    Generate(GenerateArgs),
     /// Run a golden case folder (case.json + safetensors) and compare every check.
     Eval {
         /// The case folder, e.g. ../shared/golden/dit
@@ -30,6 +32,140 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// What the video shows.
+    #[arg(long, default_value = "a red fox running through fresh snow, cinematic lighting")]
+    prompt: String,
+    /// What it should not show (diffusers' default: none).
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    /// Output files; the extension picks the format: .mp4 (H.264), .gif, .png (one file per
+    /// frame: NAME_0000.png, ...), .y4m. Repeat for several formats from one generation.
+    #[arg(long, short, default_value = "out/vidrt.mp4")]
+    out: Vec<PathBuf>,
+    /// A diffusers-layout model folder (transformer/, vae/, text_encoder/, tokenizer/,
+    /// scheduler/). Default: the built-in tiny model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sampling steps (model default: 50 for Wan2.1, 10 for the tiny model).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale (default 5.0; 1 or less turns guidance off).
+    #[arg(long)]
+    guidance: Option<f64>,
+    /// Flow shift of the sampler (default: the model's scheduler config, 3.0 for Wan2.1 480p;
+    /// use 5.0 for 720p).
+    #[arg(long)]
+    shift: Option<f64>,
+    /// Height in pixels, a multiple of 16 (model default: 480; tiny: 96).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Width in pixels, a multiple of 16 (model default: 832; tiny: 128).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Frames, 4k + 1 (others are rounded down; model default: 81; tiny: 17).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Sampler: unipc (Wan's default) or euler.
+    #[arg(long, default_value = "unipc")]
+    scheduler: String,
+    /// Frames per second of the output file.
+    #[arg(long, default_value_t = vidrt::video::WAN_FPS)]
+    fps: u32,
+    /// Backend to run on.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+}
+
+/// One indicatif bar per stage.
+struct Bars {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl vidrt::pipeline::Progress for Bars {
+    fn begin(&mut self, stage: vidrt::pipeline::Stage, total: usize) {
+        let style =
+            indicatif::ProgressStyle::with_template("{prefix:>13} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+        let bar = indicatif::ProgressBar::new(total as u64).with_style(style).with_prefix(stage.name());
+        bar.tick();
+        self.bar = Some(bar);
+    }
+
+    fn advance(&mut self, _: vidrt::pipeline::Stage, done: usize) {
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+        }
+    }
+
+    fn end(&mut self, _: vidrt::pipeline::Stage) {
+        if let Some(b) = self.bar.take() {
+            b.finish();
+        }
+    }
+}
+
+fn generate(a: GenerateArgs) -> Result<ExitCode> {
+    use vidrt::pipeline::{GenerateParams, Model, Pipeline};
+    // Check every output path before any compute, so a typo costs nothing.
+    for path in &a.out {
+        vidrt::video::Format::from_path(path)?;
+    }
+    let model = match &a.model {
+        Some(dir) => Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?,
+        None => Model::tiny()?,
+    };
+    let pipe = Pipeline::new(model, backend(&a.backend)?);
+    let params = GenerateParams {
+        prompt: a.prompt,
+        negative_prompt: a.negative_prompt,
+        height: a.height,
+        width: a.width,
+        num_frames: a.frames,
+        num_inference_steps: a.steps,
+        guidance_scale: a.guidance,
+        shift: a.shift,
+        seed: a.seed,
+        scheduler: a.scheduler.parse().map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?,
+        latents: None,
+    };
+    let r = pipe.model.resolve(&params)?;
+    eprintln!(
+        "{} on {}: {}x{}, {} frames, {} steps, guidance {}, shift {}, seed {}",
+        pipe.model.source,
+        pipe.backend().name(),
+        r.width,
+        r.height,
+        r.num_frames,
+        r.num_inference_steps,
+        r.guidance_scale,
+        r.shift,
+        params.seed
+    );
+    let started = std::time::Instant::now();
+    let out = pipe.generate(&params, &mut Bars { bar: None }).context("generating")?;
+    let video = vidrt::video::Video::from_tensor(&out.video, a.fps)?;
+    for path in &a.out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let files = vidrt::video::write(&video, path).with_context(|| format!("writing {}", path.display()))?;
+        match files.as_slice() {
+            [one] => eprintln!("wrote {}", one.display()),
+            many => {
+                eprintln!("wrote {} frames {} .. {}", many.len(), many[0].display(), many[many.len() - 1].display())
+            }
+        }
+    }
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn backend(name: &str) -> Result<Box<dyn Backend>> {
@@ -77,6 +213,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Eval { case, backend, out } => eval(case, &backend, out),
+        Cmd::Generate(a) => generate(a),
     };
     match r {
         Ok(code) => code,
