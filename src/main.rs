@@ -18,6 +18,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run every op case of the cross-backend harness on a backend against the CPU
+    /// reference compositions and print the op × backend × dtype support table.
+    Ops {
+        /// Backend to test.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Only cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Generate a video from a prompt (diffusers' WanPipeline arguments and defaults).
     Generate(GenerateArgs),
     /// Run a golden case folder (case.json + safetensors) and compare every check.
@@ -168,6 +178,21 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn ops(backend_name: &str, filter: Option<&str>) -> Result<ExitCode> {
+    use vidrt::harness;
+    let b = backend(backend_name)?;
+    let reference = CpuBackend::new();
+    let cases: Vec<_> =
+        harness::all_cases().into_iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))).collect();
+    let results = harness::run_all(&cases, b.as_ref(), &reference);
+    for r in &results {
+        println!("{r}");
+    }
+    println!("{}", harness::support_table(&[b.as_ref()]));
+    println!("{}", harness::summary(&results));
+    Ok(if results.iter().any(|r| r.failed()) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
 fn backend(name: &str) -> Result<Box<dyn Backend>> {
     match name {
         "cpu" => Ok(Box::new(CpuBackend::new())),
@@ -214,6 +239,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Eval { case, backend, out } => eval(case, &backend, out),
         Cmd::Generate(a) => generate(a),
+        Cmd::Ops { backend, filter } => ops(&backend, filter.as_deref()),
     };
     match r {
         Ok(code) => code,

@@ -137,7 +137,14 @@ enum ModelWeights {
     /// The built-in tiny model's seeded weights.
     Seeded(SeededWeights),
     /// A diffusers-layout folder (each component served under its diffusers names).
-    Folder { dit: MappedWeights, vae: MappedWeights, text: MappedWeights },
+    Folder(Box<FolderWeights>),
+}
+
+/// A folder's three weight stores.
+struct FolderWeights {
+    dit: MappedWeights,
+    vae: MappedWeights,
+    text: MappedWeights,
 }
 
 /// A loaded model: configuration, tokenizer and weights.
@@ -182,7 +189,7 @@ impl Model {
         let model = Model {
             config,
             tokenizer,
-            weights: ModelWeights::Folder { dit, vae, text },
+            weights: ModelWeights::Folder(Box::new(FolderWeights { dit, vae, text })),
             source: dir.display().to_string(),
         };
         model.check_weights()?;
@@ -209,7 +216,8 @@ impl Model {
     /// Checks a folder's tensors against the graphs: every weight present with its shape and
     /// a float dtype, and no tensor left over (the VAE encoder's and tied copies excepted).
     pub fn check_weights(&self) -> Result<()> {
-        let ModelWeights::Folder { dit, vae, text } = &self.weights else { return Ok(()) };
+        let ModelWeights::Folder(f) = &self.weights else { return Ok(()) };
+        let (dit, vae, text) = (&f.dit, &f.vae, &f.text);
         for (component, graphs) in self.component_graphs()? {
             let store = match component {
                 "transformer" => dit,
@@ -263,21 +271,21 @@ impl Model {
     fn dit_weights(&self) -> &dyn WeightSource {
         match &self.weights {
             ModelWeights::Seeded(s) => s,
-            ModelWeights::Folder { dit, .. } => dit,
+            ModelWeights::Folder(f) => &f.dit,
         }
     }
 
     fn vae_weights(&self) -> &dyn WeightSource {
         match &self.weights {
             ModelWeights::Seeded(s) => s,
-            ModelWeights::Folder { vae, .. } => vae,
+            ModelWeights::Folder(f) => &f.vae,
         }
     }
 
     fn text_weights(&self) -> &dyn WeightSource {
         match &self.weights {
             ModelWeights::Seeded(s) => s,
-            ModelWeights::Folder { text, .. } => text,
+            ModelWeights::Folder(f) => &f.text,
         }
     }
 

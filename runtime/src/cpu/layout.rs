@@ -105,7 +105,7 @@ pub fn upsample(x: &[f32], shape: &Shape, f: [usize; 2]) -> Vec<f32> {
     let r = shape.rank();
     let (h, w) = (shape.0[r - 2], shape.0[r - 1]);
     let (oh, ow) = (h * f[0], w * f[1]);
-    let planes = if h * w == 0 { 0 } else { x.len() / (h * w) };
+    let planes = x.len().checked_div(h * w).unwrap_or(0);
     let mut out = vec![0f32; planes * oh * ow];
     if out.is_empty() {
         return out;
