@@ -21,3 +21,7 @@ mod error;
 pub use backend::{Backend, Executable, NoWeights, RunOptions, Support, WeightSource};
 pub use cpu::CpuBackend;
 pub use error::RuntimeError;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;

@@ -1,0 +1,1 @@
+//! PTX generation (in progress: see issue 5).

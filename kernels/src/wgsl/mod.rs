@@ -1,0 +1,1 @@
+//! WGSL generation (in progress: see issue 7).

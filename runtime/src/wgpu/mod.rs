@@ -1,0 +1,1 @@
+//! The wgpu backend (in progress: see issue 7).
