@@ -21,17 +21,34 @@ fn read_all(path: &Path) -> BTreeMap<String, Tensor> {
 }
 
 fn write_st(path: &Path, tensors: &BTreeMap<String, Tensor>) {
+    write_st_as(path, tensors, safetensors::Dtype::F32);
+}
+
+/// Writes `tensors` as f32, or rounded to bf16 (round to nearest even) when `dtype` is BF16.
+fn write_st_as(path: &Path, tensors: &BTreeMap<String, Tensor>, dtype: safetensors::Dtype) {
+    let encode = |x: f32| -> Vec<u8> {
+        if dtype == safetensors::Dtype::BF16 {
+            let b = x.to_bits();
+            (((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16).to_le_bytes().to_vec()
+        } else {
+            x.to_le_bytes().to_vec()
+        }
+    };
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(n, t)| (n.clone(), t.to_f32_vec().iter().flat_map(|x| x.to_le_bytes()).collect(), t.dims().to_vec()))
+        .map(|(n, t)| (n.clone(), t.to_f32_vec().into_iter().flat_map(encode).collect(), t.dims().to_vec()))
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
-        .map(|(n, b, s)| {
-            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"))
-        })
+        .map(|(n, b, s)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).expect("view")))
         .collect();
     safetensors::tensor::serialize_to_file(views, None, path).expect("write safetensors");
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
 }
 
 fn tokenizer_json() -> String {
@@ -149,6 +166,20 @@ fn single_sharded_and_original_names_give_the_same_video() {
     assert!(renamed.contains_key("blocks.0.self_attn.q.weight"));
     write_st(&t, &renamed);
     assert_eq!(generate(&original), reference, "original checkpoint names");
+
+    // bf16 storage for every component, converted on load.
+    let bf16 = folder("bf16");
+    for rel in [
+        "transformer/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ] {
+        let p = bf16.join(rel);
+        write_st_as(&p, &read_all(&p), safetensors::Dtype::BF16);
+    }
+    let v = generate(&bf16);
+    let err = rel_l2(&v, &reference);
+    assert!(err > 0.0 && err < 3e-2, "bf16 weights: rel L2 {err:.3e} against f32");
 }
 
 #[test]
