@@ -182,7 +182,16 @@ impl WeightStore {
         let map =
             v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut shard_names: Vec<&str> = map.values().filter_map(|s| s.as_str()).collect();
+        let mut shard_names: Vec<&str> = Vec::with_capacity(map.len());
+        for (name, shard) in map {
+            let shard = shard.as_str().ok_or_else(|| bad(format!("the shard of `{name}` is not a file name")))?;
+            // Shards live beside the index: a path elsewhere is refused, not followed.
+            let plain = Path::new(shard).file_name().and_then(|f| f.to_str()) == Some(shard);
+            if !plain || shard == ".." {
+                return Err(bad(format!("the shard `{shard}` of `{name}` is not a file name in the index's folder")));
+            }
+            shard_names.push(shard);
+        }
         shard_names.sort_unstable();
         shard_names.dedup();
         let files: Vec<SafeTensorsFile> =
