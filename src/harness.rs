@@ -457,6 +457,16 @@ pub fn every_op() -> Vec<Op> {
         Op::Gather,
         Op::TimestepEmbedding { dim: 2, flip_sin_to_cos: false, downscale_freq_shift: 0.0, max_period: 10000.0 },
     ]);
+    let silu =
+        vidrt_ir::ElementwiseExpr::new(vec![vidrt_ir::ExprStep::Input(0), vidrt_ir::ExprStep::Unary(UnaryOp::Silu, 0)]);
+    ops.extend([
+        Op::Fused { expr: silu.clone() },
+        Op::MatMulEpilogue { trans_a: false, trans_b: false, bias: false, epilogue: silu.clone() },
+        Op::Conv3dEpilogue { stride: [1; 3], pad: [[0; 2]; 3], bias: false, epilogue: silu.clone() },
+        Op::LayerNormModulate { eps: 1e-6 },
+        Op::RmsNormRope { eps: 1e-6, heads: 1 },
+        Op::RmsNormEpilogue { axis: 0, eps: 1e-6, style: RmsStyle::MeanSquare, weight: false, epilogue: silu },
+    ]);
     // Every variant appears above: adding one to `Op` fails to compile here.
     fn variant(op: &Op) -> u8 {
         match op {
@@ -484,9 +494,15 @@ pub fn every_op() -> Vec<Op> {
             Op::Upsample { .. } => 21,
             Op::Gather => 22,
             Op::TimestepEmbedding { .. } => 23,
+            Op::Fused { .. } => 24,
+            Op::MatMulEpilogue { .. } => 25,
+            Op::Conv3dEpilogue { .. } => 26,
+            Op::LayerNormModulate { .. } => 27,
+            Op::RmsNormRope { .. } => 28,
+            Op::RmsNormEpilogue { .. } => 29,
         }
     }
-    debug_assert!(ops.iter().map(variant).max() == Some(23));
+    debug_assert!(ops.iter().map(variant).max() == Some(29));
     ops
 }
 

@@ -28,7 +28,8 @@ fn every_op_has_a_case() {
 
 #[test]
 fn backend_ops() {
-    let reference = CpuBackend::new();
+    // Compositions run exactly as written (no passes): they are the unfused references.
+    let reference = CpuBackend::unoptimized();
     let backends = backends();
     let refs: Vec<&dyn Backend> = backends.iter().map(|b| b.as_ref()).collect();
     eprintln!("{}", support_table(&refs));

@@ -64,6 +64,20 @@ pub fn node_cost(g: &Graph, id: NodeId) -> Cost {
         | Op::Upsample { .. }
         | Op::Gather => 0,
         Op::TimestepEmbedding { .. } => 10 * out,
+        Op::Fused { expr } => expr.flops_per_elem() * out,
+        Op::MatMulEpilogue { trans_a, bias, epilogue, .. } => {
+            let a = &ins[0].shape;
+            let k = if *trans_a { a.0[a.rank() - 2] } else { a.0[a.rank() - 1] } as u64;
+            2 * out * k + if *bias { out } else { 0 } + epilogue.flops_per_elem() * out
+        }
+        Op::Conv3dEpilogue { bias, epilogue, .. } => {
+            let w = &ins[1].shape;
+            let taps = (w.0[1] * w.0[2] * w.0[3] * w.0[4]) as u64;
+            2 * out * taps + if *bias { out } else { 0 } + epilogue.flops_per_elem() * out
+        }
+        Op::LayerNormModulate { .. } => 8 * out,
+        Op::RmsNormRope { .. } => 7 * out,
+        Op::RmsNormEpilogue { epilogue, .. } => 4 * out + epilogue.flops_per_elem() * out,
     };
     Cost { flops, bytes }
 }

@@ -272,5 +272,63 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
             ensure(*max_period > 0.0, || "max_period must be positive".into())?;
             Ok((Shape::from([s(0).0[0], *dim]), DType::F32))
         }
+        Op::Fused { expr } => {
+            let dts: Vec<DType> = inputs.iter().map(|i| i.1).collect();
+            let steps = expr.step_dtypes(&dts)?;
+            let mut out = Shape::from(Vec::<usize>::new());
+            for (k, (sh, _)) in inputs.iter().enumerate() {
+                out = Shape::broadcast(&out, sh)
+                    .ok_or_else(|| format!("input {k} {sh} does not broadcast with the others ({out})"))?;
+            }
+            Ok((out, steps.last().copied().unwrap_or(DType::F32)))
+        }
+        Op::MatMulEpilogue { trans_a, trans_b, bias, epilogue } => {
+            let base = Op::MatMul { trans_a: *trans_a, trans_b: *trans_b, bias: *bias };
+            epilogue_infer(&base, 2 + usize::from(*bias), epilogue, inputs)
+        }
+        Op::Conv3dEpilogue { stride, pad, bias, epilogue } => {
+            let base = Op::Conv3d { stride: *stride, pad: *pad, bias: *bias };
+            epilogue_infer(&base, 2 + usize::from(*bias), epilogue, inputs)
+        }
+        Op::RmsNormEpilogue { axis, eps, style, weight, epilogue } => {
+            let base = Op::RmsNorm { axis: *axis, eps: *eps, style: *style, weight: *weight };
+            epilogue_infer(&base, 1 + usize::from(*weight), epilogue, inputs)
+        }
+        Op::LayerNormModulate { eps } => {
+            let (sh, dt) = infer(&Op::LayerNorm { eps: *eps, affine: false }, &inputs[..1], None)?;
+            infer(&Op::Modulate, &[(&sh, dt), inputs[1], inputs[2]], None)
+        }
+        Op::RmsNormRope { eps, heads } => {
+            let x = s(0);
+            ensure(x.rank() >= 2, || format!("rms_norm_rope needs x [.., S, C], got {x}"))?;
+            let c = x.last();
+            ensure(*heads > 0 && c % heads == 0, || format!("{c} channels do not split into {heads} heads"))?;
+            let norm = Op::RmsNorm { axis: x.rank() - 1, eps: *eps, style: crate::RmsStyle::MeanSquare, weight: true };
+            let (_, dt) = infer(&norm, &inputs[..2], None)?;
+            let mut dims = x.0.clone();
+            dims.pop();
+            dims.extend([*heads, c / heads]);
+            let heads_shape = Shape(dims);
+            infer(&Op::Rope, &[(&heads_shape, dt), inputs[2], inputs[3]], None)
+        }
     }
+}
+
+/// Inference for a base op (matmul, conv3d) followed by an elementwise epilogue whose slot 0
+/// is the base result and slots 1.. the inputs after the base's `n_base`.
+fn epilogue_infer(
+    base: &Op,
+    n_base: usize,
+    epilogue: &crate::ElementwiseExpr,
+    inputs: &[InputInfo<'_>],
+) -> Result<(Shape, DType), String> {
+    ensure(epilogue.num_inputs() >= 1, || "an epilogue must read slot 0 (the accumulator)".into())?;
+    let (sh, dt) = infer(base, &inputs[..n_base], None)?;
+    let mut dts = vec![dt];
+    for (k, (es, ed)) in inputs[n_base..].iter().enumerate() {
+        ensure(es.broadcasts_to(&sh), || format!("epilogue input {} {es} does not broadcast to {sh}", k + 1))?;
+        dts.push(*ed);
+    }
+    let steps = epilogue.step_dtypes(&dts).map_err(|e| format!("epilogue: {e}"))?;
+    Ok((sh, steps.last().copied().unwrap_or(dt)))
 }

@@ -24,9 +24,11 @@
 pub mod cost;
 mod dtype;
 mod error;
+pub mod expr;
 mod graph;
 pub mod infer;
 pub mod op;
+pub mod passes;
 mod shape;
 pub mod tensor;
 pub mod text;
@@ -34,6 +36,7 @@ mod verify;
 
 pub use dtype::{DType, UnknownDType};
 pub use error::{IrError, Result};
+pub use expr::{ElementwiseExpr, ExprStep};
 pub use graph::{Graph, Node, NodeId};
 pub use op::{Arity, BinaryOp, Op, ReduceOp, RmsStyle, TrigPart, UnaryOp};
 pub use shape::Shape;

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::expr::ElementwiseExpr;
 use crate::{DType, Shape};
 
 /// Elementwise unary functions. Parametrised variants carry their scalars.
@@ -224,6 +225,33 @@ pub enum Op {
     /// Sinusoidal timestep embedding. Inputs: t `[B]` → f32 `[B, dim]`.
     /// `freq_j = exp(−ln(max_period)·j/(half − shift))`, out = [sin, cos] or [cos, sin].
     TimestepEmbedding { dim: usize, flip_sin_to_cos: bool, downscale_freq_shift: f64, max_period: f64 },
+    // ---- fused ops (made by `passes::fuse`; each has an unfused composition as reference) ----
+    /// FUSED (new, from the fusion pass): a chain of elementwise ops as one kernel. Inputs:
+    /// one per slot of `expr` (`expr.num_inputs()`), each broadcast (numpy rules) to the
+    /// output shape, which is the broadcast of all inputs. Output dtype: the expression's
+    /// result dtype. Reference: the unary/binary/cast nodes its steps name, in order.
+    Fused { expr: ElementwiseExpr },
+    /// FUSED (new): matmul with an elementwise epilogue. Inputs: a, b, bias if `bias` (as
+    /// [`Op::MatMul`]), then the epilogue's extra inputs. Epilogue slot 0 is the matmul result
+    /// (bias added); slot k ≥ 1 is extra input k−1, broadcast to the matmul's output shape
+    /// (e.g. `gate·acc + residual`, `gelu_tanh(acc)`). Output: the matmul's shape, the
+    /// epilogue's dtype. Reference: MatMul then the epilogue's ops.
+    MatMulEpilogue { trans_a: bool, trans_b: bool, bias: bool, epilogue: ElementwiseExpr },
+    /// FUSED (new): conv3d with an elementwise epilogue. Inputs: x, w, bias if `bias` (as
+    /// [`Op::Conv3d`]), then the epilogue's extra inputs; slots as in [`Op::MatMulEpilogue`].
+    Conv3dEpilogue { stride: [usize; 3], pad: [[usize; 2]; 3], bias: bool, epilogue: ElementwiseExpr },
+    /// FUSED (new): `modulate(layer_norm(x, no affine, eps), scale, shift)`. Inputs: x,
+    /// scale, shift (both broadcast to x). Output like x.
+    LayerNormModulate { eps: f64 },
+    /// FUSED (new): RMS norm across heads, then the interleaved rotary embedding per head:
+    /// `rope(reshape(rms_norm(x, w, last axis, mean-square, eps), [.., S, heads, C/heads]),
+    /// cos, sin)`. Inputs: x `[.., S, C]`, weight `[C]`, cos `[S, C/heads]`, sin
+    /// `[S, C/heads]` (f32). Output `[.., S, heads, C/heads]`.
+    RmsNormRope { eps: f64, heads: usize },
+    /// FUSED (new): RMS norm with an elementwise epilogue (the VAE's norm → silu). Inputs: x,
+    /// weight if `weight` (as [`Op::RmsNorm`]), then the epilogue's extra inputs; epilogue
+    /// slot 0 is the normalised value, slots k ≥ 1 extra input k−1 broadcast to x's shape.
+    RmsNormEpilogue { axis: usize, eps: f64, style: RmsStyle, weight: bool, epilogue: ElementwiseExpr },
 }
 
 /// How many inputs an op takes.
@@ -279,6 +307,12 @@ impl Op {
             Op::Upsample { .. } => "upsample",
             Op::Gather => "gather",
             Op::TimestepEmbedding { .. } => "timestep_embedding",
+            Op::Fused { .. } => "fused",
+            Op::MatMulEpilogue { .. } => "matmul_epilogue",
+            Op::Conv3dEpilogue { .. } => "conv3d_epilogue",
+            Op::LayerNormModulate { .. } => "layer_norm_modulate",
+            Op::RmsNormRope { .. } => "rms_norm_rope",
+            Op::RmsNormEpilogue { .. } => "rms_norm_epilogue",
         }
     }
 
@@ -307,6 +341,15 @@ impl Op {
             Op::LayerNorm { affine, .. } => Arity::Exact(1 + 2 * opt(*affine)),
             Op::Modulate | Op::Rope => Arity::Exact(3),
             Op::Concat { .. } => Arity::AtLeast(1),
+            Op::Fused { expr } => Arity::Exact(expr.num_inputs()),
+            Op::MatMulEpilogue { bias, epilogue, .. } | Op::Conv3dEpilogue { bias, epilogue, .. } => {
+                Arity::Exact(2 + opt(*bias) + epilogue.num_inputs().saturating_sub(1))
+            }
+            Op::LayerNormModulate { .. } => Arity::Exact(3),
+            Op::RmsNormRope { .. } => Arity::Exact(4),
+            Op::RmsNormEpilogue { weight, epilogue, .. } => {
+                Arity::Exact(1 + opt(*weight) + epilogue.num_inputs().saturating_sub(1))
+            }
         }
     }
 
@@ -322,7 +365,20 @@ impl Op {
 
     /// Elementwise ops (one output element from the same-index input elements).
     pub fn is_elementwise(&self) -> bool {
-        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } | Op::Modulate)
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } | Op::Modulate | Op::Fused { .. })
+    }
+
+    /// Ops made by the fusion pass (each has an unfused composition as its reference).
+    pub fn is_fused(&self) -> bool {
+        matches!(
+            self,
+            Op::Fused { .. }
+                | Op::MatMulEpilogue { .. }
+                | Op::Conv3dEpilogue { .. }
+                | Op::LayerNormModulate { .. }
+                | Op::RmsNormRope { .. }
+                | Op::RmsNormEpilogue { .. }
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use crate::error::{IrError, Result};
 use crate::op::{BinaryOp, Op, ReduceOp, RmsStyle, TrigPart, UnaryOp};
-use crate::{DType, Graph, NodeId, Shape};
+use crate::{DType, ElementwiseExpr, Graph, NodeId, Shape};
 
 const HEADER: &str = "vidrt.graph v1";
 
@@ -126,6 +126,28 @@ fn attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             ("flip_sin_to_cos", Bool(*flip_sin_to_cos)),
             ("downscale_freq_shift", Float(*downscale_freq_shift)),
             ("max_period", Float(*max_period)),
+        ],
+        Op::Fused { expr } => vec![("expr", Str(expr.to_text()))],
+        Op::MatMulEpilogue { trans_a, trans_b, bias, epilogue } => vec![
+            ("trans_a", Bool(*trans_a)),
+            ("trans_b", Bool(*trans_b)),
+            ("bias", Bool(*bias)),
+            ("epilogue", Str(epilogue.to_text())),
+        ],
+        Op::Conv3dEpilogue { stride, pad, bias, epilogue } => vec![
+            ("stride", ints(stride)),
+            ("pad", Ints(pad.iter().flatten().map(|&x| x as u64).collect())),
+            ("bias", Bool(*bias)),
+            ("epilogue", Str(epilogue.to_text())),
+        ],
+        Op::LayerNormModulate { eps } => vec![("eps", Float(*eps))],
+        Op::RmsNormRope { eps, heads } => vec![("eps", Float(*eps)), ("heads", Int(*heads as u64))],
+        Op::RmsNormEpilogue { axis, eps, style, weight, epilogue } => vec![
+            ("axis", Int(*axis as u64)),
+            ("eps", Float(*eps)),
+            ("style", Word(if *style == RmsStyle::MeanSquare { "mean_square" } else { "l2_clamp" }.into())),
+            ("weight", Bool(*weight)),
+            ("epilogue", Str(epilogue.to_text())),
         ],
     }
 }
@@ -409,12 +431,15 @@ fn build_op(name: &str, a: &mut Attrs) -> std::result::Result<Op, String> {
         "rms_norm" => Op::RmsNorm {
             axis: a.usize("axis")?,
             eps: a.f64("eps")?,
-            style: match a.word("style")?.as_str() {
-                "mean_square" => RmsStyle::MeanSquare,
-                "l2_clamp" => RmsStyle::L2Clamp,
-                w => return Err(format!("unknown style `{w}`")),
-            },
+            style: rms_style(&a.word("style")?)?,
             weight: a.bool("weight")?,
+        },
+        "rms_norm_epilogue" => Op::RmsNormEpilogue {
+            axis: a.usize("axis")?,
+            eps: a.f64("eps")?,
+            style: rms_style(&a.word("style")?)?,
+            weight: a.bool("weight")?,
+            epilogue: ElementwiseExpr::parse(&a.string("epilogue")?)?,
         },
         "layer_norm" => Op::LayerNorm { eps: a.f64("eps")?, affine: a.bool("affine")? },
         "modulate" => Op::Modulate,
@@ -443,8 +468,34 @@ fn build_op(name: &str, a: &mut Attrs) -> std::result::Result<Op, String> {
             downscale_freq_shift: a.f64("downscale_freq_shift")?,
             max_period: a.f64("max_period")?,
         },
+        "fused" => Op::Fused { expr: ElementwiseExpr::parse(&a.string("expr")?)? },
+        "matmul_epilogue" => Op::MatMulEpilogue {
+            trans_a: a.bool("trans_a")?,
+            trans_b: a.bool("trans_b")?,
+            bias: a.bool("bias")?,
+            epilogue: ElementwiseExpr::parse(&a.string("epilogue")?)?,
+        },
+        "conv3d_epilogue" => {
+            let p: [usize; 6] = a.arr("pad")?;
+            Op::Conv3dEpilogue {
+                stride: a.arr("stride")?,
+                pad: [[p[0], p[1]], [p[2], p[3]], [p[4], p[5]]],
+                bias: a.bool("bias")?,
+                epilogue: ElementwiseExpr::parse(&a.string("epilogue")?)?,
+            }
+        }
+        "layer_norm_modulate" => Op::LayerNormModulate { eps: a.f64("eps")? },
+        "rms_norm_rope" => Op::RmsNormRope { eps: a.f64("eps")?, heads: a.usize("heads")? },
         other => return Err(format!("unknown op `{other}`")),
     })
+}
+
+fn rms_style(w: &str) -> std::result::Result<RmsStyle, String> {
+    match w {
+        "mean_square" => Ok(RmsStyle::MeanSquare),
+        "l2_clamp" => Ok(RmsStyle::L2Clamp),
+        w => Err(format!("unknown style `{w}`")),
+    }
 }
 
 /// Parses the text form back into a graph, re-checking every node.

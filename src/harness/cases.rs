@@ -224,6 +224,7 @@ pub fn all_cases() -> Vec<OpCase> {
     modulate_rope_softmax(&mut l);
     reduce(&mut l);
     views(&mut l);
+    fused_ops(&mut l);
     l.0
 }
 
@@ -748,6 +749,165 @@ fn views(l: &mut List) {
             let y = c.g.gather(t, i)?;
             let tname = if weight { "embed.weight" } else { "table" };
             Ok(Out::Host(y, host(move |f| host::gather(f.get(tname)?, f.get("ids")?))))
+        });
+    }
+}
+
+// ---- fused ops (made by the fusion pass); reference: the unfused composition ------------
+
+fn fexpr(text: &str) -> Result<vidrt_ir::ElementwiseExpr> {
+    vidrt_ir::ElementwiseExpr::parse(text).map_err(internal)
+}
+
+/// A fused elementwise case: slots with their shapes and draws, reference = one primitive
+/// node per step.
+fn fused_case(l: &mut List, dtype: DType, text: &'static str, slots: Vec<(Vec<usize>, Dist)>) {
+    let Ok(expr) = fexpr(text) else { return };
+    let variant = format!("{text}/{:?}", slots.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
+    let op = Op::Fused { expr: expr.clone() };
+    l.std(op.clone(), dtype, &variant, move |c| {
+        let (mut ins, mut refs) = (Vec::new(), Vec::new());
+        for (k, (shape, dist)) in slots.iter().enumerate() {
+            let (a, b) = c.input(&format!("s{k}"), shape.clone(), dtype, *dist)?;
+            ins.push(a);
+            refs.push(b);
+        }
+        let y = c.g.add(op.clone(), &ins)?;
+        let yr = compose::expr(&mut c.r, &expr, &refs)?;
+        Ok(Out::Comp(y, yr))
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_epilogue_case(
+    l: &mut List,
+    dtype: DType,
+    a: Vec<usize>,
+    n: usize,
+    text: &'static str,
+    extra: Vec<Vec<usize>>,
+) {
+    let Ok(epilogue) = fexpr(text) else { return };
+    let op = Op::MatMulEpilogue { trans_a: false, trans_b: true, bias: true, epilogue: epilogue.clone() };
+    l.std(op.clone(), dtype, &format!("{a:?}->{n}/{text}/{extra:?}"), move |c| {
+        let d = Dist::U(-1.0, 1.0);
+        let k = a[a.len() - 1];
+        let (x, xr) = c.input("x", a.clone(), dtype, d)?;
+        let (w, wr) = c.weight("proj.weight", [n, k], dtype, d)?;
+        let (b, br) = c.weight("proj.bias", [n], dtype, d)?;
+        let (mut ins, mut refs) = (vec![x, w, b], Vec::new());
+        for (i, shape) in extra.iter().enumerate() {
+            let (e, er) = c.input(&format!("e{i}"), shape.clone(), dtype, d)?;
+            ins.push(e);
+            refs.push(er);
+        }
+        let y = c.g.add(op.clone(), &ins)?;
+        let acc = compose::matmul(&mut c.r, xr, wr, false, true, Some(br))?;
+        let slots: Vec<NodeId> = std::iter::once(acc).chain(refs).collect();
+        let yr = compose::expr(&mut c.r, &epilogue, &slots)?;
+        Ok(Out::Comp(y, yr))
+    });
+}
+
+fn conv_epilogue_case(l: &mut List, dtype: DType, x: [usize; 5], w: [usize; 5], text: &'static str, residual: bool) {
+    let Ok(epilogue) = fexpr(text) else { return };
+    let (stride, pad) = ([1; 3], [[2, 0], [1, 1], [1, 1]]);
+    let op = Op::Conv3dEpilogue { stride, pad, bias: true, epilogue: epilogue.clone() };
+    l.std(op.clone(), dtype, &format!("x{x:?}/w{w:?}/{text}"), move |c| {
+        let d = Dist::U(-1.0, 1.0);
+        let (xi, xr) = c.input("x", x, dtype, d)?;
+        let (wi, wr) = c.weight("conv.weight", w, dtype, d)?;
+        let (bi, br) = c.weight("conv.bias", [w[0]], dtype, d)?;
+        let out = [x[0], w[0], x[2], x[3], x[4]];
+        let (mut ins, mut slots) = (vec![xi, wi, bi], Vec::new());
+        if residual {
+            let (r, rr) = c.input("residual", out, dtype, d)?;
+            ins.push(r);
+            slots.push(rr);
+        }
+        let y = c.g.add(op.clone(), &ins)?;
+        let acc = compose::conv3d(&mut c.r, xr, wr, Some(br), stride, pad)?;
+        slots.insert(0, acc);
+        let yr = compose::expr(&mut c.r, &epilogue, &slots)?;
+        Ok(Out::Comp(y, yr))
+    });
+}
+
+fn fused_ops(l: &mut List) {
+    let u = Dist::U(-2.0, 2.0);
+    // gate·x + residual; modulate written out; a chain with a cast; broadcasting slots.
+    fused_case(
+        l,
+        F32,
+        "in(0);in(1);mul(0,1);in(2);add(3,2)",
+        vec![(vec![2, 37, 48], u), (vec![2, 1, 48], u), (vec![2, 37, 48], u)],
+    );
+    fused_case(
+        l,
+        F32,
+        "in(0);in(1);add_scalar[1.0](1);mul(0,2);in(2);add(3,4);gelu_tanh(5)",
+        vec![(vec![3, 5, 70], u), (vec![70], u), (vec![5, 1], u)],
+    );
+    fused_case(l, F32, "in(0);silu(0);cast[bf16](1);cast[f32](2);square(3)", vec![(vec![4, 33], u)]);
+    fused_case(l, BF16, "in(0);in(1);sub(0,1);tanh(2);mul_scalar[0.5](3)", vec![(vec![6, 40], u), (vec![1, 40], u)]);
+    fused_case(l, F16, "in(0);exp(0);in(1);div(1,2)", vec![(vec![2, 3, 9], u), (vec![3, 1], Dist::Away(0.5, 2.0))]);
+    // DiT epilogues: gelu-tanh (ffn.net.0), gate·acc + residual (to_out.0, ffn.net.2).
+    matmul_epilogue_case(l, F32, vec![1, 67, 48], 40, "in(0);gelu_tanh(0)", vec![]);
+    matmul_epilogue_case(
+        l,
+        F32,
+        vec![2, 65, 48],
+        40,
+        "in(0);in(1);mul(0,1);in(2);add(3,2)",
+        vec![vec![2, 1, 40], vec![2, 65, 40]],
+    );
+    matmul_epilogue_case(l, BF16, vec![70, 32], 24, "in(0);silu(0)", vec![]);
+    // VAE epilogues: conv + residual, conv + silu.
+    conv_epilogue_case(l, F32, [1, 4, 3, 6, 7], [5, 4, 3, 3, 3], "in(0);in(1);add(0,1)", true);
+    conv_epilogue_case(l, BF16, [1, 3, 2, 5, 5], [4, 3, 3, 3, 3], "in(0);silu(0)", false);
+    // Layer norm + modulate (DiT norm1/norm3/norm_out).
+    for (dtype, x, ss) in [(F32, vec![2, 37, 48], vec![2, 1, 48]), (BF16, vec![1, 20, 64], vec![64])] {
+        let eps = 1e-6;
+        l.std(Op::LayerNormModulate { eps }, dtype, &format!("{x:?}/scale{ss:?}"), move |c| {
+            let (xi, xr) = c.input("x", x.clone(), dtype, Dist::U(-2.0, 2.0))?;
+            let (s, sr) = c.input("scale", ss.clone(), dtype, Dist::U(-0.5, 0.5))?;
+            let (t, tr) = c.input("shift", ss.clone(), dtype, Dist::U(-1.0, 1.0))?;
+            let y = c.g.add(Op::LayerNormModulate { eps }, &[xi, s, t])?;
+            let n = compose::layer_norm(&mut c.r, xr, None, eps)?;
+            let yr = compose::modulate(&mut c.r, n, sr, tr)?;
+            Ok(Out::Comp(y, yr))
+        });
+    }
+    // RMS norm across heads + rope (DiT q/k).
+    for (dtype, b, s, heads, hd) in [(F32, 2, 12, 3, 16), (BF16, 1, 12, 2, 16)] {
+        let eps = 1e-6;
+        let op = Op::RmsNormRope { eps, heads };
+        l.std(op.clone(), dtype, &format!("b{b}/s{s}/h{heads}/hd{hd}"), move |c| {
+            let ch = heads * hd;
+            let (xi, xr) = c.input("x", [b, s, ch], dtype, Dist::U(-2.0, 2.0))?;
+            let (w, wr) = c.weight("norm_q.weight", [ch], dtype, Dist::U(0.5, 1.5))?;
+            let (cos, cosr) = c.input("cos", [s, hd], F32, Dist::U(-1.0, 1.0))?;
+            let (sin, sinr) = c.input("sin", [s, hd], F32, Dist::U(-1.0, 1.0))?;
+            let y = c.g.add(op.clone(), &[xi, w, cos, sin])?;
+            let n = compose::rms_norm(&mut c.r, xr, Some(wr), 2, eps, RmsStyle::MeanSquare)?;
+            let n4 = c.r.reshape(n, [b, s, heads, hd])?;
+            let yr = compose::rope(&mut c.r, n4, cosr, sinr)?;
+            Ok(Out::Comp(y, yr))
+        });
+    }
+    // RMS norm + silu (the VAE's norm → nonlinearity).
+    for (dtype, x) in [(F32, [1usize, 8, 2, 5, 6]), (BF16, [1, 6, 1, 4, 7])] {
+        let Ok(epilogue) = fexpr("in(0);silu(0)") else { return };
+        let eps = 1e-12;
+        let op =
+            Op::RmsNormEpilogue { axis: 1, eps, style: RmsStyle::L2Clamp, weight: true, epilogue: epilogue.clone() };
+        l.std(op.clone(), dtype, &format!("{x:?}/axis1/l2clamp/silu"), move |c| {
+            let (xi, xr) = c.input("x", x, dtype, Dist::U(-2.0, 2.0))?;
+            let (w, wr) = c.weight("norm.gamma", [x[1], 1, 1, 1], dtype, Dist::U(0.5, 1.5))?;
+            let y = c.g.add(op.clone(), &[xi, w])?;
+            let n = compose::rms_norm(&mut c.r, xr, Some(wr), 1, eps, RmsStyle::L2Clamp)?;
+            let yr = compose::expr(&mut c.r, &epilogue, &[n])?;
+            Ok(Out::Comp(y, yr))
         });
     }
 }

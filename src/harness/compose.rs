@@ -362,3 +362,29 @@ pub fn unary(g: &mut Graph, op: UnaryOp, x: NodeId) -> Option<Result<NodeId>> {
     })();
     r.transpose()
 }
+
+/// An elementwise expression (`Op::Fused` body or an epilogue) as its primitive nodes:
+/// one unary, binary or cast node per step, slot k read from `slots[k]`. Casts inside the
+/// expression become f32 → dtype → f32 round trips, so the composition stays in f32.
+pub fn expr(g: &mut Graph, e: &vidrt_ir::ElementwiseExpr, slots: &[NodeId]) -> Result<NodeId> {
+    use vidrt_ir::ExprStep;
+    let mut vals: Vec<NodeId> = Vec::with_capacity(e.steps.len());
+    for s in &e.steps {
+        let v = match *s {
+            ExprStep::Input(k) => slots[k],
+            ExprStep::Unary(u, a) => un(g, u, vals[a])?,
+            ExprStep::Binary(b, x, y) => g.binary(b, vals[x], vals[y])?,
+            ExprStep::Cast(d, a) => {
+                let c = g.cast(vals[a], d)?;
+                g.cast(c, DType::F32)?
+            }
+        };
+        vals.push(v);
+    }
+    vals.last().copied().ok_or_else(|| vidrt_ir::IrError::Invalid {
+        node: 0,
+        op: "fused",
+        name: String::new(),
+        reason: "empty expression".into(),
+    })
+}

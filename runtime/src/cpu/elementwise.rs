@@ -77,7 +77,7 @@ pub fn broadcast_strides(shape: &Shape, out: &Shape) -> Vec<usize> {
 }
 
 /// Offsets of the first element of output row `row` (all axes but the last) in each input.
-fn row_offset(row: usize, out: &Shape, strides: &[usize]) -> usize {
+pub fn row_offset(row: usize, out: &Shape, strides: &[usize]) -> usize {
     let r = out.rank();
     let mut rem = row;
     let mut off = 0;

@@ -3,6 +3,12 @@
 //! oracle every other backend is tested against, so every op is implemented plainly and
 //! exactly as the IR documents it.
 //!
+//! Compilation runs the compiler passes first (`vidrt_ir::passes`: fold, cse, dce, fusion,
+//! memory plan) unless the backend is [`CpuBackend::unoptimized`] (reference runs). The
+//! memory plan's arena size is checked against the configured limit before anything runs;
+//! the executor itself keeps one buffer per value, freed after its last reader (it does
+//! not place values at the plan's offsets).
+//!
 //! Memory: values are dropped after their last reader, and attention never holds more than
 //! one tile of scores per worker thread, so the working set is bounded by the live
 //! activations of the graph.
@@ -11,6 +17,7 @@ mod attention;
 mod conv;
 mod elementwise;
 mod embed;
+mod fused;
 mod layout;
 mod matmul;
 mod norm;
@@ -28,13 +35,57 @@ pub use conv::conv3d;
 pub use matmul::{matmul, sgemm};
 
 /// The CPU reference backend.
-#[derive(Clone, Debug, Default)]
-pub struct CpuBackend;
+#[derive(Clone, Debug)]
+pub struct CpuBackend {
+    optimize: bool,
+    memory_limit: Option<u64>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend { optimize: true, memory_limit: None }
+    }
+}
 
 impl CpuBackend {
+    /// The backend with the default compile path (every pass, fusion included).
     pub fn new() -> Self {
-        CpuBackend
+        Self::default()
     }
+
+    /// The backend running graphs exactly as given (verify only, no fold, CSE, DCE or
+    /// fusion): the reference for checking the passes and fused ops.
+    pub fn unoptimized() -> Self {
+        CpuBackend { optimize: false, memory_limit: None }
+    }
+
+    /// Fails compilation up front when the planned activation memory exceeds `bytes`.
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Whether compilation runs the passes.
+    pub fn is_optimized(&self) -> bool {
+        self.optimize
+    }
+}
+
+/// Runs the pass pipeline (`vidrt_ir::passes::pipeline_with`) and turns its errors into
+/// runtime errors: an over-limit plan is [`RuntimeError::OutOfMemory`].
+pub fn optimize(
+    graph: &Graph,
+    opts: &vidrt_ir::passes::PassOptions,
+) -> Result<(Graph, vidrt_ir::passes::PassReport), RuntimeError> {
+    use vidrt_ir::passes::PassError;
+    vidrt_ir::passes::pipeline_with(graph, opts).map_err(|e| match e {
+        PassError::Ir { source, .. } => RuntimeError::Ir(source),
+        PassError::OutOfMemory { needed, limit, at, name } => RuntimeError::OutOfMemory {
+            what: format!("the planned activation arena (largest live set at node %{at} `{name}`)"),
+            needed,
+            available: limit,
+        },
+    })
 }
 
 impl Backend for CpuBackend {
@@ -69,12 +120,36 @@ impl Backend for CpuBackend {
             | Op::Reduce { .. }
             | Op::Upsample { .. }
             | Op::Gather
-            | Op::TimestepEmbedding { .. } => float_only(op.name()),
+            | Op::TimestepEmbedding { .. }
+            | Op::Fused { .. }
+            | Op::MatMulEpilogue { .. }
+            | Op::Conv3dEpilogue { .. }
+            | Op::LayerNormModulate { .. }
+            | Op::RmsNormRope { .. }
+            | Op::RmsNormEpilogue { .. } => float_only(op.name()),
         }
     }
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
+        let optimized;
+        let graph = if self.optimize {
+            let opts = vidrt_ir::passes::PassOptions { memory_limit: self.memory_limit, ..Default::default() };
+            optimized = optimize(graph, &opts)?.0;
+            &optimized
+        } else {
+            if let Some(limit) = self.memory_limit {
+                let plan = vidrt_ir::passes::plan_memory(graph, None);
+                if plan.arena_bytes > limit {
+                    return Err(RuntimeError::OutOfMemory {
+                        what: "the planned activation arena".into(),
+                        needed: plan.arena_bytes,
+                        available: limit,
+                    });
+                }
+            }
+            graph
+        };
         for (i, n) in graph.nodes.iter().enumerate() {
             if let Support::No(reason) = self.support(&n.op, n.dtype) {
                 return Err(RuntimeError::Unsupported {
@@ -284,8 +359,44 @@ pub fn eval(node: &Node, ins: &[&Tensor]) -> Result<Tensor, RuntimeError> {
         Op::TimestepEmbedding { dim, flip_sin_to_cos, downscale_freq_shift, max_period } => {
             embed::timestep_embedding(&x(0), *dim, *flip_sin_to_cos, *downscale_freq_shift, *max_period)
         }
+        Op::Fused { expr } => {
+            let data: Vec<Cow<'_, [f32]>> = (0..ins.len()).map(x).collect();
+            let slots: Vec<(&[f32], &vidrt_ir::Shape)> =
+                data.iter().zip(ins).map(|(d, t)| (&d[..], t.shape())).collect();
+            fused::fused(expr, &slots, out)
+        }
+        Op::MatMulEpilogue { trans_a, trans_b, bias, epilogue } => {
+            let b = bias.then(|| x(2));
+            let acc = matmul(&x(0), sh(0), &x(1), sh(1), *trans_a, *trans_b, b.as_deref(), out);
+            apply_epilogue(epilogue, acc, out, &ins[2 + usize::from(*bias)..])
+        }
+        Op::Conv3dEpilogue { stride, pad, bias, epilogue } => {
+            let b = bias.then(|| x(2));
+            let acc = conv3d(&x(0), sh(0), &x(1), sh(1), b.as_deref(), *stride, *pad, out);
+            apply_epilogue(epilogue, acc, out, &ins[2 + usize::from(*bias)..])
+        }
+        Op::RmsNormEpilogue { axis, eps, style, weight, epilogue } => {
+            let w = weight.then(|| x(1));
+            let acc = norm::rms_norm(&x(0), sh(0), *axis, *eps, *style, w.as_deref());
+            apply_epilogue(epilogue, acc, out, &ins[1 + usize::from(*weight)..])
+        }
+        Op::LayerNormModulate { eps } => fused::layer_norm_modulate(&x(0), sh(0), *eps, (&x(1), sh(1)), (&x(2), sh(2))),
+        Op::RmsNormRope { eps, heads } => fused::rms_norm_rope(&x(0), sh(0), *eps, *heads, &x(1), &x(2), &x(3)),
     };
     finish(node, v)
+}
+
+/// Applies an epilogue (slot 0 = `acc`, slots 1.. = `extra`) to a matmul/conv result.
+fn apply_epilogue(
+    epilogue: &vidrt_ir::ElementwiseExpr,
+    acc: Vec<f32>,
+    out: &vidrt_ir::Shape,
+    extra: &[&Tensor],
+) -> Vec<f32> {
+    let data: Vec<Cow<'_, [f32]>> = extra.iter().map(|t| f32s(t)).collect();
+    let mut slots: Vec<(&[f32], &vidrt_ir::Shape)> = vec![(&acc[..], out)];
+    slots.extend(data.iter().zip(extra).map(|(d, t)| (&d[..], t.shape())));
+    fused::fused(epilogue, &slots, out)
 }
 
 /// Runs the graph's node `id` alone on the given input tensors (used by tests and tools).
