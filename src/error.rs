@@ -27,4 +27,11 @@ pub enum Error {
     Other(String),
 }
 
+impl Error {
+    /// Whether the work was stopped on request (a cancel flag, Ctrl-C).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Runtime(RuntimeError::Cancelled))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@ pub mod error;
 pub mod eval;
 pub mod golden;
 pub mod harness;
+pub mod inspect;
 pub mod pipeline;
 pub mod text;
 pub mod vae;

@@ -42,6 +42,33 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Show what the compiler does to a model's graphs (no weights needed): nodes before and
+    /// after the passes, kernel launches, FLOPs, minimal bytes moved, planned peak activation
+    /// memory against the naive sum, weight bytes; bf16 and f32.
+    Inspect {
+        /// tiny, wan2.1-t2v-1.3b or wan2.1-t2v-14b.
+        #[arg(long, default_value = "wan2.1-t2v-1.3b")]
+        model: String,
+        #[arg(long, default_value_t = 480)]
+        height: usize,
+        #[arg(long, default_value_t = 832)]
+        width: usize,
+        #[arg(long, default_value_t = 81)]
+        frames: usize,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn inspect(model: &str, height: usize, width: usize, frames: usize, json: bool) -> Result<ExitCode> {
+    let report = vidrt::inspect::inspect(model, height, width, frames).context("inspecting")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
+    } else {
+        print!("{}", vidrt::inspect::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]
@@ -132,7 +159,13 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         Some(dir) => Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?,
         None => Model::tiny()?,
     };
-    let pipe = Pipeline::new(model, backend(&a.backend)?);
+    let mut pipe = Pipeline::new(model, backend(&a.backend)?);
+    // Ctrl-C stops the run at the next graph node; nothing has been written by then.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cancel.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    pipe.set_cancel(cancel);
     let params = GenerateParams {
         prompt: a.prompt,
         negative_prompt: a.negative_prompt,
@@ -160,7 +193,14 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         params.seed
     );
     let started = std::time::Instant::now();
-    let out = pipe.generate(&params, &mut Bars { bar: None }).context("generating")?;
+    let out = match pipe.generate(&params, &mut Bars { bar: None }) {
+        Ok(out) => out,
+        Err(e) if e.is_cancelled() => {
+            eprintln!("cancelled; no file was written");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("generating")),
+    };
     let video = vidrt::video::Video::from_tensor(&out.video, a.fps)?;
     for path in &a.out {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -196,7 +236,12 @@ fn ops(backend_name: &str, filter: Option<&str>) -> Result<ExitCode> {
 fn backend(name: &str) -> Result<Box<dyn Backend>> {
     match name {
         "cpu" => Ok(Box::new(CpuBackend::new())),
-        other => bail!("unknown backend `{other}` (this build has: cpu)"),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Box::new(vidrt::runtime::wgpu::WgpuBackend::new().context("opening the wgpu backend")?)),
+        other => bail!(
+            "unknown backend `{other}` (this build has: cpu{})",
+            if cfg!(feature = "wgpu") { ", wgpu" } else { "" }
+        ),
     }
 }
 
@@ -240,6 +285,7 @@ fn main() -> ExitCode {
         Cmd::Eval { case, backend, out } => eval(case, &backend, out),
         Cmd::Generate(a) => generate(a),
         Cmd::Ops { backend, filter } => ops(&backend, filter.as_deref()),
+        Cmd::Inspect { model, height, width, frames, json } => inspect(&model, height, width, frames, json),
     };
     match r {
         Ok(code) => code,

@@ -15,6 +15,8 @@
 //! that of the largest component, not of all three.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use vidrt_graph::config::ModelConfig;
 use vidrt_graph::scheduler::{new_scheduler, Scheduler, SchedulerKind};
@@ -23,7 +25,7 @@ use vidrt_graph::wan_dit::{self, build_dit, DitError, DitOptions, DitShape, WanD
 use vidrt_graph::wan_vae::{self, build_decoder_chunk, ChunkKind, ChunkOptions};
 use vidrt_graph::WeightStore;
 use vidrt_ir::{Graph, Tensor};
-use vidrt_runtime::{Backend, CpuBackend, Executable, WeightSource};
+use vidrt_runtime::{Backend, CpuBackend, Executable, RunOptions, WeightSource};
 
 use crate::error::{Error, Result};
 use crate::text::{TextEncoder, Tokenizer};
@@ -361,6 +363,7 @@ pub struct DitRunner {
     exe: Box<dyn Executable>,
     batch: usize,
     latent: [usize; 5],
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl DitRunner {
@@ -377,7 +380,7 @@ impl DitRunner {
         let shape = DitShape { batch, frames: latent[2], height: latent[3], width: latent[4], text_len };
         let g = build_dit(cfg, &shape, &DitOptions::default()).map_err(dit_error)?;
         let exe = backend.compile(&g, weights)?;
-        Ok(DitRunner { exe, batch, latent })
+        Ok(DitRunner { exe, batch, latent, cancel: None })
     }
 
     /// One DiT pass: the same latents for every batch row, timestep `t`, text `context`
@@ -390,8 +393,9 @@ impl DitRunner {
         }
         let x = Tensor::from_f32([self.batch, c, f, h, w], x).map_err(|e| Error::Invalid(e.to_string()))?;
         let ts = Tensor::from_f32([self.batch], vec![t; self.batch]).map_err(|e| Error::Invalid(e.to_string()))?;
-        let out =
-            self.exe.run(&[("hidden_states", x), ("timestep", ts), ("encoder_hidden_states", context.clone())])?;
+        let opts = RunOptions { check_outputs: true, cancel: self.cancel.clone(), ..RunOptions::default() };
+        let inputs = [("hidden_states", x), ("timestep", ts), ("encoder_hidden_states", context.clone())];
+        let out = self.exe.run_with(&inputs, &opts)?;
         let (_, y) = out
             .into_iter()
             .find(|(n, _)| n == "output")
@@ -447,17 +451,31 @@ pub fn denoise(
 pub struct Pipeline {
     pub model: Model,
     backend: Box<dyn Backend>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Pipeline {
     /// The built-in tiny model on the CPU backend.
     pub fn tiny() -> Result<Self> {
-        Ok(Pipeline { model: Model::tiny()?, backend: Box::new(CpuBackend::new()) })
+        Ok(Pipeline::new(Model::tiny()?, Box::new(CpuBackend::new())))
     }
 
     /// `model` on `backend`.
     pub fn new(model: Model, backend: Box<dyn Backend>) -> Self {
-        Pipeline { model, backend }
+        Pipeline { model, backend, cancel: None }
+    }
+
+    /// Once `flag` is set (e.g. by a Ctrl-C handler), generation stops at the next graph node
+    /// with [`Error::is_cancelled`] true; nothing has been written by then.
+    pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(Error::Runtime(vidrt_runtime::RuntimeError::Cancelled)),
+            _ => Ok(()),
+        }
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -482,6 +500,7 @@ impl Pipeline {
         let prompts: Vec<&str> =
             if cfg_on { vec![&params.prompt, &params.negative_prompt] } else { vec![&params.prompt] };
         let context = self.encode_prompts(&prompts)?;
+        self.check_cancel()?;
         progress.advance(Stage::TextEncoding, 1);
         progress.end(Stage::TextEncoding);
 
@@ -508,6 +527,7 @@ impl Pipeline {
                 r.latent_shape,
                 m.config.max_sequence_length,
             )?;
+            dit.cancel = self.cancel.clone();
             progress.begin(Stage::Denoising, r.num_inference_steps);
             let out = denoise(&mut dit, scheduler.as_mut(), latents, &context, r.guidance_scale, &mut |s| {
                 progress.advance(Stage::Denoising, s.index + 1)
@@ -518,7 +538,9 @@ impl Pipeline {
         let latents = Tensor::from_f32(r.latent_shape, latents).map_err(|e| Error::Invalid(e.to_string()))?;
 
         let z = denormalize_latents(&m.config.vae, &latents)?;
-        let mut vae = VaeDecoder::new(m.config.vae.clone(), self.backend.as_ref(), m.vae_weights())?;
+        self.check_cancel()?;
+        let mut vae = VaeDecoder::new(m.config.vae.clone(), self.backend.as_ref(), m.vae_weights())?
+            .with_cancel(self.cancel.clone());
         progress.begin(Stage::Decoding, r.latent_shape[2]);
         let video = vae.decode(&z, &mut |done, _| progress.advance(Stage::Decoding, done))?;
         progress.end(Stage::Decoding);
@@ -532,6 +554,36 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancel_stops_generation() {
+        let mut pipe = Pipeline::tiny().expect("tiny");
+        let flag = Arc::new(AtomicBool::new(true));
+        pipe.set_cancel(flag);
+        let mut p = GenerateParams::new("x");
+        (p.height, p.width, p.num_frames, p.num_inference_steps) = (Some(32), Some(32), Some(5), Some(2));
+        let e = pipe.generate(&p, &mut NoProgress).err().expect("cancelled");
+        assert!(e.is_cancelled(), "{e}");
+
+        // Set in the middle of sampling: stops inside the next DiT run.
+        struct CancelAt(Arc<AtomicBool>, usize);
+        impl Progress for CancelAt {
+            fn begin(&mut self, _: Stage, _: usize) {}
+            fn advance(&mut self, stage: Stage, done: usize) {
+                if stage == Stage::Denoising {
+                    self.1 = done;
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            fn end(&mut self, _: Stage) {}
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        pipe.set_cancel(flag.clone());
+        let mut progress = CancelAt(flag, 0);
+        let e = pipe.generate(&p, &mut progress).err().expect("cancelled");
+        assert!(e.is_cancelled(), "{e}");
+        assert_eq!(progress.1, 1, "stopped during the second step");
+    }
 
     #[test]
     fn resolve_follows_diffusers() {

@@ -12,13 +12,15 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use vidrt_graph::wan_vae::{
     build_decoder_chunk, build_encoder_chunk, ChunkGraph, ChunkKind, ChunkOptions, VaeError, WanVaeConfig,
     ENCODE_CHUNK_FRAMES,
 };
 use vidrt_ir::{DType, Tensor};
-use vidrt_runtime::{Backend, Executable, WeightSource};
+use vidrt_runtime::{Backend, Executable, RunOptions, WeightSource};
 
 use crate::error::{Error, Result};
 
@@ -99,12 +101,14 @@ struct Runner<'a> {
     activations: bool,
     dir: Direction,
     plan: Option<Plan>,
+    /// Stops a run between nodes when set (Ctrl-C).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<'a> Runner<'a> {
     fn new(cfg: WanVaeConfig, backend: &'a dyn Backend, weights: &'a dyn WeightSource, dir: Direction) -> Result<Self> {
         cfg.validate().map_err(vae_err)?;
-        Ok(Runner { cfg, backend, weights, activations: false, dir, plan: None })
+        Ok(Runner { cfg, backend, weights, activations: false, dir, plan: None, cancel: None })
     }
 
     fn compile(&self, kind: ChunkKind, opts: &ChunkOptions) -> Result<Compiled> {
@@ -159,7 +163,8 @@ impl<'a> Runner<'a> {
             drop(caches);
         }
         let inputs: Vec<(&str, Tensor)> = names.iter().map(String::as_str).zip(tensors).collect();
-        let outputs = c.exe.run(&inputs)?;
+        let opts = RunOptions { check_outputs: true, cancel: self.cancel.clone(), ..RunOptions::default() };
+        let outputs = c.exe.run_with(&inputs, &opts)?;
         drop(inputs);
         let mut by_name: HashMap<String, Tensor> = outputs.into_iter().collect();
         let mut take = |name: &str| {
@@ -217,6 +222,13 @@ pub struct VaeDecoder<'a> {
 }
 
 impl<'a> VaeDecoder<'a> {
+    /// Stops decoding (between graph nodes) with [`vidrt_runtime::RuntimeError::Cancelled`]
+    /// once `flag` is set.
+    pub fn with_cancel(mut self, flag: Option<Arc<AtomicBool>>) -> Self {
+        self.runner.cancel = flag;
+        self
+    }
+
     /// A decoder for `cfg` with weights (diffusers names) from `weights`, compiled lazily on
     /// `backend` for each latent size it sees.
     pub fn new(cfg: WanVaeConfig, backend: &'a dyn Backend, weights: &'a dyn WeightSource) -> Result<Self> {

@@ -78,3 +78,53 @@ fn eval_reports_each_check() {
     assert!(out.contains("ok   shift3_n4.safetensors:unipc.prev_samples"), "{out}");
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
+
+#[test]
+fn ctrl_c_leaves_no_file() {
+    let d = tmp("ctrlc");
+    let out = d.join("long.mp4");
+    let child = Command::new(env!("CARGO_BIN_EXE_vidrt"))
+        .args(["generate", "--steps", "100000", "--out", out.to_str().expect("utf8")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert!(text(&o).contains("cancelled"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&d).expect("ls").count(), 0, "no file, partial or whole");
+}
+
+/// `vidrt inspect` on the real 1.3B graphs (no weights): the figures the compiler issue asks
+/// for. FLOPs are `vidrt_ir::cost` summed over the graph (a multiply-add is 2).
+#[test]
+fn inspect_reports_the_real_model() {
+    let o = vidrt(&["inspect", "--model", "wan2.1-t2v-1.3b", "--height", "480", "--width", "832", "--frames", "81", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON");
+    assert_eq!(r["tokens"], 32760, "{r}");
+    let comp = |name: &str| {
+        r["components"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name)).cloned().unwrap_or_else(|| panic!("no {name} in {r}"))
+    };
+    let gib = (1u64 << 30) as f64;
+    let dit = comp("DiT forward");
+    let flops = dit["fused"]["flops"].as_f64().expect("flops");
+    assert!((2.7e14..2.95e14).contains(&flops), "DiT forward FLOPs {flops:e}");
+    assert_eq!(dit["unfused"]["flops"], dit["fused"]["flops"], "fusion must not change the FLOP count");
+    let dit_peak = dit["fused"]["peak_bf16"].as_f64().expect("peak");
+    assert!(dit_peak > 0.0 && dit_peak < 2.0 * gib, "DiT bf16 peak {:.2} GiB", dit_peak / gib);
+    assert!(dit["fused"]["kernel_launches"].as_u64() < dit["unfused"]["kernel_launches"].as_u64());
+    let vae = comp("VAE decode");
+    let vae_peak = vae["fused"]["peak_bf16"].as_f64().expect("peak");
+    assert!(vae_peak > 0.0 && vae_peak < 4.0 * gib, "VAE decode bf16 peak {:.2} GiB", vae_peak / gib);
+    comp("text encoder (umT5)");
+    // The table form, and a clear refusal of a size the model cannot take.
+    let t = vidrt(&["inspect", "--model", "wan2.1-t2v-14b", "--height", "480", "--width", "832", "--frames", "81"]);
+    assert!(t.status.success() && text(&t).contains("DiT forward"), "{}", text(&t));
+    let bad = vidrt(&["inspect", "--model", "wan2.1-t2v-1.3b", "--height", "488"]);
+    assert!(!bad.status.success() && text(&bad).contains("multiples of 16"), "{}", text(&bad));
+    let unknown = vidrt(&["inspect", "--model", "wan9"]);
+    assert!(!unknown.status.success() && text(&unknown).contains("wan2.1-t2v-1.3b"), "{}", text(&unknown));
+}
