@@ -16,10 +16,12 @@
 
 mod backend;
 pub mod cpu;
+pub mod cuda_sim;
 mod error;
 
 pub use backend::{Backend, Executable, NoWeights, RunOptions, Support, WeightSource};
 pub use cpu::CpuBackend;
+pub use cuda_sim::SimBackend;
 pub use error::RuntimeError;
 #[cfg(feature = "cuda")]
 pub mod cuda;

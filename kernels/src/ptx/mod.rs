@@ -1,1 +1,27 @@
-//! PTX generation (in progress: see issue 5).
+//! PTX generation: a typed builder ([`builder`]), text emission for sm_80 and sm_90a
+//! ([`emit`]), one module per kernel family ([`kernels`]), the lowering of IR ops to kernel
+//! launches ([`lower`]) and a CPU simulator of the builder's instruction set ([`sim`]).
+//!
+//! Not there yet (part 2 of issue 5): `ldmatrix`, `cp.async`, `mma.sync` in the builder and
+//! simulator, and the matmul, attention and conv3d kernels built on them.
+
+pub mod builder;
+pub mod catalog;
+pub mod emit;
+pub mod kernels;
+pub mod lower;
+pub mod sim;
+
+pub use builder::{Kernel, KernelBuilder, Target};
+pub use emit::{emit, text_hash};
+
+/// An error generating a kernel.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KernelError {
+    /// No kernel exists for this op, dtype or shape (yet).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The request is malformed (a bad parameter point or shape).
+    #[error("invalid kernel request: {0}")]
+    Invalid(String),
+}

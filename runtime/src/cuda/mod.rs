@@ -1,1 +1,289 @@
-//! The CUDA backend (in progress: see issue 5).
+//! The CUDA backend (feature `cuda`): the PTX kernels of `vidrt_kernels::ptx`, loaded through
+//! the driver API (`cudarc`, dynamically loaded, so a build needs no CUDA).
+//!
+//! - [`CudaBackend::new`] probes for `libcuda` first (cudarc's loader panics without it) and
+//!   returns a clear "no CUDA driver found" error.
+//! - Context and stream: the device's primary context and its default stream.
+//! - Device memory: a size-bucketed pool of driver allocations, reused across runs; the
+//!   driver's out-of-memory becomes [`RuntimeError::OutOfMemory`].
+//! - Modules: cached by the hash of the kernel's PTX text (an edited kernel never meets a
+//!   stale module).
+//! - Launches: 1-D geometry with dynamic shared memory (0 for the current kernels, which use
+//!   static shared memory).
+//!
+//! Status: untested on a GPU in this change (no device on the development machine); the
+//! kernels' numerics are tested through [`crate::SimBackend`].
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::result as cu;
+use cudarc::driver::sys::{self as cusys, CUdeviceptr, CUfunction, CUmodule};
+use cudarc::driver::{CudaContext, CudaStream, DriverError};
+use vidrt_ir::{DType, Graph, Op, Tensor};
+use vidrt_kernels::ptx::lower::{unsupported_reason, Arg, Lowered};
+use vidrt_kernels::ptx::{emit, text_hash, Kernel, Target};
+
+use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
+use crate::cuda_sim::{bind_weights, feed_inputs, lower_graph, tensor_bytes, tensor_from_bytes};
+use crate::RuntimeError;
+
+/// The message of the error [`CudaBackend::new`] returns on a machine without a driver.
+pub const NO_DRIVER: &str = "no CUDA driver found (libcuda.so could not be loaded)";
+
+fn driver(what: &str, e: DriverError) -> RuntimeError {
+    RuntimeError::Device(format!("CUDA driver: {what}: {e:?}"))
+}
+
+fn alloc_err(bytes: usize, e: DriverError) -> RuntimeError {
+    if e.0 == cusys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        RuntimeError::OutOfMemory { what: "device buffer".into(), needed: bytes as u64, available: 0 }
+    } else {
+        driver("cuMemAlloc", e)
+    }
+}
+
+/// A size-bucketed pool of device allocations.
+#[derive(Default)]
+struct Pool {
+    free: HashMap<usize, Vec<CUdeviceptr>>,
+}
+
+/// Shared device state.
+struct Device {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    target: Target,
+    pool: Mutex<Pool>,
+    modules: Mutex<HashMap<u64, (CUmodule, CUfunction)>>,
+}
+
+// SAFETY: the raw module and function handles are only used with the context bound and
+// behind the mutexes above; the driver API is thread-safe for these calls.
+unsafe impl Send for Device {}
+unsafe impl Sync for Device {}
+
+impl Device {
+    fn alloc(&self, bytes: usize) -> Result<CUdeviceptr, RuntimeError> {
+        let bucket = bytes.max(256).next_power_of_two();
+        if let Ok(mut p) = self.pool.lock() {
+            if let Some(ptr) = p.free.get_mut(&bucket).and_then(Vec::pop) {
+                return Ok(ptr);
+            }
+        }
+        self.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
+        // SAFETY: a plain allocation in the bound context.
+        unsafe { cu::malloc_sync(bucket) }.map_err(|e| alloc_err(bucket, e))
+    }
+
+    fn release(&self, ptr: CUdeviceptr, bytes: usize) {
+        let bucket = bytes.max(256).next_power_of_two();
+        if let Ok(mut p) = self.pool.lock() {
+            p.free.entry(bucket).or_default().push(ptr);
+        }
+    }
+
+    /// The function of `k`, loading its module on first use (cached by text hash).
+    fn function(&self, k: &Kernel) -> Result<CUfunction, RuntimeError> {
+        let text = emit(k, self.target);
+        let key = text_hash(&text);
+        let mut m = self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()))?;
+        if let Some((_, f)) = m.get(&key) {
+            return Ok(*f);
+        }
+        self.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
+        let src = CString::new(text).map_err(|_| RuntimeError::Device(format!("kernel `{}`: NUL in PTX", k.name)))?;
+        // SAFETY: `src` is a NUL-terminated PTX image that outlives the call.
+        let module = unsafe { cu::module::load_data(src.as_ptr() as *const c_void) }
+            .map_err(|e| driver(&format!("loading the module of `{}`", k.name), e))?;
+        let name = CString::new(k.name.clone()).map_err(|_| RuntimeError::Device("NUL in kernel name".into()))?;
+        // SAFETY: `module` was just loaded.
+        let f = unsafe { cu::module::get_function(module, name) }
+            .map_err(|e| driver(&format!("finding `{}`", k.name), e))?;
+        m.insert(key, (module, f));
+        Ok(f)
+    }
+}
+
+/// The CUDA backend on device 0.
+pub struct CudaBackend {
+    dev: Arc<Device>,
+}
+
+impl CudaBackend {
+    /// Opens device 0, or fails with [`NO_DRIVER`] when there is no driver.
+    pub fn new() -> Result<Self, RuntimeError> {
+        // SAFETY: only tries to dlopen the driver library.
+        if !unsafe { cusys::is_culib_present() } {
+            return Err(RuntimeError::Device(NO_DRIVER.into()));
+        }
+        let ctx = CudaContext::new(0).map_err(|e| driver("creating a context on device 0", e))?;
+        let (major, _) = ctx.compute_capability().map_err(|e| driver("compute capability", e))?;
+        if major < 8 {
+            return Err(RuntimeError::Device(format!("compute capability {major}.x: sm_80 or newer is needed")));
+        }
+        let target = if major == 9 { Target::Sm90a } else { Target::Sm80 };
+        let stream = ctx.default_stream();
+        Ok(CudaBackend {
+            dev: Arc::new(Device {
+                ctx,
+                stream,
+                target,
+                pool: Mutex::new(Pool::default()),
+                modules: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The device's name.
+    pub fn device_name(&self) -> Result<String, RuntimeError> {
+        self.dev.ctx.name().map_err(|e| driver("device name", e))
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn support(&self, op: &Op, dtype: DType) -> Support {
+        match unsupported_reason(op, dtype) {
+            None => Support::Yes,
+            Some(r) => Support::No(r),
+        }
+    }
+
+    fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
+        vidrt_ir::verify(graph)?;
+        let plans = lower_graph(graph, "cuda")?;
+        for p in &plans {
+            if let Lowered::Launches(ls) = p {
+                for l in ls {
+                    self.dev.function(&l.kernel)?;
+                }
+            }
+        }
+        let weights = bind_weights(graph, weights)?;
+        Ok(Box::new(CudaExecutable { dev: self.dev.clone(), graph: graph.clone(), plans, weights }))
+    }
+}
+
+/// A graph compiled for the GPU.
+pub struct CudaExecutable {
+    dev: Arc<Device>,
+    graph: Graph,
+    plans: Vec<Lowered>,
+    weights: Vec<Option<Tensor>>,
+}
+
+/// Device buffers of one run, returned to the pool on drop.
+struct Buffers<'a> {
+    dev: &'a Device,
+    held: Vec<(CUdeviceptr, usize)>,
+}
+
+impl Drop for Buffers<'_> {
+    fn drop(&mut self) {
+        for (p, b) in self.held.drain(..) {
+            self.dev.release(p, b);
+        }
+    }
+}
+
+impl Executable for CudaExecutable {
+    fn run_with(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        opts: &RunOptions,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let g = &self.graph;
+        let dev = &*self.dev;
+        let mut fed = feed_inputs(g, inputs)?;
+        dev.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
+        let mut bufs = Buffers { dev, held: Vec::new() };
+        let mut addr: Vec<CUdeviceptr> = vec![0; g.len()];
+        for (i, (node, plan)) in g.nodes.iter().zip(&self.plans).enumerate() {
+            if let Some(c) = &opts.cancel {
+                if c.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(RuntimeError::Cancelled);
+                }
+            }
+            let bytes = node.shape.numel() * node.dtype.size_bytes();
+            addr[i] = match plan {
+                Lowered::Leaf => {
+                    let t = match &node.op {
+                        Op::Input { name } => fed[i]
+                            .take()
+                            .ok_or_else(|| RuntimeError::BadInput { name: name.clone(), reason: "not fed".into() })?,
+                        Op::Weight { name } => self.weights[i]
+                            .clone()
+                            .ok_or_else(|| RuntimeError::Weight { name: name.clone(), reason: "not bound".into() })?,
+                        other => {
+                            return Err(RuntimeError::Device(format!("internal: {} lowered as a leaf", other.name())))
+                        }
+                    };
+                    let p = dev.alloc(bytes)?;
+                    bufs.held.push((p, bytes));
+                    let host = tensor_bytes(&t);
+                    // SAFETY: `p` holds at least `bytes` = host.len() bytes.
+                    unsafe { cu::memcpy_htod_sync(p, &host) }.map_err(|e| driver("upload", e))?;
+                    p
+                }
+                Lowered::Alias => node.inputs.first().map(|id| addr[id.index()]).unwrap_or(0),
+                Lowered::Launches(launches) => {
+                    let out = dev.alloc(bytes)?;
+                    bufs.held.push((out, bytes));
+                    for l in launches {
+                        let f = dev.function(&l.kernel)?;
+                        let mut vals: Vec<u64> = l
+                            .args
+                            .iter()
+                            .map(|a| match a {
+                                Arg::Input(k) => node.inputs.get(*k).map_or(0, |id| addr[id.index()]),
+                                Arg::Output => out,
+                            })
+                            .collect();
+                        let mut params: Vec<*mut c_void> =
+                            vals.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+                        // SAFETY: every parameter of the generated kernels is a u64 device
+                        // pointer, matched one to one by `params`, which outlive the call.
+                        unsafe {
+                            cu::launch_kernel(
+                                f,
+                                (l.grid, 1, 1),
+                                (l.block, 1, 1),
+                                0,
+                                dev.stream.cu_stream(),
+                                &mut params,
+                            )
+                        }
+                        .map_err(|e| driver(&format!("launching `{}` for node %{i}", l.kernel.name), e))?;
+                    }
+                    out
+                }
+            };
+        }
+        dev.stream.synchronize().map_err(|e| driver("synchronize", e))?;
+        let mut outs = Vec::with_capacity(g.outputs.len());
+        for (name, id) in &g.outputs {
+            let node = g.node(*id);
+            let mut host = vec![0u8; node.shape.numel() * node.dtype.size_bytes()];
+            // SAFETY: the buffer holds at least host.len() bytes.
+            unsafe { cu::memcpy_dtoh_sync(&mut host, addr[id.index()]) }.map_err(|e| driver("download", e))?;
+            let t = tensor_from_bytes(node, &host)?;
+            if opts.check_outputs && !node.op.is_leaf() {
+                if let Some(index) = t.first_non_finite() {
+                    return Err(RuntimeError::NonFinite {
+                        node: id.index(),
+                        name: node.name.clone(),
+                        op: node.op.name(),
+                        index,
+                    });
+                }
+            }
+            outs.push((name.clone(), t));
+        }
+        Ok(outs)
+    }
+}

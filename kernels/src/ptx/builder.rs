@@ -1,0 +1,596 @@
+//! The typed PTX builder: virtual registers with types, state spaces, the instruction list
+//! that both the text emitter ([`crate::ptx::emit`]) and the simulator ([`crate::ptx::sim`])
+//! consume. A kernel is built once per shape and parameter point; sizes are immediates.
+
+use std::fmt;
+
+/// The type of a virtual register (and of the instruction that writes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ty {
+    /// A predicate (`.pred`).
+    Pred,
+    /// 16-bit IEEE half, held in a `.b16` register.
+    F16,
+    /// 16-bit brain float, held in a `.b16` register.
+    BF16,
+    /// 16-bit untyped bits.
+    B16,
+    U32,
+    S32,
+    F32,
+    U64,
+    S64,
+}
+
+impl Ty {
+    /// The PTX type suffix (`f32`, `u64`, ...).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Ty::Pred => "pred",
+            Ty::F16 => "f16",
+            Ty::BF16 => "bf16",
+            Ty::B16 => "b16",
+            Ty::U32 => "u32",
+            Ty::S32 => "s32",
+            Ty::F32 => "f32",
+            Ty::U64 => "u64",
+            Ty::S64 => "s64",
+        }
+    }
+
+    /// The untyped-bits suffix of the same width (`b16`, `b32`, `b64`).
+    pub fn bits_suffix(self) -> &'static str {
+        match self.bytes() {
+            2 => "b16",
+            4 => "b32",
+            8 => "b64",
+            _ => "pred",
+        }
+    }
+
+    /// Size in bytes (a predicate counts 0).
+    pub fn bytes(self) -> u32 {
+        match self {
+            Ty::Pred => 0,
+            Ty::F16 | Ty::BF16 | Ty::B16 => 2,
+            Ty::U32 | Ty::S32 | Ty::F32 => 4,
+            Ty::U64 | Ty::S64 => 8,
+        }
+    }
+
+    /// The register class the type lives in.
+    pub fn class(self) -> RegClass {
+        match self {
+            Ty::Pred => RegClass::Pred,
+            Ty::F16 | Ty::BF16 | Ty::B16 => RegClass::B16,
+            Ty::U32 | Ty::S32 => RegClass::B32,
+            Ty::F32 => RegClass::F32,
+            Ty::U64 | Ty::S64 => RegClass::B64,
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, Ty::F16 | Ty::BF16 | Ty::F32)
+    }
+}
+
+/// Register classes, each declared once per kernel as `%<prefix><N>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegClass {
+    Pred,
+    B16,
+    B32,
+    F32,
+    B64,
+}
+
+impl RegClass {
+    pub const ALL: [RegClass; 5] = [RegClass::Pred, RegClass::B16, RegClass::B32, RegClass::F32, RegClass::B64];
+
+    /// Name prefix and declared type.
+    pub fn decl(self) -> (&'static str, &'static str) {
+        match self {
+            RegClass::Pred => ("p", "pred"),
+            RegClass::B16 => ("h", "b16"),
+            RegClass::B32 => ("r", "b32"),
+            RegClass::F32 => ("f", "f32"),
+            RegClass::B64 => ("rd", "b64"),
+        }
+    }
+}
+
+/// A typed virtual register. `id` is unique in its kernel (the simulator's register file
+/// index); `idx` numbers it within its class (its PTX name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reg {
+    pub id: u32,
+    pub idx: u32,
+    pub ty: Ty,
+}
+
+impl fmt::Display for Reg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}{}", self.ty.class().decl().0, self.idx)
+    }
+}
+
+/// An instruction source: a register or an immediate (held as raw bits of the instruction's
+/// type).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Operand {
+    Reg(Reg),
+    /// Integer immediate (two's complement for signed types).
+    Int(i64),
+    /// f32 immediate (emitted as `0fXXXXXXXX`, exact).
+    F32(f32),
+}
+
+impl From<Reg> for Operand {
+    fn from(r: Reg) -> Self {
+        Operand::Reg(r)
+    }
+}
+
+/// State spaces that loads and stores address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Space {
+    Global,
+    Shared,
+    Const,
+}
+
+impl Space {
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Global => "global",
+            Space::Shared => "shared",
+            Space::Const => "const",
+        }
+    }
+}
+
+/// Special registers (1-D launches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Special {
+    TidX,
+    NtidX,
+    CtaidX,
+    NctaidX,
+    LaneId,
+}
+
+impl Special {
+    pub fn name(self) -> &'static str {
+        match self {
+            Special::TidX => "%tid.x",
+            Special::NtidX => "%ntid.x",
+            Special::CtaidX => "%ctaid.x",
+            Special::NctaidX => "%nctaid.x",
+            Special::LaneId => "%laneid",
+        }
+    }
+}
+
+/// Two-operand arithmetic and logic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    /// `mul.lo` on integers, `mul.rn` on floats.
+    Mul,
+    /// `div.rn` on floats, truncating on integers.
+    Div,
+    Rem,
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+    Shl,
+    Shr,
+}
+
+/// One-operand arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    Neg,
+    Abs,
+    /// `sqrt.rn.f32`.
+    Sqrt,
+    /// `rsqrt.approx.ftz.f32` (max relative error 2⁻²²·⁹ on hardware; exact in the simulator).
+    Rsqrt,
+    /// `rcp.rn.f32`.
+    Rcp,
+    /// `ex2.approx.ftz.f32` (2ˣ; max relative error 2⁻²²·⁵ on hardware).
+    Ex2,
+    /// `lg2.approx.ftz.f32` (log₂ x; max absolute error 2⁻²²·⁶ on hardware).
+    Lg2,
+    /// `sin.approx.ftz.f32` (max absolute error 2⁻²⁰·⁹ in [−π, π]; reduce the range first).
+    Sin,
+    /// `cos.approx.ftz.f32` (as `Sin`).
+    Cos,
+    /// `cvt.rni.f32.f32`: round to the nearest integer, ties to even.
+    Rni,
+    Not,
+}
+
+/// Comparisons for `setp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Cmp {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cmp::Eq => "eq",
+            Cmp::Ne => "ne",
+            Cmp::Lt => "lt",
+            Cmp::Le => "le",
+            Cmp::Gt => "gt",
+            Cmp::Ge => "ge",
+        }
+    }
+}
+
+/// Warp shuffle modes (`shfl.sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShflMode {
+    Bfly,
+    Down,
+    Up,
+    Idx,
+}
+
+/// A branch target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Label(pub u32);
+
+/// A predicate guard: `@%p` or `@!%p`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Guard {
+    pub pred: Reg,
+    pub negate: bool,
+}
+
+/// One instruction of the builder's instruction set.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inst {
+    /// `ld.param` of kernel parameter `index` into `dst`.
+    LdParam { dst: Reg, index: usize },
+    /// `mov`: same-type copy of a register or immediate.
+    Mov { dst: Reg, src: Operand },
+    /// `mov.bN`: reinterprets the bits of `src` (same width) as `dst`'s type.
+    Bitcast { dst: Reg, src: Reg },
+    /// `mov.b32 %r, {%lo, %hi}`: packs two 16-bit registers.
+    Pack { dst: Reg, lo: Reg, hi: Reg },
+    /// `mov.b32 {%lo, %hi}, %r`: unpacks a 32-bit register.
+    Unpack { lo: Reg, hi: Reg, src: Reg },
+    /// Reads a special register.
+    ReadSpecial { dst: Reg, sreg: Special },
+    /// The shared-space address of the kernel's shared buffer (32-bit).
+    SharedBase { dst: Reg },
+    /// The const-space address of constant table `table`.
+    ConstBase { dst: Reg, table: usize },
+    /// `ld.<space>[.vN].<ty>`: loads `dst.len()` (1, 2 or 4) consecutive elements from
+    /// `[addr + offset]`. The address must be aligned to the whole access.
+    Ld { space: Space, dst: Vec<Reg>, addr: Reg, offset: i32, guard: Option<Guard> },
+    /// `st.<space>[.vN].<ty>`: the store counterpart of `Ld`.
+    St { space: Space, src: Vec<Reg>, addr: Reg, offset: i32, guard: Option<Guard> },
+    /// Two-operand arithmetic in `dst.ty`.
+    Bin { op: BinOp, dst: Reg, a: Operand, b: Operand },
+    /// One-operand arithmetic in `dst.ty`.
+    Un { op: UnOp, dst: Reg, a: Operand },
+    /// `fma.rn` (floats) or `mad.lo` (integers): a·b + c.
+    Fma { dst: Reg, a: Operand, b: Operand, c: Operand },
+    /// `mul.wide.u32`: u32 × u32 → u64.
+    MulWide { dst: Reg, a: Reg, b: Operand },
+    /// `cvt`: converts `src` to `dst.ty` (round to nearest even where rounding is needed;
+    /// float to integer truncates toward zero).
+    Cvt { dst: Reg, src: Reg },
+    /// `setp.<cmp>.<ty>`.
+    Setp { cmp: Cmp, dst: Reg, a: Operand, b: Operand },
+    /// `selp`: `dst = pred ? a : b`.
+    Selp { dst: Reg, a: Operand, b: Operand, pred: Reg },
+    /// Marks a branch target.
+    Label(Label),
+    /// `[@p] bra`.
+    Bra { target: Label, guard: Option<Guard> },
+    /// `bar.sync 0`: every thread of the block must reach the same barrier.
+    BarSync,
+    /// `shfl.sync.<mode>.b32` with a full member mask: every lane of the warp takes part.
+    Shfl { mode: ShflMode, dst: Reg, src: Reg, lane: Operand },
+    /// `ret`.
+    Ret,
+}
+
+/// A kernel parameter's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamTy {
+    /// A global-memory pointer.
+    Ptr,
+    U32,
+    F32,
+}
+
+/// A constant table (`.const .b32 name[N] = {...}`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConstTable {
+    pub name: String,
+    pub words: Vec<u32>,
+}
+
+/// PTX targets vidrt emits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Sm80,
+    Sm90a,
+}
+
+impl Target {
+    pub const ALL: [Target; 2] = [Target::Sm80, Target::Sm90a];
+
+    /// The `.target` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Sm80 => "sm_80",
+            Target::Sm90a => "sm_90a",
+        }
+    }
+
+    /// The `.version` to emit: 8.0 covers sm_80 (drivers from CUDA 12.0); sm_90a needs 8.0 too.
+    pub fn ptx_version(self) -> &'static str {
+        match self {
+            Target::Sm80 | Target::Sm90a => "8.0",
+        }
+    }
+}
+
+/// A finished kernel: the instruction list and everything the emitter and simulator need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// Entry point name.
+    pub name: String,
+    /// The header comment: op, layouts, launch geometry, tunable parameters.
+    pub header: String,
+    pub params: Vec<ParamTy>,
+    pub insts: Vec<Inst>,
+    /// Every register, indexed by `Reg::id`.
+    pub regs: Vec<Reg>,
+    /// Static shared memory in bytes.
+    pub shared_bytes: u32,
+    pub consts: Vec<ConstTable>,
+    /// The block size the kernel is written for (`.maxntid`), if fixed.
+    pub block: Option<u32>,
+}
+
+/// Builds one kernel.
+pub struct KernelBuilder {
+    k: Kernel,
+    counts: [u32; 5],
+    labels: u32,
+}
+
+fn class_index(c: RegClass) -> usize {
+    match c {
+        RegClass::Pred => 0,
+        RegClass::B16 => 1,
+        RegClass::B32 => 2,
+        RegClass::F32 => 3,
+        RegClass::B64 => 4,
+    }
+}
+
+impl KernelBuilder {
+    /// A new kernel called `name` with a header comment.
+    pub fn new(name: impl Into<String>, header: impl Into<String>) -> Self {
+        KernelBuilder {
+            k: Kernel {
+                name: name.into(),
+                header: header.into(),
+                params: Vec::new(),
+                insts: Vec::new(),
+                regs: Vec::new(),
+                shared_bytes: 0,
+                consts: Vec::new(),
+                block: None,
+            },
+            counts: [0; 5],
+            labels: 0,
+        }
+    }
+
+    /// Declares the block size (`.maxntid`).
+    pub fn block(&mut self, threads: u32) {
+        self.k.block = Some(threads);
+    }
+
+    /// Reserves `bytes` of static shared memory (16-byte aligned) and returns its offset.
+    pub fn shared(&mut self, bytes: u32) -> u32 {
+        let off = self.k.shared_bytes.div_ceil(16) * 16;
+        self.k.shared_bytes = off + bytes;
+        off
+    }
+
+    /// Adds a constant table of 32-bit words; returns its index.
+    pub fn const_table(&mut self, words: Vec<u32>) -> usize {
+        let i = self.k.consts.len();
+        self.k.consts.push(ConstTable { name: format!("{}_c{i}", self.k.name), words });
+        i
+    }
+
+    /// A fresh register of type `ty`.
+    pub fn reg(&mut self, ty: Ty) -> Reg {
+        let c = class_index(ty.class());
+        let r = Reg { id: self.k.regs.len() as u32, idx: self.counts[c], ty };
+        self.counts[c] += 1;
+        self.k.regs.push(r);
+        r
+    }
+
+    /// A fresh label.
+    pub fn label(&mut self) -> Label {
+        self.labels += 1;
+        Label(self.labels - 1)
+    }
+
+    pub fn push(&mut self, i: Inst) {
+        self.k.insts.push(i);
+    }
+
+    /// Adds a parameter and loads it into a register.
+    pub fn param(&mut self, ty: ParamTy) -> Reg {
+        let index = self.k.params.len();
+        self.k.params.push(ty);
+        let dst = self.reg(match ty {
+            ParamTy::Ptr => Ty::U64,
+            ParamTy::U32 => Ty::U32,
+            ParamTy::F32 => Ty::F32,
+        });
+        self.push(Inst::LdParam { dst, index });
+        dst
+    }
+
+    pub fn special(&mut self, sreg: Special) -> Reg {
+        let dst = self.reg(Ty::U32);
+        self.push(Inst::ReadSpecial { dst, sreg });
+        dst
+    }
+
+    pub fn mov(&mut self, ty: Ty, src: impl Into<Operand>) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Mov { dst, src: src.into() });
+        dst
+    }
+
+    pub fn imm_u32(&mut self, v: u32) -> Reg {
+        self.mov(Ty::U32, Operand::Int(i64::from(v)))
+    }
+
+    pub fn imm_f32(&mut self, v: f32) -> Reg {
+        self.mov(Ty::F32, Operand::F32(v))
+    }
+
+    pub fn bin(&mut self, op: BinOp, ty: Ty, a: impl Into<Operand>, b: impl Into<Operand>) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Bin { op, dst, a: a.into(), b: b.into() });
+        dst
+    }
+
+    pub fn un(&mut self, op: UnOp, ty: Ty, a: impl Into<Operand>) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Un { op, dst, a: a.into() });
+        dst
+    }
+
+    pub fn fma(&mut self, ty: Ty, a: impl Into<Operand>, b: impl Into<Operand>, c: impl Into<Operand>) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Fma { dst, a: a.into(), b: b.into(), c: c.into() });
+        dst
+    }
+
+    pub fn cvt(&mut self, ty: Ty, src: Reg) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Cvt { dst, src });
+        dst
+    }
+
+    pub fn bitcast(&mut self, ty: Ty, src: Reg) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Bitcast { dst, src });
+        dst
+    }
+
+    pub fn setp(&mut self, cmp: Cmp, a: impl Into<Operand>, b: impl Into<Operand>) -> Reg {
+        let dst = self.reg(Ty::Pred);
+        self.push(Inst::Setp { cmp, dst, a: a.into(), b: b.into() });
+        dst
+    }
+
+    pub fn selp(&mut self, ty: Ty, a: impl Into<Operand>, b: impl Into<Operand>, pred: Reg) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Selp { dst, a: a.into(), b: b.into(), pred });
+        dst
+    }
+
+    /// `u64 = a (u32) · b` widened.
+    pub fn mul_wide(&mut self, a: Reg, b: impl Into<Operand>) -> Reg {
+        let dst = self.reg(Ty::U64);
+        self.push(Inst::MulWide { dst, a, b: b.into() });
+        dst
+    }
+
+    /// `base (u64 pointer) + index (u32) · elem_bytes`.
+    pub fn addr(&mut self, base: Reg, index: Reg, elem_bytes: u32) -> Reg {
+        let off = self.mul_wide(index, Operand::Int(i64::from(elem_bytes)));
+        self.bin(BinOp::Add, Ty::U64, base, off)
+    }
+
+    /// Loads one element of type `ty` from `[addr]` in `space`.
+    pub fn ld(&mut self, space: Space, ty: Ty, addr: Reg) -> Reg {
+        let dst = self.reg(ty);
+        self.push(Inst::Ld { space, dst: vec![dst], addr, offset: 0, guard: None });
+        dst
+    }
+
+    /// Loads `n` (2 or 4) consecutive elements of type `ty` as one vector access.
+    pub fn ld_vec(&mut self, space: Space, ty: Ty, addr: Reg, n: usize) -> Vec<Reg> {
+        let dst: Vec<Reg> = (0..n).map(|_| self.reg(ty)).collect();
+        self.push(Inst::Ld { space, dst: dst.clone(), addr, offset: 0, guard: None });
+        dst
+    }
+
+    pub fn st(&mut self, space: Space, addr: Reg, src: Reg) {
+        self.push(Inst::St { space, src: vec![src], addr, offset: 0, guard: None });
+    }
+
+    pub fn st_vec(&mut self, space: Space, addr: Reg, src: Vec<Reg>) {
+        self.push(Inst::St { space, src, addr, offset: 0, guard: None });
+    }
+
+    pub fn place(&mut self, l: Label) {
+        self.push(Inst::Label(l));
+    }
+
+    /// Branches to `l` when `pred` is true (or false when `negate`).
+    pub fn bra_if(&mut self, l: Label, pred: Reg, negate: bool) {
+        self.push(Inst::Bra { target: l, guard: Some(Guard { pred, negate }) });
+    }
+
+    pub fn bra(&mut self, l: Label) {
+        self.push(Inst::Bra { target: l, guard: None });
+    }
+
+    pub fn bar_sync(&mut self) {
+        self.push(Inst::BarSync);
+    }
+
+    pub fn shfl(&mut self, mode: ShflMode, src: Reg, lane: impl Into<Operand>) -> Reg {
+        let dst = self.reg(src.ty);
+        self.push(Inst::Shfl { mode, dst, src, lane: lane.into() });
+        dst
+    }
+
+    pub fn shared_base(&mut self) -> Reg {
+        let dst = self.reg(Ty::U32);
+        self.push(Inst::SharedBase { dst });
+        dst
+    }
+
+    pub fn const_base(&mut self, table: usize) -> Reg {
+        let dst = self.reg(Ty::U64);
+        self.push(Inst::ConstBase { dst, table });
+        dst
+    }
+
+    /// Finishes with `ret`.
+    pub fn finish(mut self) -> Kernel {
+        self.push(Inst::Ret);
+        self.k
+    }
+}

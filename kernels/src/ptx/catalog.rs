@@ -1,0 +1,117 @@
+//! Every kernel family at every point of its parameter space, on representative shapes and
+//! dtypes: what the ptxas test assembles (and what tuning will enumerate).
+
+use vidrt_ir::{BinaryOp, DType, ReduceOp, RmsStyle, UnaryOp};
+
+use super::kernels::common::contiguous;
+use super::kernels::copy::{self, Walk};
+use super::kernels::elementwise::{self, broadcast_strides, EwInput, Expr};
+use super::kernels::embed;
+use super::kernels::rowwise::{self, RowLayout, RowOp};
+use super::{Kernel, KernelError};
+
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// Every (family, parameter point, representative shape/dtype) kernel.
+pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
+    let mut out = Vec::new();
+    // Elementwise: one expression using every unary function, a broadcast binary, modulate.
+    let mut every_unary = Expr::Input(0);
+    for u in UnaryOp::ALL {
+        every_unary = Expr::Unary(u, Box::new(every_unary));
+    }
+    let dims = [4, 8, 64];
+    for dtype in FLOATS {
+        for (i, p) in elementwise::param_space(dtype).into_iter().enumerate() {
+            let dense = EwInput { dtype, strides: contiguous(&dims) };
+            out.push(elementwise::elementwise(
+                &format!("ew_unary_all_{}_{i}", dtype.name()),
+                &every_unary,
+                std::slice::from_ref(&dense),
+                &dims,
+                dtype,
+                p,
+            )?);
+            let pow = Expr::Binary(BinaryOp::Pow, Box::new(Expr::Input(0)), Box::new(Expr::Input(1)));
+            let m = Expr::Modulate(Box::new(pow), Box::new(Expr::Input(1)), Box::new(Expr::Input(2)));
+            let ins = vec![dense.clone(), dense.clone(), dense.clone()];
+            out.push(elementwise::elementwise(
+                &format!("ew_modulate_{}_{i}", dtype.name()),
+                &m,
+                &ins,
+                &dims,
+                dtype,
+                p,
+            )?);
+            if p.vec == 1 {
+                let b = EwInput { dtype, strides: broadcast_strides(&[8, 1], &dims) };
+                let e = Expr::Binary(BinaryOp::Div, Box::new(Expr::Input(0)), Box::new(Expr::Input(1)));
+                out.push(elementwise::elementwise(
+                    &format!("ew_div_bcast_{}_{i}", dtype.name()),
+                    &e,
+                    &[dense, b],
+                    &dims,
+                    dtype,
+                    p,
+                )?);
+            }
+        }
+    }
+    // Row kernels: every op, on the last axis and on a middle axis.
+    let x = [3, 40, 5];
+    let ops = [
+        RowOp::Reduce(ReduceOp::Sum),
+        RowOp::Reduce(ReduceOp::Mean),
+        RowOp::Reduce(ReduceOp::Max),
+        RowOp::Reduce(ReduceOp::Min),
+        RowOp::Softmax,
+        RowOp::Rms { eps: 1e-6, style: RmsStyle::MeanSquare, weight: true },
+        RowOp::Rms { eps: 1e-12, style: RmsStyle::L2Clamp, weight: false },
+        RowOp::LayerNorm { eps: 1e-6, affine: true },
+        RowOp::LayerNorm { eps: 1e-6, affine: false },
+    ];
+    for dtype in FLOATS {
+        for p in rowwise::param_space() {
+            for (j, op) in ops.iter().enumerate() {
+                for axis in [1, 2] {
+                    let l = RowLayout::over_axes(&x, &[axis]);
+                    let name = format!("row{j}_{}_a{axis}_b{}", dtype.name(), p.block);
+                    out.push(rowwise::row_kernel(&name, op, &l, dtype, dtype, p, None)?);
+                }
+            }
+        }
+    }
+    // Copies and embeddings.
+    for p in copy::param_space() {
+        let b = p.block;
+        for dtype in [DType::F32, DType::BF16, DType::I64] {
+            let d = dtype.name();
+            let src = Walk { base: 0, strides: vec![1, 15, 3] };
+            let dst = Walk { base: 0, strides: contiguous(&[3, 5, 2]) };
+            out.push(copy::strided_copy(&format!("copy_permute_{d}_{b}"), &[3, 5, 2], &src, &dst, dtype, dtype, p)?);
+            out.push(copy::fill(&format!("fill_{d}_{b}"), 100, dtype, 0.375, p)?);
+            out.push(copy::upsample(&format!("upsample_{d}_{b}"), &[2, 3, 4, 5], [2, 2], dtype, p)?);
+        }
+        let src = Walk { base: 0, strides: vec![1] };
+        out.push(copy::strided_copy(&format!("copy_cast_{b}"), &[10], &src, &src, DType::BF16, DType::F32, p)?);
+        out.push(copy::strided_copy(&format!("copy_cast2_{b}"), &[10], &src, &src, DType::F32, DType::F16, p)?);
+        out.push(copy::gather(&format!("gather_{b}"), 50, 16, 7, DType::BF16, DType::I64, p)?);
+        out.push(copy::gather(&format!("gather32_{b}"), 50, 16, 7, DType::F32, DType::I32, p)?);
+        out.push(embed::rope_table(&format!("rope_table_{b}"), [3, 4, 5], [8, 4, 4], 10000.0, true, p)?);
+        for (src, dst) in [(DType::I64, DType::BF16), (DType::F32, DType::I32), (DType::I32, DType::I64)] {
+            let w = Walk { base: 0, strides: vec![1] };
+            let name = format!("copy_cast_{}_{}_{b}", src.name(), dst.name());
+            out.push(copy::strided_copy(&name, &[10], &w, &w, src, dst, p)?);
+        }
+        for dtype in FLOATS {
+            out.push(embed::rope(&format!("rope_{}_{b}", dtype.name()), &[1, 6, 2, 8], dtype, dtype, p)?);
+        }
+        out.push(embed::timestep(
+            &format!("timestep_{b}"),
+            &embed::TimestepSpec { batch: 3, dim: 32, flip_sin_to_cos: true, shift: 0.0, max_period: 10000.0 },
+            DType::F32,
+            p,
+        )?);
+    }
+    Ok(out)
+}

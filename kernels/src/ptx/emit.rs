@@ -1,0 +1,253 @@
+//! PTX text emission (ISA 8.0, for sm_80 and sm_90a).
+
+use std::fmt::Write;
+
+use super::builder::{BinOp, Guard, Inst, Kernel, Operand, ParamTy, RegClass, ShflMode, Target, Ty, UnOp};
+
+fn op(o: &Operand) -> String {
+    match o {
+        Operand::Reg(r) => r.to_string(),
+        Operand::Int(v) => v.to_string(),
+        Operand::F32(v) => format!("0f{:08X}", v.to_bits()),
+    }
+}
+
+fn guard(g: &Option<Guard>) -> String {
+    match g {
+        Some(Guard { pred, negate: false }) => format!("@{pred} "),
+        Some(Guard { pred, negate: true }) => format!("@!{pred} "),
+        None => String::new(),
+    }
+}
+
+/// The memory type suffix for a register's type.
+fn mem_ty(ty: Ty) -> &'static str {
+    match ty {
+        Ty::F16 | Ty::BF16 | Ty::B16 => "b16",
+        other => other.suffix(),
+    }
+}
+
+fn regs(rs: &[super::builder::Reg]) -> String {
+    if rs.len() == 1 {
+        rs[0].to_string()
+    } else {
+        format!("{{{}}}", rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))
+    }
+}
+
+fn vec_suffix(n: usize) -> String {
+    if n == 1 {
+        String::new()
+    } else {
+        format!(".v{n}")
+    }
+}
+
+fn addr(a: &super::builder::Reg, off: i32) -> String {
+    if off == 0 {
+        format!("[{a}]")
+    } else {
+        format!("[{a}+{off}]")
+    }
+}
+
+fn bin_name(o: BinOp, ty: Ty) -> String {
+    let t = ty.suffix();
+    let b = ty.bits_suffix();
+    if ty.is_float() {
+        let rn = ".rn";
+        return match o {
+            BinOp::Add => format!("add{rn}.{t}"),
+            BinOp::Sub => format!("sub{rn}.{t}"),
+            BinOp::Mul => format!("mul{rn}.{t}"),
+            BinOp::Div => format!("div.rn.{t}"),
+            BinOp::Min => format!("min.{t}"),
+            BinOp::Max => format!("max.{t}"),
+            BinOp::Rem | BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr => format!("invalid.{t}"),
+        };
+    }
+    match o {
+        BinOp::Add => format!("add.{t}"),
+        BinOp::Sub => format!("sub.{t}"),
+        BinOp::Mul => format!("mul.lo.{t}"),
+        BinOp::Div => format!("div.{t}"),
+        BinOp::Rem => format!("rem.{t}"),
+        BinOp::Min => format!("min.{t}"),
+        BinOp::Max => format!("max.{t}"),
+        BinOp::And => format!("and.{b}"),
+        BinOp::Or => format!("or.{b}"),
+        BinOp::Xor => format!("xor.{b}"),
+        BinOp::Shl => format!("shl.{b}"),
+        BinOp::Shr => format!("shr.{t}"),
+    }
+}
+
+fn un_name(o: UnOp, ty: Ty) -> String {
+    let t = ty.suffix();
+    match o {
+        UnOp::Neg => format!("neg.{t}"),
+        UnOp::Abs => format!("abs.{t}"),
+        UnOp::Sqrt => format!("sqrt.rn.{t}"),
+        UnOp::Rsqrt => format!("rsqrt.approx.ftz.{t}"),
+        UnOp::Rcp => format!("rcp.rn.{t}"),
+        UnOp::Ex2 => format!("ex2.approx.ftz.{t}"),
+        UnOp::Lg2 => format!("lg2.approx.ftz.{t}"),
+        UnOp::Sin => format!("sin.approx.ftz.{t}"),
+        UnOp::Cos => format!("cos.approx.ftz.{t}"),
+        UnOp::Rni => format!("cvt.rni.{t}.{t}"),
+        UnOp::Not => format!("not.{}", ty.bits_suffix()),
+    }
+}
+
+fn cvt_name(dst: Ty, src: Ty) -> String {
+    let (d, s) = (dst.suffix(), src.suffix());
+    if dst == src {
+        return format!("mov.{}", dst.bits_suffix());
+    }
+    let rnd = match (dst.is_float(), src.is_float()) {
+        // Narrowing float conversions and int → float round to nearest even.
+        (true, true) if dst.bytes() < src.bytes() => ".rn",
+        (true, false) => ".rn",
+        (false, true) => ".rzi",
+        _ => "",
+    };
+    format!("cvt{rnd}.{d}.{s}")
+}
+
+/// Emits the module text of `k` for `target`.
+pub fn emit(k: &Kernel, target: Target) -> String {
+    let mut s = String::new();
+    for line in k.header.lines() {
+        let _ = writeln!(s, "// {line}");
+    }
+    let _ = writeln!(s, ".version {}\n.target {}\n.address_size 64\n", target.ptx_version(), target.name());
+    for t in &k.consts {
+        let words: Vec<String> = t.words.iter().map(|w| format!("0x{w:08X}")).collect();
+        let _ = writeln!(s, ".const .align 4 .b32 {}[{}] = {{{}}};", t.name, t.words.len().max(1), words.join(", "));
+    }
+    let params: Vec<String> = k
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let t = match p {
+                ParamTy::Ptr => "u64",
+                ParamTy::U32 => "u32",
+                ParamTy::F32 => "f32",
+            };
+            format!("\t.param .{t} {}_param_{i}", k.name)
+        })
+        .collect();
+    let _ = writeln!(s, ".visible .entry {}(\n{}\n)", k.name, params.join(",\n"));
+    if let Some(b) = k.block {
+        let _ = writeln!(s, ".maxntid {b}, 1, 1");
+    }
+    s.push_str("{\n");
+    for c in RegClass::ALL {
+        let n = k.regs.iter().filter(|r| r.ty.class() == c).count();
+        if n > 0 {
+            let (p, t) = c.decl();
+            let _ = writeln!(s, "\t.reg .{t} %{p}<{n}>;");
+        }
+    }
+    if k.shared_bytes > 0 {
+        let _ = writeln!(s, "\t.shared .align 16 .b8 {}_smem[{}];", k.name, k.shared_bytes);
+    }
+    for i in &k.insts {
+        let line = match i {
+            Inst::LdParam { dst, index } => {
+                let t = k.params.get(*index).map_or("u64", |p| match p {
+                    ParamTy::Ptr => "u64",
+                    ParamTy::U32 => "u32",
+                    ParamTy::F32 => "f32",
+                });
+                format!("ld.param.{t} {dst}, [{}_param_{index}];", k.name)
+            }
+            Inst::Mov { dst, src } => {
+                let t = if dst.ty.class() == RegClass::B16 { "b16" } else { dst.ty.suffix() };
+                format!("mov.{t} {dst}, {};", op(src))
+            }
+            Inst::Bitcast { dst, src } => format!("mov.{} {dst}, {src};", dst.ty.bits_suffix()),
+            Inst::Pack { dst, lo, hi } => format!("mov.b32 {dst}, {{{lo}, {hi}}};"),
+            Inst::Unpack { lo, hi, src } => format!("mov.b32 {{{lo}, {hi}}}, {src};"),
+            Inst::ReadSpecial { dst, sreg } => format!("mov.u32 {dst}, {};", sreg.name()),
+            Inst::SharedBase { dst } => format!("mov.u32 {dst}, {}_smem;", k.name),
+            Inst::ConstBase { dst, table } => {
+                let name = k.consts.get(*table).map_or("missing_table", |t| t.name.as_str());
+                format!("mov.u64 {dst}, {name};")
+            }
+            Inst::Ld { space, dst, addr: a, offset, guard: g } => format!(
+                "{}ld.{}{}.{} {}, {};",
+                guard(g),
+                space.name(),
+                vec_suffix(dst.len()),
+                dst.first().map_or("b32", |r| mem_ty(r.ty)),
+                regs(dst),
+                addr(a, *offset)
+            ),
+            Inst::St { space, src, addr: a, offset, guard: g } => format!(
+                "{}st.{}{}.{} {}, {};",
+                guard(g),
+                space.name(),
+                vec_suffix(src.len()),
+                src.first().map_or("b32", |r| mem_ty(r.ty)),
+                addr(a, *offset),
+                regs(src)
+            ),
+            Inst::Bin { op: o, dst, a, b } => format!("{} {dst}, {}, {};", bin_name(*o, dst.ty), op(a), op(b)),
+            Inst::Un { op: o, dst, a } => format!("{} {dst}, {};", un_name(*o, dst.ty), op(a)),
+            Inst::Fma { dst, a, b, c } => {
+                let name = if dst.ty.is_float() {
+                    format!("fma.rn.{}", dst.ty.suffix())
+                } else {
+                    format!("mad.lo.{}", dst.ty.suffix())
+                };
+                format!("{name} {dst}, {}, {}, {};", op(a), op(b), op(c))
+            }
+            Inst::MulWide { dst, a, b } => format!("mul.wide.u32 {dst}, {a}, {};", op(b)),
+            Inst::Cvt { dst, src } => format!("{} {dst}, {src};", cvt_name(dst.ty, src.ty)),
+            Inst::Setp { cmp, dst, a, b } => {
+                let t = match a {
+                    Operand::Reg(r) => r.ty,
+                    _ => match b {
+                        Operand::Reg(r) => r.ty,
+                        _ => Ty::S32,
+                    },
+                };
+                format!("setp.{}.{} {dst}, {}, {};", cmp.name(), t.suffix(), op(a), op(b))
+            }
+            Inst::Selp { dst, a, b, pred } => {
+                let t = if dst.ty.class() == RegClass::B16 { "b16" } else { dst.ty.suffix() };
+                format!("selp.{t} {dst}, {}, {}, {pred};", op(a), op(b))
+            }
+            Inst::Label(l) => {
+                let _ = writeln!(s, "L{}:", l.0);
+                continue;
+            }
+            Inst::Bra { target: t, guard: g } => {
+                let uni = if g.is_none() { ".uni" } else { "" };
+                format!("{}bra{uni} L{};", guard(g), t.0)
+            }
+            Inst::BarSync => "bar.sync 0;".to_string(),
+            Inst::Shfl { mode, dst, src, lane } => {
+                let (m, c) = match mode {
+                    ShflMode::Bfly => ("bfly", 31),
+                    ShflMode::Down => ("down", 31),
+                    ShflMode::Up => ("up", 0),
+                    ShflMode::Idx => ("idx", 31),
+                };
+                format!("shfl.sync.{m}.b32 {dst}, {src}, {}, {c}, -1;", op(lane))
+            }
+            Inst::Ret => "ret;".to_string(),
+        };
+        let _ = writeln!(s, "\t{line}");
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// A stable 64-bit hash of a kernel's text (FNV-1a), for module caches and tuning keys.
+pub fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}

@@ -1,0 +1,8 @@
+//! Kernel families, one module each. Every generator takes shapes and dtypes as
+//! generation-time constants and a parameter point from its family's `param_space`.
+
+pub mod common;
+pub mod copy;
+pub mod elementwise;
+pub mod embed;
+pub mod rowwise;

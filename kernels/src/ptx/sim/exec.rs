@@ -1,0 +1,544 @@
+//! The interpreter: blocks one after another, threads of a block up to their next
+//! synchronisation point, then barriers and shuffles resolved collectively.
+
+use half::{bf16, f16};
+
+use super::{check_args, ArgValue, GlobalMem, LaunchDims, SimError, OFFSET_BITS};
+use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, Operand, Reg, ShflMode, Space, Special, Ty, UnOp};
+
+/// Instructions one thread may execute in one launch before it is declared runaway.
+const STEP_LIMIT: u64 = 50_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Run,
+    /// Waiting at the `bar.sync` at this pc.
+    Bar(usize),
+    /// Waiting at the shuffle at this pc.
+    Shfl(usize),
+    Done,
+}
+
+struct Thread {
+    pc: usize,
+    regs: Vec<u64>,
+    state: State,
+    steps: u64,
+}
+
+fn mask(ty: Ty) -> u64 {
+    match ty.bytes() {
+        0 => 1,
+        2 => 0xFFFF,
+        4 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    }
+}
+
+/// Value bits → f32 for a float type.
+fn to_f32(ty: Ty, v: u64) -> f32 {
+    match ty {
+        Ty::F16 => f16::from_bits(v as u16).to_f32(),
+        Ty::BF16 => bf16::from_bits(v as u16).to_f32(),
+        _ => f32::from_bits(v as u32),
+    }
+}
+
+/// f32 → value bits for a float type (round to nearest even).
+fn from_f32(ty: Ty, x: f32) -> u64 {
+    match ty {
+        Ty::F16 => u64::from(f16::from_f32(x).to_bits()),
+        Ty::BF16 => u64::from(bf16::from_f32(x).to_bits()),
+        _ => u64::from(x.to_bits()),
+    }
+}
+
+/// Value bits → i64, sign-extended for signed types.
+fn to_i64(ty: Ty, v: u64) -> i64 {
+    match ty {
+        Ty::S32 => i64::from(v as u32 as i32),
+        Ty::S64 => v as i64,
+        _ => (v & mask(ty)) as i64,
+    }
+}
+
+fn is_signed(ty: Ty) -> bool {
+    matches!(ty, Ty::S32 | Ty::S64)
+}
+
+struct Ctx<'a> {
+    k: &'a Kernel,
+    labels: Vec<usize>,
+    args: &'a [ArgValue],
+    dims: LaunchDims,
+    block: u32,
+}
+
+impl Ctx<'_> {
+    fn fault(&self, t: u32, pc: usize, reason: impl Into<String>) -> SimError {
+        SimError::Fault { kernel: self.k.name.clone(), reason: reason.into(), block: self.block, thread: t, pc }
+    }
+}
+
+/// Operand bits in the type `ty`.
+fn val(regs: &[u64], o: &Operand, ty: Ty) -> u64 {
+    match o {
+        Operand::Reg(r) => regs[r.id as usize],
+        Operand::Int(i) => {
+            if ty.is_float() {
+                from_f32(ty, *i as f32)
+            } else {
+                (*i as u64) & mask(ty)
+            }
+        }
+        Operand::F32(f) => from_f32(ty, *f),
+    }
+}
+
+/// Runs `k` over the grid. Global memory is read and written in place.
+pub fn launch(k: &Kernel, dims: LaunchDims, args: &[ArgValue], mem: &mut GlobalMem) -> Result<(), SimError> {
+    check_args(k, args)?;
+    if dims.block == 0 || dims.block > 1024 {
+        return Err(SimError::BadLaunch(format!("block size {} not in 1..=1024", dims.block), k.name.clone()));
+    }
+    if let Some(b) = k.block {
+        if dims.block > b {
+            return Err(SimError::BadLaunch(format!("block size {} exceeds .maxntid {b}", dims.block), k.name.clone()));
+        }
+    }
+    let mut labels = Vec::new();
+    for (pc, i) in k.insts.iter().enumerate() {
+        if let Inst::Label(l) = i {
+            let l = l.0 as usize;
+            if labels.len() <= l {
+                labels.resize(l + 1, usize::MAX);
+            }
+            labels[l] = pc;
+        }
+    }
+    for block in 0..dims.grid {
+        let ctx = Ctx { k, labels: labels.clone(), args, dims, block };
+        run_block(&ctx, mem)?;
+    }
+    Ok(())
+}
+
+fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
+    let k = ctx.k;
+    let n = ctx.dims.block as usize;
+    let mut shared = vec![0xFFu8; k.shared_bytes as usize];
+    let mut threads: Vec<Thread> =
+        (0..n).map(|_| Thread { pc: 0, regs: vec![0; k.regs.len()], state: State::Run, steps: 0 }).collect();
+    loop {
+        for (t, th) in threads.iter_mut().enumerate() {
+            if th.state == State::Run {
+                run_thread(ctx, t as u32, th, mem, &mut shared)?;
+            }
+        }
+        // Shuffles first: every lane of the warp at the same one.
+        let mut progressed = false;
+        for w in 0..n.div_ceil(32) {
+            let lanes = w * 32..(w * 32 + 32).min(n);
+            let first = threads[lanes.clone()].iter().find_map(|t| match t.state {
+                State::Shfl(pc) => Some(pc),
+                _ => None,
+            });
+            let Some(pc) = first else { continue };
+            if lanes.len() != 32 || threads[lanes.clone()].iter().any(|t| t.state != State::Shfl(pc)) {
+                let states: Vec<String> = threads[lanes.clone()].iter().map(|t| format!("{:?}", t.state)).collect();
+                return Err(SimError::Divergence {
+                    kernel: k.name.clone(),
+                    block: ctx.block,
+                    what: format!(
+                        "warp {w}: shfl.sync at instruction {pc} with a full mask, but the lanes are at [{}]",
+                        states.join(", ")
+                    ),
+                });
+            }
+            shuffle(ctx, &mut threads[lanes], pc)?;
+            progressed = true;
+        }
+        if progressed {
+            continue;
+        }
+        let waiting: Vec<usize> = threads
+            .iter()
+            .filter_map(|t| match t.state {
+                State::Bar(pc) => Some(pc),
+                _ => None,
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let pc = waiting[0];
+        if waiting.len() != n || waiting.iter().any(|&p| p != pc) {
+            let done = threads.iter().filter(|t| t.state == State::Done).count();
+            return Err(SimError::Divergence {
+                kernel: k.name.clone(),
+                block: ctx.block,
+                what: format!(
+                    "bar.sync: {} of {n} threads wait (at instructions {:?}), {done} exited",
+                    waiting.len(),
+                    {
+                        let mut p = waiting.clone();
+                        p.dedup();
+                        p
+                    }
+                ),
+            });
+        }
+        for th in threads.iter_mut() {
+            th.state = State::Run;
+            th.pc = pc + 1;
+        }
+    }
+}
+
+fn shuffle(ctx: &Ctx<'_>, lanes: &mut [Thread], pc: usize) -> Result<(), SimError> {
+    let Some(Inst::Shfl { mode, dst, src, lane }) = ctx.k.insts.get(pc) else {
+        return Err(ctx.fault(0, pc, "internal: not a shuffle"));
+    };
+    let vals: Vec<u64> = lanes.iter().map(|t| t.regs[src.id as usize] & 0xFFFF_FFFF).collect();
+    for (i, th) in lanes.iter_mut().enumerate() {
+        let b = val(&th.regs, lane, Ty::U32) as i64;
+        let i = i as i64;
+        let j = match mode {
+            ShflMode::Bfly => i ^ b,
+            ShflMode::Down => i + b,
+            ShflMode::Up => i - b,
+            ShflMode::Idx => b & 31,
+        };
+        let v = if (0..32).contains(&j) { vals[j as usize] } else { vals[i as usize] };
+        th.regs[dst.id as usize] = v;
+        th.pc = pc + 1;
+        th.state = State::Run;
+    }
+    Ok(())
+}
+
+fn access(
+    ctx: &Ctx<'_>,
+    (t, pc): (u32, usize),
+    space: Space,
+    addr: u64,
+    bytes: u32,
+    shared_len: usize,
+    mem: &GlobalMem,
+) -> Result<(), SimError> {
+    let oob = || SimError::OutOfBounds {
+        kernel: ctx.k.name.clone(),
+        space: space.name(),
+        addr,
+        bytes,
+        block: ctx.block,
+        thread: t,
+        pc,
+    };
+    if !addr.is_multiple_of(u64::from(bytes)) {
+        return Err(SimError::Misaligned {
+            kernel: ctx.k.name.clone(),
+            space: space.name(),
+            addr,
+            bytes,
+            block: ctx.block,
+            thread: t,
+            pc,
+        });
+    }
+    let ok = match space {
+        Space::Global => mem.read(addr, bytes as usize).is_some(),
+        Space::Shared => addr.checked_add(u64::from(bytes)).is_some_and(|e| e <= shared_len as u64),
+        Space::Const => {
+            let tab = (addr >> OFFSET_BITS) as usize;
+            let off = addr & ((1u64 << OFFSET_BITS) - 1);
+            tab >= 1 && ctx.k.consts.get(tab - 1).is_some_and(|c| off + u64::from(bytes) <= 4 * c.words.len() as u64)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(oob())
+    }
+}
+
+fn read_bytes(ctx: &Ctx<'_>, space: Space, addr: u64, len: usize, mem: &GlobalMem, shared: &[u8]) -> Vec<u8> {
+    match space {
+        Space::Global => mem.read(addr, len).map(<[u8]>::to_vec).unwrap_or_default(),
+        Space::Shared => shared[addr as usize..addr as usize + len].to_vec(),
+        Space::Const => {
+            let tab = (addr >> OFFSET_BITS) as usize - 1;
+            let off = (addr & ((1u64 << OFFSET_BITS) - 1)) as usize;
+            let bytes: Vec<u8> = ctx.k.consts[tab].words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            bytes[off..off + len].to_vec()
+        }
+    }
+}
+
+fn run_thread(ctx: &Ctx<'_>, t: u32, th: &mut Thread, mem: &mut GlobalMem, shared: &mut [u8]) -> Result<(), SimError> {
+    let k = ctx.k;
+    loop {
+        let pc = th.pc;
+        th.steps += 1;
+        if th.steps > STEP_LIMIT {
+            return Err(SimError::StepLimit { kernel: k.name.clone(), block: ctx.block, thread: t, limit: STEP_LIMIT });
+        }
+        let Some(inst) = k.insts.get(pc) else {
+            return Err(ctx.fault(t, pc, "ran off the end of the kernel"));
+        };
+        let regs = &mut th.regs;
+        let set = |regs: &mut Vec<u64>, r: &Reg, v: u64| regs[r.id as usize] = v & mask(r.ty);
+        th.pc += 1;
+        match inst {
+            Inst::LdParam { dst, index } => {
+                let v = match ctx.args.get(*index) {
+                    Some(ArgValue::Ptr(p)) => *p,
+                    Some(ArgValue::U32(u)) => u64::from(*u),
+                    Some(ArgValue::F32(f)) => u64::from(f.to_bits()),
+                    None => return Err(ctx.fault(t, pc, format!("no argument {index}"))),
+                };
+                set(regs, dst, v);
+            }
+            Inst::Mov { dst, src } => {
+                let v = val(regs, src, dst.ty);
+                set(regs, dst, v);
+            }
+            Inst::Bitcast { dst, src } => {
+                let v = regs[src.id as usize];
+                set(regs, dst, v);
+            }
+            Inst::Pack { dst, lo, hi } => {
+                let v = (regs[lo.id as usize] & 0xFFFF) | ((regs[hi.id as usize] & 0xFFFF) << 16);
+                set(regs, dst, v);
+            }
+            Inst::Unpack { lo, hi, src } => {
+                let v = regs[src.id as usize];
+                set(regs, lo, v & 0xFFFF);
+                set(regs, hi, (v >> 16) & 0xFFFF);
+            }
+            Inst::ReadSpecial { dst, sreg } => {
+                let v = match sreg {
+                    Special::TidX => t,
+                    Special::NtidX => ctx.dims.block,
+                    Special::CtaidX => ctx.block,
+                    Special::NctaidX => ctx.dims.grid,
+                    Special::LaneId => t % 32,
+                };
+                set(regs, dst, u64::from(v));
+            }
+            Inst::SharedBase { dst } => set(regs, dst, 0),
+            Inst::ConstBase { dst, table } => set(regs, dst, ((*table as u64) + 1) << OFFSET_BITS),
+            Inst::Ld { space, dst, addr, offset, guard } => {
+                if let Some(g) = guard {
+                    if (regs[g.pred.id as usize] != 0) == g.negate {
+                        continue;
+                    }
+                }
+                let Some(first) = dst.first() else { continue };
+                let size = first.ty.bytes();
+                let total = size * dst.len() as u32;
+                let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
+                access(ctx, (t, pc), *space, a, total, shared.len(), mem)?;
+                let bytes = read_bytes(ctx, *space, a, total as usize, mem, shared);
+                for (i, r) in dst.iter().enumerate() {
+                    let mut w = [0u8; 8];
+                    w[..size as usize].copy_from_slice(&bytes[i * size as usize..(i + 1) * size as usize]);
+                    set(regs, r, u64::from_le_bytes(w));
+                }
+            }
+            Inst::St { space, src, addr, offset, guard } => {
+                if let Some(g) = guard {
+                    if (regs[g.pred.id as usize] != 0) == g.negate {
+                        continue;
+                    }
+                }
+                let Some(first) = src.first() else { continue };
+                let size = first.ty.bytes() as usize;
+                let total = size * src.len();
+                let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
+                access(ctx, (t, pc), *space, a, total as u32, shared.len(), mem)?;
+                let bytes: Vec<u8> =
+                    src.iter().flat_map(|r| regs[r.id as usize].to_le_bytes()[..size].to_vec()).collect();
+                match space {
+                    Space::Global => {
+                        if let Some(w) = mem.write(a, total) {
+                            w.copy_from_slice(&bytes);
+                        }
+                    }
+                    Space::Shared => shared[a as usize..a as usize + total].copy_from_slice(&bytes),
+                    Space::Const => return Err(ctx.fault(t, pc, "store to the const space")),
+                }
+            }
+            Inst::Bin { op, dst, a, b } => {
+                let ty = dst.ty;
+                let (va, vb) = (val(regs, a, ty), val(regs, b, ty));
+                let v = if ty.is_float() {
+                    let (x, y) = (to_f32(ty, va), to_f32(ty, vb));
+                    let r = match op {
+                        BinOp::Add => x + y,
+                        BinOp::Sub => x - y,
+                        BinOp::Mul => x * y,
+                        BinOp::Div => x / y,
+                        BinOp::Min => x.min(y),
+                        BinOp::Max => x.max(y),
+                        BinOp::Rem | BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr => {
+                            return Err(ctx.fault(t, pc, format!("{op:?} on a float type")))
+                        }
+                    };
+                    from_f32(ty, r)
+                } else {
+                    let signed = is_signed(ty);
+                    let (x, y) = (to_i64(ty, va), to_i64(ty, vb));
+                    let (ux, uy) = (va & mask(ty), vb & mask(ty));
+                    match op {
+                        BinOp::Add => ux.wrapping_add(uy),
+                        BinOp::Sub => ux.wrapping_sub(uy),
+                        BinOp::Mul => ux.wrapping_mul(uy),
+                        BinOp::Div | BinOp::Rem if uy == 0 => return Err(ctx.fault(t, pc, "integer division by zero")),
+                        BinOp::Div if signed => x.wrapping_div(y) as u64,
+                        BinOp::Div => ux / uy,
+                        BinOp::Rem if signed => x.wrapping_rem(y) as u64,
+                        BinOp::Rem => ux % uy,
+                        BinOp::Min if signed => x.min(y) as u64,
+                        BinOp::Min => ux.min(uy),
+                        BinOp::Max if signed => x.max(y) as u64,
+                        BinOp::Max => ux.max(uy),
+                        BinOp::And => ux & uy,
+                        BinOp::Or => ux | uy,
+                        BinOp::Xor => ux ^ uy,
+                        BinOp::Shl => {
+                            if uy >= u64::from(ty.bytes() * 8) {
+                                0
+                            } else {
+                                ux << uy
+                            }
+                        }
+                        BinOp::Shr if signed => (x >> uy.min(63)) as u64,
+                        BinOp::Shr => ux.checked_shr(uy as u32).unwrap_or(0),
+                    }
+                };
+                set(regs, dst, v);
+            }
+            Inst::Un { op, dst, a } => {
+                let ty = dst.ty;
+                let va = val(regs, a, ty);
+                let v = if ty.is_float() {
+                    let x = to_f32(ty, va);
+                    let r = match op {
+                        UnOp::Neg => -x,
+                        UnOp::Abs => x.abs(),
+                        UnOp::Sqrt => x.sqrt(),
+                        UnOp::Rsqrt => (1.0 / f64::from(x).sqrt()) as f32,
+                        UnOp::Rcp => 1.0 / x,
+                        UnOp::Ex2 => (f64::from(x).exp2()) as f32,
+                        UnOp::Lg2 => (f64::from(x).log2()) as f32,
+                        UnOp::Sin => (f64::from(x).sin()) as f32,
+                        UnOp::Cos => (f64::from(x).cos()) as f32,
+                        UnOp::Rni => x.round_ties_even(),
+                        UnOp::Not => return Err(ctx.fault(t, pc, "not on a float type")),
+                    };
+                    from_f32(ty, r)
+                } else {
+                    let x = to_i64(ty, va);
+                    match op {
+                        UnOp::Neg => x.wrapping_neg() as u64,
+                        UnOp::Abs => x.wrapping_abs() as u64,
+                        UnOp::Not => !va,
+                        _ => return Err(ctx.fault(t, pc, format!("{op:?} on an integer type"))),
+                    }
+                };
+                set(regs, dst, v);
+            }
+            Inst::Fma { dst, a, b, c } => {
+                let ty = dst.ty;
+                let (va, vb, vc) = (val(regs, a, ty), val(regs, b, ty), val(regs, c, ty));
+                let v = if ty.is_float() {
+                    from_f32(ty, to_f32(ty, va).mul_add(to_f32(ty, vb), to_f32(ty, vc)))
+                } else {
+                    va.wrapping_mul(vb).wrapping_add(vc)
+                };
+                set(regs, dst, v);
+            }
+            Inst::MulWide { dst, a, b } => {
+                let x = regs[a.id as usize] & 0xFFFF_FFFF;
+                let y = val(regs, b, Ty::U32);
+                set(regs, dst, x * y);
+            }
+            Inst::Cvt { dst, src } => {
+                let v = regs[src.id as usize];
+                let out = match (dst.ty.is_float(), src.ty.is_float()) {
+                    (true, true) => from_f32(dst.ty, to_f32(src.ty, v)),
+                    (true, false) => {
+                        let x = to_i64(src.ty, v);
+                        from_f32(dst.ty, if is_signed(src.ty) { x as f32 } else { (v & mask(src.ty)) as f32 })
+                    }
+                    (false, true) => {
+                        let x = to_f32(src.ty, v).trunc();
+                        match dst.ty {
+                            Ty::S32 => i64::from(x as i32) as u64,
+                            Ty::S64 => (x as i64) as u64,
+                            Ty::U32 => u64::from(x as u32),
+                            _ => x as u64,
+                        }
+                    }
+                    (false, false) => to_i64(src.ty, v) as u64,
+                };
+                set(regs, dst, out);
+            }
+            Inst::Setp { cmp, dst, a, b } => {
+                let ty = match (a, b) {
+                    (Operand::Reg(r), _) | (_, Operand::Reg(r)) => r.ty,
+                    _ => Ty::S32,
+                };
+                let (va, vb) = (val(regs, a, ty), val(regs, b, ty));
+                let ord = if ty.is_float() {
+                    to_f32(ty, va).partial_cmp(&to_f32(ty, vb))
+                } else if is_signed(ty) {
+                    Some(to_i64(ty, va).cmp(&to_i64(ty, vb)))
+                } else {
+                    Some((va & mask(ty)).cmp(&(vb & mask(ty))))
+                };
+                use std::cmp::Ordering::{Equal, Greater, Less};
+                let r = match (cmp, ord) {
+                    (Cmp::Ne, None) => false,
+                    (_, None) => false,
+                    (Cmp::Eq, Some(o)) => o == Equal,
+                    (Cmp::Ne, Some(o)) => o != Equal,
+                    (Cmp::Lt, Some(o)) => o == Less,
+                    (Cmp::Le, Some(o)) => o != Greater,
+                    (Cmp::Gt, Some(o)) => o == Greater,
+                    (Cmp::Ge, Some(o)) => o != Less,
+                };
+                set(regs, dst, u64::from(r));
+            }
+            Inst::Selp { dst, a, b, pred } => {
+                let v = if regs[pred.id as usize] != 0 { val(regs, a, dst.ty) } else { val(regs, b, dst.ty) };
+                set(regs, dst, v);
+            }
+            Inst::Label(_) => {}
+            Inst::Bra { target, guard } => {
+                let taken = guard.is_none_or(|g| (regs[g.pred.id as usize] != 0) != g.negate);
+                if taken {
+                    match ctx.labels.get(target.0 as usize) {
+                        Some(&p) if p != usize::MAX => th.pc = p,
+                        _ => return Err(ctx.fault(t, pc, format!("branch to undefined label L{}", target.0))),
+                    }
+                }
+            }
+            Inst::BarSync => {
+                th.pc = pc;
+                th.state = State::Bar(pc);
+                return Ok(());
+            }
+            Inst::Shfl { .. } => {
+                th.pc = pc;
+                th.state = State::Shfl(pc);
+                return Ok(());
+            }
+            Inst::Ret => {
+                th.state = State::Done;
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! A CPU simulator of the builder's instruction set: it runs a [`Kernel`] over a 1-D grid of
+//! blocks, each block's threads grouped in warps of 32, with per-block shared memory and
+//! `bar.sync`. It is how CI checks kernel numerics without a GPU.
+//!
+//! Semantics follow the PTX ISA with these choices:
+//! - threads run one at a time up to their next synchronisation point (`bar.sync`, a warp
+//!   shuffle, exit); between two barriers a correct kernel's result does not depend on the
+//!   interleaving, so this is faithful for race-free kernels;
+//! - `shfl.sync` (full member mask) requires all 32 lanes of the warp at the same shuffle;
+//!   `bar.sync` requires every thread of the block at the same barrier. Anything else is a
+//!   [`SimError::Divergence`];
+//! - every global, shared and const access is bounds- and alignment-checked
+//!   ([`SimError::OutOfBounds`], [`SimError::Misaligned`]); global addresses encode their
+//!   buffer, so an access can never silently land in a neighbouring tensor;
+//! - approximate instructions (`ex2.approx`, `lg2.approx`, `rsqrt.approx`, `sin/cos.approx`)
+//!   compute the correctly rounded f32 result; the hardware's documented error bounds are
+//!   below the tolerances the kernels are tested with;
+//! - shared memory starts filled with 0xFF bytes (NaN in every float type) to expose reads
+//!   of unwritten data.
+
+mod exec;
+
+use half::{bf16, f16};
+
+use super::builder::Kernel;
+
+pub use exec::launch;
+
+/// Bits of an address that hold the offset inside a buffer; the buffer index + 1 sits above.
+pub const OFFSET_BITS: u32 = 40;
+
+/// Something a simulated kernel did wrong, or a bad launch.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    #[error("kernel `{kernel}`: out-of-bounds {space} access of {bytes} bytes at 0x{addr:x} (block {block}, thread {thread}, instruction {pc})")]
+    OutOfBounds { kernel: String, space: &'static str, addr: u64, bytes: u32, block: u32, thread: u32, pc: usize },
+    #[error("kernel `{kernel}`: misaligned {space} access of {bytes} bytes at 0x{addr:x} (block {block}, thread {thread}, instruction {pc})")]
+    Misaligned { kernel: String, space: &'static str, addr: u64, bytes: u32, block: u32, thread: u32, pc: usize },
+    #[error("kernel `{kernel}`: divergence in block {block}: {what}")]
+    Divergence { kernel: String, block: u32, what: String },
+    #[error("kernel `{kernel}`: thread {thread} of block {block} ran past the step limit of {limit} instructions")]
+    StepLimit { kernel: String, block: u32, thread: u32, limit: u64 },
+    #[error("kernel `{kernel}`: {reason} (block {block}, thread {thread}, instruction {pc})")]
+    Fault { kernel: String, reason: String, block: u32, thread: u32, pc: usize },
+    #[error("kernel `{kernel}`: bad launch: {0}", kernel = .1)]
+    BadLaunch(String, String),
+}
+
+/// A kernel argument value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgValue {
+    /// A global address from [`GlobalMem::alloc`].
+    Ptr(u64),
+    U32(u32),
+    F32(f32),
+}
+
+/// Launch geometry (1-D).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchDims {
+    pub grid: u32,
+    pub block: u32,
+}
+
+/// Simulated global memory: separate buffers, addressed as `(index + 1) << OFFSET_BITS | offset`.
+#[derive(Clone, Debug, Default)]
+pub struct GlobalMem {
+    bufs: Vec<Vec<u8>>,
+}
+
+impl GlobalMem {
+    pub fn new() -> Self {
+        GlobalMem::default()
+    }
+
+    /// Allocates `bytes` filled with 0xFF (NaN in every float type) and returns its address.
+    pub fn alloc(&mut self, bytes: usize) -> u64 {
+        self.bufs.push(vec![0xFF; bytes]);
+        (self.bufs.len() as u64) << OFFSET_BITS
+    }
+
+    /// Allocates a buffer holding `data`.
+    pub fn alloc_with(&mut self, data: Vec<u8>) -> u64 {
+        self.bufs.push(data);
+        (self.bufs.len() as u64) << OFFSET_BITS
+    }
+
+    fn locate(&self, addr: u64, len: usize) -> Option<(usize, usize)> {
+        let b = (addr >> OFFSET_BITS) as usize;
+        let off = (addr & ((1u64 << OFFSET_BITS) - 1)) as usize;
+        let buf = self.bufs.get(b.checked_sub(1)?)?;
+        (off.checked_add(len)? <= buf.len()).then_some((b - 1, off))
+    }
+
+    /// The bytes of the buffer at `addr` (its start), if it is one.
+    pub fn buffer(&self, addr: u64) -> Option<&[u8]> {
+        let (b, off) = self.locate(addr, 0)?;
+        (off == 0).then(|| self.bufs[b].as_slice())
+    }
+
+    /// `len` bytes at `addr`, if in bounds.
+    pub fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let (b, off) = self.locate(addr, len)?;
+        Some(&self.bufs[b][off..off + len])
+    }
+
+    /// Writable `len` bytes at `addr`, if in bounds.
+    pub fn write(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
+        let (b, off) = self.locate(addr, len)?;
+        Some(&mut self.bufs[b][off..off + len])
+    }
+}
+
+/// f32 → f16 bits, round to nearest even.
+pub fn f16_bits(x: f32) -> u16 {
+    f16::from_f32(x).to_bits()
+}
+
+/// f32 → bf16 bits, round to nearest even.
+pub fn bf16_bits(x: f32) -> u16 {
+    bf16::from_f32(x).to_bits()
+}
+
+/// Checks a launch's arguments against the kernel's parameters.
+pub(crate) fn check_args(k: &Kernel, args: &[ArgValue]) -> Result<(), SimError> {
+    use super::builder::ParamTy;
+    if args.len() != k.params.len() {
+        return Err(SimError::BadLaunch(
+            format!("{} arguments for {} parameters", args.len(), k.params.len()),
+            k.name.clone(),
+        ));
+    }
+    for (i, (a, p)) in args.iter().zip(&k.params).enumerate() {
+        let ok = matches!(
+            (a, p),
+            (ArgValue::Ptr(_), ParamTy::Ptr) | (ArgValue::U32(_), ParamTy::U32) | (ArgValue::F32(_), ParamTy::F32)
+        );
+        if !ok {
+            return Err(SimError::BadLaunch(format!("argument {i} is {a:?}, parameter is {p:?}"), k.name.clone()));
+        }
+    }
+    Ok(())
+}

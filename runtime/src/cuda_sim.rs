@@ -1,0 +1,230 @@
+//! `SimBackend`: runs the CUDA backend's generated PTX kernels in the CPU simulator of
+//! `vidrt_kernels::ptx::sim`, so the harness checks the CUDA kernels' numerics (and catches
+//! out-of-bounds accesses and barrier divergence) on machines without a GPU. Slow: for
+//! tests, not for models.
+
+use vidrt_ir::{DType, Graph, Node, Op, Tensor, TensorData};
+use vidrt_kernels::ptx::lower::{lower, unsupported_reason, Arg, Lowered};
+use vidrt_kernels::ptx::sim::{self, ArgValue, GlobalMem, LaunchDims};
+use vidrt_kernels::ptx::KernelError;
+
+use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
+use crate::RuntimeError;
+
+/// The PTX simulator backend (name `ptx-sim`).
+#[derive(Clone, Debug, Default)]
+pub struct SimBackend;
+
+impl SimBackend {
+    pub fn new() -> Self {
+        SimBackend
+    }
+}
+
+/// Little-endian bytes of a tensor's elements.
+pub(crate) fn tensor_bytes(t: &Tensor) -> Vec<u8> {
+    match t.data() {
+        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+        TensorData::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+        TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// A tensor of `node`'s shape and dtype from little-endian bytes.
+pub(crate) fn tensor_from_bytes(node: &Node, b: &[u8]) -> Result<Tensor, RuntimeError> {
+    let n = node.shape.numel();
+    let size = node.dtype.size_bytes();
+    if b.len() < n * size {
+        return Err(RuntimeError::Device(format!("output `{}`: {} bytes for {n} elements", node.name, b.len())));
+    }
+    let chunks = b[..n * size].chunks_exact(size);
+    let data = match node.dtype {
+        DType::F32 => TensorData::F32(chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        DType::F16 => TensorData::F16(chunks.map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect()),
+        DType::BF16 => {
+            TensorData::BF16(chunks.map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
+        }
+        DType::I32 => TensorData::I32(chunks.map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        DType::I64 => TensorData::I64(
+            chunks.map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+        ),
+    };
+    Tensor::new(node.shape.clone(), data).map_err(|e| RuntimeError::Device(format!("internal: {e}")))
+}
+
+/// Lowers every node of a verified graph, naming the first unsupported one.
+pub(crate) fn lower_graph(graph: &Graph, backend: &'static str) -> Result<Vec<Lowered>, RuntimeError> {
+    let mut plans = Vec::with_capacity(graph.len());
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let ins: Vec<(&[usize], DType)> =
+            node.inputs.iter().map(|id| (graph.shape(*id).dims(), graph.dtype(*id))).collect();
+        let unsupported = |reason: String| RuntimeError::Unsupported {
+            backend,
+            op: node.op.name(),
+            dtype: node.dtype,
+            node: i,
+            name: node.name.clone(),
+            reason,
+        };
+        match lower(&node.op, &ins, node.shape.dims(), node.dtype, &format!("n{i}")) {
+            Ok(p) => plans.push(p),
+            Err(KernelError::Unsupported(r)) => return Err(unsupported(r)),
+            Err(e @ KernelError::Invalid(_)) => return Err(unsupported(e.to_string())),
+        }
+    }
+    Ok(plans)
+}
+
+/// Fetches and checks a graph's weights (cast to the declared dtype).
+pub(crate) fn bind_weights(graph: &Graph, weights: &dyn WeightSource) -> Result<Vec<Option<Tensor>>, RuntimeError> {
+    let mut bound = vec![None; graph.len()];
+    for (name, id) in graph.weights() {
+        let n = graph.node(id);
+        let t = weights.fetch(name, &n.shape, n.dtype)?;
+        if t.shape() != &n.shape {
+            return Err(RuntimeError::ShapeMismatch {
+                name: name.to_string(),
+                expected: n.shape.clone(),
+                expected_dtype: n.dtype,
+                got: t.shape().clone(),
+                got_dtype: t.dtype(),
+            });
+        }
+        bound[id.index()] = Some(t.cast(n.dtype));
+    }
+    Ok(bound)
+}
+
+/// Matches fed inputs to the graph's input nodes, cast to their declared dtypes.
+pub(crate) fn feed_inputs(graph: &Graph, inputs: &[(&str, Tensor)]) -> Result<Vec<Option<Tensor>>, RuntimeError> {
+    let mut fed: Vec<Option<Tensor>> = vec![None; graph.len()];
+    for (name, t) in inputs {
+        let id = graph.inputs().into_iter().find(|(n, _)| n == name).map(|(_, id)| id).ok_or_else(|| {
+            RuntimeError::BadInput { name: name.to_string(), reason: "the graph has no such input".into() }
+        })?;
+        if fed[id.index()].is_some() {
+            return Err(RuntimeError::BadInput { name: name.to_string(), reason: "fed twice".into() });
+        }
+        let n = graph.node(id);
+        if t.shape() != &n.shape || t.dtype().is_float() != n.dtype.is_float() {
+            return Err(RuntimeError::ShapeMismatch {
+                name: name.to_string(),
+                expected: n.shape.clone(),
+                expected_dtype: n.dtype,
+                got: t.shape().clone(),
+                got_dtype: t.dtype(),
+            });
+        }
+        fed[id.index()] = Some(t.cast(n.dtype));
+    }
+    Ok(fed)
+}
+
+impl Backend for SimBackend {
+    fn name(&self) -> &'static str {
+        "ptx-sim"
+    }
+
+    fn support(&self, op: &Op, dtype: DType) -> Support {
+        match unsupported_reason(op, dtype) {
+            None => Support::Yes,
+            Some(r) => Support::No(r),
+        }
+    }
+
+    fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
+        vidrt_ir::verify(graph)?;
+        let plans = lower_graph(graph, "ptx-sim")?;
+        let weights = bind_weights(graph, weights)?;
+        Ok(Box::new(SimExecutable { graph: graph.clone(), plans, weights }))
+    }
+}
+
+/// A graph lowered to PTX kernels, run in the simulator.
+pub struct SimExecutable {
+    graph: Graph,
+    plans: Vec<Lowered>,
+    weights: Vec<Option<Tensor>>,
+}
+
+impl Executable for SimExecutable {
+    fn run_with(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        opts: &RunOptions,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let g = &self.graph;
+        let mut fed = feed_inputs(g, inputs)?;
+        let mut mem = GlobalMem::new();
+        let mut addr: Vec<u64> = vec![0; g.len()];
+        for (i, (node, plan)) in g.nodes.iter().zip(&self.plans).enumerate() {
+            if let Some(c) = &opts.cancel {
+                if c.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(RuntimeError::Cancelled);
+                }
+            }
+            let input_addr = |k: usize| -> Result<u64, RuntimeError> {
+                node.inputs
+                    .get(k)
+                    .map(|id| addr[id.index()])
+                    .ok_or_else(|| RuntimeError::Device(format!("node %{i}: no input {k}")))
+            };
+            addr[i] = match plan {
+                Lowered::Leaf => {
+                    let t = match &node.op {
+                        Op::Input { name } => fed[i]
+                            .take()
+                            .ok_or_else(|| RuntimeError::BadInput { name: name.clone(), reason: "not fed".into() })?,
+                        Op::Weight { name } => self.weights[i]
+                            .clone()
+                            .ok_or_else(|| RuntimeError::Weight { name: name.clone(), reason: "not bound".into() })?,
+                        other => {
+                            return Err(RuntimeError::Device(format!("internal: {} lowered as a leaf", other.name())))
+                        }
+                    };
+                    mem.alloc_with(tensor_bytes(&t))
+                }
+                Lowered::Alias => input_addr(0)?,
+                Lowered::Launches(launches) => {
+                    let out = mem.alloc(node.shape.numel() * node.dtype.size_bytes());
+                    for l in launches {
+                        let args = l
+                            .args
+                            .iter()
+                            .map(|a| match a {
+                                Arg::Input(k) => input_addr(*k).map(ArgValue::Ptr),
+                                Arg::Output => Ok(ArgValue::Ptr(out)),
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        sim::launch(&l.kernel, LaunchDims { grid: l.grid, block: l.block }, &args, &mut mem).map_err(
+                            |e| RuntimeError::Device(format!("node %{i} `{}` ({}): {e}", node.name, node.op.name())),
+                        )?;
+                    }
+                    out
+                }
+            };
+        }
+        let mut outs = Vec::with_capacity(g.outputs.len());
+        for (name, id) in &g.outputs {
+            let node = g.node(*id);
+            let bytes = mem
+                .read(addr[id.index()], node.shape.numel() * node.dtype.size_bytes())
+                .ok_or_else(|| RuntimeError::Device(format!("output `{name}` has no buffer")))?;
+            let t = tensor_from_bytes(node, bytes)?;
+            if opts.check_outputs && !node.op.is_leaf() {
+                if let Some(index) = t.first_non_finite() {
+                    return Err(RuntimeError::NonFinite {
+                        node: id.index(),
+                        name: node.name.clone(),
+                        op: node.op.name(),
+                        index,
+                    });
+                }
+            }
+            outs.push((name.clone(), t));
+        }
+        Ok(outs)
+    }
+}
