@@ -1,0 +1,94 @@
+//! Every generated shader at every parameter point validates with naga.
+
+use vidrt_ir::{BinaryOp, UnaryOp};
+
+use super::attention::{attention, AttnParams};
+use super::elementwise::{binary_expr, binary_expr_int, elementwise, unary_expr};
+use super::gemm::{gemm, GemmKind, GemmParams};
+use super::lane::{lane, LaneOp};
+use super::{copy, misc, validate, Elem, WgslKernel};
+
+fn every_kernel() -> Vec<WgslKernel> {
+    let mut v = Vec::new();
+    for u in UnaryOp::ALL {
+        v.push(elementwise(u.name(), &[Elem::F32], Elem::F32, &unary_expr(u, "x0")).expect("unary"));
+    }
+    for b in BinaryOp::ALL {
+        v.push(elementwise(b.name(), &[Elem::F32, Elem::F32], Elem::F32, &binary_expr(b, "x0", "x1")).expect("bin"));
+        if let Some(e) = binary_expr_int(b, "x0", "x1") {
+            v.push(elementwise(b.name(), &[Elem::I32, Elem::I32], Elem::I32, &e).expect("int"));
+        }
+    }
+    v.push(elementwise("modulate", &[Elem::F32; 3], Elem::F32, "x0 * (1.0 + x1) + x2").expect("modulate"));
+    v.push(elementwise("cast", &[Elem::I32], Elem::F32, "f32(x0)").expect("cast"));
+    v.push(elementwise("cast", &[Elem::F32], Elem::I32, "i32(x0)").expect("cast"));
+    v.push(copy::strided());
+    for text in [
+        "in(0);in(1);mul(0,1);in(2);add(3,2)",
+        "in(0);silu(0);cast[bf16](1);cast[f32](2);square(3)",
+        "in(0);exp(0);cast[f16](1)",
+    ] {
+        let e = vidrt_ir::ElementwiseExpr::parse(text).expect("expr");
+        v.push(super::elementwise::fused(&e).expect("fused"));
+    }
+    v.push(super::elementwise::round_to("bf16").expect("round"));
+    v.push(super::elementwise::round_to("f16").expect("round"));
+    for wg in [32, 64, 128, 256, 512, 1024] {
+        for op in LaneOp::ALL {
+            v.push(lane(op, wg).expect("lane"));
+        }
+    }
+    v.extend([misc::rope(), misc::gather(), misc::timestep()]);
+    for p in GemmParams::SPACE {
+        for bias in [false, true] {
+            v.push(gemm(GemmKind::MatMul { bias }, p).expect("matmul"));
+            v.push(gemm(GemmKind::Conv3d { bias }, p).expect("conv"));
+        }
+    }
+    for (bq, bk) in [(32, 16), (64, 32), (64, 8), (128, 16)] {
+        for (d, dv) in [(8, 8), (16, 16), (64, 64), (128, 128), (32, 16)] {
+            for bias in [false, true] {
+                for mask in [None, Some(Elem::F32), Some(Elem::I32)] {
+                    v.push(attention(AttnParams { bq, bk, d, dv, bias, mask }).expect("attention"));
+                }
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn every_generated_shader_validates() {
+    let all = every_kernel();
+    assert!(all.len() > 200, "{} kernels", all.len());
+    let mut bad = Vec::new();
+    for k in &all {
+        match validate(k) {
+            Ok(info) => {
+                // Entry-point naming: `<family>_<variant>_<dtype>`.
+                assert!(k.entry.matches('_').count() >= 2, "{}", k.entry);
+                if k.source.contains("var<workgroup>") {
+                    assert!(info.workgroup_bytes > 0, "{}", k.entry);
+                }
+            }
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    assert!(bad.is_empty(), "{} invalid:\n{}", bad.len(), bad.join("\n"));
+}
+
+#[test]
+fn workgroup_memory_is_measured() {
+    let p = GemmParams::DEFAULT;
+    let k = gemm(GemmKind::MatMul { bias: false }, p).expect("matmul");
+    assert_eq!(validate(&k).expect("valid").workgroup_bytes, p.shared_bytes());
+    let a = AttnParams { bq: 64, bk: 32, d: 64, dv: 64, bias: false, mask: None };
+    assert_eq!(validate(&attention(a).expect("attn")).expect("valid").workgroup_bytes, a.shared_bytes());
+}
+
+#[test]
+fn bad_parameters_are_errors() {
+    assert!(lane(LaneOp::Sum, 100).is_err());
+    assert!(gemm(GemmKind::MatMul { bias: false }, GemmParams { bm: 64, bn: 64, bk: 8, tm: 3, tn: 4 }).is_err());
+    assert!(gemm(GemmKind::MatMul { bias: false }, GemmParams { bm: 256, bn: 256, bk: 8, tm: 1, tn: 1 }).is_err());
+}
