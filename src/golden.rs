@@ -165,3 +165,39 @@ pub fn default_dir() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     [root.join("../shared/golden"), root.join("shared/golden")].into_iter().find(|p| p.join("manifest.json").exists())
 }
+
+/// A check that misses its case's tolerance for a reason outside vidrt's control, with the
+/// reason and a hard bound it must stay under. Tests print these as deviations, never as
+/// passes, so both a regression and a fix show; `vidrt eval` reports them as FAIL.
+#[derive(Clone, Copy, Debug)]
+pub struct KnownDeviation {
+    pub case: &'static str,
+    pub file: &'static str,
+    pub tensor: &'static str,
+    pub max_rel_l2: f64,
+    pub max_abs: f64,
+    pub reason: &'static str,
+}
+
+/// Every known deviation from the golden data (the same on every f32 backend).
+pub const KNOWN_DEVIATIONS: &[KnownDeviation] = &[KnownDeviation {
+    case: "ops",
+    file: "timestep_embedding.safetensors",
+    tensor: "out",
+    max_rel_l2: 2e-6,
+    max_abs: 5e-5,
+    reason: "torch's CPU exp (MKL VML) returns 1 ulp above the correctly rounded exp(e_12); at t≈1000 \
+             that ulp moves the sin/cos argument by ~2.5e-5: rel L2 1.55e-6 against the case's 1e-6",
+}];
+
+impl KnownDeviation {
+    /// The deviation recorded for `check` of case `case`, if any.
+    pub fn find(case: &str, check: &Check) -> Option<&'static KnownDeviation> {
+        KNOWN_DEVIATIONS.iter().find(|k| k.case == case && k.file == check.file && k.tensor == check.tensor)
+    }
+
+    /// Whether a comparison stays within this deviation's hard bound.
+    pub fn holds(&self, c: &Comparison) -> bool {
+        !c.non_finite && c.rel_l2 <= self.max_rel_l2 && c.max_abs <= self.max_abs
+    }
+}

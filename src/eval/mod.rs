@@ -48,6 +48,31 @@ impl Report {
     pub fn failures(&self) -> Vec<&CheckResult> {
         self.results.iter().filter(|r| !r.passed()).collect()
     }
+
+    /// The failures split into those a [`crate::golden::KnownDeviation`] explains (still
+    /// within its hard bound) and the rest, each as a printable line.
+    pub fn triage(&self) -> Triage {
+        let mut t = Triage::default();
+        for r in self.failures() {
+            match (crate::golden::KnownDeviation::find(&self.case, &r.check), &r.outcome) {
+                (Some(k), Ok(c)) if k.holds(c) => t.known.push(format!(
+                    "KNOWN DEVIATION (not a pass) {} {}:{} rel_l2 {:.3e} max_abs {:.3e}: {}",
+                    self.case, r.check.file, r.check.tensor, c.rel_l2, c.max_abs, k.reason
+                )),
+                _ => t.failed.push(format!("{}:{} {:?}", r.check.file, r.check.tensor, r.outcome)),
+            }
+        }
+        t
+    }
+}
+
+/// Failures of a [`Report`], triaged.
+#[derive(Clone, Debug, Default)]
+pub struct Triage {
+    /// Explained by a known deviation, within its bound.
+    pub known: Vec<String>,
+    /// Everything else.
+    pub failed: Vec<String>,
 }
 
 /// Runs the case's component on `backend`; returns the report and everything produced.
