@@ -166,7 +166,7 @@ pub fn inspect(model: &str, height: usize, width: usize, frames: usize) -> Resul
     let sf = cfg.vae.spatial_factor();
     // The VAE's spatial factor times the DiT's patch size, as `Pipeline::resolve` asks.
     let (mh, mw) = (sf * cfg.dit.patch_size[1], sf * cfg.dit.patch_size[2]);
-    if height == 0 || width == 0 || height % mh != 0 || width % mw != 0 {
+    if height == 0 || width == 0 || !height.is_multiple_of(mh) || !width.is_multiple_of(mw) {
         return Err(Error::Invalid(format!(
             "height {height} and width {width} must be positive multiples of {mh} and {mw}"
         )));

@@ -303,7 +303,7 @@ impl Model {
         let shift = p.shift.unwrap_or(c.flow_shift);
         let (ft, fs) = (c.vae.temporal_factor(), c.vae.spatial_factor());
         let (ph, pw) = (c.dit.patch_size[1], c.dit.patch_size[2]);
-        if height == 0 || width == 0 || height % (fs * ph) != 0 || width % (fs * pw) != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(fs * ph) || !width.is_multiple_of(fs * pw) {
             return Err(Error::Invalid(format!(
                 "height and width must be positive multiples of {} and {}, got {height}x{width}",
                 fs * ph,
@@ -313,7 +313,7 @@ impl Model {
         if num_frames == 0 {
             return Err(Error::Invalid("num_frames must be at least 1".into()));
         }
-        if (num_frames - 1) % ft != 0 {
+        if !(num_frames - 1).is_multiple_of(ft) {
             // diffusers: "num_frames - 1 has to be divisible by 4. Rounding to the nearest number."
             num_frames = (num_frames - 1) / ft * ft + 1;
         }
@@ -328,7 +328,7 @@ impl Model {
         }
         let latent_frames = (num_frames - 1) / ft + 1;
         let latent_shape = [1, c.vae.z_dim, latent_frames, height / fs, width / fs];
-        if latent_frames % c.dit.patch_size[0] != 0 {
+        if !latent_frames.is_multiple_of(c.dit.patch_size[0]) {
             return Err(Error::Invalid(format!(
                 "{latent_frames} latent frames do not divide by the temporal patch size {}",
                 c.dit.patch_size[0]

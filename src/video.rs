@@ -276,7 +276,7 @@ fn write_mp4(video: &Video, w: &mut BufWriter<File>) -> Result<()> {
     use openh264::formats::{RgbSliceU8, YUVBuffer};
     use openh264::OpenH264API;
 
-    if video.width % 2 != 0 || video.height % 2 != 0 {
+    if !video.width.is_multiple_of(2) || !video.height.is_multiple_of(2) {
         return Err(Error::Invalid(format!(
             "H.264 (4:2:0) needs an even width and height, got {}x{}; write .y4m, .png or .gif instead",
             video.width, video.height

@@ -101,12 +101,27 @@ fn ctrl_c_leaves_no_file() {
 /// for. FLOPs are `vidrt_ir::cost` summed over the graph (a multiply-add is 2).
 #[test]
 fn inspect_reports_the_real_model() {
-    let o = vidrt(&["inspect", "--model", "wan2.1-t2v-1.3b", "--height", "480", "--width", "832", "--frames", "81", "--json"]);
+    let o = vidrt(&[
+        "inspect",
+        "--model",
+        "wan2.1-t2v-1.3b",
+        "--height",
+        "480",
+        "--width",
+        "832",
+        "--frames",
+        "81",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON");
     assert_eq!(r["tokens"], 32760, "{r}");
     let comp = |name: &str| {
-        r["components"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name)).cloned().unwrap_or_else(|| panic!("no {name} in {r}"))
+        r["components"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {r}"))
     };
     let gib = (1u64 << 30) as f64;
     let dit = comp("DiT forward");

@@ -1,6 +1,8 @@
 //! Bad weight files: every one is a typed error naming the file (and the tensor where there
 //! is one), never a panic and never an allocation of a declared size taken on trust.
 
+#![allow(clippy::expect_used)] // test helpers: a failed expectation is a test failure
+
 use std::path::{Path, PathBuf};
 
 use vidrt_graph::{SafeTensorsFile, WeightError, WeightStore};

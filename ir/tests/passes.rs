@@ -58,6 +58,7 @@ proptest! {
             // still in its buffer, i.e. no later-defined buffer overlapping it was written
             // between its definition and that read.
             let last = graph.last_uses();
+            #[allow(clippy::needless_range_loop)] // i indexes the graph, the plan and `last` alike
             for i in 0..graph.len() {
                 let Some(bi) = plan.buffer_of[i] else { continue };
                 let b = plan.buffers[bi];

@@ -1,5 +1,5 @@
 //! Random graphs for the pass property tests: DiT-like pieces (linear with bias, layer norm
-//! + modulate, RMS norm + rope across heads, gated residuals), elementwise chains with
+//! with modulate, RMS norm with rope across heads, gated residuals), elementwise chains with
 //! broadcasting, bf16 cast sections, constants (fold fodder), repeated instructions (CSE
 //! fodder), dead branches (DCE fodder) and extra named outputs. Shared by `ir/tests` and the
 //! root package's CPU tests (`#[path]`).

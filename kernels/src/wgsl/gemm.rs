@@ -55,8 +55,8 @@ impl GemmParams {
         let ok = self.tm > 0
             && self.tn > 0
             && self.bk > 0
-            && self.bm % self.tm == 0
-            && self.bn % self.tn == 0
+            && self.bm.is_multiple_of(self.tm)
+            && self.bn.is_multiple_of(self.tn)
             && (1..=256).contains(&self.threads());
         if ok {
             Ok(())

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use vidrt_kernels::wgsl::{validate, WgslKernel};
 
+/// Where a buffer's `map_async` callback leaves its result.
+type MapSlot = Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>>;
 use crate::RuntimeError;
 
 /// Environment variable: a case-insensitive substring of the adapter name to pick.
@@ -196,8 +198,7 @@ impl Ctx {
             staging.push(s);
         }
         self.queue.submit([encoder.finish()]);
-        let results: Vec<Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>>> =
-            staging.iter().map(|_| Arc::new(Mutex::new(None))).collect();
+        let results: Vec<MapSlot> = staging.iter().map(|_| Arc::new(Mutex::new(None))).collect();
         for (s, r) in staging.iter().zip(&results) {
             let r = r.clone();
             s.map_async(wgpu::MapMode::Read, .., move |res| {

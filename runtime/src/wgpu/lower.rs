@@ -73,6 +73,7 @@ fn contiguous(dims: &[usize]) -> Vec<usize> {
     Shape(dims.to_vec()).strides()
 }
 
+#[allow(clippy::too_many_arguments)] // one elementwise launch: names, dtypes, expression, node, buffers
 fn ew(
     variant: &str,
     ins_e: &[Elem],
@@ -222,10 +223,10 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let ost = contiguous(out_dims);
             let mut off = 0;
             let mut steps = Vec::new();
-            for k in 0..node.inputs.len() {
+            for (k, &src) in ins.iter().enumerate().take(node.inputs.len()) {
                 let d = in_shape(k).dims().to_vec();
                 if d.iter().product::<usize>() > 0 {
-                    steps.push(copy_step(&d, (ins[k], 0, &contiguous(&d)), (out, off * ost[*axis], &ost))?);
+                    steps.push(copy_step(&d, (src, 0, &contiguous(&d)), (out, off * ost[*axis], &ost))?);
                 }
                 off += d[*axis];
             }
@@ -430,7 +431,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
         Op::RmsNormRope { eps, heads } => {
             let d = in_shape(0).dims().to_vec();
             let r = out_dims.len();
-            if d.is_empty() || r < 3 || out_dims[r - 1] % 2 != 0 || *heads == 0 {
+            if d.is_empty() || r < 3 || !out_dims[r - 1].is_multiple_of(2) || *heads == 0 {
                 return Err(unsupported(g, i, "rms_norm_rope shape"));
             }
             let tmp = alloc.scratch(node.shape.numel())?;
