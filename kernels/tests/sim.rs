@@ -2,6 +2,8 @@
 //! warp shuffle semantics, and kernels' numerics at every parameter point against host
 //! computations.
 
+#![allow(clippy::expect_used)] // test helpers: a failed expectation is a test failure
+
 use half::bf16;
 use vidrt_ir::{DType, ReduceOp, UnaryOp};
 use vidrt_kernels::ptx::builder::{BinOp, Cmp, KernelBuilder, Operand, ParamTy, ShflMode, Space, Special, Ty};
