@@ -305,8 +305,57 @@ pub enum Inst {
     BarSync,
     /// `shfl.sync.<mode>.b32` with a full member mask: every lane of the warp takes part.
     Shfl { mode: ShflMode, dst: Reg, src: Reg, lane: Operand },
+    /// `ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16`: warp-collective. Lane
+    /// `8·i + r` supplies (in `addr`, a 32-bit shared address, 16-byte aligned) the address of
+    /// row `r` of matrix `i` (eight contiguous b16 elements); lanes beyond `8·dst.len()` supply
+    /// ignored addresses. Lane `t` receives in `dst[i]` (a `.b32`) elements
+    /// `(t/4, 2·(t%4))` (low half) and `(t/4, 2·(t%4)+1)` (high half) of matrix `i`, or with
+    /// `trans` elements `(2·(t%4), t/4)` and `(2·(t%4)+1, t/4)`. Every lane of the warp must take
+    /// part.
+    LdMatrix { trans: bool, dst: Vec<Reg>, addr: Reg },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], size[, src_size]`: an asynchronous copy
+    /// of `size` (4, 8 or 16; `cg` only 16) bytes from global `src` to shared `dst` (a 32-bit
+    /// shared address), both aligned to `size`. Only the first `src_size` bytes are read (when
+    /// given; at most `size`), the rest of the destination is zero-filled. The copy completes at
+    /// a `cp.async.wait_group`/`wait_all` that covers its commit group.
+    CpAsync { cache: CpCache, dst: Reg, src: Reg, size: u32, src_size: Option<Operand> },
+    /// `cp.async.commit_group`: closes the thread's outstanding copies into one group.
+    CpAsyncCommit,
+    /// `cp.async.wait_group n`: waits until at most `n` of the thread's committed groups are
+    /// pending (older groups complete first).
+    CpAsyncWait { n: u32 },
+    /// `cp.async.wait_all`: commits and waits for every outstanding copy.
+    CpAsyncWaitAll,
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.<ab>.<ab>.f32 d, a, b, c` (`ab` is `BF16` or
+    /// `F16`): warp-collective D = A·B + C with A 16×16, B 16×8, C/D 16×8 f32. With
+    /// g = laneid / 4 and q = laneid % 4, lane registers hold (low half first):
+    /// `a[0]`: A(g, 2q..2q+1), `a[1]`: A(g+8, 2q..), `a[2]`: A(g, 2q+8..), `a[3]`: A(g+8, 2q+8..);
+    /// `b[0]`: B(2q..2q+1, g), `b[1]`: B(2q+8..2q+9, g);
+    /// `c/d[0..2]`: C(g, 2q), C(g, 2q+1), `c/d[2..4]`: C(g+8, 2q), C(g+8, 2q+1).
+    Mma { ab: Ty, d: [Reg; 4], a: [Reg; 4], b: [Reg; 2], c: [Reg; 4] },
+    /// `cvt.rn.{bf16x2,f16x2}.f32 dst, hi, lo` (`ty` is `BF16` or `F16`): rounds two f32 to
+    /// nearest even and packs them, `lo` in the low half.
+    CvtPack { ty: Ty, dst: Reg, hi: Reg, lo: Reg },
     /// `ret`.
     Ret,
+}
+
+/// Cache policy of `cp.async`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CpCache {
+    /// `.ca`: cache at all levels (4, 8 or 16 bytes).
+    Ca,
+    /// `.cg`: cache in L2 only (16 bytes).
+    Cg,
+}
+
+impl CpCache {
+    pub fn name(self) -> &'static str {
+        match self {
+            CpCache::Ca => "ca",
+            CpCache::Cg => "cg",
+        }
+    }
 }
 
 /// A kernel parameter's type.
@@ -585,6 +634,51 @@ impl KernelBuilder {
     pub fn const_base(&mut self, table: usize) -> Reg {
         let dst = self.reg(Ty::U64);
         self.push(Inst::ConstBase { dst, table });
+        dst
+    }
+
+    /// `ldmatrix` of `n` (1, 2 or 4) 8×8 b16 matrices from the shared address `addr` (see
+    /// [`Inst::LdMatrix`]); returns the `n` `.b32` fragment registers.
+    pub fn ldmatrix(&mut self, n: usize, trans: bool, addr: Reg) -> Vec<Reg> {
+        let dst: Vec<Reg> = (0..n).map(|_| self.reg(Ty::U32)).collect();
+        self.push(Inst::LdMatrix { trans, dst: dst.clone(), addr });
+        dst
+    }
+
+    /// `cp.async` of `size` bytes from global `src` to shared `dst`, reading only `src_size`
+    /// bytes when given (the rest zero-filled).
+    pub fn cp_async(&mut self, cache: CpCache, dst: Reg, src: Reg, size: u32, src_size: Option<Operand>) {
+        self.push(Inst::CpAsync { cache, dst, src, size, src_size });
+    }
+
+    pub fn cp_async_commit(&mut self) {
+        self.push(Inst::CpAsyncCommit);
+    }
+
+    pub fn cp_async_wait(&mut self, n: u32) {
+        self.push(Inst::CpAsyncWait { n });
+    }
+
+    pub fn cp_async_wait_all(&mut self) {
+        self.push(Inst::CpAsyncWaitAll);
+    }
+
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.<ab>.<ab>.f32`; returns the four f32 D registers.
+    pub fn mma(&mut self, ab: Ty, a: [Reg; 4], b: [Reg; 2], c: [Reg; 4]) -> [Reg; 4] {
+        let d = [self.reg(Ty::F32), self.reg(Ty::F32), self.reg(Ty::F32), self.reg(Ty::F32)];
+        self.push(Inst::Mma { ab, d, a, b, c });
+        d
+    }
+
+    /// Like [`KernelBuilder::mma`] but accumulating in place (D = C).
+    pub fn mma_acc(&mut self, ab: Ty, a: [Reg; 4], b: [Reg; 2], acc: [Reg; 4]) {
+        self.push(Inst::Mma { ab, d: acc, a, b, c: acc });
+    }
+
+    /// `cvt.rn.{bf16x2,f16x2}.f32`: packs two f32 (`lo` in the low half) as `ty` (`BF16`/`F16`).
+    pub fn cvt_pack(&mut self, ty: Ty, lo: Reg, hi: Reg) -> Reg {
+        let dst = self.reg(Ty::U32);
+        self.push(Inst::CvtPack { ty, dst, hi, lo });
         dst
     }
 

@@ -7,6 +7,7 @@ use super::kernels::common::contiguous;
 use super::kernels::copy::{self, Walk};
 use super::kernels::elementwise::{self, broadcast_strides, EwInput, Expr};
 use super::kernels::embed;
+use super::kernels::gemm_mma;
 use super::kernels::rowwise::{self, RowLayout, RowOp};
 use super::{Kernel, KernelError};
 
@@ -112,6 +113,12 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
             DType::F32,
             p,
         )?);
+    }
+    // Tensor-core GEMM: an odd shape (tails on M and N, a partial K slice) per dtype and point.
+    for (i, p) in gemm_mma::param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            out.push(gemm_mma::gemm_mma(&format!("matmul_mma_{}_{i}", dtype.name()), 37, 29, 40, dtype, p)?);
+        }
     }
     Ok(out)
 }

@@ -1,4 +1,5 @@
-//! PTX text emission (ISA 8.0, for sm_80 and sm_90a).
+//! PTX text emission (ISA 8.0, for sm_80 and sm_90a). The tensor-core instructions
+//! (`ldmatrix`, `cp.async`, `mma.sync` m16n8k16 bf16/f16, `cvt.rn.bf16x2.f32`) need sm_80.
 
 use std::fmt::Write;
 
@@ -239,6 +240,30 @@ pub fn emit(k: &Kernel, target: Target) -> String {
                 };
                 format!("shfl.sync.{m}.b32 {dst}, {src}, {}, {c}, -1;", op(lane))
             }
+            Inst::LdMatrix { trans, dst, addr: a } => format!(
+                "ldmatrix.sync.aligned.m8n8.x{}{}.shared.b16 {{{}}}, [{a}];",
+                dst.len(),
+                if *trans { ".trans" } else { "" },
+                dst.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            Inst::CpAsync { cache, dst, src, size, src_size } => match src_size {
+                Some(n) => format!("cp.async.{}.shared.global [{dst}], [{src}], {size}, {};", cache.name(), op(n)),
+                None => format!("cp.async.{}.shared.global [{dst}], [{src}], {size};", cache.name()),
+            },
+            Inst::CpAsyncCommit => "cp.async.commit_group;".to_string(),
+            Inst::CpAsyncWait { n } => format!("cp.async.wait_group {n};"),
+            Inst::CpAsyncWaitAll => "cp.async.wait_all;".to_string(),
+            Inst::Mma { ab, d, a, b, c } => {
+                let t = ab.suffix();
+                format!(
+                    "mma.sync.aligned.m16n8k16.row.col.f32.{t}.{t}.f32 {}, {}, {}, {};",
+                    regs(d),
+                    regs(a),
+                    regs(b),
+                    regs(c)
+                )
+            }
+            Inst::CvtPack { ty, dst, hi, lo } => format!("cvt.rn.{}x2.f32 {dst}, {hi}, {lo};", ty.suffix()),
             Inst::Ret => "ret;".to_string(),
         };
         let _ = writeln!(s, "\t{line}");

@@ -2,8 +2,10 @@
 //! ([`emit`]), one module per kernel family ([`kernels`]), the lowering of IR ops to kernel
 //! launches ([`lower`]) and a CPU simulator of the builder's instruction set ([`sim`]).
 //!
-//! Not there yet (part 2 of issue 5): `ldmatrix`, `cp.async`, `mma.sync` in the builder and
-//! simulator, and the matmul, attention and conv3d kernels built on them.
+//! The builder, emitter and simulator have the sm_80 tensor-core instructions (`ldmatrix`,
+//! `cp.async` with commit/wait groups, `mma.sync` m16n8k16 bf16/f16, `cvt.rn.{bf16,f16}x2.f32`);
+//! `kernels::gemm_mma` is a tensor-core GEMM built on them. Not there yet: the matmul lowering
+//! onto it, and the attention and conv3d kernels.
 
 pub mod builder;
 pub mod catalog;

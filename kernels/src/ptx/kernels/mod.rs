@@ -5,4 +5,5 @@ pub mod common;
 pub mod copy;
 pub mod elementwise;
 pub mod embed;
+pub mod gemm_mma;
 pub mod rowwise;

@@ -1,8 +1,10 @@
 //! The interpreter: blocks one after another, threads of a block up to their next
-//! synchronisation point, then barriers and shuffles resolved collectively.
+//! synchronisation point, then barriers and warp-collective instructions (shuffles, `ldmatrix`,
+//! `mma.sync`) resolved collectively.
 
 use half::{bf16, f16};
 
+use super::matrix::{self, AsyncState, Shared};
 use super::{check_args, ArgValue, GlobalMem, LaunchDims, SimError, OFFSET_BITS};
 use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, Operand, Reg, ShflMode, Space, Special, Ty, UnOp};
 
@@ -14,16 +16,17 @@ enum State {
     Run,
     /// Waiting at the `bar.sync` at this pc.
     Bar(usize),
-    /// Waiting at the shuffle at this pc.
-    Shfl(usize),
+    /// Waiting at the warp-collective instruction (shuffle, `ldmatrix`, `mma`) at this pc.
+    Warp(usize),
     Done,
 }
 
-struct Thread {
+pub(super) struct Thread {
     pc: usize,
-    regs: Vec<u64>,
+    pub(super) regs: Vec<u64>,
     state: State,
     steps: u64,
+    asyncs: AsyncState,
 }
 
 fn mask(ty: Ty) -> u64 {
@@ -66,16 +69,16 @@ fn is_signed(ty: Ty) -> bool {
     matches!(ty, Ty::S32 | Ty::S64)
 }
 
-struct Ctx<'a> {
-    k: &'a Kernel,
+pub(super) struct Ctx<'a> {
+    pub(super) k: &'a Kernel,
     labels: Vec<usize>,
     args: &'a [ArgValue],
     dims: LaunchDims,
-    block: u32,
+    pub(super) block: u32,
 }
 
 impl Ctx<'_> {
-    fn fault(&self, t: u32, pc: usize, reason: impl Into<String>) -> SimError {
+    pub(super) fn fault(&self, t: u32, pc: usize, reason: impl Into<String>) -> SimError {
         SimError::Fault { kernel: self.k.name.clone(), reason: reason.into(), block: self.block, thread: t, pc }
     }
 }
@@ -126,36 +129,44 @@ pub fn launch(k: &Kernel, dims: LaunchDims, args: &[ArgValue], mem: &mut GlobalM
 fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
     let k = ctx.k;
     let n = ctx.dims.block as usize;
-    let mut shared = vec![0xFFu8; k.shared_bytes as usize];
-    let mut threads: Vec<Thread> =
-        (0..n).map(|_| Thread { pc: 0, regs: vec![0; k.regs.len()], state: State::Run, steps: 0 }).collect();
+    let mut shared = Shared::new(k.shared_bytes as usize);
+    let mut threads: Vec<Thread> = (0..n)
+        .map(|_| Thread {
+            pc: 0,
+            regs: vec![0; k.regs.len()],
+            state: State::Run,
+            steps: 0,
+            asyncs: AsyncState::default(),
+        })
+        .collect();
     loop {
         for (t, th) in threads.iter_mut().enumerate() {
             if th.state == State::Run {
                 run_thread(ctx, t as u32, th, mem, &mut shared)?;
             }
         }
-        // Shuffles first: every lane of the warp at the same one.
+        // Warp-collective instructions first: every lane of the warp at the same one.
         let mut progressed = false;
         for w in 0..n.div_ceil(32) {
             let lanes = w * 32..(w * 32 + 32).min(n);
             let first = threads[lanes.clone()].iter().find_map(|t| match t.state {
-                State::Shfl(pc) => Some(pc),
+                State::Warp(pc) => Some(pc),
                 _ => None,
             });
             let Some(pc) = first else { continue };
-            if lanes.len() != 32 || threads[lanes.clone()].iter().any(|t| t.state != State::Shfl(pc)) {
+            if lanes.len() != 32 || threads[lanes.clone()].iter().any(|t| t.state != State::Warp(pc)) {
                 let states: Vec<String> = threads[lanes.clone()].iter().map(|t| format!("{:?}", t.state)).collect();
                 return Err(SimError::Divergence {
                     kernel: k.name.clone(),
                     block: ctx.block,
                     what: format!(
-                        "warp {w}: shfl.sync at instruction {pc} with a full mask, but the lanes are at [{}]",
+                        "warp {w}: {} at instruction {pc} needs every lane of the warp, but the lanes are at [{}]",
+                        collective_name(k.insts.get(pc)),
                         states.join(", ")
                     ),
                 });
             }
-            shuffle(ctx, &mut threads[lanes], pc)?;
+            collective(ctx, &mut threads[lanes], (w, pc), &shared)?;
             progressed = true;
         }
         if progressed {
@@ -193,6 +204,36 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
             th.pc = pc + 1;
         }
     }
+}
+
+fn collective_name(i: Option<&Inst>) -> &'static str {
+    match i {
+        Some(Inst::Shfl { .. }) => "shfl.sync (full mask)",
+        Some(Inst::LdMatrix { .. }) => "ldmatrix.sync.aligned",
+        Some(Inst::Mma { .. }) => "mma.sync.aligned",
+        _ => "a warp-collective instruction",
+    }
+}
+
+/// Runs the warp-collective instruction at `pc` for the 32 lanes of warp `w`, then resumes them.
+fn collective(ctx: &Ctx<'_>, lanes: &mut [Thread], (w, pc): (usize, usize), shared: &Shared) -> Result<(), SimError> {
+    let t0 = (w * 32) as u32;
+    match ctx.k.insts.get(pc) {
+        Some(Inst::Shfl { .. }) => return shuffle(ctx, lanes, pc),
+        Some(Inst::LdMatrix { trans, dst, addr }) => matrix::ldmatrix(ctx, lanes, (w, pc), *trans, dst, addr, shared)?,
+        Some(Inst::Mma { ab, d, a, b, c }) => {
+            if !matches!(ab, Ty::BF16 | Ty::F16) {
+                return Err(ctx.fault(t0, pc, format!("mma.sync with {} inputs", ab.suffix())));
+            }
+            matrix::mma(lanes, *ab, d, a, b, c);
+        }
+        _ => return Err(ctx.fault(t0, pc, "internal: not a warp-collective instruction")),
+    }
+    for th in lanes.iter_mut() {
+        th.pc = pc + 1;
+        th.state = State::Run;
+    }
+    Ok(())
 }
 
 fn shuffle(ctx: &Ctx<'_>, lanes: &mut [Thread], pc: usize) -> Result<(), SimError> {
@@ -262,10 +303,10 @@ fn access(
     }
 }
 
-fn read_bytes(ctx: &Ctx<'_>, space: Space, addr: u64, len: usize, mem: &GlobalMem, shared: &[u8]) -> Vec<u8> {
+fn read_bytes(ctx: &Ctx<'_>, space: Space, addr: u64, len: usize, mem: &GlobalMem, shared: &Shared) -> Vec<u8> {
     match space {
         Space::Global => mem.read(addr, len).map(<[u8]>::to_vec).unwrap_or_default(),
-        Space::Shared => shared[addr as usize..addr as usize + len].to_vec(),
+        Space::Shared => shared.data[addr as usize..addr as usize + len].to_vec(),
         Space::Const => {
             let tab = (addr >> OFFSET_BITS) as usize - 1;
             let off = (addr & ((1u64 << OFFSET_BITS) - 1)) as usize;
@@ -275,7 +316,13 @@ fn read_bytes(ctx: &Ctx<'_>, space: Space, addr: u64, len: usize, mem: &GlobalMe
     }
 }
 
-fn run_thread(ctx: &Ctx<'_>, t: u32, th: &mut Thread, mem: &mut GlobalMem, shared: &mut [u8]) -> Result<(), SimError> {
+fn run_thread(
+    ctx: &Ctx<'_>,
+    t: u32,
+    th: &mut Thread,
+    mem: &mut GlobalMem,
+    shared: &mut Shared,
+) -> Result<(), SimError> {
     let k = ctx.k;
     loop {
         let pc = th.pc;
@@ -338,7 +385,10 @@ fn run_thread(ctx: &Ctx<'_>, t: u32, th: &mut Thread, mem: &mut GlobalMem, share
                 let size = first.ty.bytes();
                 let total = size * dst.len() as u32;
                 let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
-                access(ctx, (t, pc), *space, a, total, shared.len(), mem)?;
+                access(ctx, (t, pc), *space, a, total, shared.data.len(), mem)?;
+                if *space == Space::Shared {
+                    shared.check_settled(ctx, (t, pc), a as usize, total as usize, "ld.shared")?;
+                }
                 let bytes = read_bytes(ctx, *space, a, total as usize, mem, shared);
                 for (i, r) in dst.iter().enumerate() {
                     let mut w = [0u8; 8];
@@ -356,7 +406,10 @@ fn run_thread(ctx: &Ctx<'_>, t: u32, th: &mut Thread, mem: &mut GlobalMem, share
                 let size = first.ty.bytes() as usize;
                 let total = size * src.len();
                 let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
-                access(ctx, (t, pc), *space, a, total as u32, shared.len(), mem)?;
+                access(ctx, (t, pc), *space, a, total as u32, shared.data.len(), mem)?;
+                if *space == Space::Shared {
+                    shared.check_settled(ctx, (t, pc), a as usize, total, "st.shared")?;
+                }
                 let bytes: Vec<u8> =
                     src.iter().flat_map(|r| regs[r.id as usize].to_le_bytes()[..size].to_vec()).collect();
                 match space {
@@ -365,7 +418,7 @@ fn run_thread(ctx: &Ctx<'_>, t: u32, th: &mut Thread, mem: &mut GlobalMem, share
                             w.copy_from_slice(&bytes);
                         }
                     }
-                    Space::Shared => shared[a as usize..a as usize + total].copy_from_slice(&bytes),
+                    Space::Shared => shared.data[a as usize..a as usize + total].copy_from_slice(&bytes),
                     Space::Const => return Err(ctx.fault(t, pc, "store to the const space")),
                 }
             }
@@ -530,12 +583,30 @@ fn run_thread(ctx: &Ctx<'_>, t: u32, th: &mut Thread, mem: &mut GlobalMem, share
                 th.state = State::Bar(pc);
                 return Ok(());
             }
-            Inst::Shfl { .. } => {
+            Inst::Shfl { .. } | Inst::LdMatrix { .. } | Inst::Mma { .. } => {
                 th.pc = pc;
-                th.state = State::Shfl(pc);
+                th.state = State::Warp(pc);
                 return Ok(());
             }
+            Inst::CpAsync { cache, dst, src, size, src_size } => {
+                let d = regs[dst.id as usize] & 0xFFFF_FFFF;
+                let s = regs[src.id as usize];
+                let n = src_size.as_ref().map_or(u64::from(*size), |o| val(regs, o, Ty::U32));
+                matrix::cp_async(ctx, (t, pc), *cache, d, s, *size, n, mem, shared, &mut th.asyncs)?;
+            }
+            Inst::CpAsyncCommit => th.asyncs.commit(),
+            Inst::CpAsyncWait { n } => th.asyncs.wait(*n, shared),
+            Inst::CpAsyncWaitAll => th.asyncs.flush(shared),
+            Inst::CvtPack { ty, dst, hi, lo } => {
+                let v = matrix::cvt_pack(
+                    *ty,
+                    f32::from_bits(regs[hi.id as usize] as u32),
+                    f32::from_bits(regs[lo.id as usize] as u32),
+                );
+                set(regs, dst, v);
+            }
             Inst::Ret => {
+                th.asyncs.flush(shared);
                 th.state = State::Done;
                 return Ok(());
             }

@@ -16,9 +16,15 @@
 //!   compute the correctly rounded f32 result; the hardware's documented error bounds are
 //!   below the tolerances the kernels are tested with;
 //! - shared memory starts filled with 0xFF bytes (NaN in every float type) to expose reads
-//!   of unwritten data.
+//!   of unwritten data;
+//! - `ldmatrix` and `mma.sync` are warp-collective like `shfl.sync` (all 32 lanes at the same
+//!   instruction), with the PTX ISA's fragment layouts; `mma` accumulates in f32 in k order;
+//! - `cp.async` reads its source at issue but writes shared memory only when a
+//!   `cp.async.wait_group`/`wait_all` covers its commit group (or the thread exits); touching
+//!   shared bytes with a pending copy is a [`SimError::AsyncHazard`].
 
 mod exec;
+mod matrix;
 
 use half::{bf16, f16};
 
@@ -42,6 +48,8 @@ pub enum SimError {
     StepLimit { kernel: String, block: u32, thread: u32, limit: u64 },
     #[error("kernel `{kernel}`: {reason} (block {block}, thread {thread}, instruction {pc})")]
     Fault { kernel: String, reason: String, block: u32, thread: u32, pc: usize },
+    #[error("kernel `{kernel}`: {what} (block {block}, thread {thread}, instruction {pc})")]
+    AsyncHazard { kernel: String, what: String, block: u32, thread: u32, pc: usize },
     #[error("kernel `{kernel}`: bad launch: {0}", kernel = .1)]
     BadLaunch(String, String),
 }

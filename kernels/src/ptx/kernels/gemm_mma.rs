@@ -1,0 +1,323 @@
+//! Tensor-core GEMM (`matmul_mma`): C[M,N] (f32) = A[M,K] · B, with bf16 or f16 inputs and f32
+//! accumulation through `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}`. Minimum SM: sm_80.
+//!
+//! - Layouts: A is `[M, K]` row-major; B is stored `[N, K]` row-major (that is, the K×N operand
+//!   in column-major order, the layout of a linear layer's `[out, in]` weight); C is `[M, N]`
+//!   row-major f32. Parameters: a, b, c (pointers). M, N, K are generation-time constants.
+//! - Requirements: K a multiple of 8 (every 16-byte `cp.async` row chunk of A and B is then
+//!   aligned and either wholly inside or wholly outside the matrix); any M, N ≥ 1. Tiles past
+//!   M, N or K are zero-filled by `cp.async` with `src-size` 0, and the epilogue store is
+//!   guarded per element.
+//! - Launch: 1-D grid of `ceil(M/BM) · ceil(N/BN)` blocks (block `i` computes tile row
+//!   `i / ceil(N/BN)`, tile column `i % ceil(N/BN)`), `32 · WARPS_M · WARPS_N` threads; see
+//!   [`launch_dims`].
+//! - Pipeline: two shared-memory stages. Each k-step issues the next BK slice of A and B with
+//!   16-byte `cp.async.cg` (one commit group per slice), waits with `cp.async.wait_group 1`,
+//!   synchronises, and each warp loads its fragments with `ldmatrix.x4` (A, 16×16) and
+//!   `ldmatrix.x2` (B, 8 n × 16 k, no transpose since B is K-contiguous) and issues the MMAs of
+//!   its WM×WN warp tile. Shared rows are padded by 16 bytes against bank conflicts.
+//! - Tunables (generation time): BM×BN×BK and the warp grid WARPS_M×WARPS_N; the points are in
+//!   [`param_space`].
+
+use vidrt_ir::DType;
+
+use super::common::u32_of;
+use crate::ptx::builder::{
+    BinOp, Cmp, CpCache, Guard, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty,
+};
+use crate::ptx::KernelError;
+
+/// Generation-time parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmaParams {
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub warps_m: u32,
+    pub warps_n: u32,
+}
+
+impl MmaParams {
+    pub fn threads(self) -> u32 {
+        32 * self.warps_m * self.warps_n
+    }
+
+    fn check(self) -> Result<(u32, u32), KernelError> {
+        let bad = |why: &str| Err(KernelError::Invalid(format!("gemm_mma parameters {self:?}: {why}")));
+        if self.warps_m == 0
+            || self.warps_n == 0
+            || !self.bm.is_multiple_of(self.warps_m)
+            || !self.bn.is_multiple_of(self.warps_n)
+        {
+            return bad("the warp grid must divide the tile");
+        }
+        let (wm, wn) = (self.bm / self.warps_m, self.bn / self.warps_n);
+        if wm == 0 || wn == 0 || !wm.is_multiple_of(16) || !wn.is_multiple_of(8) {
+            return bad("each warp tile must be a multiple of 16 (M) by 8 (N)");
+        }
+        if self.bk == 0 || !self.bk.is_multiple_of(16) {
+            return bad("BK must be a multiple of 16");
+        }
+        let chunks = |rows: u32| rows * self.bk / 8;
+        if !chunks(self.bm).is_multiple_of(self.threads()) || !chunks(self.bn).is_multiple_of(self.threads()) {
+            return bad("the 16-byte chunks of a stage must divide evenly among the threads");
+        }
+        Ok((wm, wn))
+    }
+}
+
+/// Every parameter point.
+pub fn param_space() -> Vec<MmaParams> {
+    vec![
+        MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 },
+        MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 },
+    ]
+}
+
+/// (grid, block) for an M×N product at parameter point `p`.
+pub fn launch_dims(m: usize, n: usize, p: MmaParams) -> (u32, u32) {
+    let tiles = m.div_ceil(p.bm as usize) * n.div_ceil(p.bn as usize);
+    (u32::try_from(tiles).unwrap_or(u32::MAX), p.threads())
+}
+
+fn imm(v: u32) -> Operand {
+    Operand::Int(i64::from(v))
+}
+
+/// One 16-byte chunk a thread copies per stage: its row pointer at k = 0 (the row clamped
+/// into the matrix), its shared offset within a stage, its k offset (elements) and the bytes
+/// to read for in-bounds rows (16, or 0 past the last row).
+struct Chunk {
+    ptr: Reg,
+    soff: Reg,
+    kel: Reg,
+    bytes: Reg,
+}
+
+/// Per-thread state of one operand's global→shared copies.
+struct Loader {
+    chunks: Vec<Chunk>,
+}
+
+impl Loader {
+    /// Sets up the chunks of a `rows`×BK slice starting at global row `row0` of a `[total, K]`
+    /// matrix at `base`, stored at byte `sbase` of a stage with `stride` bytes per row.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        b: &mut KernelBuilder,
+        base: Reg,
+        tid: Reg,
+        row0: Reg,
+        (rows, total, k): (u32, u32, u32),
+        bk: u32,
+        (sbase, stride): (u32, u32),
+        threads: u32,
+    ) -> Loader {
+        let per_row = bk / 8;
+        let mut chunks = Vec::new();
+        for i in 0..rows * per_row / threads {
+            // Chunk c = tid + i·threads: row c / per_row, k offset 8·(c % per_row).
+            let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
+            let r = b.bin(BinOp::Div, Ty::U32, c, imm(per_row));
+            let kc = b.bin(BinOp::Rem, Ty::U32, c, imm(per_row));
+            let gr = b.bin(BinOp::Add, Ty::U32, row0, r);
+            let inside = b.setp(Cmp::Lt, gr, imm(total));
+            let bytes = b.selp(Ty::U32, imm(16), imm(0), inside);
+            let grc = b.bin(BinOp::Min, Ty::U32, gr, imm(total - 1));
+            let kel = b.bin(BinOp::Mul, Ty::U32, kc, imm(8));
+            let idx = b.fma(Ty::U32, grc, imm(k), kel);
+            let ptr = b.addr(base, idx, 2);
+            let soff = b.fma(Ty::U32, r, imm(stride), imm(sbase));
+            let soff = b.fma(Ty::U32, kc, imm(16), soff);
+            chunks.push(Chunk { ptr, soff, kel, bytes });
+        }
+        Loader { chunks }
+    }
+
+    /// Issues the copies of the slice at k offset `k0` (elements) into the stage at shared
+    /// address `stage`.
+    fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
+        for c in &self.chunks {
+            // Past K nothing is read (src-size 0: zero-fill) and the source is the matrix base.
+            let gk = b.bin(BinOp::Add, Ty::U32, k0, c.kel);
+            let ok = b.setp(Cmp::Lt, gk, imm(k));
+            let step = b.mul_wide(k0, imm(2));
+            let moved = b.bin(BinOp::Add, Ty::U64, c.ptr, step);
+            let src = b.selp(Ty::U64, moved, base, ok);
+            let n = b.selp(Ty::U32, c.bytes, imm(0), ok);
+            let dst = b.bin(BinOp::Add, Ty::U32, stage, c.soff);
+            b.cp_async(CpCache::Cg, dst, src, 16, Some(Operand::Reg(n)));
+        }
+    }
+}
+
+/// The tensor-core GEMM at shape (m, n, k) for `dtype` (BF16 or F16) at parameter point `p`.
+pub fn gemm_mma(name: &str, m: usize, n: usize, k: usize, dtype: DType, p: MmaParams) -> Result<Kernel, KernelError> {
+    let ab = match dtype {
+        DType::BF16 => Ty::BF16,
+        DType::F16 => Ty::F16,
+        other => return Err(KernelError::Unsupported(format!("gemm_mma takes bf16 or f16 inputs, not {other}"))),
+    };
+    let (wm, wn) = p.check()?;
+    if m == 0 || n == 0 || k == 0 {
+        return Err(KernelError::Invalid(format!("gemm_mma shape {m}x{n}x{k} is empty")));
+    }
+    if !k.is_multiple_of(8) {
+        return Err(KernelError::Unsupported(format!(
+            "gemm_mma needs K a multiple of 8 (16-byte cp.async rows), got K = {k}"
+        )));
+    }
+    let (mu, nu, ku) = (u32_of(m, "M")?, u32_of(n, "N")?, u32_of(k, "K")?);
+    // Element indices are 32-bit.
+    u32_of(m.saturating_mul(k), "M·K")?;
+    u32_of(n.saturating_mul(k), "N·K")?;
+    u32_of(m.saturating_mul(n), "M·N")?;
+    let tiles_n = nu.div_ceil(p.bn);
+    let threads = p.threads();
+    let header = format!(
+        "matmul_mma {name}: C[{m},{n}] f32 = A[{m},{k}] {dtype} row-major x B stored [{n},{k}] {dtype} row-major \
+         (K x N column-major)\nmma.sync.m16n8k16 f32 accumulation, cp.async 2-stage pipeline, ldmatrix; minimum sm_80\n\
+         1-D grid of ceil(M/BM)*ceil(N/BN) = {} blocks of {threads} threads; params BM={} BN={} BK={} warps {}x{}",
+        launch_dims(m, n, p).0,
+        p.bm,
+        p.bn,
+        p.bk,
+        p.warps_m,
+        p.warps_n
+    );
+    let mut b = KernelBuilder::new(name, header);
+    b.block(threads);
+    let pa = b.param(ParamTy::Ptr);
+    let pb = b.param(ParamTy::Ptr);
+    let pc = b.param(ParamTy::Ptr);
+
+    // Shared layout: per stage, A [BM][BK+8] then B [BN][BK+8] (b16 elements).
+    let stride = (p.bk + 8) * 2;
+    let a_bytes = p.bm * stride;
+    let stage_bytes = a_bytes + p.bn * stride;
+    let smem = b.shared(2 * stage_bytes);
+
+    let tid = b.special(Special::TidX);
+    let cta = b.special(Special::CtaidX);
+    let tm = b.bin(BinOp::Div, Ty::U32, cta, imm(tiles_n));
+    let tn = b.bin(BinOp::Rem, Ty::U32, cta, imm(tiles_n));
+    let m0 = b.bin(BinOp::Mul, Ty::U32, tm, imm(p.bm));
+    let n0 = b.bin(BinOp::Mul, Ty::U32, tn, imm(p.bn));
+    let la = Loader::new(&mut b, pa, tid, m0, (p.bm, mu, ku), p.bk, (0, stride), threads);
+    let lb = Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, (a_bytes, stride), threads);
+
+    let base = b.shared_base();
+    let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
+    // Per-lane ldmatrix row offsets within a stage.
+    let lane = b.special(Special::LaneId);
+    let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
+    let wy = b.bin(BinOp::Div, Ty::U32, warp, imm(p.warps_n));
+    let wx = b.bin(BinOp::Rem, Ty::U32, warp, imm(p.warps_n));
+    // A (x4): lane l addresses row l % 16, k offset 8·(l / 16).
+    let l16 = b.bin(BinOp::And, Ty::U32, lane, imm(15));
+    let lhi = b.bin(BinOp::Shr, Ty::U32, lane, imm(4));
+    let arow = b.fma(Ty::U32, wy, imm(wm), l16);
+    let aoff = b.bin(BinOp::Mul, Ty::U32, arow, imm(stride));
+    let a_lane = b.fma(Ty::U32, lhi, imm(16), aoff);
+    // B (x2): lane l addresses n row l % 8, k offset 8·((l / 8) % 2).
+    let l8 = b.bin(BinOp::And, Ty::U32, lane, imm(7));
+    let lmid = b.bin(BinOp::Shr, Ty::U32, lane, imm(3));
+    let lmid = b.bin(BinOp::And, Ty::U32, lmid, imm(1));
+    let brow = b.fma(Ty::U32, wx, imm(wn), l8);
+    let boff = b.fma(Ty::U32, brow, imm(stride), imm(a_bytes));
+    let b_lane = b.fma(Ty::U32, lmid, imm(16), boff);
+
+    let (mt, nt) = ((wm / 16) as usize, (wn / 8) as usize);
+    let zero = b.imm_f32(0.0);
+    let acc: Vec<[Reg; 4]> = (0..mt * nt)
+        .map(|_| {
+            let r = [b.reg(Ty::F32), b.reg(Ty::F32), b.reg(Ty::F32), b.reg(Ty::F32)];
+            for x in r {
+                b.push(Inst::Mov { dst: x, src: Operand::Reg(zero) });
+            }
+            r
+        })
+        .collect();
+
+    // Prologue: slice 0 into stage 0.
+    let k0 = b.imm_u32(0);
+    let stage = b.reg(Ty::U32);
+    b.push(Inst::Mov { dst: stage, src: Operand::Reg(base) });
+    la.issue(&mut b, pa, k0, stage, ku);
+    lb.issue(&mut b, pb, k0, stage, ku);
+    b.cp_async_commit();
+    // The other stage's address (swapped with `stage` every step).
+    let other = b.bin(BinOp::Add, Ty::U32, base, imm(stage_bytes));
+
+    let top = b.label();
+    b.place(top);
+    // Next slice (past K it is all zero-fill, which keeps the group count uniform).
+    let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(p.bk));
+    la.issue(&mut b, pa, k1, other, ku);
+    lb.issue(&mut b, pb, k1, other, ku);
+    b.cp_async_commit();
+    b.cp_async_wait(1);
+    b.bar_sync();
+    for kk in 0..p.bk / 16 {
+        let abase = b.bin(BinOp::Add, Ty::U32, stage, a_lane);
+        let bbase = b.bin(BinOp::Add, Ty::U32, stage, b_lane);
+        let afrag: Vec<Vec<Reg>> = (0..mt as u32)
+            .map(|i| {
+                let ad = b.bin(BinOp::Add, Ty::U32, abase, imm(i * 16 * stride + kk * 32));
+                b.ldmatrix(4, false, ad)
+            })
+            .collect();
+        let bfrag: Vec<Vec<Reg>> = (0..nt as u32)
+            .map(|j| {
+                let ad = b.bin(BinOp::Add, Ty::U32, bbase, imm(j * 8 * stride + kk * 32));
+                b.ldmatrix(2, false, ad)
+            })
+            .collect();
+        for (i, fa) in afrag.iter().enumerate() {
+            for (j, fb) in bfrag.iter().enumerate() {
+                b.mma_acc(ab, [fa[0], fa[1], fa[2], fa[3]], [fb[0], fb[1]], acc[i * nt + j]);
+            }
+        }
+    }
+    b.bar_sync();
+    // Swap the stages and advance.
+    let tmp = b.mov(Ty::U32, stage);
+    b.push(Inst::Mov { dst: stage, src: Operand::Reg(other) });
+    b.push(Inst::Mov { dst: other, src: Operand::Reg(tmp) });
+    b.push(Inst::Mov { dst: k0, src: Operand::Reg(k1) });
+    let more = b.setp(Cmp::Lt, k0, imm(ku));
+    b.bra_if(top, more, false);
+    b.cp_async_wait_all();
+
+    // Epilogue: lane (g, q) holds C(g, 2q..2q+1) and C(g+8, 2q..2q+1) of each 16×8 tile.
+    let g = b.bin(BinOp::Shr, Ty::U32, lane, imm(2));
+    let q = b.bin(BinOp::And, Ty::U32, lane, imm(3));
+    let row_w = b.fma(Ty::U32, wy, imm(wm), m0);
+    let row_w = b.bin(BinOp::Add, Ty::U32, row_w, g);
+    let col_w = b.fma(Ty::U32, wx, imm(wn), n0);
+    let col_w = b.fma(Ty::U32, q, imm(2), col_w);
+    for i in 0..mt {
+        for j in 0..nt {
+            for (e, &v) in acc[i * nt + j].iter().enumerate() {
+                let dr = (i as u32) * 16 + 8 * (e as u32 / 2);
+                let dc = (j as u32) * 8 + e as u32 % 2;
+                let row = b.bin(BinOp::Add, Ty::U32, row_w, imm(dr));
+                let col = b.bin(BinOp::Add, Ty::U32, col_w, imm(dc));
+                let rok = b.setp(Cmp::Lt, row, imm(mu));
+                let cok = b.setp(Cmp::Lt, col, imm(nu));
+                let ok = b.bin(BinOp::And, Ty::Pred, rok, cok);
+                let rowc = b.bin(BinOp::Min, Ty::U32, row, imm(mu - 1));
+                let idx = b.fma(Ty::U32, rowc, imm(nu), col);
+                let ad = b.addr(pc, idx, 4);
+                b.push(Inst::St {
+                    space: Space::Global,
+                    src: vec![v],
+                    addr: ad,
+                    offset: 0,
+                    guard: Some(Guard { pred: ok, negate: false }),
+                });
+            }
+        }
+    }
+    Ok(b.finish())
+}
