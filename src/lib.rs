@@ -9,6 +9,7 @@ pub mod harness;
 pub mod inspect;
 pub mod pipeline;
 pub mod text;
+pub mod tune;
 pub mod vae;
 pub mod video;
 pub mod weights;

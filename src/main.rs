@@ -14,7 +14,25 @@ use vidrt::runtime::{Backend, CpuBackend};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Ignore the tuning database: GPU backends use their heuristics, and `tune` keeps its
+    /// results in memory only.
+    #[arg(long, global = true)]
+    no_tune_cache: bool,
+    /// The tuning database file (default: one per device under the user's cache directory,
+    /// `$VIDRT_CACHE_DIR/tune/` or `~/.cache/vidrt/tune/`).
+    #[arg(long, global = true)]
+    tune_db: Option<PathBuf>,
 }
+
+/// The tuning-database flags, set once in `main` (read by the GPU backends).
+#[derive(Default)]
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+struct TuneCfg {
+    no_cache: bool,
+    db: Option<PathBuf>,
+}
+
+static TUNE_CFG: std::sync::OnceLock<TuneCfg> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -42,6 +60,35 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Time every candidate kernel of every distinct tunable problem (kernel family × shape)
+    /// in the graphs of a generation at this size, and store the winners in the device's
+    /// tuning database. Resumable: problems already tuned are skipped.
+    Tune {
+        /// tiny, wan2.1-t2v-1.3b or wan2.1-t2v-14b.
+        #[arg(long, default_value = "tiny")]
+        model: String,
+        #[arg(long, default_value_t = 96)]
+        height: usize,
+        #[arg(long, default_value_t = 128)]
+        width: usize,
+        #[arg(long, default_value_t = 17)]
+        frames: usize,
+        /// Backend to tune (wgpu; cuda once its tunable kernels exist).
+        #[arg(long, default_value = "wgpu")]
+        backend: String,
+        /// Timed runs per candidate (the median is kept).
+        #[arg(long, default_value_t = 7)]
+        repeats: u32,
+        /// Untimed runs per candidate first.
+        #[arg(long, default_value_t = 2)]
+        warmup: u32,
+        /// Only these components (repeatable): text, dit, vae. Default: all.
+        #[arg(long = "component")]
+        components: Vec<String>,
+        /// Tune the DiT for guidance off (batch 1) instead of classifier-free guidance (batch 2).
+        #[arg(long)]
+        no_cfg: bool,
+    },
     /// Show what the compiler does to a model's graphs (no weights needed): nodes before and
     /// after the passes, kernel launches, FLOPs, minimal bytes moved, planned peak activation
     /// memory against the naive sum, weight bytes; bf16 and f32.
@@ -59,6 +106,95 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[allow(clippy::too_many_arguments)] // the subcommand's flags
+#[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
+fn tune(
+    model: &str,
+    height: usize,
+    width: usize,
+    frames: usize,
+    backend_name: &str,
+    repeats: u32,
+    warmup: u32,
+    components: &[String],
+    cfg_batch: bool,
+) -> Result<ExitCode> {
+    let mut graphs =
+        vidrt::tune::pipeline_graphs(model, height, width, frames, cfg_batch).context("building the graphs")?;
+    for c in components {
+        if !["text", "dit", "vae"].contains(&c.as_str()) {
+            bail!("unknown component `{c}` (expected text, dit or vae)");
+        }
+    }
+    if !components.is_empty() {
+        graphs.retain(|(name, _)| components.iter().any(|c| vidrt::tune::component_of(name) == c));
+    }
+    match backend_name {
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            let settings = vidrt::runtime::tune::TimingSettings { warmup, repeats: repeats.max(1) };
+            let b = wgpu_backend()?;
+            let mut db = match b.tune_db() {
+                Some(db) => db.clone(),
+                None => vidrt::runtime::tune::TuneDb::in_memory(b.device_info()),
+            };
+            eprintln!(
+                "tuning {model} at {width}x{height}x{frames} on {} into {}",
+                b.adapter_name(),
+                db.path.as_ref().map_or("memory (--no-tune-cache)".to_string(), |p| p.display().to_string())
+            );
+            let mut bar = TuneBar { bar: None };
+            let sum = vidrt::tune::tune_wgpu(&b, &mut db, &graphs, settings, &mut bar).context("tuning")?;
+            for l in &sum.lines {
+                println!("{l}");
+            }
+            println!(
+                "tuned {} problem(s), {} already in the database, {} failed; {} entries in the database",
+                sum.tuned,
+                sum.cached,
+                sum.failed,
+                db.len()
+            );
+            Ok(if sum.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        "cpu" => bail!("the CPU backend has no tunable kernels (its GEMM comes from matrixmultiply)"),
+        other => bail!(
+            "cannot tune backend `{other}` in this build (tunable: {})",
+            if cfg!(feature = "wgpu") { "wgpu" } else { "none; build with --features wgpu" }
+        ),
+    }
+}
+
+/// The tuning progress bar (with ETA).
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+struct TuneBar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl vidrt::tune::TuneProgress for TuneBar {
+    fn begin(&mut self, total: usize) {
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>6} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        self.bar = Some(indicatif::ProgressBar::new(total as u64).with_style(style).with_prefix("tune"));
+    }
+
+    fn problem(&mut self, done: usize, what: &str) {
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+            b.set_message(what.to_string());
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_with_message("done");
+        }
+    }
 }
 
 fn inspect(model: &str, height: usize, width: usize, frames: usize, json: bool) -> Result<ExitCode> {
@@ -233,15 +369,44 @@ fn ops(backend_name: &str, filter: Option<&str>) -> Result<ExitCode> {
     Ok(if results.iter().any(|r| r.failed()) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+#[cfg(feature = "wgpu")]
+fn wgpu_backend() -> Result<vidrt::runtime::wgpu::WgpuBackend> {
+    use vidrt::runtime::tune::TuneDb;
+    use vidrt::runtime::wgpu::WgpuBackend;
+    let t = TUNE_CFG.get_or_init(TuneCfg::default);
+    let plain = WgpuBackend::without_tuning().context("opening the wgpu backend")?;
+    if t.no_cache {
+        return Ok(plain);
+    }
+    let dev = plain.device_info();
+    let path = t.db.clone().or_else(|| vidrt::runtime::tune::default_db_path(&dev));
+    let b = plain.with_db(path.map(|p| TuneDb::open(&p, dev)));
+    for w in b.tuning_warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(b)
+}
+
 fn backend(name: &str) -> Result<Box<dyn Backend>> {
     match name {
         "cpu" => Ok(Box::new(CpuBackend::new())),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Box::new(vidrt::runtime::wgpu::WgpuBackend::new().context("opening the wgpu backend")?)),
-        other => bail!(
-            "unknown backend `{other}` (this build has: cpu{})",
-            if cfg!(feature = "wgpu") { ", wgpu" } else { "" }
-        ),
+        "wgpu" => Ok(Box::new(wgpu_backend()?)),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Box::new(vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")?)),
+        other => {
+            let mut have = vec!["cpu"];
+            if cfg!(feature = "wgpu") {
+                have.push("wgpu");
+            }
+            if cfg!(feature = "cuda") {
+                have.push("cuda");
+            }
+            bail!(
+                "unknown backend `{other}` (this build has: {}; GPU backends need `--features wgpu` or `--features cuda`)",
+                have.join(", ")
+            )
+        }
     }
 }
 
@@ -281,11 +446,15 @@ fn eval(case: PathBuf, backend_name: &str, out: Option<PathBuf>) -> Result<ExitC
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = TUNE_CFG.set(TuneCfg { no_cache: cli.no_tune_cache, db: cli.tune_db.clone() });
     let r = match cli.cmd {
         Cmd::Eval { case, backend, out } => eval(case, &backend, out),
         Cmd::Generate(a) => generate(a),
         Cmd::Ops { backend, filter } => ops(&backend, filter.as_deref()),
         Cmd::Inspect { model, height, width, frames, json } => inspect(&model, height, width, frames, json),
+        Cmd::Tune { model, height, width, frames, backend, repeats, warmup, components, no_cfg } => {
+            tune(&model, height, width, frames, &backend, repeats, warmup, &components, !no_cfg)
+        }
     };
     match r {
         Ok(code) => code,

@@ -121,3 +121,129 @@ fn golden_scheduler_on_wgpu() {
 fn golden_pipeline_on_wgpu() {
     golden("pipeline");
 }
+
+/// The whole tiny pipeline on wgpu matches the CPU path (same seed, same noise), and the CLI
+/// writes a video with `--backend wgpu`.
+#[test]
+fn generate_on_wgpu_matches_cpu() {
+    use vidrt::pipeline::{GenerateParams, Model, NoProgress, Pipeline};
+    let Some(b) = backend("generate_on_wgpu_matches_cpu") else { return };
+    let params = GenerateParams {
+        seed: 11,
+        num_frames: Some(5),
+        num_inference_steps: Some(2),
+        height: Some(32),
+        width: Some(48),
+        ..GenerateParams::new("a lantern in the rain")
+    };
+    let gpu = Pipeline::new(Model::tiny().unwrap(), Box::new(b)).generate(&params, &mut NoProgress).unwrap();
+    let cpu =
+        Pipeline::new(Model::tiny().unwrap(), Box::new(CpuBackend::new())).generate(&params, &mut NoProgress).unwrap();
+    assert_eq!(gpu.video.shape(), cpu.video.shape());
+    let c = vidrt::golden::compare(&gpu.video, &cpu.video).unwrap();
+    eprintln!("generate_on_wgpu_matches_cpu: rel_l2 {:.3e} max_abs {:.3e}", c.rel_l2, c.max_abs);
+    assert!(!c.non_finite && c.rel_l2 <= 1e-4 && c.max_abs <= 1e-3, "{c:?}");
+
+    let dir = std::env::temp_dir().join(format!("vidrt-wgpu-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("w.gif");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidrt"))
+        .args(["generate", "--backend", "wgpu", "--frames", "5", "--steps", "2", "--height", "32", "--width", "48"])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{log}");
+    assert_eq!(&std::fs::read(&out).unwrap()[..6], b"GIF89a", "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `vidrt tune` end to end on the adapter: it tunes, a second run re-tunes nothing, an edited
+/// kernel (a database made from other kernel text) is tuned again, the runtime compiles with
+/// the winners, a winner that cannot run here is ignored, and a corrupt database does not
+/// fail a run.
+#[test]
+fn tune_end_to_end() {
+    use vidrt::runtime::tune::TuneDb;
+    let Some(b) = backend("tune_end_to_end") else { return };
+    let dir = std::env::temp_dir().join(format!("vidrt-tune-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = dir.join("db.json");
+    let tune = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidrt"))
+            .args(["tune", "--model", "tiny", "--height", "32", "--width", "32", "--frames", "5"])
+            .args(["--component", "dit", "--repeats", "1", "--warmup", "0", "--backend", "wgpu"])
+            .arg("--tune-db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{log}");
+        let line = log.lines().find(|l| l.starts_with("tuned ")).unwrap_or_else(|| panic!("{log}")).to_string();
+        let nums: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+        (nums[0], nums[1], line)
+    };
+    let (tuned, cached, line) = tune();
+    assert!(tuned > 0 && cached == 0, "{line}");
+    let (again, cached2, line) = tune();
+    assert_eq!((again, cached2), (0, tuned), "a second run re-tunes nothing: {line}");
+
+    // The runtime uses the winners: every tunable node compiles with one.
+    let dev = b.device_info();
+    let tuned_b = b.with_db(Some(TuneDb::open(&db, dev.clone())));
+    assert!(tuned_b.tuning_warnings().is_empty(), "{:?}", tuned_b.tuning_warnings());
+    let graphs = vidrt::tune::pipeline_graphs("tiny", 32, 32, 5, true).unwrap();
+    let dit = &graphs.iter().find(|(n, _)| n == "DiT").unwrap().1;
+    let problems = tuned_b.problems(dit);
+    assert_eq!(problems.len(), tuned);
+    for p in &problems {
+        let one = vidrt::tune::isolate(dit, p.node).unwrap();
+        tuned_b.compile(&one, &vidrt::runtime::NoWeights).unwrap();
+    }
+    assert_eq!(tuned_b.tuning_hits(), (problems.len(), 0));
+
+    // A winner that cannot run here is ignored (heuristic), and the result is still right.
+    let text = std::fs::read_to_string(&db).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for e in json["entries"].as_array_mut().unwrap() {
+        e["winner"] = "bm=4096,bn=4096,bk=64,tm=1,tn=1".into();
+    }
+    let bad = dir.join("bad-winner.json");
+    std::fs::write(&bad, serde_json::to_string(&json).unwrap()).unwrap();
+    let bad_b = b.with_db(Some(TuneDb::open(&bad, dev.clone())));
+    let p = &problems[0];
+    let one = vidrt::tune::isolate(dit, p.node).unwrap();
+    let ins = vidrt::tune::seeded_inputs(&one, 5);
+    let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let got = bad_b.compile(&one, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+    let want = CpuBackend::new().compile(&one, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+    let c = vidrt::golden::compare(&got[0].1, &want[0].1).unwrap();
+    assert!(c.rel_l2 < 1e-5, "{c:?}");
+    assert_eq!(bad_b.tuning_hits(), (0, 1));
+
+    // An edited kernel: entries keyed by another kernel text hash are never served.
+    for e in json["entries"].as_array_mut().unwrap() {
+        e["key"]["kernel_hash"] = 12345.into();
+    }
+    std::fs::write(&db, serde_json::to_string(&json).unwrap()).unwrap();
+    let (retuned, cached3, line) = tune();
+    assert_eq!((retuned, cached3), (tuned, 0), "stale entries are tuned again: {line}");
+
+    // A corrupt database is a warning, never a failure.
+    std::fs::write(&db, b"{\"version\": 1, \"entries\": [tru").unwrap();
+    let gif = dir.join("c.gif");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidrt"))
+        .args(["generate", "--backend", "wgpu", "--frames", "5", "--steps", "1", "--height", "32", "--width", "32"])
+        .arg("--tune-db")
+        .arg(&db)
+        .arg("--out")
+        .arg(&gif)
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("warning: tuning database") && log.contains("corrupt"), "{log}");
+    assert!(gif.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

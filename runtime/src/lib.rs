@@ -18,6 +18,7 @@ mod backend;
 pub mod cpu;
 pub mod cuda_sim;
 mod error;
+pub mod tune;
 
 pub use backend::{Backend, Executable, NoWeights, RunOptions, Support, WeightSource};
 pub use cpu::CpuBackend;

@@ -35,6 +35,38 @@ impl AttnParams {
     pub fn shared_bytes(&self) -> u64 {
         u64::from(self.bk) * u64::from(self.d + self.dv) * 4
     }
+
+    /// The tunable points (`bq`, `bk`) for a problem's fixed facts (head dims, bias, mask).
+    pub fn space(d: u32, dv: u32, bias: bool, mask: Option<Elem>) -> Vec<AttnParams> {
+        let mut v = Vec::new();
+        for bq in [32, 64, 128] {
+            for bk in [8, 16, 32, 64] {
+                v.push(AttnParams { bq, bk, d, dv, bias, mask });
+            }
+        }
+        v
+    }
+
+    /// The tunables' text form kept in the tuning database: `bq=64,bk=32`.
+    pub fn to_text(&self) -> String {
+        format!("bq={},bk={}", self.bq, self.bk)
+    }
+
+    /// This problem's facts with the tunables of `s` ([`AttnParams::to_text`]).
+    pub fn with_text(&self, s: &str) -> Option<AttnParams> {
+        let (mut bq, mut bk) = (None, None);
+        for part in s.split(',') {
+            let (k, v) = part.split_once('=')?;
+            let v: u32 = v.trim().parse().ok()?;
+            match k.trim() {
+                "bq" => bq = Some(v),
+                "bk" => bk = Some(v),
+                _ => return None,
+            }
+        }
+        let (bq, bk) = (bq?, bk?);
+        ((1..=256).contains(&bq) && bk > 0).then_some(AttnParams { bq, bk, ..*self })
+    }
 }
 
 /// Generates the attention kernel for `p`.

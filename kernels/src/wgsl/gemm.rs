@@ -41,6 +41,31 @@ impl GemmParams {
         GemmParams { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
     ];
 
+    /// The text form kept in the tuning database: `bm=64,bn=64,bk=16,tm=4,tn=4`.
+    pub fn to_text(&self) -> String {
+        format!("bm={},bn={},bk={},tm={},tn={}", self.bm, self.bn, self.bk, self.tm, self.tn)
+    }
+
+    /// Parses [`GemmParams::to_text`]; `None` for anything else.
+    pub fn from_text(s: &str) -> Option<GemmParams> {
+        let mut p = GemmParams { bm: 0, bn: 0, bk: 0, tm: 0, tn: 0 };
+        let mut seen = 0;
+        for part in s.split(',') {
+            let (k, v) = part.split_once('=')?;
+            let v: u32 = v.trim().parse().ok()?;
+            match k.trim() {
+                "bm" => p.bm = v,
+                "bn" => p.bn = v,
+                "bk" => p.bk = v,
+                "tm" => p.tm = v,
+                "tn" => p.tn = v,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 5 && p.check("parse").is_ok()).then_some(p)
+    }
+
     /// Threads per workgroup.
     pub fn threads(&self) -> u32 {
         (self.bm / self.tm.max(1)) * (self.bn / self.tn.max(1))

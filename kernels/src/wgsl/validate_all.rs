@@ -45,11 +45,12 @@ fn every_kernel() -> Vec<WgslKernel> {
             v.push(gemm(GemmKind::Conv3d { bias }, p).expect("conv"));
         }
     }
-    for (bq, bk) in [(32, 16), (64, 32), (64, 8), (128, 16)] {
-        for (d, dv) in [(8, 8), (16, 16), (64, 64), (128, 128), (32, 16)] {
-            for bias in [false, true] {
-                for mask in [None, Some(Elem::F32), Some(Elem::I32)] {
-                    v.push(attention(AttnParams { bq, bk, d, dv, bias, mask }).expect("attention"));
+    // The whole tuning space of attention, at the head dims the models use.
+    for (d, dv) in [(8, 8), (16, 16), (64, 64), (128, 128), (32, 16)] {
+        for bias in [false, true] {
+            for mask in [None, Some(Elem::F32), Some(Elem::I32)] {
+                for p in AttnParams::space(d, dv, bias, mask) {
+                    v.push(attention(p).expect("attention"));
                 }
             }
         }
@@ -91,4 +92,20 @@ fn bad_parameters_are_errors() {
     assert!(lane(LaneOp::Sum, 100).is_err());
     assert!(gemm(GemmKind::MatMul { bias: false }, GemmParams { bm: 64, bn: 64, bk: 8, tm: 3, tn: 4 }).is_err());
     assert!(gemm(GemmKind::MatMul { bias: false }, GemmParams { bm: 256, bn: 256, bk: 8, tm: 1, tn: 1 }).is_err());
+}
+
+#[test]
+fn parameter_text_round_trips() {
+    for p in GemmParams::SPACE {
+        assert_eq!(GemmParams::from_text(&p.to_text()), Some(p));
+    }
+    assert_eq!(GemmParams::from_text("bm=64,bn=64,bk=16,tm=3,tn=4"), None, "an invalid point is not parsed");
+    assert_eq!(GemmParams::from_text("bm=64"), None);
+    assert_eq!(GemmParams::from_text("garbage"), None);
+    let base = AttnParams { bq: 64, bk: 32, d: 64, dv: 64, bias: true, mask: None };
+    for p in AttnParams::space(64, 64, true, None) {
+        assert_eq!(base.with_text(&p.to_text()), Some(p));
+    }
+    assert_eq!(base.with_text("bq=0,bk=4"), None);
+    assert_eq!(base.with_text("bq=4"), None);
 }

@@ -8,6 +8,8 @@ use vidrt_kernels::wgsl::gemm::{self, GemmKind, GemmParams};
 use vidrt_kernels::wgsl::lane::{self, LaneOp};
 use vidrt_kernels::wgsl::{copy, grid_for, misc, Elem, WgslError, WgslKernel, LINEAR_WG};
 
+use super::tuning::{Choice, Tuning};
+use crate::tune::TuneKey;
 use crate::RuntimeError;
 
 /// A buffer of the plan (an index into the executable's buffer table).
@@ -28,6 +30,8 @@ pub(crate) trait Alloc {
     fn scratch(&mut self, words: usize) -> Result<Buf, RuntimeError>;
     /// The adapter's workgroup memory limit in bytes.
     fn shared_limit(&self) -> u64;
+    /// Where tuned parameters come from.
+    fn tuning(&self) -> &Tuning;
 }
 
 pub(crate) const BACKEND: &str = "wgpu";
@@ -347,9 +351,10 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let a_str = if *trans_a { [1, m] } else { [k, 1] };
             let b_str = if *trans_b { [1, k] } else { [n, 1] };
             let meta = gemm::matmul_meta(m, n, k, a_str, b_str, batch, &ab, &bb).map_err(kerr)?;
-            let p = pick_gemm(m, n, alloc.shared_limit());
-            let kernel = gemm::gemm(GemmKind::MatMul { bias: *bias }, p).map_err(kerr)?;
-            let nb: usize = batch.iter().product();
+            let (kind, dims, layout) = matmul_problem(out_dims, a, *trans_a, *trans_b, *bias);
+            let nb = dims[0];
+            let p = tuned_gemm(alloc, kind, dims, &layout, pick_gemm(m, n, alloc.shared_limit()), g, i)?;
+            let kernel = gemm::gemm(kind, p).map_err(kerr)?;
             let grid = [n.div_ceil(p.bn as usize), m.div_ceil(p.bm as usize), nb];
             Ok(vec![Step { kernel, meta, ins: ins.to_vec(), out, grid: grid3(g, i, grid)? }])
         }
@@ -361,8 +366,10 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let os = [out_dims[2], out_dims[3], out_dims[4]];
             let meta = gemm::conv_meta(xs, ws, os, *stride, [pad[0][0], pad[1][0], pad[2][0]]).map_err(kerr)?;
             let ngemm = x[0] * os.iter().product::<usize>();
-            let p = pick_gemm(w[0], ngemm, alloc.shared_limit());
-            let kernel = gemm::gemm(GemmKind::Conv3d { bias: *bias }, p).map_err(kerr)?;
+            let (kind, dims, layout) = conv_problem(out_dims, x, w, *stride, *bias);
+            let heur = pick_gemm(w[0], ngemm, alloc.shared_limit());
+            let p = tuned_gemm(alloc, kind, dims, &layout, heur, g, i)?;
+            let kernel = gemm::gemm(kind, p).map_err(kerr)?;
             let grid = [ngemm.div_ceil(p.bn as usize), w[0].div_ceil(p.bm as usize), 1];
             Ok(vec![Step { kernel, meta, ins: ins.to_vec(), out, grid: grid3(g, i, grid)? }])
         }
@@ -379,15 +386,24 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             };
             let mask_e = if *mask { Some(elem(in_dtype(3 + usize::from(*bias))).unwrap_or(Elem::F32)) } else { None };
             let limit = alloc.shared_limit();
-            let mut bk = 32u32;
-            while bk > 1 && u64::from(bk) * (d + dv) as u64 * 4 > limit {
-                bk /= 2;
-            }
-            let bq = if sq <= 32 { 32 } else { 64 };
-            let p = AttnParams { bq, bk, d: d as u32, dv: dv as u32, bias: *bias, mask: mask_e };
-            if p.shared_bytes() > limit || d > 512 || dv > 512 {
+            let heur = attention_heuristic(sq, d, dv, *bias, mask_e, limit);
+            if heur.shared_bytes() > limit || d > 512 || dv > 512 {
                 return Err(unsupported(g, i, "head dim too large for this adapter's workgroup memory"));
             }
+            let (key, _) = alloc.tuning().attention_key(&heur, [b * h, sq, sk]);
+            let p = match alloc.tuning().choose(&key) {
+                Choice::Forced(t) => heur
+                    .with_text(&t)
+                    .filter(|p| p.shared_bytes() <= limit)
+                    .ok_or_else(|| unsupported(g, i, &format!("forced parameters `{t}` are invalid here")))?,
+                Choice::Tuned(t) => {
+                    let p = heur.with_text(&t).filter(|p| p.shared_bytes() <= limit);
+                    alloc.tuning().record(p.is_some());
+                    p.unwrap_or(heur)
+                }
+                Choice::Heuristic => heur,
+            };
+            let bq = p.bq;
             let kernel = attention::attention(p).map_err(kerr)?;
             let meta = attention::meta(b, sq, sk, h, *scale, bias_str).map_err(kerr)?;
             let grid = [sq.div_ceil(bq as usize), b * h, 1];
@@ -452,6 +468,100 @@ fn grid3(g: &Graph, i: usize, grid: [usize; 3]) -> Result<[u32; 3], RuntimeError
         return Err(unsupported(g, i, &format!("grid {grid:?} exceeds 65535 workgroups per dimension")));
     }
     Ok([grid[0] as u32, grid[1] as u32, grid[2] as u32])
+}
+
+/// A matmul's GEMM problem: kind, `[batch, M, N, K]`, layout facts.
+fn matmul_problem(
+    out: &[usize],
+    a: &[usize],
+    trans_a: bool,
+    trans_b: bool,
+    bias: bool,
+) -> (GemmKind, [usize; 4], String) {
+    let r = out.len();
+    let k = if trans_a { a[a.len() - 2] } else { a[a.len() - 1] };
+    let nb: usize = out[..r - 2].iter().product();
+    let layout = format!("t{}{}", u8::from(trans_a), u8::from(trans_b));
+    (GemmKind::MatMul { bias }, [nb, out[r - 2], out[r - 1], k], layout)
+}
+
+/// A conv3d's implicit-GEMM problem: kind, `[1, Co, N·To·Ho·Wo, Ci·kt·kh·kw]`, layout facts.
+fn conv_problem(
+    out: &[usize],
+    x: &[usize],
+    w: &[usize],
+    stride: [usize; 3],
+    bias: bool,
+) -> (GemmKind, [usize; 4], String) {
+    let ngemm = x[0] * out[2] * out[3] * out[4];
+    let layout = format!("k{}x{}x{}s{}x{}x{}", w[2], w[3], w[4], stride[0], stride[1], stride[2]);
+    (GemmKind::Conv3d { bias }, [1, w[0], ngemm, w[1] * w[2] * w[3] * w[4]], layout)
+}
+
+/// The attention tile heuristic: 32-key tiles (fewer where workgroup memory is short), 32
+/// query rows for short sequences, else 64.
+fn attention_heuristic(sq: usize, d: usize, dv: usize, bias: bool, mask: Option<Elem>, limit: u64) -> AttnParams {
+    let mut bk = 32u32;
+    while bk > 1 && u64::from(bk) * (d + dv) as u64 * 4 > limit {
+        bk /= 2;
+    }
+    let bq = if sq <= 32 { 32 } else { 64 };
+    AttnParams { bq, bk, d: d as u32, dv: dv as u32, bias, mask }
+}
+
+/// The tunable problem node `i` poses, if any: its key and candidate parameter texts.
+pub(crate) fn problem(g: &Graph, i: usize, limit: u64, t: &Tuning) -> Option<(TuneKey, Vec<String>)> {
+    let node = &g.nodes[i];
+    let sh = |k: usize| g.shape(node.inputs[k]).dims();
+    let out = node.shape.dims();
+    match &node.op {
+        Op::MatMul { trans_a, trans_b, bias } | Op::MatMulEpilogue { trans_a, trans_b, bias, .. } => {
+            let (kind, dims, layout) = matmul_problem(out, sh(0), *trans_a, *trans_b, *bias);
+            Some(t.gemm_key(kind, dims, &layout))
+        }
+        Op::Conv3d { stride, bias, .. } | Op::Conv3dEpilogue { stride, bias, .. } => {
+            let (kind, dims, layout) = conv_problem(out, sh(0), sh(1), *stride, *bias);
+            Some(t.gemm_key(kind, dims, &layout))
+        }
+        Op::Attention { bias, mask, .. } => {
+            let (q, k, v) = (sh(0), sh(1), sh(2));
+            let mask_e = if *mask {
+                Some(elem(g.dtype(node.inputs[3 + usize::from(*bias)])).unwrap_or(Elem::F32))
+            } else {
+                None
+            };
+            let heur = attention_heuristic(q[1], q[3], v[3], *bias, mask_e, limit);
+            Some(t.attention_key(&heur, [q[0] * q[2], q[1], k[1]]))
+        }
+        _ => None,
+    }
+}
+
+/// The GEMM tile for a problem: forced (tuner), else the database's winner if it is valid
+/// on this adapter, else `heuristic`.
+fn tuned_gemm(
+    alloc: &dyn Alloc,
+    kind: GemmKind,
+    dims: [usize; 4],
+    layout: &str,
+    heuristic: GemmParams,
+    g: &Graph,
+    i: usize,
+) -> Result<GemmParams, RuntimeError> {
+    let limit = alloc.shared_limit();
+    let (key, _) = alloc.tuning().gemm_key(kind, dims, layout);
+    let valid = |t: &str| GemmParams::from_text(t).filter(|p| p.shared_bytes() <= limit);
+    match alloc.tuning().choose(&key) {
+        Choice::Forced(t) => {
+            valid(&t).ok_or_else(|| unsupported(g, i, &format!("forced parameters `{t}` are invalid here")))
+        }
+        Choice::Tuned(t) => {
+            let p = valid(&t);
+            alloc.tuning().record(p.is_some());
+            Ok(p.unwrap_or(heuristic))
+        }
+        Choice::Heuristic => Ok(heuristic),
+    }
 }
 
 /// The deterministic tile heuristic (no tuning database yet): the largest tile from the

@@ -21,6 +21,7 @@
 
 mod device;
 mod lower;
+mod tuning;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,11 +34,15 @@ use crate::RuntimeError;
 pub use device::ADAPTER_ENV;
 use device::{Ctx, Pipeline};
 use lower::{Alloc, Buf, BACKEND};
+pub use tuning::Tuning;
+
+use crate::tune::{default_db_path, DeviceInfo, TuneDb, TuneKey};
 
 /// The wgpu backend.
 #[derive(Clone)]
 pub struct WgpuBackend {
     ctx: Arc<Ctx>,
+    tuning: Arc<Tuning>,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -46,16 +51,97 @@ impl std::fmt::Debug for WgpuBackend {
     }
 }
 
+/// A tunable problem of a graph: its key, the candidates' parameter texts, and a node that
+/// poses it.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub key: TuneKey,
+    pub candidates: Vec<String>,
+    pub node: usize,
+}
+
 impl WgpuBackend {
-    /// Opens the default (or `VIDRT_WGPU_ADAPTER`-selected) adapter. An error, never a panic,
-    /// when no adapter exists.
+    /// Opens the default (or `VIDRT_WGPU_ADAPTER`-selected) adapter with this device's
+    /// tuning database from the user's cache directory (see [`crate::tune`]). An error,
+    /// never a panic, when no adapter exists; a broken database is only a warning
+    /// ([`WgpuBackend::tuning_warnings`]).
     pub fn new() -> Result<Self, RuntimeError> {
-        Ok(WgpuBackend { ctx: Arc::new(Ctx::open()?) })
+        let b = Self::without_tuning()?;
+        let dev = b.device_info();
+        let db = default_db_path(&dev).map(|p| TuneDb::open(&p, dev.clone()));
+        Ok(b.with_db(db))
+    }
+
+    /// Opens the adapter with no tuning database (the heuristics only; `--no-tune-cache`).
+    pub fn without_tuning() -> Result<Self, RuntimeError> {
+        let ctx = Arc::new(Ctx::open()?);
+        let dev = device_info(&ctx);
+        Ok(WgpuBackend { ctx, tuning: Arc::new(Tuning::new(dev, None)) })
+    }
+
+    /// The same adapter with `db` as its tuning database.
+    pub fn with_db(&self, db: Option<TuneDb>) -> Self {
+        WgpuBackend { ctx: self.ctx.clone(), tuning: Arc::new(Tuning::new(self.device_info(), db)) }
+    }
+
+    /// The same adapter, with every node of kernel family `family` compiled at parameter
+    /// point `params` (how the tuner times a candidate). An invalid point fails to compile.
+    pub fn forcing(&self, family: &str, params: &str) -> Self {
+        let mut t = Tuning::new(self.device_info(), None);
+        t.force = Some((family.to_string(), params.to_string()));
+        WgpuBackend { ctx: self.ctx.clone(), tuning: Arc::new(t) }
     }
 
     /// The adapter's name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
     pub fn adapter_name(&self) -> String {
         format!("{} ({:?})", self.ctx.info.name, self.ctx.info.backend)
+    }
+
+    /// What the tuning key records of this device.
+    pub fn device_info(&self) -> DeviceInfo {
+        self.tuning.device.clone()
+    }
+
+    /// The tuning database in use, if any.
+    pub fn tune_db(&self) -> Option<&TuneDb> {
+        self.tuning.db.as_ref()
+    }
+
+    /// (nodes compiled with a tuning-database winner, winners ignored as invalid on this
+    /// adapter) since this backend was made.
+    pub fn tuning_hits(&self) -> (usize, usize) {
+        self.tuning.hits()
+    }
+
+    /// Warnings from opening the tuning database (corrupt, foreign, unreadable).
+    pub fn tuning_warnings(&self) -> Vec<String> {
+        self.tuning.db.as_ref().map(|d| d.warnings.clone()).unwrap_or_default()
+    }
+
+    /// The distinct tunable problems of `graph` (matmul, conv3d and attention nodes, fused
+    /// or not), in graph order.
+    pub fn problems(&self, graph: &Graph) -> Vec<Problem> {
+        let limit = u64::from(self.ctx.limits.max_compute_workgroup_storage_size);
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for i in 0..graph.len() {
+            if let Some((key, candidates)) = lower::problem(graph, i, limit, &self.tuning) {
+                if seen.insert(key.id()) {
+                    out.push(Problem { key, candidates, node: i });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn device_info(ctx: &Ctx) -> DeviceInfo {
+    let i = &ctx.info;
+    DeviceInfo {
+        backend: BACKEND.into(),
+        name: i.name.clone(),
+        arch: format!("{:?} {:?} {:04x}:{:04x}", i.backend, i.device_type, i.vendor, i.device),
+        driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
     }
 }
 
@@ -114,7 +200,7 @@ impl Backend for WgpuBackend {
                 });
             }
         }
-        Planner::new(self.ctx.clone(), graph).build(weights)
+        Planner::new(self.ctx.clone(), self.tuning.clone(), graph).build(weights)
     }
 }
 
@@ -155,6 +241,7 @@ fn from_words(w: Vec<u32>, shape: &vidrt_ir::Shape, dtype: DType) -> Result<Tens
 /// Buffer planning and launch recording.
 struct Planner<'g> {
     ctx: Arc<Ctx>,
+    tuning: Arc<Tuning>,
     g: &'g Graph,
     bufs: Vec<(wgpu::Buffer, usize)>,
     free: Vec<Buf>,
@@ -171,6 +258,10 @@ impl Alloc for Planner<'_> {
     fn shared_limit(&self) -> u64 {
         u64::from(self.ctx.limits.max_compute_workgroup_storage_size)
     }
+
+    fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
 }
 
 struct Launch {
@@ -180,8 +271,8 @@ struct Launch {
 }
 
 impl<'g> Planner<'g> {
-    fn new(ctx: Arc<Ctx>, g: &'g Graph) -> Self {
-        Planner { ctx, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
+    fn new(ctx: Arc<Ctx>, tuning: Arc<Tuning>, g: &'g Graph) -> Self {
+        Planner { ctx, tuning, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
     }
 
     /// A buffer of at least `words` words: the smallest free one that fits, else a new one.
