@@ -254,6 +254,29 @@ struct GenerateArgs {
     /// Backend to run on.
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// Refuse, before any compute, a graph whose planned activation memory exceeds this
+    /// (bytes, or with a K/M/G suffix). CPU default: the memory the OS reports available.
+    #[arg(long, value_parser = parse_bytes)]
+    memory_limit: Option<u64>,
+}
+
+/// `123`, `64K`, `512M`, `2G` (binary units) as bytes.
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("`{s}`: unknown unit `{c}` (use K, M or G)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("`{s}` is not a byte count"))?;
+    n.checked_mul(mul).ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// One indicatif bar per stage.
@@ -295,7 +318,18 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         Some(dir) => Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?,
         None => Model::tiny()?,
     };
-    let mut pipe = Pipeline::new(model, backend(&a.backend)?);
+    let b: Box<dyn Backend> = match (a.backend.as_str(), a.memory_limit) {
+        ("cpu", limit) => {
+            let limit = limit.or_else(vidrt::runtime::cpu::available_memory);
+            Box::new(match limit {
+                Some(l) => CpuBackend::new().with_memory_limit(l),
+                None => CpuBackend::new(),
+            })
+        }
+        (_, Some(_)) => bail!("--memory-limit applies to the CPU backend only (for now)"),
+        (name, None) => backend(name)?,
+    };
+    let mut pipe = Pipeline::new(model, b);
     // Ctrl-C stops the run at the next graph node; nothing has been written by then.
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();

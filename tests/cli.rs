@@ -143,3 +143,27 @@ fn inspect_reports_the_real_model() {
     let unknown = vidrt(&["inspect", "--model", "wan9"]);
     assert!(!unknown.status.success() && text(&unknown).contains("wan2.1-t2v-1.3b"), "{}", text(&unknown));
 }
+
+/// A run whose planned activation memory exceeds the limit is refused before any compute,
+/// with a message saying what was needed, and nothing is written.
+#[test]
+fn over_the_memory_limit_is_refused_up_front() {
+    let d = tmp("oom");
+    let out = d.join("x.gif");
+    let o = vidrt(&[
+        "generate",
+        "--frames",
+        "5",
+        "--steps",
+        "1",
+        "--memory-limit",
+        "64K",
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("out of memory") && text(&o).contains("planned activation arena"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&d).expect("ls").count(), 0, "nothing written");
+    let bad = vidrt(&["generate", "--memory-limit", "12Q", "--out", out.to_str().expect("utf8")]);
+    assert!(!bad.status.success() && text(&bad).contains("unknown unit"), "{}", text(&bad));
+}

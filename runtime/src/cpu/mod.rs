@@ -71,6 +71,15 @@ impl CpuBackend {
     }
 }
 
+/// The memory the OS reports available (`MemAvailable` of `/proc/meminfo`), in bytes;
+/// `None` where that cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Runs the pass pipeline (`vidrt_ir::passes::pipeline_with`) and turns its errors into
 /// runtime errors: an over-limit plan is [`RuntimeError::OutOfMemory`].
 pub fn optimize(
