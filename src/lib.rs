@@ -2,6 +2,7 @@
 //! with no framework underneath. This crate is the facade: the pipeline API, golden-case
 //! evaluation and the pieces the `vidrt` command line uses.
 
+pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod golden;

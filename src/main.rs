@@ -89,6 +89,42 @@ enum Cmd {
         #[arg(long)]
         no_cfg: bool,
     },
+    /// Benchmark kernels at the real Wan2.1 shapes and whole model parts, against the
+    /// device's measured copy and matmul peaks (roofline); JSON, markdown and an SVG plot.
+    Bench {
+        /// Backend to run on.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// kernels, models or all.
+        #[arg(long, default_value = "all")]
+        suite: String,
+        /// Model preset whose shapes are benchmarked.
+        #[arg(long, default_value = "wan2.1-t2v-1.3b")]
+        model: String,
+        /// Divide the problem sizes by this (1 = the real shapes).
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        #[arg(long, default_value_t = 7)]
+        repeats: u32,
+        #[arg(long, default_value_t = 2)]
+        warmup: u32,
+        /// Only benchmarks whose name contains this (the peaks always run).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Write the report as JSON (comparable across GPUs and with the PyTorch peer).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the report as a markdown table.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Write a roofline plot (SVG).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Compare two JSON reports (e.g. two GPUs, or vidrt and benches/peers/torch_peer.py)
+        /// instead of running anything.
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        compare: Option<Vec<PathBuf>>,
+    },
     /// Show what the compiler does to a model's graphs (no weights needed): nodes before and
     /// after the passes, kernel launches, FLOPs, minimal bytes moved, planned peak activation
     /// memory against the naive sum, weight bytes; bf16 and f32.
@@ -106,6 +142,77 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+struct BenchArgs {
+    backend: String,
+    suite: String,
+    model: String,
+    scale: usize,
+    repeats: u32,
+    warmup: u32,
+    filter: Option<String>,
+    json: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    compare: Option<Vec<PathBuf>>,
+}
+
+fn bench(a: BenchArgs) -> Result<ExitCode> {
+    use vidrt::bench;
+    if let Some(files) = &a.compare {
+        let [x, y] = files.as_slice() else { bail!("--compare takes two JSON files") };
+        let rx = bench::read_json(x).with_context(|| format!("reading {}", x.display()))?;
+        let ry = bench::read_json(y).with_context(|| format!("reading {}", y.display()))?;
+        print!("{}", bench::compare(&rx, &ry));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let suite: bench::Suite = a.suite.parse().map_err(|e| anyhow::anyhow!("--suite: {e}"))?;
+    let mut opts = bench::BenchOptions {
+        suite,
+        model: a.model.clone(),
+        scale: a.scale.max(1),
+        repeats: a.repeats.max(1),
+        warmup: a.warmup,
+        filter: a.filter.clone(),
+        ..bench::BenchOptions::default()
+    };
+    let b: Box<dyn Backend> = match a.backend.as_str() {
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            let w = wgpu_backend()?;
+            opts.device = Some(bench::wgpu_device(&w));
+            Box::new(w)
+        }
+        name => backend(name)?,
+    };
+    let planned = bench::plan(&opts).context("planning the benchmarks")?;
+    let bar = indicatif::ProgressBar::new(planned.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>6} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("bench");
+    let report = bench::run(b.as_ref(), &opts, &mut |done, total, what| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(what.to_string());
+    })
+    .context("benchmarking")?;
+    bar.finish_and_clear();
+    print!("{}", bench::to_markdown(&report));
+    if let Some(p) = &a.json {
+        bench::write_json(&report, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.markdown {
+        bench::write_markdown(&report, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.plot {
+        bench::write_svg(&report, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::too_many_arguments)] // the subcommand's flags
@@ -486,6 +593,9 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate(a),
         Cmd::Ops { backend, filter } => ops(&backend, filter.as_deref()),
         Cmd::Inspect { model, height, width, frames, json } => inspect(&model, height, width, frames, json),
+        Cmd::Bench { backend, suite, model, scale, repeats, warmup, filter, json, markdown, plot, compare } => {
+            bench(BenchArgs { backend, suite, model, scale, repeats, warmup, filter, json, markdown, plot, compare })
+        }
         Cmd::Tune { model, height, width, frames, backend, repeats, warmup, components, no_cfg } => {
             tune(&model, height, width, frames, &backend, repeats, warmup, &components, !no_cfg)
         }

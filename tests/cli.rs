@@ -167,3 +167,39 @@ fn over_the_memory_limit_is_refused_up_front() {
     let bad = vidrt(&["generate", "--memory-limit", "12Q", "--out", out.to_str().expect("utf8")]);
     assert!(!bad.status.success() && text(&bad).contains("unknown unit"), "{}", text(&bad));
 }
+
+/// `vidrt bench` on the CPU at a tiny scale writes JSON, markdown and an SVG roofline, and
+/// `--compare` of a report with itself gives ratio 1.
+#[test]
+fn bench_writes_json_markdown_and_plot() {
+    let d = tmp("bench");
+    let (j, m, p) = (d.join("r.json"), d.join("r.md"), d.join("r.svg"));
+    let o = vidrt(&[
+        "bench",
+        "--model",
+        "tiny",
+        "--scale",
+        "16",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--suite",
+        "kernels",
+        "--json",
+        j.to_str().expect("utf8"),
+        "--markdown",
+        m.to_str().expect("utf8"),
+        "--plot",
+        p.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).expect("json")).expect("valid JSON");
+    assert!(report.is_object());
+    assert!(std::fs::read_to_string(&m).expect("md").contains("| benchmark |"));
+    assert!(std::fs::read_to_string(&p).expect("svg").starts_with("<svg"));
+    let c = vidrt(&["bench", "--compare", j.to_str().expect("utf8"), j.to_str().expect("utf8")]);
+    assert!(c.status.success() && text(&c).contains("1.00"), "{}", text(&c));
+    let bad = vidrt(&["bench", "--suite", "nope"]);
+    assert!(!bad.status.success(), "{}", text(&bad));
+}

@@ -1,0 +1,1146 @@
+//! `vidrt bench`: kernel and model benchmarks against the device's measured roofline.
+//!
+//! - **Kernel suite**: one-op graphs at the real Wan2.1 shapes of the chosen model — the DiT
+//!   GEMMs (`[1, S, D]·[N, D]ᵀ` with S the DiT token count, 32760 for 480×832×81 frames), self-
+//!   and cross-attention (`[1, S, H, hd]`, BSHD), the q/k RMS norm and the fused layer norm +
+//!   modulate (memory-bound examples), and every distinct 3×3×3 causal conv of a steady VAE
+//!   decoder chunk (cache frames prepended, so no temporal padding).
+//! - **Model suite**: the text encoder, one DiT forward (batch 1), one denoising step (the DiT
+//!   batched for classifier-free guidance, batch 2) and one steady VAE decoder chunk, with
+//!   seeded random weights ([`RandomWeights`]).
+//! - **Peaks**, measured in the same run: a large streaming copy (`neg` over a long vector,
+//!   GB/s) and a large square matmul (TFLOP/s). Every result is reported as a fraction of
+//!   them, and of its roofline bound `min(peak_flops, intensity × peak_bw)`.
+//!
+//! Timing: `vidrt_runtime::tune::time_candidate` — warm-up runs, then the median of
+//! `repeats` runs, each with fresh inputs. A time is the wall time of one whole
+//! `Executable::run`: inputs written, kernels run, outputs read back. On a discrete GPU this
+//! includes the host↔device transfers of every input and output, so small or memory-bound
+//! problems are bounded by the bus; the copy peak is measured the same way, which keeps the
+//! fractions comparable.
+//!
+//! FLOPs come from `vidrt_ir::cost`; bytes are the minimal bytes moved (each node of the
+//! compiled, fused graph reads each input once and writes its output once, as in
+//! `vidrt inspect`).
+//!
+//! `scale` shrinks every problem for a quick run: DiT token counts are divided by it (rounded
+//! up), the VAE latent height and width are each divided by it, the model suite divides the
+//! latent frames, height and width (rounded to the patch) and the text length, the copy peak
+//! is divided by `scale²` and the matmul peak's side by `scale`. Names carry the actual
+//! shapes, so [`compare`] never matches problems of different sizes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use vidrt_graph::config::ModelConfig;
+use vidrt_graph::umt5::{build_umt5, Umt5Options};
+use vidrt_graph::wan_dit::{build_dit, DitOptions, DitShape};
+use vidrt_graph::wan_vae::{build_decoder_chunk, ChunkKind, ChunkOptions};
+use vidrt_ir::{cost, passes, DType, Graph, Op, RmsStyle, Shape, Tensor, UnaryOp};
+use vidrt_runtime::tune::{time_candidate, TimingSettings};
+use vidrt_runtime::{Backend, RuntimeError, WeightSource};
+
+use crate::error::{Error, Result};
+
+/// The JSON schema version of [`BenchReport`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Which benchmarks to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    Kernels,
+    Models,
+    All,
+}
+
+impl std::str::FromStr for Suite {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Suite> {
+        match s.to_ascii_lowercase().as_str() {
+            "kernels" | "kernel" => Ok(Suite::Kernels),
+            "models" | "model" => Ok(Suite::Models),
+            "all" => Ok(Suite::All),
+            other => Err(Error::Invalid(format!("unknown bench suite `{other}` (expected kernels, models or all)"))),
+        }
+    }
+}
+
+/// The device a report was made on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchDevice {
+    /// Backend name (`cpu`, `wgpu`, `cuda`, `torch-cuda`, ...).
+    pub backend: String,
+    /// Device, adapter or CPU model name.
+    #[serde(default)]
+    pub name: String,
+    /// Compute capability, adapter type, or CPU architecture.
+    #[serde(default)]
+    pub arch: String,
+    /// Driver name and version.
+    #[serde(default)]
+    pub driver: String,
+    /// Worker threads (CPU backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+impl From<vidrt_runtime::tune::DeviceInfo> for BenchDevice {
+    fn from(d: vidrt_runtime::tune::DeviceInfo) -> Self {
+        BenchDevice { backend: d.backend, name: d.name, arch: d.arch, driver: d.driver, threads: None }
+    }
+}
+
+/// The device description of a wgpu backend: its adapter name and tuning-key device info.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(b: &vidrt_runtime::wgpu::WgpuBackend) -> BenchDevice {
+    let info = b.device_info();
+    BenchDevice { name: b.adapter_name(), ..BenchDevice::from(info) }
+}
+
+/// The host CPU: model name from `/proc/cpuinfo` (where there is one) and rayon's thread count.
+pub fn cpu_device() -> BenchDevice {
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model") || l.starts_with("Hardware"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    BenchDevice {
+        backend: "cpu".into(),
+        name,
+        arch: std::env::consts::ARCH.to_string(),
+        driver: format!("vidrt CpuBackend ({})", std::env::consts::OS),
+        threads: Some(rayon::current_num_threads()),
+    }
+}
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub suite: Suite,
+    /// Untimed runs before the timed ones.
+    pub warmup: u32,
+    /// Timed runs (the median is reported).
+    pub repeats: u32,
+    /// Model preset whose shapes are benchmarked (`wan2.1-t2v-1.3b`, `wan2.1-t2v-14b`, `tiny`).
+    pub model: String,
+    /// Divides the problem sizes (1 = the real shapes); see the module docs.
+    pub scale: usize,
+    /// Video height, width and frames; `None` for the model's defaults (480×832×81 for Wan).
+    pub size: Option<(usize, usize, usize)>,
+    /// Measure the copy and matmul peaks (the roofline).
+    pub peaks: bool,
+    /// Only benchmarks whose name contains this (peaks are always kept).
+    pub filter: Option<String>,
+    /// The device description for the report; `None` to derive it (the host CPU for `cpu`,
+    /// else just the backend name). The caller fills it for GPU backends ([`wgpu_device`]).
+    pub device: Option<BenchDevice>,
+    /// Seed of the random weights and inputs.
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        let t = TimingSettings::default();
+        BenchOptions {
+            suite: Suite::All,
+            warmup: t.warmup,
+            repeats: t.repeats,
+            model: "wan2.1-t2v-1.3b".into(),
+            scale: 1,
+            size: None,
+            peaks: true,
+            filter: None,
+            device: None,
+            seed: 0,
+        }
+    }
+}
+
+impl BenchOptions {
+    /// A run that finishes in seconds on a CPU or lavapipe: the tiny model, shapes divided by
+    /// 16, one warm-up and three repeats.
+    pub fn small() -> Self {
+        BenchOptions { model: "tiny".into(), scale: 16, warmup: 1, repeats: 3, ..BenchOptions::default() }
+    }
+}
+
+/// One benchmark's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// Unique within a report; carries the shapes (what [`compare`] matches on).
+    pub name: String,
+    /// `kernel`, `model` or `peak`.
+    pub kind: String,
+    /// The op or component (`matmul`, `attention`, `conv3d`, `rms_norm`, `layer_norm_modulate`,
+    /// `dit`, `text_encoder`, `vae_decode`, `copy`).
+    pub op: String,
+    /// Input shapes (graph inputs, in order; model graphs list only their activations).
+    #[serde(default)]
+    pub shapes: Vec<Vec<usize>>,
+    #[serde(default)]
+    pub dtype: String,
+    /// Median wall time of one run, milliseconds.
+    pub time_ms: f64,
+    pub flops: u64,
+    /// Minimal bytes moved.
+    pub bytes: u64,
+    pub tflops: f64,
+    pub gbps: f64,
+    /// FLOPs per byte.
+    pub intensity: f64,
+    /// `tflops / peak TFLOP/s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frac_peak_flops: Option<f64>,
+    /// `gbps / peak GB/s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frac_peak_bw: Option<f64>,
+    /// Roofline bound `min(peak_flops, intensity × peak_bw)`, TFLOP/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attainable_tflops: Option<f64>,
+    /// `tflops / attainable_tflops` (for zero-FLOP problems: `gbps / peak GB/s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frac_roofline: Option<f64>,
+}
+
+/// The device's measured peaks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Peaks {
+    pub copy_gbps: f64,
+    pub matmul_tflops: f64,
+    /// The benchmarks they came from.
+    #[serde(default)]
+    pub copy_name: String,
+    #[serde(default)]
+    pub matmul_name: String,
+}
+
+impl Peaks {
+    /// The roofline bound at `intensity` FLOP/B, TFLOP/s.
+    pub fn attainable(&self, intensity: f64) -> f64 {
+        self.matmul_tflops.min(intensity * self.copy_gbps / 1e3)
+    }
+
+    /// The ridge point (FLOP/B) where the bandwidth and compute roofs meet.
+    pub fn ridge(&self) -> f64 {
+        if self.copy_gbps > 0.0 {
+            self.matmul_tflops * 1e3 / self.copy_gbps
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+/// A whole run: what, where, and the results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub schema: u32,
+    /// What produced it (`vidrt 0.1.0`, `torch 2.5.1`).
+    pub tool: String,
+    pub device: BenchDevice,
+    pub model: String,
+    pub scale: usize,
+    pub warmup: u32,
+    pub repeats: u32,
+    /// Seconds since the Unix epoch.
+    #[serde(default)]
+    pub date_unix: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peaks: Option<Peaks>,
+    pub results: Vec<BenchResult>,
+}
+
+/// Seeded random weights of the declared shapes: uniform in ±1/√fan_in for matrices and
+/// kernels, 1 ± 0.1 for vectors (norm scales, biases), zeros for integer tensors. Each tensor's
+/// values depend only on the seed and its name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RandomWeights {
+    pub seed: u64,
+}
+
+impl WeightSource for RandomWeights {
+    fn fetch(&self, name: &str, shape: &Shape, dtype: DType) -> Result<Tensor, RuntimeError> {
+        if !dtype.is_float() {
+            return Ok(Tensor::full(shape.clone(), dtype, 0.0));
+        }
+        let (center, amp) = if shape.rank() <= 1 {
+            (1.0, 0.1)
+        } else {
+            let fan_in: usize = shape.0[1..].iter().product();
+            (0.0, 1.0 / (fan_in.max(1) as f32).sqrt())
+        };
+        let seed = fnv(name) ^ self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let v = uniform(shape.numel(), seed, center, amp);
+        Tensor::from_f32(shape.clone(), v)
+            .map_err(|e| RuntimeError::Weight { name: name.to_string(), reason: e.to_string() })
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// `n` values in `center ± amp` (xorshift per 64 Ki-element chunk, in parallel).
+fn uniform(n: usize, seed: u64, center: f32, amp: f32) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    let mut v = vec![0f32; n];
+    v.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+        let mut s = (seed ^ (i as u64).wrapping_mul(0xd1b5_4a32_d192_ed03)).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for x in c.iter_mut() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+            *x = center + amp * (2.0 * u - 1.0 + 1e-3);
+        }
+    });
+    v
+}
+
+/// Fresh inputs for `g`: floats in [-1, 1), integer inputs 1 (token ids, a key mask that
+/// keeps every key).
+fn fresh_inputs(g: &Graph, seed: u64) -> Vec<(String, Tensor)> {
+    g.inputs()
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, id))| {
+            let node = g.node(id);
+            let t = if node.dtype.is_float() {
+                let v = uniform(node.shape.numel(), seed.wrapping_mul(1_000_003).wrapping_add(k as u64), 0.0, 1.0);
+                Tensor::from_f32(node.shape.clone(), v)
+                    .map(|t| if node.dtype == DType::F32 { t } else { t.cast(node.dtype) })
+                    .unwrap_or_else(|_| Tensor::full(node.shape.clone(), node.dtype, 0.5))
+            } else {
+                Tensor::full(node.shape.clone(), node.dtype, 1.0)
+            };
+            (name.to_string(), t)
+        })
+        .collect()
+}
+
+/// A benchmark before it runs: its name and shapes (see [`plan`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    pub name: String,
+    pub kind: String,
+    pub op: String,
+    pub shapes: Vec<Vec<usize>>,
+}
+
+struct Case {
+    info: Planned,
+    graph: Graph,
+}
+
+fn other(e: impl std::fmt::Display) -> Error {
+    Error::Other(e.to_string())
+}
+
+/// The sizes a run uses, from the model and the options.
+struct Sizes {
+    cfg: ModelConfig,
+    /// DiT tokens for the kernel suite.
+    tokens: usize,
+    /// VAE latent height and width for the kernel suite.
+    vae_hw: [usize; 2],
+    /// Latent frames, height, width for the model suite.
+    lat: [usize; 3],
+    text_len: usize,
+}
+
+fn sizes(opts: &BenchOptions) -> Result<Sizes> {
+    if opts.scale == 0 {
+        return Err(Error::Invalid("bench scale must be at least 1".into()));
+    }
+    let cfg = ModelConfig::preset(&opts.model).map_err(|e| Error::Invalid(e.to_string()))?;
+    let (h, w, f) = opts.size.unwrap_or((cfg.defaults.height, cfg.defaults.width, cfg.defaults.num_frames));
+    let sf = cfg.vae.spatial_factor();
+    let p = cfg.dit.patch_size;
+    if h == 0 || w == 0 || !h.is_multiple_of(sf * p[1]) || !w.is_multiple_of(sf * p[2]) {
+        return Err(Error::Invalid(format!(
+            "height {h} and width {w} must be positive multiples of {} and {}",
+            sf * p[1],
+            sf * p[2]
+        )));
+    }
+    let lat_f = cfg.vae.encoded_frames(f).map_err(|e| Error::Invalid(e.to_string()))?;
+    let (lat_h, lat_w) = (h / sf, w / sf);
+    let full_tokens = (lat_f / p[0].max(1)) * (lat_h / p[1].max(1)) * (lat_w / p[2].max(1));
+    let s = opts.scale;
+    let to_patch = |n: usize, p: usize| ((n / s) / p * p).max(p);
+    Ok(Sizes {
+        tokens: full_tokens.div_ceil(s).max(1),
+        vae_hw: [lat_h.div_ceil(s).max(1), lat_w.div_ceil(s).max(1)],
+        lat: [to_patch(lat_f, p[0].max(1)), to_patch(lat_h, p[1].max(1)), to_patch(lat_w, p[2].max(1))],
+        text_len: cfg.max_sequence_length.div_ceil(s).max(1),
+        cfg,
+    })
+}
+
+fn input_shapes(g: &Graph) -> Vec<Vec<usize>> {
+    g.inputs().into_iter().map(|(_, id)| g.shape(id).0.clone()).collect()
+}
+
+fn case(kind: &str, op: &str, name: String, graph: Graph) -> Case {
+    let shapes = input_shapes(&graph);
+    Case { info: Planned { name, kind: kind.into(), op: op.into(), shapes }, graph }
+}
+
+fn matmul_graph(m: usize, k: usize, n: usize) -> Result<Graph> {
+    let mut g = Graph::new();
+    let x = g.input("x", [1, m, k], DType::F32)?;
+    let w = g.input("w", [n, k], DType::F32)?;
+    let y = g.linear(x, w, None)?;
+    g.set_output("out", y)?;
+    Ok(g)
+}
+
+fn attention_graph(heads: usize, hd: usize, sq: usize, sk: usize) -> Result<Graph> {
+    let mut g = Graph::new();
+    let q = g.input("q", [1, sq, heads, hd], DType::F32)?;
+    let k = g.input("k", [1, sk, heads, hd], DType::F32)?;
+    let v = g.input("v", [1, sk, heads, hd], DType::F32)?;
+    let y = g.attention(q, k, v, 1.0 / (hd as f64).sqrt(), None, None)?;
+    g.set_output("out", y)?;
+    Ok(g)
+}
+
+fn peak_cases(opts: &BenchOptions) -> Result<Vec<Case>> {
+    let s = opts.scale;
+    let n = ((64usize << 20) / (s * s)).max(1 << 20);
+    let mut g = Graph::new();
+    let x = g.input("x", [n], DType::F32)?;
+    let y = g.unary(UnaryOp::Neg, x)?;
+    g.set_output("out", y)?;
+    let copy = case("peak", "copy", format!("peak copy n={n}"), g);
+    let side = ((8192 / s) / 64 * 64).max(256);
+    let mm = case("peak", "matmul", format!("peak matmul {side}x{side}x{side}"), matmul_graph(side, side, side)?);
+    Ok(vec![copy, mm])
+}
+
+fn kernel_cases(sz: &Sizes) -> Result<Vec<Case>> {
+    let d = &sz.cfg.dit;
+    let (heads, hd, ffn) = (d.num_attention_heads, d.attention_head_dim, d.ffn_dim);
+    let dim = heads * hd;
+    let s = sz.tokens;
+    let mut out = Vec::new();
+    for (m, k, n) in [(s, dim, dim), (s, dim, ffn), (s, ffn, dim)] {
+        out.push(case("kernel", "matmul", format!("matmul M={m} K={k} N={n}"), matmul_graph(m, k, n)?));
+    }
+    out.push(case(
+        "kernel",
+        "attention",
+        format!("attention H={heads} D={hd} S={s}"),
+        attention_graph(heads, hd, s, s)?,
+    ));
+    let tl = sz.cfg.max_sequence_length;
+    out.push(case(
+        "kernel",
+        "attention",
+        format!("attention H={heads} D={hd} S={s} Sk={tl}"),
+        attention_graph(heads, hd, s, tl)?,
+    ));
+    {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, s, dim], DType::F32)?;
+        let w = g.input("weight", [dim], DType::F32)?;
+        let y = g.rms_norm(x, Some(w), 2, d.eps, RmsStyle::MeanSquare)?;
+        g.set_output("out", y)?;
+        out.push(case("kernel", "rms_norm", format!("rms_norm S={s} D={dim}"), g));
+    }
+    {
+        let mut g = Graph::new();
+        let x = g.input("x", [1, s, dim], DType::F32)?;
+        let sc = g.input("scale", [1, 1, dim], DType::F32)?;
+        let sh = g.input("shift", [1, 1, dim], DType::F32)?;
+        let y = g.layer_norm(x, None, d.eps)?;
+        let y = g.modulate(y, sc, sh)?;
+        g.set_output("out", y)?;
+        out.push(case("kernel", "layer_norm_modulate", format!("layer_norm+modulate S={s} D={dim}"), g));
+    }
+    // Every distinct 3×3×3 conv of a steady decoder chunk.
+    let chunk = build_decoder_chunk(&sz.cfg.vae, ChunkKind::Steady, &ChunkOptions::new(1, sz.vae_hw[0], sz.vae_hw[1]))
+        .map_err(other)?;
+    let vg = &chunk.graph;
+    let mut seen = std::collections::HashSet::new();
+    for n in &vg.nodes {
+        let Op::Conv3d { stride, pad, bias } = &n.op else { continue };
+        let (Some(&xi), Some(&wi)) = (n.inputs.first(), n.inputs.get(1)) else { continue };
+        let (xs, ws) = (vg.shape(xi).0.clone(), vg.shape(wi).0.clone());
+        if ws.len() != 5
+            || ws[2..] != [3, 3, 3]
+            || xs.len() != 5
+            || !seen.insert((xs.clone(), ws.clone(), *pad, *stride))
+        {
+            continue;
+        }
+        let mut g = Graph::new();
+        let x = g.input("x", xs.clone(), DType::F32)?;
+        let w = g.input("w", ws.clone(), DType::F32)?;
+        let b = if *bias { Some(g.input("b", [ws[0]], DType::F32)?) } else { None };
+        let y = g.conv3d(x, w, b, *stride, *pad)?;
+        g.set_output("out", y)?;
+        let name = format!("conv3d {}->{} k3 T={} {}x{}", ws[1], ws[0], xs[2], xs[3], xs[4]);
+        out.push(case("kernel", "conv3d", name, g));
+    }
+    Ok(out)
+}
+
+fn model_cases(sz: &Sizes) -> Result<Vec<Case>> {
+    let cfg = &sz.cfg;
+    let [lf, lh, lw] = sz.lat;
+    let tl = sz.text_len;
+    let mut out = Vec::new();
+    let te = build_umt5(&cfg.text, 1, tl, &Umt5Options::default()).map_err(other)?;
+    out.push(case("model", "text_encoder", format!("text encoder B=1 L={tl}"), te));
+    let tokens =
+        (lf / cfg.dit.patch_size[0].max(1)) * (lh / cfg.dit.patch_size[1].max(1)) * (lw / cfg.dit.patch_size[2].max(1));
+    for (batch, what) in [(1, "DiT forward"), (2, "denoise step (DiT, CFG batch)")] {
+        let shape = DitShape { batch, frames: lf, height: lh, width: lw, text_len: tl };
+        let g = build_dit(&cfg.dit, &shape, &DitOptions::default()).map_err(other)?;
+        out.push(case("model", "dit", format!("{what} B={batch} latent={lf}x{lh}x{lw} S={tokens}"), g));
+    }
+    let chunk = build_decoder_chunk(&cfg.vae, ChunkKind::Steady, &ChunkOptions::new(1, lh, lw)).map_err(other)?;
+    out.push(case("model", "vae_decode", format!("VAE decode chunk (steady) latent=1x{lh}x{lw}"), chunk.graph));
+    Ok(out)
+}
+
+fn all_cases(opts: &BenchOptions) -> Result<Vec<Case>> {
+    let sz = sizes(opts)?;
+    let mut cases = if opts.peaks { peak_cases(opts)? } else { Vec::new() };
+    let mut rest = Vec::new();
+    if matches!(opts.suite, Suite::Kernels | Suite::All) {
+        rest.extend(kernel_cases(&sz)?);
+    }
+    if matches!(opts.suite, Suite::Models | Suite::All) {
+        rest.extend(model_cases(&sz)?);
+    }
+    if let Some(f) = &opts.filter {
+        rest.retain(|c| c.info.name.contains(f.as_str()));
+    }
+    cases.extend(rest);
+    Ok(cases)
+}
+
+/// The benchmarks `opts` would run, without running them (builds the graphs only).
+pub fn plan(opts: &BenchOptions) -> Result<Vec<Planned>> {
+    Ok(all_cases(opts)?.into_iter().map(|c| c.info).collect())
+}
+
+/// FLOPs and minimal bytes of `g` as compiled (after the default passes; the graph as
+/// built if the passes fail).
+fn graph_figures(g: &Graph) -> (u64, u64) {
+    let opt = passes::pipeline(g).map(|(o, _)| o).unwrap_or_else(|_| g.clone());
+    let flops = cost::graph_cost(&opt).flops;
+    let bytes = opt
+        .ids()
+        .filter(|&id| !opt.node(id).op.is_leaf() && !matches!(opt.node(id).op, Op::Reshape { .. }))
+        .map(|id| {
+            let n = opt.node(id);
+            n.bytes() as u64 + n.inputs.iter().map(|&i| opt.node(i).bytes() as u64).sum::<u64>()
+        })
+        .sum();
+    (flops, bytes)
+}
+
+fn result_of(info: Planned, time_us: f64, flops: u64, bytes: u64) -> BenchResult {
+    let secs = time_us * 1e-6;
+    let rate = |x: u64| if secs > 0.0 { x as f64 / secs } else { 0.0 };
+    BenchResult {
+        name: info.name,
+        kind: info.kind,
+        op: info.op,
+        shapes: info.shapes,
+        dtype: "f32".into(),
+        time_ms: time_us / 1e3,
+        flops,
+        bytes,
+        tflops: rate(flops) / 1e12,
+        gbps: rate(bytes) / 1e9,
+        intensity: if bytes > 0 { flops as f64 / bytes as f64 } else { 0.0 },
+        frac_peak_flops: None,
+        frac_peak_bw: None,
+        attainable_tflops: None,
+        frac_roofline: None,
+    }
+}
+
+/// Fills every result's fractions of `peaks`.
+pub fn apply_peaks(results: &mut [BenchResult], peaks: &Peaks) {
+    let ratio = |a: f64, b: f64| if b > 0.0 && b.is_finite() { Some(a / b) } else { None };
+    for r in results {
+        r.frac_peak_flops = ratio(r.tflops, peaks.matmul_tflops);
+        r.frac_peak_bw = ratio(r.gbps, peaks.copy_gbps);
+        let att = peaks.attainable(r.intensity);
+        r.attainable_tflops = Some(att);
+        r.frac_roofline = if r.flops == 0 { r.frac_peak_bw } else { ratio(r.tflops, att) };
+    }
+}
+
+/// Runs the benchmarks of `opts` on `backend`. `progress(done, total, name)` is called before
+/// each benchmark and once at the end (`done == total`).
+pub fn run(
+    backend: &dyn Backend,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<BenchReport> {
+    let cases = all_cases(opts)?;
+    let total = cases.len();
+    let settings = TimingSettings { warmup: opts.warmup, repeats: opts.repeats.max(1) };
+    let weights = RandomWeights { seed: opts.seed };
+    let mut results = Vec::with_capacity(total);
+    for (done, c) in cases.into_iter().enumerate() {
+        progress(done, total, &c.info.name);
+        let name = c.info.name.clone();
+        let ctx = |e: RuntimeError| Error::Other(format!("bench `{name}`: {e}"));
+        let mut exe = backend.compile(&c.graph, &weights).map_err(ctx)?;
+        let g = &c.graph;
+        let base = opts.seed.wrapping_mul(0x0001_0000_0001).wrapping_add(done as u64 * 1000);
+        let t = time_candidate(exe.as_mut(), &mut |seed| fresh_inputs(g, base.wrapping_add(seed)), settings)
+            .map_err(ctx)?;
+        drop(exe);
+        let (flops, bytes) = graph_figures(g);
+        results.push(result_of(c.info, t, flops, bytes));
+    }
+    progress(total, total, "done");
+    let find = |op: &str| results.iter().find(|r| r.kind == "peak" && r.op == op);
+    let peaks = match (find("copy"), find("matmul")) {
+        (Some(c), Some(m)) => Some(Peaks {
+            copy_gbps: c.gbps,
+            matmul_tflops: m.tflops,
+            copy_name: c.name.clone(),
+            matmul_name: m.name.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(p) = &peaks {
+        apply_peaks(&mut results, p);
+    }
+    let device = match &opts.device {
+        Some(d) => d.clone(),
+        None if backend.name() == "cpu" => cpu_device(),
+        None => BenchDevice { backend: backend.name().to_string(), ..BenchDevice::default() },
+    };
+    Ok(BenchReport {
+        schema: SCHEMA_VERSION,
+        tool: format!("vidrt {}", env!("CARGO_PKG_VERSION")),
+        device,
+        model: opts.model.clone(),
+        scale: opts.scale,
+        warmup: settings.warmup,
+        repeats: settings.repeats,
+        date_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        peaks,
+        results,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Output.
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// reader never sees a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source: std::io::Error| Error::Io { path: path.to_path_buf(), source };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
+/// The report as pretty JSON.
+pub fn to_json(r: &BenchReport) -> Result<String> {
+    serde_json::to_string_pretty(r).map_err(|e| Error::Other(format!("bench report: {e}")))
+}
+
+pub fn write_json(r: &BenchReport, path: &Path) -> Result<()> {
+    let mut s = to_json(r)?;
+    s.push('\n');
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a report (ours or a peer's).
+pub fn read_json(path: &Path) -> Result<BenchReport> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let r: BenchReport = serde_json::from_str(&text)
+        .map_err(|e| Error::Case { path: path.to_path_buf(), reason: format!("not a bench report: {e}") })?;
+    if r.schema != SCHEMA_VERSION {
+        return Err(Error::Case {
+            path: path.to_path_buf(),
+            reason: format!("bench report schema {} (this build reads {SCHEMA_VERSION})", r.schema),
+        });
+    }
+    Ok(r)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.filter(|v| v.is_finite()).map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_else(|| "–".into())
+}
+
+/// `x` with about three significant digits (scientific below 0.001).
+fn sig(x: f64) -> String {
+    if !x.is_finite() {
+        return "–".into();
+    }
+    let a = x.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 1e-3 {
+        let decimals = (2.0 - a.log10().floor()).max(0.0) as usize;
+        format!("{x:.decimals$}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
+/// Table cells may not hold `|` or newlines.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn device_line(d: &BenchDevice) -> String {
+    let mut s = format!("{} — {}", d.backend, if d.name.is_empty() { "unknown device" } else { &d.name });
+    if !d.arch.is_empty() {
+        s += &format!(", {}", d.arch);
+    }
+    if !d.driver.is_empty() {
+        s += &format!(", driver {}", d.driver);
+    }
+    if let Some(t) = d.threads {
+        s += &format!(", {t} threads");
+    }
+    s
+}
+
+/// The report as a markdown document: a header (device, settings, peaks) and one table row
+/// per benchmark.
+pub fn to_markdown(r: &BenchReport) -> String {
+    let mut s = format!("# {} bench\n\n", r.tool);
+    s += &format!("- device: {}\n", cell(&device_line(&r.device)));
+    s += &format!(
+        "- model: {}, scale 1/{}, {} warm-up + median of {} runs (fresh inputs each)\n",
+        r.model, r.scale, r.warmup, r.repeats
+    );
+    if let Some(p) = &r.peaks {
+        s += &format!(
+            "- measured peaks: copy {} GB/s ({}), matmul {} TFLOP/s ({}); ridge {} FLOP/B\n",
+            sig(p.copy_gbps),
+            p.copy_name,
+            sig(p.matmul_tflops),
+            p.matmul_name,
+            sig(p.ridge())
+        );
+    }
+    s += "- time: wall time of one whole run (inputs written, kernels, outputs read back)\n\n";
+    s += "| benchmark | kind | time (ms) | TFLOP/s | GB/s | FLOP/B | % peak FLOP/s | % peak GB/s | % roofline |\n";
+    s += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    for b in &r.results {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&b.name),
+            b.kind,
+            sig(b.time_ms),
+            sig(b.tflops),
+            sig(b.gbps),
+            sig(b.intensity),
+            pct(b.frac_peak_flops),
+            pct(b.frac_peak_bw),
+            pct(b.frac_roofline)
+        );
+    }
+    s
+}
+
+pub fn write_markdown(r: &BenchReport, path: &Path) -> Result<()> {
+    write_atomic(path, to_markdown(r).as_bytes())
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A log-log roofline plot (FLOP/B against TFLOP/s): the measured roofs, and one labelled
+/// point (`<circle class="point">`) per benchmark.
+pub fn to_svg(r: &BenchReport) -> String {
+    const W: f64 = 960.0;
+    const H: f64 = 640.0;
+    const L: f64 = 80.0;
+    const R: f64 = 40.0;
+    const T: f64 = 50.0;
+    const B: f64 = 60.0;
+    let min_x = 1e-3f64;
+    let min_y = 1e-9f64;
+    let xs: Vec<f64> = r.results.iter().map(|b| b.intensity.max(min_x)).collect();
+    let ys: Vec<f64> =
+        r.results.iter().map(|b| if b.tflops.is_finite() { b.tflops.max(min_y) } else { min_y }).collect();
+    let mut xlo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut xhi = xs.iter().copied().fold(0.0f64, f64::max);
+    let mut ylo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut yhi = ys.iter().copied().fold(0.0f64, f64::max);
+    if let Some(p) = &r.peaks {
+        let ridge = p.ridge();
+        if ridge.is_finite() && ridge > 0.0 {
+            xlo = xlo.min(ridge);
+            xhi = xhi.max(ridge);
+        }
+        if p.matmul_tflops > 0.0 {
+            yhi = yhi.max(p.matmul_tflops);
+        }
+    }
+    if !xlo.is_finite() || xlo <= 0.0 {
+        xlo = 0.1;
+    }
+    if !ylo.is_finite() || ylo <= 0.0 {
+        ylo = 1e-3;
+    }
+    xhi = xhi.max(xlo * 10.0);
+    yhi = yhi.max(ylo * 10.0);
+    let (dx0, dx1) = (xlo.log10().floor(), xhi.log10().ceil());
+    let (dy0, dy1) = (ylo.log10().floor(), (yhi * 1.5).log10().ceil());
+    let px = |x: f64| L + (x.max(min_x).log10() - dx0) / (dx1 - dx0) * (W - L - R);
+    let py = |y: f64| H - B - (y.max(min_y).log10() - dy0) / (dy1 - dy0) * (H - T - B);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"11\">\n"
+    );
+    s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+    s += &format!(
+        "<text x=\"{}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
+        W / 2.0,
+        xml_escape(&format!("Roofline: {} on {}", r.tool, device_line(&r.device)))
+    );
+    // Decade grid and labels.
+    let mut d = dx0;
+    while d <= dx1 + 1e-9 {
+        let x = px(10f64.powf(d));
+        s += &format!("<line x1=\"{x:.1}\" y1=\"{T}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/>\n", H - B);
+        s += &format!("<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">1e{d}</text>\n", H - B + 16.0);
+        d += 1.0;
+    }
+    let mut d = dy0;
+    while d <= dy1 + 1e-9 {
+        let y = py(10f64.powf(d));
+        s += &format!("<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n", W - R);
+        s += &format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">1e{d}</text>\n", L - 6.0, y + 4.0);
+        d += 1.0;
+    }
+    s += &format!(
+        "<rect x=\"{L}\" y=\"{T}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>\n",
+        W - L - R,
+        H - T - B
+    );
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">arithmetic intensity (FLOP/byte)</text>\n",
+        (L + W - R) / 2.0,
+        H - 18.0
+    );
+    s += &format!(
+        "<text x=\"20\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 20 {})\">TFLOP/s</text>\n",
+        (T + H - B) / 2.0,
+        (T + H - B) / 2.0
+    );
+    if let Some(p) = &r.peaks {
+        let ridge = p.ridge();
+        if p.copy_gbps > 0.0 && p.matmul_tflops > 0.0 && ridge.is_finite() {
+            let x0 = 10f64.powf(dx0);
+            let x1 = 10f64.powf(dx1);
+            let pts = [(x0, p.attainable(x0)), (ridge, p.matmul_tflops), (x1, p.matmul_tflops)];
+            let path: Vec<String> = pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+            s += &format!(
+                "<polyline class=\"roof\" points=\"{}\" fill=\"none\" stroke=\"#c33\" stroke-width=\"2\"/>\n",
+                path.join(" ")
+            );
+            s += &format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c33\">{}</text>\n",
+                px(ridge) + 6.0,
+                py(p.matmul_tflops) - 6.0,
+                xml_escape(&format!("{} TFLOP/s, {} GB/s", sig(p.matmul_tflops), sig(p.copy_gbps)))
+            );
+        }
+    }
+    for (i, b) in r.results.iter().enumerate() {
+        let (x, y) = (px(xs[i]), py(ys[i]));
+        let color = match b.kind.as_str() {
+            "peak" => "#c33",
+            "model" => "#393",
+            _ => "#36c",
+        };
+        let label = xml_escape(&b.name);
+        s += &format!(
+            "<circle class=\"point\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\"><title>{label}: {} ms, {} TFLOP/s, {} GB/s</title></circle>\n",
+            sig(b.time_ms),
+            sig(b.tflops),
+            sig(b.gbps)
+        );
+        let (tx, anchor) = if x > L + 0.7 * (W - L - R) { (x - 6.0, "end") } else { (x + 6.0, "start") };
+        s += &format!(
+            "<text x=\"{tx:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"{anchor}\">{label}</text>\n",
+            y - 4.0 + (i % 3) as f64 * 4.0
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
+pub fn write_svg(r: &BenchReport, path: &Path) -> Result<()> {
+    write_atomic(path, to_svg(r).as_bytes())
+}
+
+/// A markdown table of `a` against `b` for every benchmark name both have: times, the time
+/// ratio `a/b` (above 1: `a` is slower) and both throughputs; then the names only one has.
+pub fn compare(a: &BenchReport, b: &BenchReport) -> String {
+    let label = |r: &BenchReport| format!("{} on {}", r.tool, device_line(&r.device));
+    let mut s = format!("A: {}\n\nB: {}\n\n", cell(&label(a)), cell(&label(b)));
+    s += "| benchmark | A (ms) | B (ms) | A/B time | A TFLOP/s | B TFLOP/s | A GB/s | B GB/s |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    let bmap: BTreeMap<&str, &BenchResult> = b.results.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut only_a = Vec::new();
+    for ra in &a.results {
+        let Some(rb) = bmap.get(ra.name.as_str()) else {
+            only_a.push(ra.name.as_str());
+            continue;
+        };
+        let ratio = if rb.time_ms > 0.0 { format!("{:.2}", ra.time_ms / rb.time_ms) } else { "–".to_string() };
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&ra.name),
+            sig(ra.time_ms),
+            sig(rb.time_ms),
+            ratio,
+            sig(ra.tflops),
+            sig(rb.tflops),
+            sig(ra.gbps),
+            sig(rb.gbps)
+        );
+    }
+    let anames: std::collections::HashSet<&str> = a.results.iter().map(|r| r.name.as_str()).collect();
+    let only_b: Vec<&str> = b.results.iter().map(|r| r.name.as_str()).filter(|n| !anames.contains(n)).collect();
+    if !only_a.is_empty() {
+        s += &format!("\nOnly in A: {}\n", only_a.join("; "));
+    }
+    if !only_b.is_empty() {
+        s += &format!("\nOnly in B: {}\n", only_b.join("; "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vidrt_runtime::CpuBackend;
+
+    fn small_report() -> BenchReport {
+        let opts = BenchOptions::small();
+        let mut calls = 0;
+        let r = run(&CpuBackend::new(), &opts, &mut |_, _, _| calls += 1).expect("bench run");
+        assert_eq!(calls, r.results.len() + 1);
+        r
+    }
+
+    #[test]
+    fn bench_small_suite_end_to_end() {
+        let r = small_report();
+        let ops: std::collections::HashSet<&str> = r.results.iter().map(|b| b.op.as_str()).collect();
+        for op in [
+            "copy",
+            "matmul",
+            "attention",
+            "conv3d",
+            "rms_norm",
+            "layer_norm_modulate",
+            "dit",
+            "text_encoder",
+            "vae_decode",
+        ] {
+            assert!(ops.contains(op), "no {op} benchmark in {ops:?}");
+        }
+        let names: std::collections::HashSet<&str> = r.results.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names.len(), r.results.len(), "benchmark names must be unique");
+        for b in &r.results {
+            assert!(b.time_ms > 0.0, "{}: time {}", b.name, b.time_ms);
+            assert!(b.tflops.is_finite() && b.gbps.is_finite() && b.intensity.is_finite(), "{b:?}");
+            assert!(b.bytes > 0, "{}", b.name);
+            assert!(b.frac_roofline.is_some_and(f64::is_finite), "{b:?}");
+        }
+        assert!(r.peaks.as_ref().is_some_and(|p| p.copy_gbps > 0.0 && p.matmul_tflops > 0.0));
+        assert_eq!(r.device.backend, "cpu");
+
+        // JSON round trip, through the files.
+        let dir = std::env::temp_dir().join(format!("vidrt-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let jp = dir.join("r.json");
+        write_json(&r, &jp).expect("write json");
+        let back = read_json(&jp).expect("read json");
+        assert_eq!(to_markdown(&back), to_markdown(&r));
+        assert_eq!(back.results.len(), r.results.len());
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs());
+        for (x, y) in back.results.iter().zip(&r.results) {
+            assert_eq!(
+                (&x.name, &x.kind, &x.op, &x.shapes, x.flops, x.bytes),
+                (&y.name, &y.kind, &y.op, &y.shapes, y.flops, y.bytes)
+            );
+            assert!(close(x.time_ms, y.time_ms) && close(x.tflops, y.tflops) && close(x.gbps, y.gbps), "{x:?} {y:?}");
+        }
+        assert_eq!((&back.device, back.scale, &back.model), (&r.device, r.scale, &r.model));
+
+        // Markdown: one row per benchmark.
+        let md = to_markdown(&r);
+        write_markdown(&r, &dir.join("r.md")).expect("write md");
+        for b in &r.results {
+            assert_eq!(
+                md.lines().filter(|l| l.starts_with(&format!("| {} |", cell(&b.name)))).count(),
+                1,
+                "{}",
+                b.name
+            );
+        }
+
+        // SVG: one point per benchmark.
+        let svg = to_svg(&r);
+        write_svg(&r, &dir.join("r.svg")).expect("write svg");
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("class=\"point\"").count(), r.results.len());
+        assert_eq!(svg.matches("<circle").count(), svg.matches("</circle>").count());
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+
+        // Compare with itself: every ratio 1.00.
+        let c = compare(&r, &r);
+        let rows: Vec<&str> = c.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| benchmark")).collect();
+        assert_eq!(rows.len(), r.results.len());
+        for row in rows {
+            let cols: Vec<&str> = row.split(" | ").collect();
+            assert_eq!(cols[3], "1.00", "{row}");
+        }
+        assert!(!c.contains("Only in"));
+        // `VIDRT_BENCH_DUMP=DIR` keeps the outputs for a look.
+        if let Some(keep) = std::env::var_os("VIDRT_BENCH_DUMP") {
+            let keep = std::path::PathBuf::from(keep);
+            std::fs::create_dir_all(&keep).expect("dump dir");
+            for f in ["r.json", "r.md", "r.svg"] {
+                std::fs::copy(dir.join(f), keep.join(f)).expect("dump");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The small suite on a wgpu adapter (lavapipe in CI), when there is one.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn bench_small_suite_on_wgpu() {
+        let b = match vidrt_runtime::wgpu::WgpuBackend::without_tuning() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("SKIP bench_small_suite_on_wgpu: no wgpu adapter ({e}); this test did NOT run");
+                return;
+            }
+        };
+        let opts = BenchOptions { device: Some(wgpu_device(&b)), ..BenchOptions::small() };
+        let r = run(&b, &opts, &mut |_, _, _| {}).expect("bench on wgpu");
+        assert!(r.device.name.contains(&b.adapter_name()));
+        for x in &r.results {
+            assert!(x.time_ms > 0.0 && x.tflops.is_finite(), "{x:?}");
+        }
+        if let Some(keep) = std::env::var_os("VIDRT_BENCH_DUMP") {
+            write_markdown(&r, &std::path::PathBuf::from(keep).join("wgpu.md")).expect("dump");
+        }
+    }
+
+    #[test]
+    fn bench_plan_real_shapes() {
+        let p = plan(&BenchOptions { peaks: false, suite: Suite::Kernels, ..BenchOptions::default() }).expect("plan");
+        let names: Vec<&str> = p.iter().map(|c| c.name.as_str()).collect();
+        for n in [
+            "matmul M=32760 K=1536 N=1536",
+            "matmul M=32760 K=1536 N=8960",
+            "matmul M=32760 K=8960 N=1536",
+            "attention H=12 D=128 S=32760",
+            "conv3d 384->384 k3 T=3 60x104",
+            "conv3d 96->96 k3 T=6 480x832",
+            "conv3d 96->3 k3 T=6 480x832",
+        ] {
+            assert!(names.contains(&n), "{n} not in {names:?}");
+        }
+        // `VIDRT_BENCH_DUMP=DIR` writes the kernel plans (for checking the torch peer's list).
+        if let Some(keep) = std::env::var_os("VIDRT_BENCH_DUMP") {
+            let keep = std::path::PathBuf::from(keep);
+            std::fs::create_dir_all(&keep).expect("dump dir");
+            for (model, scale) in [("wan2.1-t2v-1.3b", 1), ("wan2.1-t2v-1.3b", 7), ("wan2.1-t2v-14b", 4), ("tiny", 16)]
+            {
+                let o = BenchOptions { suite: Suite::Kernels, model: model.into(), scale, ..BenchOptions::default() };
+                let p = plan(&o).expect("plan");
+                let text = serde_json::to_string_pretty(&p).expect("json");
+                std::fs::write(keep.join(format!("plan-{model}-{scale}.json")), text).expect("write");
+            }
+        }
+    }
+
+    /// What `benches/peers/torch_peer.py --dry-run` writes (one result kept): the peer's JSON
+    /// reads as a report and compares by name.
+    #[test]
+    fn bench_reads_peer_json() {
+        let peer = r#"{"schema": 1, "tool": "torch-peer dry run (placeholder times: nothing was run)", "device": {"backend": "torch-dry-run", "name": "none", "arch": "", "driver": ""}, "model": "tiny", "scale": 16, "warmup": 2, "repeats": 7, "date_unix": 1796119704, "results": [{"name": "matmul M=15 K=64 N=64", "kind": "kernel", "op": "matmul", "shapes": [[1, 15, 64], [64, 64]], "dtype": "f32", "time_ms": 1.0, "flops": 122880, "bytes": 24064, "tflops": 0.00012288, "gbps": 0.024064, "intensity": 5.1063829787234045, "frac_peak_flops": 0.00045776367187499995, "frac_peak_bw": 0.00286865234375, "attainable_tflops": 0.04283544510638298, "frac_roofline": 0.0028686523437499996}], "peaks": {"copy_gbps": 8.388608, "matmul_tflops": 0.268435456, "copy_name": "peak copy n=1048576", "matmul_name": "peak matmul 512x512x512"}}"#;
+        let dir = std::env::temp_dir().join(format!("vidrt-bench-peer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("peer.json");
+        std::fs::write(&path, peer).expect("write");
+        let p = read_json(&path).expect("peer report");
+        assert_eq!(p.results.len(), 1);
+        assert_eq!(p.peaks.as_ref().map(|k| k.copy_gbps), Some(8.388608));
+        let mut ours = p.clone();
+        ours.results[0].time_ms = 2.0;
+        assert!(compare(&ours, &p).contains("| matmul M=15 K=64 N=64 | 2.00 | 1.00 | 2.00 |"));
+        std::fs::write(&path, "{\"schema\": 9}").expect("write");
+        assert!(read_json(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bench_compare_reports_missing() {
+        let mk = |names: &[&str]| BenchReport {
+            schema: SCHEMA_VERSION,
+            tool: "t".into(),
+            device: BenchDevice::default(),
+            model: "m".into(),
+            scale: 1,
+            warmup: 0,
+            repeats: 1,
+            date_unix: 0,
+            peaks: None,
+            results: names
+                .iter()
+                .map(|n| {
+                    result_of(
+                        Planned { name: n.to_string(), kind: "kernel".into(), op: "x".into(), shapes: vec![] },
+                        2000.0,
+                        10,
+                        10,
+                    )
+                })
+                .collect(),
+        };
+        let c = compare(&mk(&["a", "b"]), &mk(&["b", "c"]));
+        assert!(c.contains("| b | 2.00 | 2.00 | 1.00 |"), "{c}");
+        assert!(c.contains("Only in A: a") && c.contains("Only in B: c"), "{c}");
+        assert!("kernels".parse::<Suite>().is_ok() && "x".parse::<Suite>().is_err());
+    }
+}
