@@ -47,8 +47,16 @@ impl Case {
         let dir = dir.as_ref().to_path_buf();
         let path = dir.join("case.json");
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        Self::from_json(dir, &text)
+    }
+
+    /// A case from the text of its `case.json`; `dir` is the folder its safetensors files
+    /// are resolved against (nothing is read from it here).
+    pub fn from_json(dir: impl AsRef<Path>, text: &str) -> Result<Case> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join("case.json");
         let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::Case { path: path.clone(), reason: e.to_string() })?;
+            serde_json::from_str(text).map_err(|e| Error::Case { path: path.clone(), reason: e.to_string() })?;
         let field = |k: &str| json.get(k).cloned().unwrap_or(serde_json::Value::Null);
         let kind = field("case")
             .as_str()

@@ -140,6 +140,12 @@ impl Umt5Config {
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(Umt5Error::InvalidConfig(format!("{name} must be positive")));
         }
+        if self.num_heads.checked_mul(self.d_kv).is_none() {
+            return Err(Umt5Error::InvalidConfig(format!(
+                "num_heads {} × d_kv {} overflows",
+                self.num_heads, self.d_kv
+            )));
+        }
         let nb = self.relative_attention_num_buckets;
         if nb < 4 || nb % 2 == 1 {
             return Err(Umt5Error::InvalidConfig(format!("relative_attention_num_buckets {nb} must be even and ≥ 4")));
@@ -333,6 +339,13 @@ fn feed_forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflowing_head_width_is_a_config_error() {
+        let cfg = Umt5Config::from_json(r#"{"num_heads": 4611686018427387904, "d_kv": 64}"#).unwrap();
+        assert!(matches!(cfg.validate(), Err(Umt5Error::InvalidConfig(_))));
+        assert!(build_umt5(&cfg, 1, 2, &Umt5Options::default()).is_err());
+    }
 
     #[test]
     fn umt5_xxl_builds_verifies_and_counts_parameters() {

@@ -210,8 +210,15 @@ impl WanDitConfig {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
             return invalid("eps", format!("{} must be finite and ≥ 0", self.eps));
         }
-        if self.dim().checked_mul(6).is_none() || self.ffn_dim.checked_mul(self.dim()).is_none() {
+        // Every width product the graph forms must fit a usize (a config is untrusted input).
+        let dim = self.num_attention_heads.checked_mul(hd);
+        if dim.and_then(|d| d.checked_mul(6)).is_none() || dim.and_then(|d| self.ffn_dim.checked_mul(d)).is_none() {
             return invalid("num_attention_heads", "model width overflows".into());
+        }
+        let features =
+            self.patch_size.iter().try_fold(self.in_channels.max(self.out_channels()), |a, &p| a.checked_mul(p));
+        if features.is_none() {
+            return invalid("patch_size", format!("{:?} × channels overflows", self.patch_size));
         }
         Ok(())
     }

@@ -36,6 +36,9 @@ pub const CACHE_T: usize = 2;
 pub const DECODE_CHUNK_LATENTS: usize = 1;
 /// Video frames per encoder chunk after the first one-frame chunk.
 pub const ENCODE_CHUNK_FRAMES: usize = 4;
+/// The most encoder stages (`dim_mult` entries) a config may have: each stage boundary halves
+/// the frame size, so the spatial factor is `2^(stages − 1)`.
+pub const MAX_STAGES: usize = 16;
 /// `eps` of `WanRMS_norm` (clamps the L2 norm).
 pub const RMS_EPS: f64 = 1e-12;
 
@@ -139,6 +142,12 @@ impl WanVaeConfig {
         if self.dim_mult.len() < 2 || self.dim_mult.contains(&0) {
             return bad(format!("dim_mult {:?} needs at least two positive entries", self.dim_mult));
         }
+        if self.dim_mult.len() > MAX_STAGES {
+            return bad(format!("dim_mult has {} stages, at most {MAX_STAGES} are supported", self.dim_mult.len()));
+        }
+        if self.dim_mult.iter().any(|m| m.checked_mul(self.base_dim).and_then(|d| d.checked_mul(4)).is_none()) {
+            return bad(format!("base_dim {} × dim_mult {:?} overflows", self.base_dim, self.dim_mult));
+        }
         if self.num_res_blocks == 0 {
             return bad("num_res_blocks must be at least 1".into());
         }
@@ -169,13 +178,16 @@ impl WanVaeConfig {
 
     /// Encoder widths `[base·1] + [base·m for m in dim_mult]`.
     pub fn encoder_dims(&self) -> Vec<usize> {
-        std::iter::once(1).chain(self.dim_mult.iter().copied()).map(|m| self.base_dim * m).collect()
+        std::iter::once(1).chain(self.dim_mult.iter().copied()).map(|m| self.base_dim.saturating_mul(m)).collect()
     }
 
     /// Decoder widths `[base·dim_mult[-1]] + [base·m for m in reversed(dim_mult)]`.
     pub fn decoder_dims(&self) -> Vec<usize> {
         let last = self.dim_mult.last().copied().unwrap_or(1);
-        std::iter::once(last).chain(self.dim_mult.iter().rev().copied()).map(|m| self.base_dim * m).collect()
+        std::iter::once(last)
+            .chain(self.dim_mult.iter().rev().copied())
+            .map(|m| self.base_dim.saturating_mul(m))
+            .collect()
     }
 
     /// The decoder's temporal upsampling flags (reverse of `temperal_downsample`).
@@ -185,12 +197,14 @@ impl WanVaeConfig {
 
     /// Temporal compression factor (2 per temporal downsampler).
     pub fn temporal_factor(&self) -> usize {
-        1usize << self.temperal_downsample.iter().filter(|t| **t).count()
+        let n = self.temperal_downsample.iter().filter(|t| **t).count();
+        u32::try_from(n).ok().and_then(|n| 1usize.checked_shl(n)).unwrap_or(usize::MAX)
     }
 
     /// Spatial compression factor (2 per stage boundary).
     pub fn spatial_factor(&self) -> usize {
-        1usize << (self.dim_mult.len() - 1)
+        let n = self.dim_mult.len().saturating_sub(1);
+        u32::try_from(n).ok().and_then(|n| 1usize.checked_shl(n)).unwrap_or(usize::MAX)
     }
 
     /// Video frames decoded from `latent_frames` latents: `1 + f·(T − 1)`.
@@ -254,6 +268,21 @@ impl CacheSlot {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflowing_sizes_are_config_errors() {
+        // Found by the `config` fuzz target: base_dim × dim_mult and the 2^stages factors
+        // overflowed inside `validate`.
+        let mut cfg = WanVaeConfig::wan21();
+        cfg.base_dim = 1 << 62;
+        assert!(matches!(cfg.validate(), Err(VaeError::Config(_))));
+        let mut cfg = WanVaeConfig::wan21();
+        cfg.dim_mult = vec![1; 70];
+        cfg.temperal_downsample = vec![true; 69];
+        assert!(matches!(cfg.validate(), Err(VaeError::Config(_))));
+        assert_eq!(cfg.spatial_factor(), usize::MAX);
+        assert_eq!(cfg.temporal_factor(), usize::MAX);
+    }
 
     #[test]
     fn config_parses_with_defaults_and_ignores_unknown_keys() {

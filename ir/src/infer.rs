@@ -50,7 +50,12 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
             })?;
             ensure(grid.iter().all(|&x| x > 0), || format!("grid {grid:?} must be positive"))?;
             ensure(*theta > 0.0, || "theta must be positive".into())?;
-            Ok((Shape::from([grid[0] * grid[1] * grid[2], dims[0] + dims[1] + dims[2]]), DType::F32))
+            let rows = grid.iter().try_fold(1usize, |a, &g| a.checked_mul(g));
+            let cols = dims.iter().try_fold(0usize, |a, &d| a.checked_add(d));
+            match (rows, cols) {
+                (Some(rows), Some(cols)) => Ok((Shape::from([rows, cols]), DType::F32)),
+                _ => Err(format!("rope table of grid {grid:?} and dims {dims:?} overflows")),
+            }
         }
         Op::RelPositionBucket { q_len, k_len, num_buckets, max_distance } => {
             ensure(*num_buckets >= 4 && num_buckets % 2 == 0, || "num_buckets must be even and ≥ 4".into())?;
@@ -127,7 +132,10 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
             ensure(stride.iter().all(|&v| v > 0), || "stride must be positive".into())?;
             let mut out = vec![x.0[0], w.0[0]];
             for ax in 0..3 {
-                let padded = x.0[2 + ax] + pad[ax][0] + pad[ax][1];
+                let padded = x.0[2 + ax]
+                    .checked_add(pad[ax][0])
+                    .and_then(|v| v.checked_add(pad[ax][1]))
+                    .ok_or_else(|| format!("axis {ax}: padding {:?} overflows", pad[ax]))?;
                 let k = w.0[2 + ax];
                 ensure(k > 0 && padded >= k, || {
                     format!("axis {ax}: padded extent {padded} is smaller than kernel {k}")
@@ -240,7 +248,7 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
                 let ok = sh.rank() == first.rank()
                     && sh.0.iter().zip(&first.0).enumerate().all(|(ax, (a, b))| ax == *axis || a == b);
                 ensure(ok, || format!("input {i} {sh} does not match {first} outside axis {axis}"))?;
-                total += sh.0[*axis];
+                total = total.checked_add(sh.0[*axis]).ok_or_else(|| format!("concat along axis {axis} overflows"))?;
             }
             let mut out = first.clone();
             out.0[*axis] = total;
@@ -253,8 +261,10 @@ pub fn infer(op: &Op, inputs: &[InputInfo<'_>], declared: Option<(&Shape, DType)
             ensure(factors.iter().all(|&f| f > 0), || "factors must be positive".into())?;
             let mut out = x.clone();
             let r = x.rank();
-            out.0[r - 2] *= factors[0];
-            out.0[r - 1] *= factors[1];
+            for (ax, f) in [(r - 2, factors[0]), (r - 1, factors[1])] {
+                out.0[ax] =
+                    out.0[ax].checked_mul(f).ok_or_else(|| format!("upsampling {x} by {factors:?} overflows"))?;
+            }
             Ok((out, d(0)))
         }
         Op::Gather => {

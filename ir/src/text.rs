@@ -280,7 +280,12 @@ impl<'a> Cursor<'a> {
     }
     fn node_ref(&mut self) -> Result<usize> {
         self.expect(b'%')?;
-        Ok(self.uint()? as usize)
+        let v = self.uint()?;
+        // Node ids are u32: a larger reference is an error, never truncated onto another node.
+        match u32::try_from(v) {
+            Ok(id) => Ok(id as usize),
+            Err(_) => self.err(format!("node reference %{v} is out of range")),
+        }
     }
     fn attr(&mut self) -> Result<Attr> {
         self.ws();
@@ -608,6 +613,31 @@ mod tests {
         assert_eq!(back.nodes, g.nodes);
         assert_eq!(back.outputs, g.outputs);
         assert_eq!(print(&back), text);
+    }
+
+    #[test]
+    fn out_of_range_node_references_are_errors() {
+        // %4294967296 used to be truncated to %0.
+        let e =
+            parse("vidrt.graph v1\n%0 = input{name=\"x\"}() : f32[2]\n%1 = silu(%4294967296) : f32[2]\n").unwrap_err();
+        assert!(matches!(e, IrError::Parse { line: 3, .. }), "{e}");
+        let e = parse("vidrt.graph v1\n%0 = input{name=\"x\"}() : f32[2]\nout \"y\" = %4294967296\n").unwrap_err();
+        assert!(matches!(e, IrError::Parse { line: 3, .. }), "{e}");
+    }
+
+    #[test]
+    fn overflowing_shapes_are_errors() {
+        // Found by the `ir_text` fuzz target: a conv3d padding of u64::MAX overflowed in
+        // shape inference.
+        let e = parse(
+            "vidrt.graph v1\n%0 = input{name=\"x\"}() : f32[1,1,1,2,2]\n%1 = weight{name=\"w\"}() : f32[1,1,1,1,1]\n\
+             %2 = conv3d{stride=[1,1,1],pad=[0,0,0,0,0,18446744073709551615],bias=false}(%0,%1) : f32[1,1,1,2,2]\n",
+        )
+        .unwrap_err();
+        assert!(matches!(e, IrError::Invalid { node: 2, .. }), "{e}");
+        let e = parse("vidrt.graph v1\n%0 = input{name=\"x\"}() : f32[1,9223372036854775807]\n%1 = upsample{factors=[1,4]}(%0) : f32[1,1]\n")
+            .unwrap_err();
+        assert!(matches!(e, IrError::Invalid { node: 1, .. }), "{e}");
     }
 
     #[test]

@@ -216,3 +216,15 @@ fn wan_dit_every_graph_weight_has_an_original_name() {
         assert_eq!(originals.len(), g.weights().len());
     }
 }
+
+#[test]
+fn overflowing_widths_are_config_errors() {
+    // Found by the `config` fuzz target: heads × head_dim (and patch × channels) overflowed
+    // inside `validate` itself.
+    for text in [
+        r#"{"num_attention_heads": 4611686018427387904, "attention_head_dim": 8}"#,
+        r#"{"num_attention_heads": 2, "attention_head_dim": 8, "patch_size": [4611686018427387904, 4, 1]}"#,
+    ] {
+        assert!(matches!(WanDitConfig::from_json_str(text), Err(DitError::InvalidConfig { .. })), "{text}");
+    }
+}
