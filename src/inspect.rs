@@ -160,17 +160,24 @@ fn component(name: &str, detail: String, graphs: &[(Graph, u64)]) -> Result<Comp
     })
 }
 
-/// Inspects `model` (a preset: tiny, wan2.1-t2v-1.3b, wan2.1-t2v-14b) at a video size.
-pub fn inspect(model: &str, height: usize, width: usize, frames: usize) -> Result<Report> {
+/// The preset `model`, after checking that `height` and `width` are positive multiples of the
+/// VAE's spatial factor times the DiT's patch size (as `Pipeline::resolve` asks).
+pub fn preset_at(model: &str, height: usize, width: usize) -> Result<ModelConfig> {
     let cfg = ModelConfig::preset(model).map_err(|e| Error::Invalid(e.to_string()))?;
     let sf = cfg.vae.spatial_factor();
-    // The VAE's spatial factor times the DiT's patch size, as `Pipeline::resolve` asks.
     let (mh, mw) = (sf * cfg.dit.patch_size[1], sf * cfg.dit.patch_size[2]);
     if height == 0 || width == 0 || !height.is_multiple_of(mh) || !width.is_multiple_of(mw) {
         return Err(Error::Invalid(format!(
             "height {height} and width {width} must be positive multiples of {mh} and {mw}"
         )));
     }
+    Ok(cfg)
+}
+
+/// Inspects `model` (a preset: tiny, wan2.1-t2v-1.3b, wan2.1-t2v-14b) at a video size.
+pub fn inspect(model: &str, height: usize, width: usize, frames: usize) -> Result<Report> {
+    let cfg = preset_at(model, height, width)?;
+    let sf = cfg.vae.spatial_factor();
     let lat_f = cfg.vae.encoded_frames(frames).map_err(|e| Error::Invalid(e.to_string()))?;
     let (lat_h, lat_w) = (height / sf, width / sf);
     let text_len = cfg.max_sequence_length;

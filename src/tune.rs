@@ -11,7 +11,6 @@
 //!   tunes nothing and an edited kernel is tuned again.
 //! - Backends: wgpu (feature `wgpu`). The CUDA backend joins when its tunable kernels exist.
 
-use vidrt_graph::config::ModelConfig;
 use vidrt_graph::umt5::{build_umt5, Umt5Options};
 use vidrt_graph::wan_dit::{build_dit, DitOptions, DitShape};
 use vidrt_graph::wan_vae::{build_decoder_chunk, ChunkKind, ChunkOptions};
@@ -27,14 +26,8 @@ pub fn pipeline_graphs(
     frames: usize,
     cfg_batch: bool,
 ) -> Result<Vec<(String, Graph)>> {
-    let cfg = ModelConfig::preset(model).map_err(|e| Error::Invalid(e.to_string()))?;
+    let cfg = crate::inspect::preset_at(model, height, width)?;
     let sf = cfg.vae.spatial_factor();
-    let (mh, mw) = (sf * cfg.dit.patch_size[1], sf * cfg.dit.patch_size[2]);
-    if height == 0 || width == 0 || !height.is_multiple_of(mh) || !width.is_multiple_of(mw) {
-        return Err(Error::Invalid(format!(
-            "height {height} and width {width} must be positive multiples of {mh} and {mw}"
-        )));
-    }
     let lat_f = cfg.vae.encoded_frames(frames).map_err(|e| Error::Invalid(e.to_string()))?;
     let (lat_h, lat_w) = (height / sf, width / sf);
     let text_len = cfg.max_sequence_length;
