@@ -81,7 +81,7 @@ for t in $targets; do
     "$limit" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="artifacts/$t/" "${dict[@]}" >"$log" 2>&1 || rc=$?
   rm -rf "$work"
-  # The scratch folders the target wrote its per-input files to (fuzz/src/lib.rs).
+  # The scratch folders the target wrote its per-input files to (src/fuzzing.rs).
   rm -rf /dev/shm/vidrt-fuzz-"$t"-* "${TMPDIR:-/tmp}"/vidrt-fuzz-"$t"-[0-9]*
   done_line="$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)"
   last="$(grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE)' "$log" | tail -1 || true)"

@@ -5,6 +5,9 @@
 pub mod bench;
 pub mod error;
 pub mod eval;
+/// The fuzz targets' bodies (for `fuzz/` and `tests/fuzz_corpus.rs`), not a user API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod golden;
 pub mod harness;
 pub mod inspect;

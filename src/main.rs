@@ -349,7 +349,7 @@ struct GenerateArgs {
     /// Width in pixels, a multiple of 16 (model default: 832; tiny: 128).
     #[arg(long)]
     width: Option<usize>,
-    /// Frames, 4k + 1 (others are rounded down; model default: 81; tiny: 17).
+    /// Frames, 4k + 1 (1, 5, 9, ..., 81; others are refused; model default: 81; tiny: 17).
     #[arg(long)]
     frames: Option<usize>,
     /// Sampler: unipc (Wan's default) or euler.
@@ -365,6 +365,10 @@ struct GenerateArgs {
     /// (bytes, or with a K/M/G suffix). CPU default: the memory the OS reports available.
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<u64>,
+    /// Debug mode: check every intermediate of every graph for NaN/inf (not only the
+    /// outputs) and name the first node that produced one. Slow.
+    #[arg(long)]
+    check_intermediates: bool,
 }
 
 /// `123`, `64K`, `512M`, `2G` (binary units) as bytes.
@@ -422,9 +426,31 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         vidrt::video::Format::from_path(path)?;
     }
     let model = match &a.model {
+        Some(dir) if !dir.is_dir() => bail!(
+            "--model {}: no such folder; give a diffusers-layout model folder (transformer/, vae/, \
+             text_encoder/, tokenizer/, scheduler/), or leave --model out for the built-in tiny model",
+            dir.display()
+        ),
         Some(dir) => Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?,
         None => Model::tiny()?,
     };
+    // The library rounds frame counts down as diffusers does; the command line refuses them, so
+    // a typo never silently makes another video than asked for.
+    if let Some(f) = a.frames {
+        let t = model.config.vae.temporal_factor().max(1);
+        if f == 0 || !(f - 1).is_multiple_of(t) {
+            let below = f.saturating_sub(1) / t * t + 1;
+            bail!(
+                "--frames must be {t}k + 1 (1, {}, {}, ...), got {f}; the nearest are {below} and {}",
+                t + 1,
+                2 * t + 1,
+                below + t
+            );
+        }
+    }
+    if a.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
     let b: Box<dyn Backend> = match (a.backend.as_str(), a.memory_limit) {
         ("cpu", limit) => {
             let limit = limit.or_else(vidrt::runtime::cpu::available_memory);
@@ -436,6 +462,7 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         (_, Some(_)) => bail!("--memory-limit applies to the CPU backend only (for now)"),
         (name, None) => backend(name)?,
     };
+    let b: Box<dyn Backend> = if a.check_intermediates { Box::new(vidrt::runtime::CheckEveryNode(b)) } else { b };
     let mut pipe = Pipeline::new(model, b);
     // Ctrl-C stops the run at the next graph node; nothing has been written by then.
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -531,12 +558,15 @@ fn wgpu_backend() -> Result<vidrt::runtime::wgpu::WgpuBackend> {
 fn backend(name: &str) -> Result<Box<dyn Backend>> {
     match name {
         "cpu" => Ok(Box::new(CpuBackend::new())),
+        // The CUDA backend's PTX kernels run in the CPU simulator: slow, exact to the kernels'
+        // arithmetic, for checking them without a GPU.
+        "ptx-sim" => Ok(Box::new(vidrt::runtime::SimBackend::new())),
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Box::new(wgpu_backend()?)),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Box::new(vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")?)),
         other => {
-            let mut have = vec!["cpu"];
+            let mut have = vec!["cpu", "ptx-sim"];
             if cfg!(feature = "wgpu") {
                 have.push("wgpu");
             }

@@ -249,6 +249,19 @@ impl Model {
                             ),
                         });
                     }
+                    let dtype = store.store().dtype(&stored).map_err(|e| Error::Case {
+                        path: PathBuf::from(store.store().describe()),
+                        reason: format!("{component}: {e}"),
+                    })?;
+                    if !dtype.is_float() {
+                        return Err(Error::Case {
+                            path: PathBuf::from(store.store().describe()),
+                            reason: format!(
+                                "{component}: tensor `{stored}` is stored as {dtype}, the model needs a float dtype \
+                                 (F32, F16 or BF16)"
+                            ),
+                        });
+                    }
                     used.push(name.to_string());
                 }
             }

@@ -62,6 +62,24 @@ fn bad_requests_fail_cleanly() {
     assert!(text(&o).contains("config.json"), "{}", text(&o));
     assert!(!text(&o).contains("panicked"), "{}", text(&o));
     assert_eq!(std::fs::read_dir(&d).expect("ls").count(), 0, "nothing written");
+    // Width not a multiple of 16, frames not 4k + 1, zero steps: each says what is allowed.
+    let gif = d.join("c.gif");
+    let gif = gif.to_str().expect("utf8");
+    let o = vidrt(&["generate", "--width", "120", "--out", gif]);
+    assert!(!o.status.success() && text(&o).contains("multiples of 16") && text(&o).contains("x120"), "{}", text(&o));
+    let o = vidrt(&["generate", "--frames", "10", "--out", gif]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("--frames must be 4k + 1") && text(&o).contains("nearest are 9 and 13"), "{}", text(&o));
+    let o = vidrt(&["generate", "--frames", "0", "--out", gif]);
+    assert!(!o.status.success() && text(&o).contains("--frames must be 4k + 1"), "{}", text(&o));
+    let o = vidrt(&["generate", "--steps", "0", "--out", gif]);
+    assert!(!o.status.success() && text(&o).contains("--steps must be at least 1"), "{}", text(&o));
+    // An unknown model name (not a folder): the message says what --model takes.
+    let o = vidrt(&["generate", "--model", "wan9-t2v", "--out", gif]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("wan9-t2v") && text(&o).contains("diffusers-layout model folder"), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&d).expect("ls").count(), 0, "nothing written");
     // A golden case folder that does not exist.
     let o = vidrt(&["eval", "--case", d.join("nope").to_str().expect("utf8")]);
     assert!(!o.status.success());
@@ -202,4 +220,28 @@ fn bench_writes_json_markdown_and_plot() {
     assert!(c.status.success() && text(&c).contains("1.00"), "{}", text(&c));
     let bad = vidrt(&["bench", "--suite", "nope"]);
     assert!(!bad.status.success(), "{}", text(&bad));
+}
+
+/// The debug mode: every intermediate of every graph checked for NaN/inf; a healthy run
+/// passes and writes its file.
+#[test]
+fn generate_with_check_intermediates() {
+    let d = tmp("check");
+    let out = d.join("x.gif");
+    let o = vidrt(&[
+        "generate",
+        "--frames",
+        "5",
+        "--steps",
+        "1",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--check-intermediates",
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(&std::fs::read(&out).expect("gif written")[..6], b"GIF89a");
 }

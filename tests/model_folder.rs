@@ -219,3 +219,80 @@ fn bad_folders_fail_naming_the_tensor() {
     let e = load_error(&no_tokenizer);
     assert!(e.contains("tokenizer.json"), "{e}");
 }
+
+/// Moves tensor `name` of the transformer into a file of its own, stored as `dtype`.
+fn restore_as(dir: &Path, name: &str, dtype: safetensors::Dtype) {
+    let main = dir.join("transformer/diffusion_pytorch_model.safetensors");
+    let mut w = read_all(&main);
+    let t = w.remove(name).expect("present");
+    write_st(&main, &w);
+    let bytes: Vec<u8> = match dtype {
+        safetensors::Dtype::F64 => t.to_f64_vec().into_iter().flat_map(f64::to_le_bytes).collect(),
+        safetensors::Dtype::I32 => t.to_f32_vec().into_iter().flat_map(|x| (x as i32).to_le_bytes()).collect(),
+        other => panic!("restore_as: {other:?}"),
+    };
+    let view = safetensors::tensor::TensorView::new(dtype, t.dims().to_vec(), &bytes).expect("view");
+    safetensors::tensor::serialize_to_file(
+        [(name.to_string(), view)],
+        None,
+        &dir.join("transformer/extra.safetensors"),
+    )
+    .expect("write");
+}
+
+#[test]
+fn bad_dtypes_headers_and_shards_fail_naming_the_file_and_tensor() {
+    // A dtype vidrt does not load.
+    let f64s = folder("f64");
+    restore_as(&f64s, "proj_out.bias", safetensors::Dtype::F64);
+    let e = load_error(&f64s);
+    assert!(e.contains("proj_out.bias") && e.contains("F64") && e.contains("extra.safetensors"), "{e}");
+    // An integer tensor where the model needs floats.
+    let ints = folder("i32");
+    restore_as(&ints, "proj_out.bias", safetensors::Dtype::I32);
+    let e = load_error(&ints);
+    assert!(e.contains("proj_out.bias") && e.contains("i32") && e.contains("float dtype"), "{e}");
+
+    // Header offsets that overlap: the file and both tensors named.
+    let overlap = folder("overlap");
+    let p = overlap.join("vae/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&p).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let obj = header.as_object_mut().expect("object");
+    let (victim, at) = obj
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.get("data_offsets")?.as_array()?[0].as_u64()?)))
+        .find(|(_, start)| *start > 0)
+        .expect("a tensor after the first");
+    let info = obj.get_mut(&victim).expect("victim");
+    let end = info["data_offsets"][1].as_u64().expect("end");
+    info["data_offsets"] = serde_json::json!([at - 4, end - 4]);
+    let text = header.to_string();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&p, out).expect("write");
+    let e = load_error(&overlap);
+    assert!(e.contains("vae/diffusion_pytorch_model.safetensors") && e.contains(&format!("`{victim}`")), "{e}");
+    assert!(e.contains("overlap") || e.contains("unused bytes"), "{e}");
+
+    // A sharded index naming a shard that is not there.
+    let sharded = folder("missing-shard");
+    let t = sharded.join("transformer");
+    let all = read_all(&t.join("diffusion_pytorch_model.safetensors"));
+    let first = all.keys().next().expect("a tensor").clone();
+    let map: serde_json::Map<String, serde_json::Value> = all
+        .keys()
+        .map(|n| {
+            let shard =
+                if *n == first { "gone-00002-of-00002.safetensors" } else { "diffusion_pytorch_model.safetensors" };
+            (n.clone(), serde_json::Value::String(shard.into()))
+        })
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(t.join("diffusion_pytorch_model.safetensors.index.json"), index.to_string()).expect("index");
+    let e = load_error(&sharded);
+    assert!(e.contains("gone-00002-of-00002.safetensors") && e.contains(&format!("`{first}`")), "{e}");
+    assert!(e.contains("index.json") && e.contains("missing"), "{e}");
+}

@@ -247,3 +247,90 @@ fn tune_end_to_end() {
     assert!(gif.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// --- Device faults and numerics checks (issue 9) ---
+
+/// `y = silu(x)` over `n` f32 values.
+fn silu_graph(n: usize) -> vidrt::ir::Graph {
+    let mut g = vidrt::ir::Graph::new();
+    let x = g.input("x", [n], vidrt::ir::DType::F32).expect("input");
+    g.nodes[x.index()].name = "x".into();
+    let y = g.silu(x).expect("silu");
+    g.set_output("y", y).expect("output");
+    g
+}
+
+fn ramp(n: usize) -> vidrt::ir::Tensor {
+    vidrt::ir::Tensor::from_f32([n], (0..n).map(|i| i as f32 / n as f32 - 0.5).collect()).expect("tensor")
+}
+
+/// Runs `silu_graph(64)` on `b` and compares it with the CPU.
+fn silu_matches_cpu(b: &dyn Backend) {
+    let g = silu_graph(64);
+    let want = CpuBackend::new().compile(&g, &vidrt::runtime::NoWeights).expect("cpu").run(&[("x", ramp(64))]);
+    let got = b.compile(&g, &vidrt::runtime::NoWeights).expect("compiles").run(&[("x", ramp(64))]).expect("runs");
+    let (w, o) = (want.expect("cpu runs")[0].1.to_f32_vec(), got[0].1.to_f32_vec());
+    assert!(w.iter().zip(&o).all(|(a, b)| (a - b).abs() <= 1e-5), "{o:?} vs {w:?}");
+}
+
+#[test]
+fn a_buffer_past_the_adapter_limits_is_a_typed_error_and_the_next_graph_runs() {
+    let Some(b) = backend("a_buffer_past_the_adapter_limits_is_a_typed_error_and_the_next_graph_runs") else {
+        return;
+    };
+    // 2^31 f32 values: 8 GiB in one binding, past every adapter's storage binding limit.
+    // Refused before anything of that size is allocated, on the host or the device.
+    let e = b.compile(&silu_graph(1 << 31), &vidrt::runtime::NoWeights).err().expect("refused");
+    match &e {
+        vidrt::runtime::RuntimeError::OutOfMemory { what, needed, available } => {
+            assert!(what.contains("node %0 `x`"), "{e}");
+            assert_eq!(*needed, 8 << 30, "{e}");
+            assert!(*available < *needed, "{e}");
+        }
+        other => panic!("expected OutOfMemory, got {other:?}"),
+    }
+    silu_matches_cpu(&b);
+}
+
+#[test]
+fn check_intermediates_names_the_first_non_finite_node_on_wgpu() {
+    let Some(b) = backend("check_intermediates_names_the_first_non_finite_node_on_wgpu") else { return };
+    use vidrt::ir::{DType, Graph, Tensor, UnaryOp};
+    use vidrt::runtime::{NoWeights, RunOptions, RuntimeError};
+    // out = recip(exp(x)): exp(100) is infinite in f32, its reciprocal 0 is finite.
+    let mut g = Graph::new();
+    let x = g.input("x", [4], DType::F32).expect("input");
+    let e = g.unary(UnaryOp::Exp, x).expect("exp");
+    g.nodes[e.index()].name = "blowup".into();
+    let r = g.unary(UnaryOp::Recip, e).expect("recip");
+    g.set_output("out", r).expect("output");
+    let feeds = || vec![("x", Tensor::from_f32([4], vec![0.0, 1.0, 100.0, -1.0]).expect("tensor"))];
+    let mut exe = b.compile(&g, &NoWeights).expect("compiles");
+    let plain = exe.run(&feeds()).expect("the output is finite");
+    let opts = RunOptions { check_outputs: true, check_intermediates: true, ..RunOptions::default() };
+    let err = exe.run_with(&feeds(), &opts).expect_err("the intermediate is not");
+    assert!(matches!(&err, RuntimeError::NonFinite { node: 1, index: 2, .. }), "{err:?}");
+    assert!(err.to_string().contains("node %1 `blowup` (exp)"), "{err}");
+    // A finite input: the node-by-node run gives the same values as the one-pass run.
+    let finite = || vec![("x", Tensor::from_f32([4], vec![0.0, 1.0, 2.0, -1.0]).expect("tensor"))];
+    let one_pass = exe.run(&finite()).expect("runs");
+    let checked = exe.run_with(&finite(), &opts).expect("no non-finite value");
+    assert_eq!(one_pass[0].1.to_f32_vec(), checked[0].1.to_f32_vec());
+    assert_eq!(plain[0].1.to_f32_vec()[2], 0.0);
+}
+
+#[test]
+fn a_lost_device_is_a_typed_error_and_a_new_backend_works() {
+    let Some(b) = backend("a_lost_device_is_a_typed_error_and_a_new_backend_works") else { return };
+    use vidrt::runtime::{NoWeights, RuntimeError};
+    let mut exe = b.compile(&silu_graph(64), &NoWeights).expect("compiles");
+    b.simulate_device_loss();
+    let e = exe.run(&[("x", ramp(64))]).expect_err("the device is gone");
+    assert!(matches!(e, RuntimeError::DeviceLost(_)), "{e:?}");
+    assert!(e.to_string().contains("device lost") && e.to_string().contains("open the backend again"), "{e}");
+    let e = b.compile(&silu_graph(64), &NoWeights).err().expect("the device is gone");
+    assert!(matches!(e, RuntimeError::DeviceLost(_)), "{e:?}");
+    // A new backend opens a new device.
+    let fresh = WgpuBackend::without_tuning().expect("a new device");
+    silu_matches_cpu(&fresh);
+}

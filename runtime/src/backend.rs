@@ -82,3 +82,36 @@ pub trait Backend {
     /// Verifies `graph`, binds its weights from `weights` and prepares it to run.
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError>;
 }
+
+/// A backend whose executables check every intermediate for NaN/inf on every run, whatever
+/// the caller's [`RunOptions`] say: the debug mode of `vidrt generate --check-intermediates`.
+/// Slow (a GPU backend runs node by node to check); the error names the first node that
+/// produced a non-finite value.
+pub struct CheckEveryNode(pub Box<dyn Backend>);
+
+impl Backend for CheckEveryNode {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn support(&self, op: &Op, dtype: DType) -> Support {
+        self.0.support(op, dtype)
+    }
+
+    fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
+        Ok(Box::new(CheckedExecutable(self.0.compile(graph, weights)?)))
+    }
+}
+
+struct CheckedExecutable(Box<dyn Executable>);
+
+impl Executable for CheckedExecutable {
+    fn run_with(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        opts: &RunOptions,
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let opts = RunOptions { check_outputs: true, check_intermediates: true, cancel: opts.cancel.clone() };
+        self.0.run_with(inputs, &opts)
+    }
+}

@@ -13,11 +13,14 @@ use crate::RuntimeError;
 
 /// The PTX simulator backend (name `ptx-sim`).
 #[derive(Clone, Debug, Default)]
-pub struct SimBackend;
+pub struct SimBackend {
+    /// Simulated device memory, in bytes (`None`: unlimited); see [`SimBackend::with_memory_limit`].
+    memory_limit: Option<u64>,
+}
 
 impl SimBackend {
     pub fn new() -> Self {
-        SimBackend
+        SimBackend::default()
     }
 }
 
@@ -138,7 +141,7 @@ impl Backend for SimBackend {
         vidrt_ir::verify(graph)?;
         let plans = lower_graph(graph, "ptx-sim")?;
         let weights = bind_weights(graph, weights)?;
-        Ok(Box::new(SimExecutable { graph: graph.clone(), plans, weights }))
+        Ok(Box::new(SimExecutable { graph: graph.clone(), plans, weights, memory_limit: self.memory_limit }))
     }
 }
 
@@ -147,6 +150,7 @@ pub struct SimExecutable {
     graph: Graph,
     plans: Vec<Lowered>,
     weights: Vec<Option<Tensor>>,
+    memory_limit: Option<u64>,
 }
 
 impl Executable for SimExecutable {
@@ -159,11 +163,15 @@ impl Executable for SimExecutable {
         let mut fed = feed_inputs(g, inputs)?;
         let mut mem = GlobalMem::new();
         let mut addr: Vec<u64> = vec![0; g.len()];
+        let mut device = DeviceMemory { limit: self.memory_limit, used: 0 };
         for (i, (node, plan)) in g.nodes.iter().zip(&self.plans).enumerate() {
             if let Some(c) = &opts.cancel {
                 if c.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err(RuntimeError::Cancelled);
                 }
+            }
+            if !matches!(plan, Lowered::Alias) {
+                device.reserve(i, node)?;
             }
             let input_addr = |k: usize| -> Result<u64, RuntimeError> {
                 node.inputs
@@ -226,5 +234,42 @@ impl Executable for SimExecutable {
             outs.push((name.clone(), t));
         }
         Ok(outs)
+    }
+}
+
+// --- Simulated device memory (issue 9: device faults) ---
+
+impl SimBackend {
+    /// The same backend with `bytes` of simulated device memory: a run whose buffers (one per
+    /// node, held for the whole run, as the simulator allocates them) would exceed it fails
+    /// with [`RuntimeError::OutOfMemory`] naming the node, as a driver's out-of-memory does on
+    /// a GPU. The backend stays usable afterwards.
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+}
+
+/// The device memory one simulated run has taken.
+struct DeviceMemory {
+    limit: Option<u64>,
+    used: u64,
+}
+
+impl DeviceMemory {
+    /// Takes the buffer of node `i`, or fails as the device would.
+    fn reserve(&mut self, i: usize, node: &Node) -> Result<(), RuntimeError> {
+        let bytes = (node.shape.numel() as u64).saturating_mul(node.dtype.size_bytes() as u64);
+        let Some(limit) = self.limit else { return Ok(()) };
+        let available = limit.saturating_sub(self.used);
+        if bytes > available {
+            return Err(RuntimeError::OutOfMemory {
+                what: format!("ptx-sim: device buffer of node %{i} `{}` ({})", node.name, node.op.name()),
+                needed: bytes,
+                available,
+            });
+        }
+        self.used += bytes;
+        Ok(())
     }
 }

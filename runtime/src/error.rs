@@ -31,4 +31,9 @@ pub enum RuntimeError {
     /// A device or driver failure.
     #[error("device error: {0}")]
     Device(String),
+    /// The device is gone (a driver reset, a removed GPU, a fatal fault, or the device was
+    /// destroyed): executables compiled on it cannot run again. Open the backend again (a new
+    /// device) and compile anew.
+    #[error("device lost: {0}; open the backend again to continue")]
+    DeviceLost(String),
 }

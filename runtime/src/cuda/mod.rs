@@ -33,14 +33,48 @@ use crate::RuntimeError;
 pub const NO_DRIVER: &str = "no CUDA driver found (libcuda.so could not be loaded)";
 
 fn driver(what: &str, e: DriverError) -> RuntimeError {
-    RuntimeError::Device(format!("CUDA driver: {what}: {e:?}"))
+    // A DriverError comes from a loaded driver, so asking it for the error's text is safe.
+    let detail = e.error_string().ok().map(|s| s.to_string_lossy().into_owned());
+    map_driver(what, e.0, detail.as_deref(), None)
 }
 
-fn alloc_err(bytes: usize, e: DriverError) -> RuntimeError {
+fn alloc_err(bytes: usize, e: DriverError, available: Option<u64>) -> RuntimeError {
     if e.0 == cusys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
-        RuntimeError::OutOfMemory { what: "device buffer".into(), needed: bytes as u64, available: 0 }
+        map_driver(&format!("a device buffer of {bytes} bytes"), e.0, None, available)
     } else {
         driver("cuMemAlloc", e)
+    }
+}
+
+/// The typed error for the driver's result `code` from `what` (a pure function of its
+/// arguments: it asks the driver nothing). Out of memory is [`RuntimeError::OutOfMemory`]
+/// (`available`: the free device memory, when known); the faults after which the context is
+/// unusable (CUDA's "sticky" errors: illegal address, failed launch, hardware faults, a
+/// destroyed context) are [`RuntimeError::DeviceLost`]; every other code is
+/// [`RuntimeError::Device`]. `detail` is the driver's text for the code, when there is one.
+fn map_driver(what: &str, code: cusys::CUresult, detail: Option<&str>, available: Option<u64>) -> RuntimeError {
+    use cusys::CUresult as R;
+    let text = match detail {
+        Some(d) => format!("CUDA driver: {what}: {code:?} ({d})"),
+        None => format!("CUDA driver: {what}: {code:?}"),
+    };
+    match code {
+        R::CUDA_ERROR_OUT_OF_MEMORY => {
+            RuntimeError::OutOfMemory { what: format!("CUDA: {what}"), needed: 0, available: available.unwrap_or(0) }
+        }
+        R::CUDA_ERROR_ILLEGAL_ADDRESS
+        | R::CUDA_ERROR_LAUNCH_FAILED
+        | R::CUDA_ERROR_LAUNCH_TIMEOUT
+        | R::CUDA_ERROR_HARDWARE_STACK_ERROR
+        | R::CUDA_ERROR_ILLEGAL_INSTRUCTION
+        | R::CUDA_ERROR_MISALIGNED_ADDRESS
+        | R::CUDA_ERROR_INVALID_ADDRESS_SPACE
+        | R::CUDA_ERROR_INVALID_PC
+        | R::CUDA_ERROR_ECC_UNCORRECTABLE
+        | R::CUDA_ERROR_CONTEXT_IS_DESTROYED => {
+            RuntimeError::DeviceLost(format!("{text}; the CUDA context cannot be used after this fault"))
+        }
+        _ => RuntimeError::Device(text),
     }
 }
 
@@ -74,7 +108,36 @@ impl Device {
         }
         self.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
         // SAFETY: a plain allocation in the bound context.
-        unsafe { cu::malloc_sync(bucket) }.map_err(|e| alloc_err(bucket, e))
+        match unsafe { cu::malloc_sync(bucket) } {
+            Err(e) if e.0 == cusys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                // Give the pool's idle buffers back to the driver and try once more; a second
+                // failure is the typed out-of-memory error (the pool stays usable).
+                self.trim();
+                // SAFETY: as above.
+                unsafe { cu::malloc_sync(bucket) }.map_err(|e| {
+                    let free = cu::mem_get_info().ok().map(|(free, _)| free as u64);
+                    match alloc_err(bucket, e, free) {
+                        RuntimeError::OutOfMemory { what, available, .. } => {
+                            RuntimeError::OutOfMemory { what, needed: bucket as u64, available }
+                        }
+                        other => other,
+                    }
+                })
+            }
+            other => other.map_err(|e| alloc_err(bucket, e, None)),
+        }
+    }
+
+    /// Frees every idle pooled allocation.
+    fn trim(&self) {
+        let idle: Vec<CUdeviceptr> = match self.pool.lock() {
+            Ok(mut p) => p.free.drain().flat_map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
+        for ptr in idle {
+            // SAFETY: `ptr` came from cuMemAlloc and no run holds it (it was in the free list).
+            let _ = unsafe { cu::free_sync(ptr) };
+        }
     }
 
     fn release(&self, ptr: CUdeviceptr, bytes: usize) {
@@ -285,5 +348,32 @@ impl Executable for CudaExecutable {
             outs.push((name.clone(), t));
         }
         Ok(outs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cusys::CUresult as R;
+
+    #[test]
+    fn driver_results_map_to_typed_errors() {
+        match map_driver("a device buffer of 4096 bytes", R::CUDA_ERROR_OUT_OF_MEMORY, None, Some(1024)) {
+            RuntimeError::OutOfMemory { what, available, .. } => {
+                assert!(what.contains("4096 bytes"), "{what}");
+                assert_eq!(available, 1024);
+            }
+            other => panic!("out of memory mapped to {other:?}"),
+        }
+        for code in [R::CUDA_ERROR_ILLEGAL_ADDRESS, R::CUDA_ERROR_LAUNCH_FAILED, R::CUDA_ERROR_CONTEXT_IS_DESTROYED] {
+            let e = map_driver("launching `k`", code, Some("an illegal memory access"), None);
+            assert!(matches!(e, RuntimeError::DeviceLost(_)), "{code:?} mapped to {e:?}");
+            assert!(e.to_string().contains("launching `k`") && e.to_string().contains(&format!("{code:?}")), "{e}");
+        }
+        let e = map_driver("loading the module of `k`", R::CUDA_ERROR_INVALID_PTX, None, None);
+        assert!(
+            matches!(&e, RuntimeError::Device(m) if m.contains("CUDA_ERROR_INVALID_PTX") && m.contains("`k`")),
+            "{e:?}"
+        );
     }
 }

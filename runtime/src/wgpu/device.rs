@@ -32,6 +32,8 @@ pub(crate) struct Ctx {
     pipelines: Mutex<HashMap<u64, Arc<Pipeline>>>,
     /// The last error the uncaptured-error handler saw (taken by the next check).
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// Why the device was lost, once it has been (kept: a lost device stays lost).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 fn dev_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -90,14 +92,40 @@ impl Ctx {
                 s.get_or_insert_with(|| e.to_string());
             }
         }));
-        Ok(Ctx { device, queue, info, limits, pipelines: Mutex::new(HashMap::new()), uncaptured })
+        let lost = Arc::new(Mutex::new(None));
+        let slot = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut s) = slot.lock() {
+                s.get_or_insert_with(|| format!("wgpu: {reason:?}: {message}"));
+            }
+        });
+        Ok(Ctx { device, queue, info, limits, pipelines: Mutex::new(HashMap::new()), uncaptured, lost })
     }
 
-    /// Fails with the first error the device reported outside an error scope, if any.
+    /// Fails with [`RuntimeError::DeviceLost`] once the device is lost, else with the first
+    /// error the device reported outside an error scope, if any.
     pub fn check_uncaptured(&self) -> Result<(), RuntimeError> {
+        self.check_lost()?;
         match self.uncaptured.lock().ok().and_then(|mut s| s.take()) {
             Some(e) => Err(dev_err("device error", e)),
             None => Ok(()),
+        }
+    }
+
+    /// Fails with [`RuntimeError::DeviceLost`] once the device is lost.
+    pub fn check_lost(&self) -> Result<(), RuntimeError> {
+        match self.lost.lock().ok().and_then(|s| s.clone()) {
+            Some(reason) => Err(RuntimeError::DeviceLost(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Destroys the device (what a driver reset does to it), for tests of device loss.
+    pub fn destroy(&self) {
+        self.device.destroy();
+        // The callback runs on a later poll; a destroyed device is lost from now on.
+        if let Ok(mut s) = self.lost.lock() {
+            s.get_or_insert_with(|| "wgpu: Destroyed: the device was destroyed".into());
         }
     }
 
@@ -111,6 +139,7 @@ impl Ctx {
         if let Some(p) = self.pipelines.lock().map_err(|_| dev_err("pipeline cache", "poisoned"))?.get(&key) {
             return Ok(p.clone());
         }
+        self.check_lost()?;
         let info = validate(k).map_err(|e| dev_err("shader", e))?;
         let l = &self.limits;
         if info.workgroup_bytes > u64::from(l.max_compute_workgroup_storage_size) {
@@ -153,7 +182,7 @@ impl Ctx {
 
     /// A storage buffer of `bytes` (at least 4), checked against the binding limit.
     pub fn storage(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer, RuntimeError> {
-        let bytes = bytes.max(4).next_multiple_of(4);
+        let bytes = bytes.max(4).saturating_add(3) / 4 * 4;
         let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > max {
             return Err(RuntimeError::OutOfMemory {
@@ -162,12 +191,30 @@ impl Ctx {
                 available: max,
             });
         }
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        self.check_lost()?;
+        // The driver's out-of-memory (and any validation failure) is caught here, by node.
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: bytes,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
-        }))
+        });
+        let invalid = pollster::block_on(invalid.pop());
+        let oom = pollster::block_on(oom.pop());
+        self.check_lost()?;
+        if oom.is_some() {
+            return Err(RuntimeError::OutOfMemory {
+                what: format!("{what} (the device is out of memory)"),
+                needed: bytes,
+                available: 0,
+            });
+        }
+        if let Some(e) = invalid {
+            return Err(dev_err(&format!("creating the buffer of {what} ({bytes} bytes)"), e));
+        }
+        Ok(b)
     }
 
     /// A storage buffer holding `words`.
@@ -185,6 +232,7 @@ impl Ctx {
         mut encoder: wgpu::CommandEncoder,
         bufs: &[(&wgpu::Buffer, u64)],
     ) -> Result<Vec<Vec<u32>>, RuntimeError> {
+        self.check_lost()?;
         let mut staging = Vec::with_capacity(bufs.len());
         for (b, words) in bufs {
             let bytes = (words * 4).max(4);
@@ -207,7 +255,9 @@ impl Ctx {
                 }
             });
         }
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| dev_err("poll", e))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| self.check_lost().err().unwrap_or_else(|| dev_err("poll", e)))?;
         self.check_uncaptured()?;
         let mut out = Vec::with_capacity(bufs.len());
         for ((s, r), (_, words)) in staging.iter().zip(&results).zip(bufs) {

@@ -16,8 +16,14 @@
 //! dtype (ties to even) at every op's output, so results match the dtype's numerics but
 //! not yet its memory and bandwidth. Not done yet: real 16-bit storage with the shader-f16
 //! path, the subgroup paths, splitting work that exceeds a storage
-//! binding or the grid limits (such nodes are refused with a typed error), timestamp queries,
-//! `check_intermediates` (only outputs are checked for NaN/inf).
+//! binding or the grid limits (such nodes are refused with a typed error), timestamp queries.
+//!
+//! Faults: a buffer past the adapter's binding or buffer size limit, or one the device has no
+//! memory for, is [`RuntimeError::OutOfMemory`] naming the node; validation failures are
+//! caught with error scopes; a lost device (driver reset, removed GPU, destroyed) is
+//! [`RuntimeError::DeviceLost`] from then on, and a new [`WgpuBackend`] opens a fresh device.
+//! `RunOptions::check_intermediates` runs the graph one node at a time, reading back each
+//! node's output (slow; for debugging) and naming the first that holds NaN or infinity.
 
 mod device;
 mod lower;
@@ -118,6 +124,14 @@ impl WgpuBackend {
         self.tuning.db.as_ref().map(|d| d.warnings.clone()).unwrap_or_default()
     }
 
+    /// Destroys this backend's device, as a driver reset would: from then on every compile
+    /// and run on it (and on its clones and executables) fails with
+    /// [`RuntimeError::DeviceLost`]. For tests of device loss; open a new backend to continue.
+    #[doc(hidden)]
+    pub fn simulate_device_loss(&self) {
+        self.ctx.destroy();
+    }
+
     /// The distinct tunable problems of `graph` (matmul, conv3d and attention nodes, fused
     /// or not), in graph order.
     pub fn problems(&self, graph: &Graph) -> Vec<Problem> {
@@ -188,6 +202,7 @@ impl Backend for WgpuBackend {
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
+        self.ctx.check_lost()?;
         for (i, n) in graph.nodes.iter().enumerate() {
             if let Support::No(reason) = self.support(&n.op, n.dtype) {
                 return Err(RuntimeError::Unsupported {
@@ -268,6 +283,8 @@ struct Launch {
     pipeline: Arc<Pipeline>,
     group: wgpu::BindGroup,
     grid: [u32; 3],
+    /// The graph node this launch computes (part of).
+    node: usize,
 }
 
 impl<'g> Planner<'g> {
@@ -287,7 +304,14 @@ impl<'g> Planner<'g> {
         if let Some(k) = best {
             return Ok(self.free.swap_remove(k));
         }
-        let b = self.ctx.storage(words as u64 * 4, what)?;
+        let b = self.ctx.storage((words as u64).saturating_mul(4), what)?;
+        self.bufs.push((b, words));
+        Ok(self.bufs.len() - 1)
+    }
+
+    /// A new buffer of `words` words (wgpu zero-fills new buffers).
+    fn new_zeroed(&mut self, words: usize, what: &str) -> Result<Buf, RuntimeError> {
+        let b = self.ctx.storage((words as u64).saturating_mul(4), what)?;
         self.bufs.push((b, words));
         Ok(self.bufs.len() - 1)
     }
@@ -322,6 +346,7 @@ impl<'g> Planner<'g> {
         let mut node_buf: Vec<Option<Buf>> = vec![None; n];
         let mut inputs = Vec::new();
         let mut launches = Vec::new();
+        let mut computed = Vec::new();
         for (i, node) in g.nodes.iter().enumerate() {
             let words = node.shape.numel();
             let what = format!("node %{i} `{}`", node.name);
@@ -329,7 +354,9 @@ impl<'g> Planner<'g> {
                 Op::Input { name } => {
                     // Never a recycled buffer: inputs are written before any launch runs,
                     // so a buffer an earlier node writes would clobber them.
-                    let b = self.new_init(&vec![0; words], &what)?;
+                    // Not through `new_init`: no host copy of the declared size (a huge input
+                    // is refused by the size check before anything is allocated).
+                    let b = self.new_zeroed(words, &what)?;
                     inputs.push((name.clone(), i, b));
                     b
                 }
@@ -390,10 +417,11 @@ impl<'g> Planner<'g> {
                                 s.kernel.entry
                             )));
                         }
-                        launches.push(Launch { pipeline, group, grid: s.grid });
+                        launches.push(Launch { pipeline, group, grid: s.grid, node: i });
                     }
                     let scratch = std::mem::take(&mut self.scratch);
                     self.free.extend(scratch);
+                    computed.push((i, out));
                     out
                 }
             };
@@ -427,6 +455,7 @@ impl<'g> Planner<'g> {
             inputs,
             outputs,
             launches,
+            computed,
         }))
     }
 }
@@ -441,6 +470,45 @@ pub struct WgpuExecutable {
     /// (output name, node, buffer)
     outputs: Vec<(String, usize, Buf)>,
     launches: Vec<Launch>,
+    /// (node, its output buffer) of every node computed by launches, in launch order.
+    computed: Vec<(usize, Buf)>,
+}
+
+impl WgpuExecutable {
+    /// Encodes the launches of `node` into `enc`'s compute pass (all of them with `None`).
+    fn encode(&self, enc: &mut wgpu::CommandEncoder, node: Option<usize>) {
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
+        for l in self.launches.iter().filter(|l| node.is_none_or(|n| l.node == n)) {
+            pass.set_pipeline(&l.pipeline.pipeline);
+            pass.set_bind_group(0, &l.group, &[]);
+            pass.dispatch_workgroups(l.grid[0], l.grid[1], l.grid[2]);
+        }
+    }
+
+    /// Runs the graph one node at a time, reading back each computed node's output, and fails
+    /// naming the first node whose output holds NaN or infinity (or on cancellation).
+    fn run_checking_each_node(&self, opts: &RunOptions) -> Result<(), RuntimeError> {
+        let g = &self.graph;
+        for &(node, buf) in &self.computed {
+            if let Some(c) = &opts.cancel {
+                if c.load(Ordering::Relaxed) {
+                    return Err(RuntimeError::Cancelled);
+                }
+            }
+            let n = &g.nodes[node];
+            let mut enc =
+                self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("node") });
+            self.encode(&mut enc, Some(node));
+            let words = self.ctx.read(enc, &[(&self.bufs[buf], n.shape.numel() as u64)])?;
+            for w in words {
+                if let Some(index) = from_words(w, &n.shape, n.dtype)?.first_non_finite() {
+                    return Err(RuntimeError::NonFinite { node, name: n.name.clone(), op: n.op.name(), index });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Executable for WgpuExecutable {
@@ -449,6 +517,7 @@ impl Executable for WgpuExecutable {
         inputs: &[(&str, Tensor)],
         opts: &RunOptions,
     ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        self.ctx.check_lost()?;
         let g = &self.graph;
         let mut fed = vec![false; self.inputs.len()];
         for (name, t) in inputs {
@@ -485,14 +554,11 @@ impl Executable for WgpuExecutable {
             }
         }
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
-        {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
-            for l in &self.launches {
-                pass.set_pipeline(&l.pipeline.pipeline);
-                pass.set_bind_group(0, &l.group, &[]);
-                pass.dispatch_workgroups(l.grid[0], l.grid[1], l.grid[2]);
-            }
+        if opts.check_intermediates {
+            // Every node already ran (and was checked); `enc` only reads the outputs back.
+            self.run_checking_each_node(opts)?;
+        } else {
+            self.encode(&mut enc, None);
         }
         let reads: Vec<(&wgpu::Buffer, u64)> =
             self.outputs.iter().map(|(_, node, b)| (&self.bufs[*b], g.nodes[*node].shape.numel() as u64)).collect();
