@@ -1,6 +1,13 @@
 //! The CUDA backend's generated PTX kernels, run in the CPU simulator (`SimBackend`), against
-//! the CPU reference through the cross-backend op harness. Unsupported cases are listed, never
-//! counted as passes; a minimum set of ops must pass.
+//! the CPU reference through the cross-backend op harness, and on the golden cases at their
+//! f32 tolerances. Unsupported cases are listed, never counted as passes; a minimum set of ops
+//! must pass.
+//!
+//! The VAE and whole-pipeline golden cases take minutes in the simulator (the VAE's convs);
+//! they are `#[ignore]`d here, so CI reports them as skipped, and run with
+//! `cargo nextest run --test ptx_sim_backend --run-ignored all`.
+
+mod common;
 
 use vidrt::harness::{all_cases, run_case, summary, Outcome};
 use vidrt::runtime::{CpuBackend, SimBackend};
@@ -53,6 +60,13 @@ const REQUIRED: &[&str] = &[
     "fused",
     "layer_norm_modulate",
     "rms_norm_epilogue",
+    "matmul",
+    "matmul_epilogue",
+    "conv3d",
+    "conv3d_epilogue",
+    "rel_position_bucket",
+    "rms_norm_rope",
+    "attention",
 ];
 
 #[test]
@@ -98,4 +112,31 @@ fn ptx_kernels_in_the_simulator_match_the_cpu_reference() {
         }
     }
     assert!(missing.is_empty(), "required ops with no passing case on ptx-sim: {missing:?}");
+}
+
+#[test]
+fn golden_ops_on_the_simulator() {
+    common::golden_on(&SimBackend::new(), "ops");
+}
+
+#[test]
+fn golden_dit_on_the_simulator() {
+    common::golden_on(&SimBackend::new(), "dit");
+}
+
+#[test]
+fn golden_text_encoder_on_the_simulator() {
+    common::golden_on(&SimBackend::new(), "text_encoder");
+}
+
+#[test]
+#[ignore = "minutes in the simulator; run with --run-ignored all"]
+fn golden_vae_on_the_simulator() {
+    common::golden_on(&SimBackend::new(), "vae");
+}
+
+#[test]
+#[ignore = "minutes in the simulator; run with --run-ignored all"]
+fn golden_pipeline_on_the_simulator() {
+    common::golden_on(&SimBackend::new(), "pipeline");
 }

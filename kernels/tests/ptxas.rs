@@ -91,6 +91,12 @@ fn every_kernel_assembles_without_spills() {
             } else if !log.contains("0 bytes spill stores, 0 bytes spill loads") {
                 failures.push(format!("{} ({}): no spill report in the ptxas log:\n{log}", k.name, target.name()));
             }
+            // Register use of the compute-bound families, for the record.
+            if ["matmul", "attention", "conv"].iter().any(|f| k.name.starts_with(f)) {
+                if let Some(l) = log.lines().find(|l| l.contains("Used") && l.contains("registers")) {
+                    println!("{} ({}): {}", k.name, target.name(), l.trim());
+                }
+            }
             checked += 1;
         }
     }

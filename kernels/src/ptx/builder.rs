@@ -336,6 +336,11 @@ pub enum Inst {
     /// `cvt.rn.{bf16x2,f16x2}.f32 dst, hi, lo` (`ty` is `BF16` or `F16`): rounds two f32 to
     /// nearest even and packs them, `lo` in the low half.
     CvtPack { ty: Ty, dst: Reg, hi: Reg, lo: Reg },
+    /// `.pragma "nounroll";`: placed right after a loop's head label, tells ptxas not to
+    /// unroll that loop (kernels unroll at generation time where they want to; ptxas unrolling
+    /// a constant-trip-count loop on top of that can blow up register use and spill). No
+    /// effect on semantics.
+    NoUnroll,
     /// `ret`.
     Ret,
 }
@@ -613,6 +618,11 @@ impl KernelBuilder {
 
     pub fn bra(&mut self, l: Label) {
         self.push(Inst::Bra { target: l, guard: None });
+    }
+
+    /// Marks the loop whose head label was just placed as not to be unrolled by ptxas.
+    pub fn no_unroll(&mut self) {
+        self.push(Inst::NoUnroll);
     }
 
     pub fn bar_sync(&mut self) {

@@ -4,9 +4,11 @@
 use vidrt_ir::{BinaryOp, DType, ReduceOp, RmsStyle, UnaryOp};
 
 use super::kernels::common::contiguous;
+use super::kernels::conv3d;
 use super::kernels::copy::{self, Walk};
 use super::kernels::elementwise::{self, broadcast_strides, EwInput, Expr};
 use super::kernels::embed;
+use super::kernels::gemm::{self, GemmEpilogue, GemmSpec};
 use super::kernels::gemm_mma;
 use super::kernels::rowwise::{self, RowLayout, RowOp};
 use super::{Kernel, KernelError};
@@ -119,6 +121,137 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
         for dtype in [DType::BF16, DType::F16] {
             out.push(gemm_mma::gemm_mma(&format!("matmul_mma_{}_{i}", dtype.name()), 37, 29, 40, dtype, p)?);
         }
+        // Batched, with bias and a gate·acc + residual epilogue, bf16 out (the DiT's FFN out).
+        out.push(gemm_mma::gemm_mma_spec(
+            &format!("matmul_mma_epilogue_{i}"),
+            &gemm_epilogue_spec(DType::BF16, true),
+            p,
+        )?);
     }
+    // SIMT GEMM: every point, every transpose, f32 and bf16, and the epilogue form.
+    for (i, p) in gemm::simt_param_space().into_iter().enumerate() {
+        for dtype in FLOATS {
+            for (ta, tb) in [(false, false), (true, true)] {
+                let mut s = GemmSpec::plain(37, 29, 19, tb, dtype, dtype);
+                s.trans_a = ta;
+                out.push(gemm::gemm_simt(&format!("matmul_simt_{}_{ta}_{tb}_{i}", dtype.name()), &s, p)?);
+            }
+        }
+        out.push(gemm::gemm_simt(&format!("matmul_simt_epilogue_{i}"), &gemm_epilogue_spec(DType::F32, false), p)?);
+    }
+    // Implicit-GEMM conv3d: the VAE's causal 3×3×3, a stride-2 spatial downsample, and a
+    // pointwise conv, per dtype and point.
+    for (i, p) in conv3d::param_space().into_iter().enumerate() {
+        for dtype in FLOATS {
+            let d = dtype.name();
+            let dt = (dtype, dtype);
+            let causal = [[2, 0], [1, 1], [1, 1]];
+            let c = conv3d::ConvSpec::new(&[1, 12, 3, 9, 10], &[16, 12, 3, 3, 3], [1; 3], causal, dt, true, None)?;
+            out.push(conv3d::conv3d_simt(&format!("conv3d_causal_{d}_{i}"), &c, p)?);
+            let down = [[0, 0], [0, 1], [0, 1]];
+            let c = conv3d::ConvSpec::new(&[1, 12, 2, 9, 10], &[12, 12, 1, 3, 3], [1, 2, 2], down, dt, true, None)?;
+            out.push(conv3d::conv3d_simt(&format!("conv3d_down_{d}_{i}"), &c, p)?);
+            let c =
+                conv3d::ConvSpec::new(&[2, 12, 2, 9, 10], &[20, 12, 1, 1, 1], [1; 3], [[0, 0]; 3], dt, false, None)?;
+            out.push(conv3d::conv3d_simt(&format!("conv3d_pointwise_{d}_{i}"), &c, p)?);
+        }
+    }
+    for (i, p) in gemm_mma::param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            let d = dtype.name();
+            let causal = [[2, 0], [1, 1], [1, 1]];
+            let c = conv3d::ConvSpec::new(
+                &[1, 16, 3, 9, 10],
+                &[24, 16, 3, 3, 3],
+                [1; 3],
+                causal,
+                (dtype, dtype),
+                true,
+                None,
+            )?;
+            out.push(conv3d::conv3d_mma(&format!("conv3d_mma_causal_{d}_{i}"), &c, p)?);
+            let down = [[0, 0], [0, 1], [0, 1]];
+            let c = conv3d::ConvSpec::new(
+                &[1, 16, 2, 9, 10],
+                &[16, 16, 1, 3, 3],
+                [1, 2, 2],
+                down,
+                (dtype, dtype),
+                true,
+                None,
+            )?;
+            out.push(conv3d::conv3d_mma(&format!("conv3d_mma_down_{d}_{i}"), &c, p)?);
+        }
+    }
+    attention_kernels(&mut out)?;
     Ok(out)
+}
+
+/// `[2, 37, 29]` = `[2, 37, 40] · [29, 40]ᵀ + bias`, then `acc · gate[29] + residual`.
+fn gemm_epilogue_spec(dtype: DType, trans_b: bool) -> GemmSpec {
+    let out = [2, 37, 29];
+    let gate = Expr::Binary(BinaryOp::Mul, Box::new(Expr::Input(0)), Box::new(Expr::Input(1)));
+    GemmSpec {
+        batch: vec![2],
+        a_batch: vec![37 * 40],
+        b_batch: vec![0],
+        bias: true,
+        epilogue: Some(GemmEpilogue {
+            expr: Expr::Binary(BinaryOp::Add, Box::new(gate), Box::new(Expr::Input(2))),
+            extra: vec![
+                EwInput { dtype, strides: broadcast_strides(&[29], &out) },
+                EwInput { dtype, strides: contiguous(&out) },
+            ],
+        }),
+        ..GemmSpec::plain(37, 29, 40, trans_b, dtype, dtype)
+    }
+}
+
+/// Flash attention at every point of both variants: odd sequence lengths, the models' head
+/// dims (128 for Wan2.1, 64 with a relative-position bias and a key mask for umT5) where the
+/// point's tiles fit, and an unaligned small head dim.
+fn attention_kernels(out: &mut Vec<Kernel>) -> Result<(), KernelError> {
+    use super::kernels::attention::{self, AttnSpec};
+    let spec = |d: usize, dv: usize, bias: bool, mask: Option<DType>| AttnSpec {
+        batch: 2,
+        sq: 77,
+        sk: 300,
+        heads: 3,
+        d,
+        dv,
+        scale: 1.0 / (d as f64).sqrt(),
+        bias: bias.then_some([0, 77 * 300, 300, 1]),
+        mask,
+    };
+    // Shapes whose tiles may not fit a point's shared memory are skipped for that point; the
+    // first two fit every point.
+    let shapes = |dtype: DType| {
+        [
+            ("d64", spec(64, 64, true, Some(dtype)), true),
+            ("d6", spec(6, 5, false, None), true),
+            ("d128", spec(128, 128, false, None), false),
+        ]
+    };
+    for (i, p) in attention::simt_param_space().into_iter().enumerate() {
+        for (tag, s, must) in shapes(DType::F32) {
+            match attention::attention_simt(&format!("attention_flash_simt_f32_{tag}_{i}"), &s, DType::F32, p) {
+                Ok(k) => out.push(k),
+                Err(KernelError::Unsupported(_)) if !must => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for (i, p) in attention::mma_param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            for (tag, s, must) in shapes(dtype) {
+                let name = format!("attention_flash_mma_{}_{tag}_{i}", dtype.name());
+                match attention::attention_mma(&name, &s, dtype, p) {
+                    Ok(k) => out.push(k),
+                    Err(KernelError::Unsupported(_)) if !must => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -264,6 +264,7 @@ pub fn emit(k: &Kernel, target: Target) -> String {
                 )
             }
             Inst::CvtPack { ty, dst, hi, lo } => format!("cvt.rn.{}x2.f32 {dst}, {hi}, {lo};", ty.suffix()),
+            Inst::NoUnroll => ".pragma \"nounroll\";".to_string(),
             Inst::Ret => "ret;".to_string(),
         };
         let _ = writeln!(s, "\t{line}");

@@ -5,9 +5,12 @@
 use vidrt_ir::{DType, Op};
 
 use super::kernels::common::contiguous;
+use super::kernels::conv3d::{self, ConvSpec};
 use super::kernels::copy::{self, CopyParams, Walk};
 use super::kernels::elementwise::{self, broadcast_strides, EwInput, EwParams, Expr};
 use super::kernels::embed;
+use super::kernels::gemm::{self, GemmEpilogue, GemmSpec, SimtParams};
+use super::kernels::gemm_mma::{self, MmaParams};
 use super::kernels::rowwise::{self, Post, RowLayout, RowOp, RowParams};
 use super::{Kernel, KernelError};
 
@@ -53,15 +56,15 @@ pub fn unsupported_reason(op: &Op, dtype: DType) -> Option<String> {
         Op::Upsample { .. } | Op::Gather => float("copy"),
         Op::TimestepEmbedding { .. } => (dtype != DType::F32).then(|| "timestep embedding writes f32".to_string()),
         Op::RopeTable { .. } => (dtype != DType::F32).then(|| "rope_table writes f32".to_string()),
-        Op::RelPositionBucket { .. } => Some("no PTX kernel for rel_position_bucket yet (a graph constant)".into()),
-        Op::MatMul { .. } | Op::MatMulEpilogue { .. } => Some("matmul needs mma.sync (issue 5 part 2)".into()),
-        Op::Conv3dEpilogue { .. } => Some("conv3d needs mma.sync (issue 5 part 2)".into()),
+        Op::RelPositionBucket { .. } => (dtype != DType::I64).then(|| "rel_position_bucket writes i64".to_string()),
+        Op::MatMul { .. } | Op::MatMulEpilogue { .. } => float("matmul"),
+        Op::Conv3dEpilogue { .. } => float("conv3d"),
         Op::Fused { .. } => float("fused elementwise"),
         Op::LayerNormModulate { .. } => float("row"),
-        Op::RmsNormRope { .. } => Some("no fused rms_norm+rope PTX kernel yet".into()),
+        Op::RmsNormRope { .. } => float("row"),
         Op::RmsNormEpilogue { .. } => float("row"),
-        Op::Attention { .. } => Some("attention needs mma.sync (issue 5 part 2)".into()),
-        Op::Conv3d { .. } => Some("conv3d needs mma.sync (issue 5 part 2)".into()),
+        Op::Attention { .. } => float("attention"),
+        Op::Conv3d { .. } => float("conv3d"),
     }
 }
 
@@ -106,6 +109,121 @@ fn ew(name: &str, expr: Expr, ins: &[(&[usize], DType)], out: &[usize], dtype: D
     let numel: usize = out.iter().product();
     let args = (0..ins.len()).map(Arg::Input).chain([Arg::Output]).collect();
     Ok(one(k, cdiv(numel.div_ceil(p.vec as usize), p.block)?, p.block, args, numel))
+}
+
+/// The [`GemmSpec`] of a matmul node: inputs a, b, [bias], [epilogue inputs…], output `out`.
+fn gemm_spec(
+    ins: &[(&[usize], DType)],
+    out: &[usize],
+    (trans_a, trans_b, bias): (bool, bool, bool),
+    dtype: DType,
+    epilogue: Option<GemmEpilogue>,
+) -> Result<GemmSpec, KernelError> {
+    let (a, b) = match ins {
+        [a, b, ..] => (a, b),
+        _ => return Err(KernelError::Invalid("matmul needs two inputs".into())),
+    };
+    let (ar, br, or) = (a.0.len(), b.0.len(), out.len());
+    if ar < 2 || br < 2 || or < 2 || a.1 != b.1 || (bias && ins.get(2).map(|x| x.1) != Some(a.1)) {
+        return Err(KernelError::Invalid("matmul operands of rank < 2 or of different dtypes".into()));
+    }
+    let (m, k) = if trans_a { (a.0[ar - 1], a.0[ar - 2]) } else { (a.0[ar - 2], a.0[ar - 1]) };
+    let n = if trans_b { b.0[br - 2] } else { b.0[br - 1] };
+    let batch = out[..or - 2].to_vec();
+    // Per output batch axis: the operand's element stride, 0 where it is broadcast (or absent).
+    let batch_strides = |dims: &[usize]| {
+        let st = contiguous(dims);
+        let lead = dims.len() - 2;
+        (0..batch.len())
+            .map(|i| {
+                let j = (i + lead).checked_sub(batch.len());
+                j.map_or(0, |j| if dims[j] == 1 { 0 } else { st[j] })
+            })
+            .collect::<Vec<usize>>()
+    };
+    Ok(GemmSpec {
+        m,
+        n,
+        k,
+        a_batch: batch_strides(a.0),
+        b_batch: batch_strides(b.0),
+        batch,
+        trans_a,
+        trans_b,
+        in_dtype: a.1,
+        out_dtype: dtype,
+        bias,
+        epilogue,
+    })
+}
+
+/// The matmul kernel for `spec`: tensor cores where [`gemm_mma::mma_unsupported`] allows,
+/// the SIMT kernel otherwise.
+fn gemm(name: &str, spec: &GemmSpec) -> Result<Lowered, KernelError> {
+    let inputs = 2 + usize::from(spec.bias) + spec.epilogue.as_ref().map_or(0, |e| e.extra.len());
+    let args: Vec<Arg> = (0..inputs).map(Arg::Input).chain([Arg::Output]).collect();
+    let work = spec.batch_count() * spec.m * spec.n;
+    if gemm_mma::mma_unsupported(spec).is_none() {
+        let big = spec.m >= 64 && spec.n >= 64;
+        let p = if big {
+            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 }
+        } else {
+            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 }
+        };
+        let k = gemm_mma::gemm_mma_spec(&format!("{name}_mma"), spec, p)?;
+        let (tiles, block) = gemm_mma::launch_dims(spec.m, spec.n, p);
+        let grid = tiles
+            .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
+            .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+        return Ok(one(k, grid, block, args, work));
+    }
+    let small = spec.m <= 32 || spec.n <= 32;
+    let p = if small {
+        SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 }
+    } else {
+        SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
+    };
+    let k = gemm::gemm_simt(&format!("{name}_simt"), spec, p)?;
+    let (grid, block) = gemm::simt_launch_dims(spec, p)?;
+    Ok(one(k, grid, block, args, work))
+}
+
+/// A conv3d node: inputs x, w, [bias], [epilogue inputs…].
+fn conv(
+    name: &str,
+    ins: &[(&[usize], DType)],
+    (stride, pad, bias): ([usize; 3], [[usize; 2]; 3], bool),
+    dtype: DType,
+    epilogue: Option<GemmEpilogue>,
+) -> Result<Lowered, KernelError> {
+    let (x, w) = match ins {
+        [x, w, ..] if x.1 == w.1 && (!bias || ins.get(2).map(|b| b.1) == Some(x.1)) => (x, w),
+        _ => return Err(KernelError::Unsupported("conv3d with inputs of different dtypes".into())),
+    };
+    let spec = ConvSpec::new(x.0, w.0, stride, pad, (x.1, dtype), bias, epilogue)?;
+    let inputs = 2 + usize::from(bias) + spec.epilogue.as_ref().map_or(0, |e| e.extra.len());
+    let args: Vec<Arg> = (0..inputs).map(Arg::Input).chain([Arg::Output]).collect();
+    let n_out: usize = spec.out_dims().iter().product();
+    if conv3d::mma_unsupported(&spec).is_none() {
+        let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
+        let p = if big {
+            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 }
+        } else {
+            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 }
+        };
+        let k = conv3d::conv3d_mma(&format!("{name}_mma"), &spec, p)?;
+        let (grid, block) = conv3d::mma_launch_dims(&spec, p)?;
+        return Ok(one(k, grid, block, args, n_out));
+    }
+    let small = spec.cout <= 32;
+    let p = if small {
+        SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 }
+    } else {
+        SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
+    };
+    let k = conv3d::conv3d_simt(&format!("{name}_simt"), &spec, p)?;
+    let (grid, block) = conv3d::launch_dims(&spec, p)?;
+    Ok(one(k, grid, block, args, n_out))
 }
 
 fn one(kernel: Kernel, grid: u32, block: u32, args: Vec<Arg>, work: usize) -> Lowered {
@@ -372,12 +490,86 @@ pub fn lower(
             let k = embed::rope_table(&n("rope_table"), *grid, *dims, *theta, cos, COPY)?;
             Ok(one(k, cdiv(numel, 256)?, 256, vec![Arg::Output], numel))
         }
-        Op::RelPositionBucket { .. }
-        | Op::MatMul { .. }
-        | Op::Attention { .. }
-        | Op::Conv3d { .. }
-        | Op::MatMulEpilogue { .. }
-        | Op::Conv3dEpilogue { .. }
-        | Op::RmsNormRope { .. } => Err(KernelError::Unsupported(unsupported_reason(op, dtype).unwrap_or_default())),
+        Op::MatMul { trans_a, trans_b, bias } => {
+            let spec = gemm_spec(ins, out, (*trans_a, *trans_b, *bias), dtype, None)?;
+            gemm(&n("matmul"), &spec)
+        }
+        Op::MatMulEpilogue { trans_a, trans_b, bias, epilogue } => {
+            let first_extra = 2 + usize::from(*bias);
+            let extra = ins
+                .get(first_extra..)
+                .unwrap_or_default()
+                .iter()
+                .map(|(d, t)| EwInput { dtype: *t, strides: broadcast_strides(d, out) })
+                .collect();
+            let epi = GemmEpilogue { expr: Expr::from_ir(epilogue)?, extra };
+            let spec = gemm_spec(ins, out, (*trans_a, *trans_b, *bias), dtype, Some(epi))?;
+            gemm(&n("matmul_epilogue"), &spec)
+        }
+        Op::Conv3d { stride, pad, bias } => conv(&n("conv3d"), ins, (*stride, *pad, *bias), dtype, None),
+        Op::Conv3dEpilogue { stride, pad, bias, epilogue } => {
+            let first_extra = 2 + usize::from(*bias);
+            let extra = ins
+                .get(first_extra..)
+                .unwrap_or_default()
+                .iter()
+                .map(|(d, t)| EwInput { dtype: *t, strides: broadcast_strides(d, out) })
+                .collect();
+            let epi = GemmEpilogue { expr: Expr::from_ir(epilogue)?, extra };
+            conv(&n("conv3d_epilogue"), ins, (*stride, *pad, *bias), dtype, Some(epi))
+        }
+        Op::Attention { scale, bias, mask } => {
+            if numel == 0 {
+                return Ok(Lowered::Launches(Vec::new()));
+            }
+            let (k, grid, block) =
+                super::kernels::attention::for_node(&n("attention_flash"), ins, (*scale, *bias, *mask), dtype)?;
+            Ok(one(k, grid, block, (0..ins.len()).map(Arg::Input).chain([Arg::Output]).collect(), numel))
+        }
+        Op::RelPositionBucket { q_len, k_len, num_buckets, max_distance } => {
+            let k = embed::rel_position_bucket(
+                &n("rel_position_bucket"),
+                (*q_len, *k_len),
+                (*num_buckets, *max_distance),
+                COPY,
+            )?;
+            Ok(one(k, cdiv(numel, 256)?, 256, vec![Arg::Output], numel))
+        }
+        Op::RmsNormRope { eps, .. } => {
+            // Two launches: the RMS norm across heads into the output, then the rotary
+            // embedding in place (each thread reads its pair before writing it back).
+            let (x, table_dtype) = match ins {
+                [x, w, c, s] if x.1 == dtype && w.1 == dtype && c.1 == s.1 => (x, c.1),
+                _ => {
+                    return Err(KernelError::Unsupported(
+                        "rms_norm_rope needs x and weight of the output dtype and tables of one dtype".into(),
+                    ))
+                }
+            };
+            let layout = RowLayout::over_axes(x.0, &[x.0.len().saturating_sub(1)]);
+            let op = RowOp::Rms { eps: *eps, style: vidrt_ir::RmsStyle::MeanSquare, weight: true };
+            let norm = match row(
+                &n("norm_rms_heads"),
+                op,
+                layout,
+                (dtype, dtype),
+                vec![Arg::Input(0), Arg::Input(1), Arg::Output],
+                None,
+            )? {
+                Lowered::Launches(l) => l,
+                _ => Vec::new(),
+            };
+            let k = embed::rope(&n("rope_interleaved_inplace"), out, dtype, table_dtype, COPY)?;
+            let mut launches = norm;
+            if numel > 0 {
+                launches.push(Launch {
+                    kernel: k,
+                    grid: cdiv(numel / 2, 256)?,
+                    block: 256,
+                    args: vec![Arg::Output, Arg::Input(2), Arg::Input(3), Arg::Output],
+                });
+            }
+            Ok(Lowered::Launches(launches))
+        }
     }
 }

@@ -263,12 +263,37 @@ pub fn for_range(
     start: Reg,
     n: u32,
     step: u32,
+    body: impl FnMut(&mut KernelBuilder, Reg) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    counted_loop(b, start, (n, step), false, body)
+}
+
+/// [`for_range`] that ptxas must not unroll (for loops whose body is already unrolled at
+/// generation time, like a GEMM's K loop).
+pub fn for_range_rolled(
+    b: &mut KernelBuilder,
+    start: Reg,
+    n: u32,
+    step: u32,
+    body: impl FnMut(&mut KernelBuilder, Reg) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    counted_loop(b, start, (n, step), true, body)
+}
+
+fn counted_loop(
+    b: &mut KernelBuilder,
+    start: Reg,
+    (n, step): (u32, u32),
+    rolled: bool,
     mut body: impl FnMut(&mut KernelBuilder, Reg) -> Result<(), KernelError>,
 ) -> Result<(), KernelError> {
     let k = b.reg(Ty::U32);
     b.push(Inst::Mov { dst: k, src: Operand::Reg(start) });
     let (top, end) = (b.label(), b.label());
     b.place(top);
+    if rolled {
+        b.no_unroll();
+    }
     let p = b.setp(Cmp::Ge, k, Operand::Int(i64::from(n)));
     b.bra_if(end, p, false);
     body(b, k)?;

@@ -6,6 +6,10 @@
 //! - timestep: t `[B]` → f32 `[B, dim]`; the frequencies are generation-time constants
 //!   computed exactly as the CPU reference does (f32) and held in a `.const` table; one
 //!   thread per output element; sin/cos after a Cody–Waite range reduction.
+//! - rel_position_bucket: i64 `[Sq, Sk]` of T5 relative-position buckets of `j − i`; the
+//!   bucket of each of the `Sq + Sk − 1` relative positions is computed at generation time by
+//!   the IR's own definition (`vidrt_ir::op::t5_relative_bucket`) into a `.const` table, so
+//!   the kernel is an exact lookup; one thread per output element.
 //! - Launch: 1-D, `block` threads per block. Tunable: `block` ∈ {64, 128, 256, 512}.
 
 use vidrt_ir::DType;
@@ -218,6 +222,55 @@ pub fn rope_table(
     let r = b.bin(BinOp::Add, f, r, a_lo);
     let v = b.un(if cos { crate::ptx::builder::UnOp::Cos } else { crate::ptx::builder::UnOp::Sin }, f, r);
     store_f32(&mut b, op, t, v, DType::F32);
+    b.place(exit);
+    Ok(b.finish())
+}
+
+/// T5 relative-position buckets `[q_len, k_len]` as i64 (param: out).
+pub fn rel_position_bucket(
+    name: &str,
+    (q_len, k_len): (usize, usize),
+    (num_buckets, max_distance): (usize, usize),
+    p: CopyParams,
+) -> Result<Kernel, KernelError> {
+    if q_len == 0 || k_len == 0 {
+        return Err(KernelError::Invalid("rel_position_bucket of an empty grid".into()));
+    }
+    let span = q_len + k_len - 1;
+    if span > 16 * 1024 {
+        return Err(KernelError::Unsupported(format!(
+            "rel_position_bucket over {span} relative positions exceeds the 64 KiB .const table"
+        )));
+    }
+    let n = u32_of(q_len.saturating_mul(k_len), "elements")?;
+    let header = format!(
+        "rel_position_bucket {name}: i64[{q_len}, {k_len}], {num_buckets} buckets, max distance {max_distance}\n\
+         1-D launch, one thread per element; {span} buckets (relative positions {}..={}) in a .const table; params block={}",
+        1 - q_len as i64,
+        k_len - 1,
+        p.block
+    );
+    let mut b = KernelBuilder::new(name, header);
+    b.block(p.block);
+    let words = (0..span)
+        .map(|r| vidrt_ir::op::t5_relative_bucket(r as i64 - (q_len as i64 - 1), num_buckets, max_distance) as u32)
+        .collect();
+    let table = b.const_table(words);
+    let op = b.param(ParamTy::Ptr);
+    let exit = b.label();
+    let t = global_index(&mut b);
+    guard_lt(&mut b, t, n, exit);
+    let i = b.bin(BinOp::Div, Ty::U32, t, Operand::Int(k_len as i64));
+    let j = b.bin(BinOp::Rem, Ty::U32, t, Operand::Int(k_len as i64));
+    // Table index j − i + (q_len − 1), never negative.
+    let r = b.bin(BinOp::Add, Ty::U32, j, Operand::Int(q_len as i64 - 1));
+    let r = b.bin(BinOp::Sub, Ty::U32, r, i);
+    let base = b.const_base(table);
+    let a = b.addr(base, r, 4);
+    let v = b.ld(Space::Const, Ty::S32, a);
+    let wide = b.cvt(Ty::S64, v);
+    let oa = b.addr(op, t, 8);
+    b.st(Space::Global, oa, wide);
     b.place(exit);
     Ok(b.finish())
 }

@@ -21,9 +21,12 @@
 
 use vidrt_ir::DType;
 
-use super::common::u32_of;
+use super::common::{offset_of, u32_of};
+use super::gemm::{
+    block_coords, im2col_index, im2col_origin, store_result, ConvGeom, GemmSpec, OutPtrs, PosSlot, Store,
+};
 use crate::ptx::builder::{
-    BinOp, Cmp, CpCache, Guard, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty,
+    BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty,
 };
 use crate::ptx::KernelError;
 
@@ -94,6 +97,21 @@ struct Chunk {
     bytes: Reg,
 }
 
+/// How B reaches shared memory.
+enum BLoad<'a> {
+    Async(Loader),
+    Gather(Gather, &'a ConvGeom),
+}
+
+impl BLoad<'_> {
+    fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
+        match self {
+            BLoad::Async(l) => l.issue(b, base, k0, stage, k),
+            BLoad::Gather(g, geom) => g.issue(b, base, k0, stage, geom),
+        }
+    }
+}
+
 /// Per-thread state of one operand's global→shared copies.
 struct Loader {
     chunks: Vec<Chunk>,
@@ -151,45 +169,153 @@ impl Loader {
     }
 }
 
-/// The tensor-core GEMM at shape (m, n, k) for `dtype` (BF16 or F16) at parameter point `p`.
+/// The tensor-core GEMM at shape (m, n, k) for `dtype` (BF16 or F16) at parameter point `p`:
+/// B stored `[N, K]`, C written as f32, no bias or epilogue. Parameters: a, b, c.
 pub fn gemm_mma(name: &str, m: usize, n: usize, k: usize, dtype: DType, p: MmaParams) -> Result<Kernel, KernelError> {
-    let ab = match dtype {
-        DType::BF16 => Ty::BF16,
-        DType::F16 => Ty::F16,
-        other => return Err(KernelError::Unsupported(format!("gemm_mma takes bf16 or f16 inputs, not {other}"))),
-    };
-    let (wm, wn) = p.check()?;
-    if m == 0 || n == 0 || k == 0 {
-        return Err(KernelError::Invalid(format!("gemm_mma shape {m}x{n}x{k} is empty")));
+    gemm_mma_spec(name, &GemmSpec::plain(m, n, k, true, dtype, DType::F32), p)
+}
+
+/// Why `spec` cannot run on the tensor-core kernel, or `None` when it can.
+pub fn mma_unsupported(spec: &GemmSpec) -> Option<String> {
+    if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
+        return Some(format!("gemm_mma takes bf16 or f16 inputs, not {}", spec.in_dtype));
     }
-    if !k.is_multiple_of(8) {
-        return Err(KernelError::Unsupported(format!(
-            "gemm_mma needs K a multiple of 8 (16-byte cp.async rows), got K = {k}"
-        )));
+    if spec.trans_a || !spec.trans_b {
+        return Some("gemm_mma needs A stored [M, K] and B stored [N, K] (K-contiguous operands)".into());
     }
-    let (mu, nu, ku) = (u32_of(m, "M")?, u32_of(n, "N")?, u32_of(k, "K")?);
-    // Element indices are 32-bit.
-    u32_of(m.saturating_mul(k), "M·K")?;
-    u32_of(n.saturating_mul(k), "N·K")?;
-    u32_of(m.saturating_mul(n), "M·N")?;
-    let tiles_n = nu.div_ceil(p.bn);
-    let threads = p.threads();
+    if !spec.k.is_multiple_of(8) {
+        return Some(format!("gemm_mma needs K a multiple of 8 (16-byte cp.async rows), got K = {}", spec.k));
+    }
+    if spec.a_batch.iter().chain(&spec.b_batch).any(|s| !s.is_multiple_of(8)) {
+        return Some("gemm_mma needs batch strides that keep 16-byte alignment".into());
+    }
+    None
+}
+
+/// The tensor-core GEMM for `spec` (see [`mma_unsupported`] for what it takes) at `p`.
+/// Parameters: a, b, [bias], [epilogue inputs…], out (as [`super::gemm::gemm_simt`]).
+pub fn gemm_mma_spec(name: &str, spec: &GemmSpec, p: MmaParams) -> Result<Kernel, KernelError> {
+    spec.check()?;
+    if let Some(why) = mma_unsupported(spec) {
+        return Err(KernelError::Unsupported(why));
+    }
+    let (m, n, k, dtype) = (spec.m, spec.n, spec.k, spec.in_dtype);
     let header = format!(
-        "matmul_mma {name}: C[{m},{n}] f32 = A[{m},{k}] {dtype} row-major x B stored [{n},{k}] {dtype} row-major \
-         (K x N column-major)\nmma.sync.m16n8k16 f32 accumulation, cp.async 2-stage pipeline, ldmatrix; minimum sm_80\n\
-         1-D grid of ceil(M/BM)*ceil(N/BN) = {} blocks of {threads} threads; params BM={} BN={} BK={} warps {}x{}",
-        launch_dims(m, n, p).0,
+        "matmul_mma {name}: A[{m},{k}] {dtype} row-major x B stored [{n},{k}] {dtype} row-major \
+         (K x N column-major); {}\nmma.sync.m16n8k16 f32 accumulation, cp.async 2-stage pipeline, ldmatrix; minimum sm_80\n\
+         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads; params BM={} BN={} BK={} warps {}x{}",
+        spec.describe(),
+        launch_dims(m, n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
+        p.threads(),
         p.bm,
         p.bn,
         p.bk,
         p.warps_m,
         p.warps_n
     );
+    let core = MmaCore {
+        k,
+        batch: &spec.batch,
+        a_batch: &spec.a_batch,
+        b: MmaB::Matrix { strides: &spec.b_batch },
+        store: spec.store(),
+        b_first: false,
+    };
+    mma_kernel(name, header, &core, p)
+}
+
+/// The B operand of a tensor-core product.
+pub(crate) enum MmaB<'a> {
+    /// Stored `[N, K]` (K-contiguous, 16-byte rows: `cp.async`), element strides per batch axis.
+    Matrix { strides: &'a [usize] },
+    /// The implicit im2col of a conv input `[batch, Cin, T, H, W]`, gathered element by element
+    /// into shared memory (zero in the padding).
+    Im2col(&'a ConvGeom),
+}
+
+/// A tensor-core product: `batch` matrices `A[M, K] · B` stored through `store`.
+pub(crate) struct MmaCore<'a> {
+    pub k: usize,
+    pub batch: &'a [usize],
+    pub a_batch: &'a [usize],
+    pub b: MmaB<'a>,
+    pub store: Store<'a>,
+    /// The kernel's first parameter is B, then A (a conv's x, w order).
+    pub b_first: bool,
+}
+
+/// One thread's share of a gathered B slice: a fixed output position (`n = tid % BN`) and
+/// k offsets `kk0 + i·step`.
+struct Gather {
+    pos: PosSlot,
+    kk0: Reg,
+    soff: Reg,
+    per: u32,
+    step: u32,
+}
+
+impl Gather {
+    fn new(
+        b: &mut KernelBuilder,
+        (tid, n0): (Reg, Reg),
+        g: &ConvGeom,
+        (nu, p): (u32, MmaParams),
+        (a_bytes, stride): (u32, u32),
+    ) -> Result<Gather, KernelError> {
+        let threads = p.threads();
+        if !threads.is_multiple_of(p.bn) || !p.bk.is_multiple_of(threads / p.bn) {
+            return Err(KernelError::Invalid(format!("conv3d_mma parameters {p:?}: BN must divide the threads")));
+        }
+        let step = threads / p.bn;
+        let nn = b.bin(BinOp::Rem, Ty::U32, tid, imm(p.bn));
+        let kk0 = b.bin(BinOp::Div, Ty::U32, tid, imm(p.bn));
+        let gn = b.bin(BinOp::Add, Ty::U32, n0, nn);
+        let pos = im2col_origin(b, gn, g, nu);
+        let soff = b.fma(Ty::U32, nn, imm(stride), imm(a_bytes));
+        let soff = b.fma(Ty::U32, kk0, imm(2), soff);
+        Ok(Gather { pos, kk0, soff, per: p.bk / step, step })
+    }
+
+    /// Gathers the slice at `k0` of the input at `x` into the stage at shared address `stage`.
+    fn issue(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, stage: Reg, g: &ConvGeom) {
+        let gk0 = b.bin(BinOp::Add, Ty::U32, k0, self.kk0);
+        let dst0 = b.bin(BinOp::Add, Ty::U32, stage, self.soff);
+        for i in 0..self.per {
+            let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i * self.step));
+            let (idx, ok) = im2col_index(b, &self.pos, gk, g);
+            let ad = b.addr(x, idx, 2);
+            let v = b.ld(Space::Global, Ty::B16, ad);
+            let v = b.selp(Ty::B16, v, Operand::Int(0), ok);
+            let dst = b.bin(BinOp::Add, Ty::U32, dst0, imm(2 * i * self.step));
+            b.st(Space::Shared, dst, v);
+        }
+    }
+}
+
+/// Generates the tensor-core kernel for `core` at `p`. Parameters: A, B (or B, A with
+/// `b_first`), [bias], [epilogue inputs…], out.
+pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams) -> Result<Kernel, KernelError> {
+    let st = &core.store;
+    let ab = match st.in_dtype {
+        DType::BF16 => Ty::BF16,
+        DType::F16 => Ty::F16,
+        other => return Err(KernelError::Unsupported(format!("mma.sync takes bf16 or f16 inputs, not {other}"))),
+    };
+    if !core.k.is_multiple_of(8) {
+        return Err(KernelError::Unsupported(format!(
+            "the tensor-core kernels need K a multiple of 8 (16-byte cp.async rows of A), got K = {}",
+            core.k
+        )));
+    }
+    let (wm, wn) = p.check()?;
+    let (mu, nu, ku) = (u32_of(st.m, "M")?, u32_of(st.n, "N")?, u32_of(core.k, "K")?);
+    let tiles_n = nu.div_ceil(p.bn);
+    let threads = p.threads();
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);
-    let pa = b.param(ParamTy::Ptr);
-    let pb = b.param(ParamTy::Ptr);
-    let pc = b.param(ParamTy::Ptr);
+    let (first, second) = (b.param(ParamTy::Ptr), b.param(ParamTy::Ptr));
+    let (pa, pb) = if core.b_first { (second, first) } else { (first, second) };
+    let ptrs = OutPtrs::declare(&mut b, st);
 
     // Shared layout: per stage, A [BM][BK+8] then B [BN][BK+8] (b16 elements).
     let stride = (p.bk + 8) * 2;
@@ -198,13 +324,23 @@ pub fn gemm_mma(name: &str, m: usize, n: usize, k: usize, dtype: DType, p: MmaPa
     let smem = b.shared(2 * stage_bytes);
 
     let tid = b.special(Special::TidX);
-    let cta = b.special(Special::CtaidX);
-    let tm = b.bin(BinOp::Div, Ty::U32, cta, imm(tiles_n));
-    let tn = b.bin(BinOp::Rem, Ty::U32, cta, imm(tiles_n));
+    let (bi, tm, tn) = block_coords(&mut b, mu.div_ceil(p.bm) * tiles_n, tiles_n);
     let m0 = b.bin(BinOp::Mul, Ty::U32, tm, imm(p.bm));
     let n0 = b.bin(BinOp::Mul, Ty::U32, tn, imm(p.bn));
+    let a_off = offset_of(&mut b, bi, core.batch, core.a_batch)?;
+    let b_off = match &core.b {
+        MmaB::Matrix { strides } => offset_of(&mut b, bi, core.batch, strides)?,
+        MmaB::Im2col(g) => b.bin(BinOp::Mul, Ty::U32, bi, imm(u32_of(g.input_elems(), "conv input")?)),
+    };
+    let pa = b.addr(pa, a_off, 2);
+    let pb = b.addr(pb, b_off, 2);
     let la = Loader::new(&mut b, pa, tid, m0, (p.bm, mu, ku), p.bk, (0, stride), threads);
-    let lb = Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, (a_bytes, stride), threads);
+    let lb = match &core.b {
+        MmaB::Matrix { .. } => {
+            BLoad::Async(Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, (a_bytes, stride), threads))
+        }
+        MmaB::Im2col(g) => BLoad::Gather(Gather::new(&mut b, (tid, n0), g, (nu, p), (a_bytes, stride))?, g),
+    };
 
     let base = b.shared_base();
     let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
@@ -296,6 +432,7 @@ pub fn gemm_mma(name: &str, m: usize, n: usize, k: usize, dtype: DType, p: MmaPa
     let row_w = b.bin(BinOp::Add, Ty::U32, row_w, g);
     let col_w = b.fma(Ty::U32, wx, imm(wn), n0);
     let col_w = b.fma(Ty::U32, q, imm(2), col_w);
+    let out_base = b.bin(BinOp::Mul, Ty::U32, bi, imm(mu * nu));
     for i in 0..mt {
         for j in 0..nt {
             for (e, &v) in acc[i * nt + j].iter().enumerate() {
@@ -303,19 +440,7 @@ pub fn gemm_mma(name: &str, m: usize, n: usize, k: usize, dtype: DType, p: MmaPa
                 let dc = (j as u32) * 8 + e as u32 % 2;
                 let row = b.bin(BinOp::Add, Ty::U32, row_w, imm(dr));
                 let col = b.bin(BinOp::Add, Ty::U32, col_w, imm(dc));
-                let rok = b.setp(Cmp::Lt, row, imm(mu));
-                let cok = b.setp(Cmp::Lt, col, imm(nu));
-                let ok = b.bin(BinOp::And, Ty::Pred, rok, cok);
-                let rowc = b.bin(BinOp::Min, Ty::U32, row, imm(mu - 1));
-                let idx = b.fma(Ty::U32, rowc, imm(nu), col);
-                let ad = b.addr(pc, idx, 4);
-                b.push(Inst::St {
-                    space: Space::Global,
-                    src: vec![v],
-                    addr: ad,
-                    offset: 0,
-                    guard: Some(Guard { pred: ok, negate: false }),
-                });
+                store_result(&mut b, st, &ptrs, out_base, (row, col), v)?;
             }
         }
     }

@@ -568,7 +568,7 @@ fn run_thread(
                 let v = if regs[pred.id as usize] != 0 { val(regs, a, dst.ty) } else { val(regs, b, dst.ty) };
                 set(regs, dst, v);
             }
-            Inst::Label(_) => {}
+            Inst::Label(_) | Inst::NoUnroll => {}
             Inst::Bra { target, guard } => {
                 let taken = guard.is_none_or(|g| (regs[g.pred.id as usize] != 0) != g.negate);
                 if taken {

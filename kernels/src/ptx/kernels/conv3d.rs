@@ -1,0 +1,256 @@
+//! Conv3d as an implicit GEMM, on tensor cores (`conv3d_mma`, bf16/f16) or SIMT
+//! (`conv3d_simt`, every float dtype): no im2col buffer.
+//!
+//! - Op: the IR's `conv3d` and `conv3d_epilogue`: `out[b, co, to, ho, wo] = epilogue(bias[co] +
+//!   Σ_{ci, dt, dh, dw} w[co, ci, dt, dh, dw] · x[b, ci, to·st + dt − pt, ho·sh + dh − ph,
+//!   wo·sw + dw − pw], extras…)`, zero outside the input (the VAE's causal padding is
+//!   `pt = kt − 1` before and nothing after; its cached frames arrive concatenated in front of x).
+//! - As a GEMM per batch item: M = Cout, N = To·Ho·Wo, K = Cin·kt·kh·kw; A is the weight
+//!   `[Cout, K]` (row-major as stored), B the implicit im2col of x, gathered while staging the
+//!   K slice into shared memory (padding taps select 0). 1×1×1 convs with stride 1 and no
+//!   padding read x directly as the `[Cin, T·H·W]` matrix.
+//! - Layouts: x `[B, Cin, T, H, W]`, w `[Cout, Cin, kt, kh, kw]`, bias `[Cout]`, out
+//!   `[B, Cout, To, Ho, Wo]`, all row-major; f32, f16 or bf16, arithmetic in f32.
+//! - `conv3d_mma`: the `matmul_mma` pipeline (2 stages, `ldmatrix`, `mma.sync.m16n8k16`, f32
+//!   accumulation) with the weight slice copied by `cp.async` (needs K a multiple of 8) and
+//!   the im2col slice gathered by plain 16-bit loads into the `[BN][BK]` stage (each thread
+//!   keeps one output position, `n = tid % BN`, and walks k); tunables [`MmaParams`] with
+//!   BN dividing the block's threads. See [`mma_unsupported`] and [`mma_launch_dims`].
+//! - Launch and tunables of `conv3d_simt`: those of `matmul_simt`
+//!   ([`super::gemm::SimtParams`]) with the batch axis = B, M = Cout, N = To·Ho·Wo; see
+//!   [`launch_dims`]. Minimum SM: sm_80.
+
+use vidrt_ir::DType;
+
+use super::common::{need_float, u32_of};
+use super::gemm::{self, BOperand, ConvGeom, Core, GemmEpilogue, SimtParams, Store};
+use super::gemm_mma::{self, MmaB, MmaCore, MmaParams};
+use crate::ptx::{Kernel, KernelError};
+
+/// One conv3d node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvSpec {
+    pub batch: usize,
+    pub cout: usize,
+    pub geom: ConvGeom,
+    /// x's, w's and the bias's dtype.
+    pub in_dtype: DType,
+    pub out_dtype: DType,
+    pub bias: bool,
+    /// Extras' strides are over the output's axes `[B, Cout, To, Ho, Wo]`.
+    pub epilogue: Option<GemmEpilogue>,
+}
+
+impl ConvSpec {
+    /// The spec of a conv of x `[B, Cin, T, H, W]` by w `[Cout, Cin, kt, kh, kw]`.
+    pub fn new(
+        x: &[usize],
+        w: &[usize],
+        stride: [usize; 3],
+        pad: [[usize; 2]; 3],
+        dtypes: (DType, DType),
+        bias: bool,
+        epilogue: Option<GemmEpilogue>,
+    ) -> Result<ConvSpec, KernelError> {
+        let (&[b, cin, t, h, wd], &[cout, wcin, kt, kh, kw]) = (x, w) else {
+            return Err(KernelError::Invalid(format!("conv3d needs x and w of rank 5, got {x:?} and {w:?}")));
+        };
+        if wcin != cin {
+            return Err(KernelError::Invalid(format!("conv3d channels differ: x {x:?}, w {w:?}")));
+        }
+        let input = [t, h, wd];
+        let kernel = [kt, kh, kw];
+        let mut output = [0; 3];
+        for ax in 0..3 {
+            let padded = input[ax].saturating_add(pad[ax][0]).saturating_add(pad[ax][1]);
+            if stride[ax] == 0 || kernel[ax] == 0 || padded < kernel[ax] {
+                return Err(KernelError::Invalid(format!("conv3d axis {ax}: kernel larger than the padded input")));
+            }
+            output[ax] = (padded - kernel[ax]) / stride[ax] + 1;
+        }
+        let geom = ConvGeom { cin, input, kernel, stride, pad_lo: [pad[0][0], pad[1][0], pad[2][0]], output };
+        let spec = ConvSpec { batch: b, cout, geom, in_dtype: dtypes.0, out_dtype: dtypes.1, bias, epilogue };
+        spec.check()?;
+        Ok(spec)
+    }
+
+    fn mnk(&self) -> (usize, usize, usize) {
+        let g = &self.geom;
+        (self.cout, g.output.iter().product(), g.cin * g.kernel.iter().product::<usize>())
+    }
+
+    /// The output's dims `[B, Cout, To, Ho, Wo]`.
+    pub fn out_dims(&self) -> Vec<usize> {
+        let o = self.geom.output;
+        vec![self.batch, self.cout, o[0], o[1], o[2]]
+    }
+
+    /// A pointwise conv (1×1×1, stride 1, no padding) is a plain GEMM over x.
+    pub fn is_pointwise(&self) -> bool {
+        let g = &self.geom;
+        g.kernel == [1; 3] && g.stride == [1; 3] && g.pad_lo == [0; 3] && g.output == g.input
+    }
+
+    fn check(&self) -> Result<(), KernelError> {
+        need_float(self.in_dtype, "conv3d inputs")?;
+        need_float(self.out_dtype, "conv3d output")?;
+        let (m, n, k) = self.mnk();
+        if self.batch == 0 || m == 0 || n == 0 || k == 0 || self.geom.input.contains(&0) {
+            return Err(KernelError::Invalid(format!("conv3d of an empty tensor: {:?}", self.out_dims())));
+        }
+        let total = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
+        u32_of(total(&self.out_dims()), "conv3d output elements")?;
+        u32_of(self.batch.saturating_mul(self.geom.input_elems()), "conv3d input elements")?;
+        u32_of(m.saturating_mul(k), "conv3d weight elements")?;
+        // Padded coordinates (origin + tap) must not wrap.
+        for ax in 0..3 {
+            let g = &self.geom;
+            let reach = g.output[ax].saturating_mul(g.stride[ax]).saturating_add(g.kernel[ax]);
+            u32_of(reach.saturating_add(g.pad_lo[ax]), "conv3d padded extent")?;
+        }
+        if let Some(e) = &self.epilogue {
+            if e.extra.iter().any(|x| x.strides.len() != 5) {
+                return Err(KernelError::Invalid("epilogue input strides must cover the output's 5 axes".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&self) -> Store<'_> {
+        let (m, n, _) = self.mnk();
+        Store {
+            m,
+            n,
+            in_dtype: self.in_dtype,
+            out_dtype: self.out_dtype,
+            bias_rows: self.bias.then_some(true),
+            epilogue: self.epilogue.as_ref(),
+            out_dims: self.out_dims(),
+        }
+    }
+}
+
+/// Every parameter point (the SIMT GEMM's).
+pub fn param_space() -> Vec<SimtParams> {
+    gemm::simt_param_space()
+}
+
+/// (grid, block) for `spec` at `p`.
+pub fn launch_dims(spec: &ConvSpec, p: SimtParams) -> Result<(u32, u32), KernelError> {
+    let (m, n, _) = spec.mnk();
+    let tiles = m.div_ceil(p.bm as usize).saturating_mul(n.div_ceil(p.bn as usize));
+    Ok((u32_of(tiles.saturating_mul(spec.batch), "conv3d blocks")?, p.threads()))
+}
+
+/// The implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, [bias], [epilogue inputs…],
+/// out — w is the GEMM's A and x its B, so the kernel takes them in the IR's order.
+pub fn conv3d_simt(name: &str, spec: &ConvSpec, p: SimtParams) -> Result<Kernel, KernelError> {
+    spec.check()?;
+    let (m, n, k) = spec.mnk();
+    let (grid, block) = launch_dims(spec, p)?;
+    let g = &spec.geom;
+    let header = format!(
+        "conv3d_simt {name}: x [{}, {}, {:?}] * w [{}, {}, {:?}] stride {:?} pad_lo {:?} -> [{}, {}, {:?}] {} -> {}; \
+         bias {}; epilogue {}\nimplicit GEMM M={m} N={n} K={k}{}, f32 fma accumulation; minimum sm_80\n\
+         1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} TM={} TN={}",
+        spec.batch,
+        g.cin,
+        g.input,
+        spec.cout,
+        g.cin,
+        g.kernel,
+        g.stride,
+        g.pad_lo,
+        spec.batch,
+        spec.cout,
+        g.output,
+        spec.in_dtype,
+        spec.out_dtype,
+        spec.bias,
+        spec.epilogue.as_ref().map_or("none".to_string(), |e| format!("{:?}", e.expr)),
+        if spec.is_pointwise() {
+            " (pointwise: x read as a [Cin, THW] matrix)"
+        } else {
+            " (im2col gathered in the K loop)"
+        },
+        p.bm,
+        p.bn,
+        p.bk,
+        p.tm,
+        p.tn
+    );
+    let x_stride = [g.input_elems()];
+    let core = Core {
+        k,
+        batch: &[spec.batch],
+        a_batch: &[0],
+        trans_a: false,
+        b: if spec.is_pointwise() {
+            BOperand::Matrix { trans: false, strides: &x_stride }
+        } else {
+            BOperand::Im2col(g)
+        },
+        store: spec.store(),
+        // x (the GEMM's B) comes first in the IR's input order.
+        b_first: true,
+    };
+    gemm::simt_kernel(name, header, &core, p)
+}
+
+/// Why `spec` cannot run on the tensor-core conv, or `None` when it can.
+pub fn mma_unsupported(spec: &ConvSpec) -> Option<String> {
+    if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
+        return Some(format!("conv3d_mma takes bf16 or f16 inputs, not {}", spec.in_dtype));
+    }
+    let (_, _, k) = spec.mnk();
+    (!k.is_multiple_of(8)).then(|| format!("conv3d_mma needs Cin·kt·kh·kw a multiple of 8, got {k}"))
+}
+
+/// (grid, block) of `conv3d_mma` for `spec` at `p`.
+pub fn mma_launch_dims(spec: &ConvSpec, p: MmaParams) -> Result<(u32, u32), KernelError> {
+    let (m, n, _) = spec.mnk();
+    let (tiles, block) = gemm_mma::launch_dims(m, n, p);
+    let grid = (tiles as usize).saturating_mul(spec.batch);
+    Ok((u32_of(grid, "conv3d blocks")?, block))
+}
+
+/// The tensor-core implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, [bias],
+/// [epilogue inputs…], out.
+pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, KernelError> {
+    spec.check()?;
+    if let Some(why) = mma_unsupported(spec) {
+        return Err(KernelError::Unsupported(why));
+    }
+    let (m, n, k) = spec.mnk();
+    let (grid, block) = mma_launch_dims(spec, p)?;
+    let g = &spec.geom;
+    let header = format!(
+        "conv3d_mma {name}: x [{}, {}, {:?}] * w [{}, {}, {:?}] stride {:?} pad_lo {:?} -> [{}, {}, {:?}] {} -> {}; \
+         bias {}; epilogue {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered into shared memory, \
+         ldmatrix + mma.sync.m16n8k16 f32 accumulation, 2 stages; minimum sm_80\n\
+         1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{}",
+        spec.batch,
+        g.cin,
+        g.input,
+        spec.cout,
+        g.cin,
+        g.kernel,
+        g.stride,
+        g.pad_lo,
+        spec.batch,
+        spec.cout,
+        g.output,
+        spec.in_dtype,
+        spec.out_dtype,
+        spec.bias,
+        spec.epilogue.as_ref().map_or("none".to_string(), |e| format!("{:?}", e.expr)),
+        p.bm,
+        p.bn,
+        p.bk,
+        p.warps_m,
+        p.warps_n
+    );
+    let core =
+        MmaCore { k, batch: &[spec.batch], a_batch: &[0], b: MmaB::Im2col(g), store: spec.store(), b_first: true };
+    gemm_mma::mma_kernel(name, header, &core, p)
+}

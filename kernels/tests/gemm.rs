@@ -1,0 +1,311 @@
+//! The matmul family in the simulator against an f64 host product: `matmul_simt` at every
+//! parameter point over transposes, broadcast batches, bias, fused epilogues (gate·acc +
+//! residual, gelu-tanh) and f32/bf16/f16 inputs and outputs, including K that is not a multiple
+//! of 8; and `matmul_mma` with batch, bias, epilogue and 16-bit outputs.
+//!
+//! Tolerance per element: the f32-accumulation bound K·2⁻²⁴·Σ|a·b| (scaled by the epilogue's
+//! gain), plus one rounding of the intermediate to the input dtype (the unfused matmul's
+//! output, which the epilogue reads) and one rounding of the result to the output dtype.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is a test failure
+
+use half::{bf16, f16};
+use vidrt_ir::{BinaryOp, DType, UnaryOp};
+use vidrt_kernels::ptx::kernels::common::contiguous;
+use vidrt_kernels::ptx::kernels::elementwise::{broadcast_strides, EwInput, Expr};
+use vidrt_kernels::ptx::kernels::gemm::{self, GemmEpilogue, GemmSpec};
+use vidrt_kernels::ptx::kernels::gemm_mma::{self, MmaParams};
+use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims};
+use vidrt_kernels::ptx::{emit, Kernel, Target};
+
+/// Deterministic splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1), never exactly zero.
+    fn uniform(&mut self) -> f32 {
+        let u = ((self.next() >> 40) as f32 + 0.5) / (1u64 << 24) as f32;
+        2.0 * u - 1.0
+    }
+}
+
+fn round(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::F16 => f16::from_f32(x).to_f32(),
+        DType::BF16 => bf16::from_f32(x).to_f32(),
+        _ => x,
+    }
+}
+
+/// Unit roundoff of a dtype (0 for f32: its rounding is inside the accumulation bound).
+fn unit(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 2f64.powi(-11),
+        DType::BF16 => 2f64.powi(-8),
+        _ => 0.0,
+    }
+}
+
+fn encode(dtype: DType, v: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_bits().to_le_bytes()).collect(),
+        DType::BF16 => v.iter().flat_map(|&x| bf16::from_f32(x).to_bits().to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+    }
+}
+
+fn decode(dtype: DType, b: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::F16 => b.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        DType::BF16 => b.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        _ => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+    }
+}
+
+/// The epilogues the tests use, with their host form and gain (a bound on |∂out/∂acc|).
+#[derive(Clone, Copy, Debug)]
+enum Epi {
+    None,
+    /// `acc · gate[n] + residual[b, m, n]` (gate f32 `[N]`, residual f32, dense).
+    GateResidual,
+    /// `gelu_tanh(acc)`.
+    Gelu,
+}
+
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+struct Case {
+    spec: GemmSpec,
+    epi: Epi,
+}
+
+/// Dims of A and B as stored, for `spec` (batch axes: the spec's where the stride is non-zero,
+/// else 1).
+fn stored_dims(spec: &GemmSpec) -> (Vec<usize>, Vec<usize>) {
+    let lead = |strides: &[usize]| -> Vec<usize> {
+        spec.batch.iter().zip(strides).map(|(&d, &s)| if s == 0 { 1 } else { d }).collect()
+    };
+    let mut a = lead(&spec.a_batch);
+    a.extend(if spec.trans_a { [spec.k, spec.m] } else { [spec.m, spec.k] });
+    let mut b = lead(&spec.b_batch);
+    b.extend(if spec.trans_b { [spec.n, spec.k] } else { [spec.k, spec.n] });
+    (a, b)
+}
+
+/// A spec whose batch strides are those of dense operands broadcast over `batch`
+/// (`a_lead`/`b_lead`: the operands' own batch dims, 1 where broadcast).
+#[allow(clippy::too_many_arguments)]
+fn spec(
+    (m, n, k): (usize, usize, usize),
+    batch: &[usize],
+    (a_lead, b_lead): (&[usize], &[usize]),
+    (trans_a, trans_b): (bool, bool),
+    (in_dtype, out_dtype): (DType, DType),
+    bias: bool,
+    epi: Epi,
+) -> Case {
+    let strides = |lead: &[usize], mat: usize| -> Vec<usize> {
+        let mut dims = lead.to_vec();
+        dims.push(mat);
+        let st = contiguous(&dims);
+        lead.iter().zip(st).map(|(&d, s)| if d == 1 { 0 } else { s }).collect()
+    };
+    let mut out = batch.to_vec();
+    out.extend([m, n]);
+    let epilogue = match epi {
+        Epi::None => None,
+        Epi::GateResidual => Some(GemmEpilogue {
+            expr: Expr::Binary(
+                BinaryOp::Add,
+                Box::new(Expr::Binary(BinaryOp::Mul, Box::new(Expr::Input(0)), Box::new(Expr::Input(1)))),
+                Box::new(Expr::Input(2)),
+            ),
+            extra: vec![
+                EwInput { dtype: DType::F32, strides: broadcast_strides(&[n], &out) },
+                EwInput { dtype: DType::F32, strides: contiguous(&out) },
+            ],
+        }),
+        Epi::Gelu => {
+            Some(GemmEpilogue { expr: Expr::Unary(UnaryOp::GeluTanh, Box::new(Expr::Input(0))), extra: vec![] })
+        }
+    };
+    Case {
+        spec: GemmSpec {
+            m,
+            n,
+            k,
+            batch: batch.to_vec(),
+            a_batch: strides(a_lead, m * k),
+            b_batch: strides(b_lead, n * k),
+            trans_a,
+            trans_b,
+            in_dtype,
+            out_dtype,
+            bias,
+            epilogue,
+        },
+        epi,
+    }
+}
+
+/// Runs `kern` on seeded inputs for `case` and checks every output element; returns the
+/// largest error relative to its tolerance.
+fn check(case: &Case, kern: &Kernel, (grid, block): (u32, u32), seed: u64) -> f64 {
+    let s = &case.spec;
+    let (ad, bd) = stored_dims(s);
+    let mut rng = Rng(seed);
+    let mut gen = |n: usize, dt: DType| -> Vec<f32> { (0..n).map(|_| round(dt, rng.uniform())).collect() };
+    let a = gen(ad.iter().product(), s.in_dtype);
+    let b = gen(bd.iter().product(), s.in_dtype);
+    let bias = gen(s.n, s.in_dtype);
+    let out_n: usize = s.out_dims().iter().product();
+    let gate = gen(s.n, DType::F32).into_iter().map(|x| 2.0 * x).collect::<Vec<f32>>();
+    let resid = gen(out_n, DType::F32);
+
+    let mut mem = GlobalMem::new();
+    let mut args = vec![
+        ArgValue::Ptr(mem.alloc_with(encode(s.in_dtype, &a))),
+        ArgValue::Ptr(mem.alloc_with(encode(s.in_dtype, &b))),
+    ];
+    if s.bias {
+        args.push(ArgValue::Ptr(mem.alloc_with(encode(s.in_dtype, &bias))));
+    }
+    if let Epi::GateResidual = case.epi {
+        args.push(ArgValue::Ptr(mem.alloc_with(encode(DType::F32, &gate))));
+        args.push(ArgValue::Ptr(mem.alloc_with(encode(DType::F32, &resid))));
+    }
+    let osz = s.out_dtype.size_bytes();
+    let out = mem.alloc(out_n * osz);
+    args.push(ArgValue::Ptr(out));
+    launch(kern, LaunchDims { grid, block }, &args, &mut mem).unwrap_or_else(|e| panic!("{}: {e}", kern.name));
+    let got = decode(s.out_dtype, mem.read(out, out_n * osz).expect("in bounds"));
+
+    let (ast, bst) = (contiguous(&ad), contiguous(&bd));
+    let mut worst = 0f64;
+    let mut bidx = vec![0usize; s.batch.len()];
+    for bi in 0..s.batch_count() {
+        let mut rem = bi;
+        for (ax, &d) in s.batch.iter().enumerate().rev() {
+            bidx[ax] = rem % d;
+            rem /= d;
+        }
+        let off = |strides: &[usize]| bidx.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
+        let (ao, bo) = (off(&s.a_batch), off(&s.b_batch));
+        let nb = ad.len() - 2;
+        for i in 0..s.m {
+            for j in 0..s.n {
+                let (mut acc, mut mag) = (0f64, 0f64);
+                for kk in 0..s.k {
+                    let av = if s.trans_a { a[ao + kk * ast[nb] + i] } else { a[ao + i * ast[nb] + kk] };
+                    let bv = if s.trans_b { b[bo + j * bst[nb] + kk] } else { b[bo + kk * bst[nb] + j] };
+                    let p = f64::from(av) * f64::from(bv);
+                    acc += p;
+                    mag += p.abs();
+                }
+                if s.bias {
+                    acc += f64::from(bias[j]);
+                    mag += f64::from(bias[j]).abs();
+                }
+                let oi = (bi * s.m + i) * s.n + j;
+                let (want, gain) = match case.epi {
+                    Epi::None => (acc, 1.0),
+                    Epi::GateResidual => {
+                        let mid = f64::from(round(s.in_dtype, acc as f32));
+                        (mid * f64::from(gate[j]) + f64::from(resid[oi]), f64::from(gate[j]).abs().max(1.0))
+                    }
+                    Epi::Gelu => (gelu(f64::from(round(s.in_dtype, acc as f32))), 1.2),
+                };
+                let tol = gain * (s.k as f64 + 2.0) * 2f64.powi(-24) * mag
+                    + gain * unit(s.in_dtype) * acc.abs()
+                    + unit(s.out_dtype) * want.abs()
+                    + 2e-6 * (want.abs() + 1e-3);
+                let g = f64::from(got[oi]);
+                assert!(
+                    (g - want).abs() <= tol,
+                    "{}: out[{bi}][{i}][{j}] = {g}, want {want} (tolerance {tol:e})\n{}",
+                    kern.name,
+                    kern.header
+                );
+                worst = worst.max((g - want).abs() / tol);
+            }
+        }
+    }
+    worst
+}
+
+fn simt_cases() -> Vec<Case> {
+    use DType::{BF16, F16, F32};
+    vec![
+        spec((37, 29, 40), &[], (&[], &[]), (false, false), (F32, F32), false, Epi::None),
+        spec((70, 67, 19), &[], (&[], &[]), (true, true), (F32, F32), false, Epi::None),
+        spec((5, 9, 33), &[2, 3], (&[2, 1], &[1, 3]), (false, true), (F32, F32), true, Epi::None),
+        spec((33, 40, 24), &[2], (&[2], &[1]), (true, false), (BF16, BF16), true, Epi::GateResidual),
+        spec((17, 130, 7), &[], (&[], &[]), (false, true), (F16, F32), false, Epi::Gelu),
+        spec((1, 1, 1), &[], (&[], &[]), (false, false), (F32, F16), true, Epi::None),
+    ]
+}
+
+#[test]
+fn matmul_simt_matches_the_host_at_every_parameter_point() {
+    for (pi, p) in gemm::simt_param_space().into_iter().enumerate() {
+        for (ci, case) in simt_cases().iter().enumerate() {
+            let kern = gemm::gemm_simt(&format!("simt_{pi}_{ci}"), &case.spec, p).expect("generates");
+            let dims = gemm::simt_launch_dims(&case.spec, p).expect("fits");
+            let worst = check(case, &kern, dims, 100 + ci as u64);
+            println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
+        }
+    }
+}
+
+#[test]
+fn matmul_mma_with_batch_bias_and_epilogue_matches_the_host() {
+    use DType::{BF16, F16};
+    let cases = [
+        spec((33, 40, 24), &[2], (&[2], &[1]), (false, true), (BF16, BF16), true, Epi::GateResidual),
+        spec((130, 72, 96), &[], (&[], &[]), (false, true), (F16, F16), true, Epi::None),
+        spec((20, 24, 16), &[3], (&[3], &[3]), (false, true), (BF16, DType::F32), false, Epi::Gelu),
+    ];
+    for (pi, p) in gemm_mma::param_space().into_iter().enumerate() {
+        for (ci, case) in cases.iter().enumerate() {
+            assert_eq!(gemm_mma::mma_unsupported(&case.spec), None);
+            let kern = gemm_mma::gemm_mma_spec(&format!("mma_{pi}_{ci}"), &case.spec, p).expect("generates");
+            assert!(emit(&kern, Target::Sm80).contains("mma.sync.aligned.m16n8k16"));
+            let (tiles, block) = gemm_mma::launch_dims(case.spec.m, case.spec.n, p);
+            let grid = tiles * case.spec.batch_count() as u32;
+            let worst = check(case, &kern, (grid, block), 200 + ci as u64);
+            println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
+        }
+    }
+}
+
+#[test]
+fn matmul_specs_the_tensor_cores_cannot_take_say_why() {
+    use DType::{BF16, F32};
+    let k_odd = spec((8, 8, 12), &[], (&[], &[]), (false, true), (BF16, BF16), false, Epi::None);
+    let b_kn = spec((8, 8, 16), &[], (&[], &[]), (false, false), (BF16, BF16), false, Epi::None);
+    let f32_in = spec((8, 8, 16), &[], (&[], &[]), (false, true), (F32, F32), false, Epi::None);
+    for c in [k_odd, b_kn, f32_in] {
+        assert!(gemm_mma::mma_unsupported(&c.spec).is_some());
+        let p = MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 };
+        assert!(gemm_mma::gemm_mma_spec("x", &c.spec, p).is_err());
+        // The SIMT kernel takes all of them.
+        let sp = gemm::simt_param_space()[0];
+        let kern = gemm::gemm_simt("simt", &c.spec, sp).expect("generates");
+        check(&c, &kern, gemm::simt_launch_dims(&c.spec, sp).expect("fits"), 7);
+    }
+    let mut bad = spec((8, 8, 16), &[], (&[], &[]), (false, true), (F32, F32), false, Epi::None);
+    bad.spec.m = 0;
+    assert!(gemm::gemm_simt("x", &bad.spec, gemm::simt_param_space()[0]).is_err());
+    let bad_p = gemm::SimtParams { bm: 48, bn: 32, bk: 16, tm: 4, tn: 4 };
+    assert!(gemm::gemm_simt("x", &bad.spec, bad_p).is_err());
+}
