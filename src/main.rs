@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use vidrt::eval::run_case;
 use vidrt::golden::Case;
+use vidrt::ir::DType;
 use vidrt::runtime::{Backend, CpuBackend};
 
 #[derive(Parser)]
@@ -168,6 +169,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let suite: bench::Suite = a.suite.parse().map_err(|e| anyhow::anyhow!("--suite: {e}"))?;
+    #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))]
     let mut opts = bench::BenchOptions {
         suite,
         model: a.model.clone(),
@@ -369,6 +371,11 @@ struct GenerateArgs {
     /// outputs) and name the first node that produced one. Slow.
     #[arg(long)]
     check_intermediates: bool,
+    /// Storage dtype of every graph's float tensors: f32, or bf16/f16 (mixed precision: each
+    /// op still computes in f32; on CUDA the tensor-core kernels run). The video stays the
+    /// same format.
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// `123`, `64K`, `512M`, `2G` (binary units) as bytes.
@@ -461,6 +468,17 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         }
         (_, Some(_)) => bail!("--memory-limit applies to the CPU backend only (for now)"),
         (name, None) => backend(name)?,
+    };
+    let precision = match a.precision.as_str() {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        other => bail!("unknown --precision `{other}` (f32, bf16 or f16)"),
+    };
+    let b: Box<dyn Backend> = if precision == DType::F32 {
+        b
+    } else {
+        Box::new(vidrt::runtime::ReducedPrecision { inner: b, dtype: precision })
     };
     let b: Box<dyn Backend> = if a.check_intermediates { Box::new(vidrt::runtime::CheckEveryNode(b)) } else { b };
     let mut pipe = Pipeline::new(model, b);

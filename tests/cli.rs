@@ -245,3 +245,15 @@ fn generate_with_check_intermediates() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(&std::fs::read(&out).expect("gif written")[..6], b"GIF89a");
 }
+
+/// `--precision` takes f32, bf16 or f16; anything else is refused before any work.
+#[test]
+fn generate_refuses_an_unknown_precision() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidrt"))
+        .args(["generate", "--precision", "f8", "--out", "/nonexistent/never.gif"])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("unknown --precision `f8` (f32, bf16 or f16)"), "{err}");
+}

@@ -103,6 +103,32 @@ impl Backend for CheckEveryNode {
     }
 }
 
+/// A backend that runs float tensors in `dtype` (bf16 or f16; f32 changes nothing): every
+/// graph goes through [`vidrt_ir::passes::reduce_precision`] before the inner backend
+/// compiles it, so on CUDA the tensor-core kernels run. Outputs stay f32.
+pub struct ReducedPrecision {
+    pub inner: Box<dyn Backend>,
+    pub dtype: DType,
+}
+
+impl Backend for ReducedPrecision {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn support(&self, op: &Op, dtype: DType) -> Support {
+        self.inner.support(op, dtype)
+    }
+
+    fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
+        if self.dtype == DType::F32 {
+            return self.inner.compile(graph, weights);
+        }
+        let g = vidrt_ir::passes::reduce_precision(graph, self.dtype)?;
+        self.inner.compile(&g, weights)
+    }
+}
+
 struct CheckedExecutable(Box<dyn Executable>);
 
 impl Executable for CheckedExecutable {

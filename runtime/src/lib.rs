@@ -20,7 +20,9 @@ pub mod cuda_sim;
 mod error;
 pub mod tune;
 
-pub use backend::{Backend, CheckEveryNode, Executable, NoWeights, RunOptions, Support, WeightSource};
+pub use backend::{
+    Backend, CheckEveryNode, Executable, NoWeights, ReducedPrecision, RunOptions, Support, WeightSource,
+};
 pub use cpu::CpuBackend;
 pub use cuda_sim::SimBackend;
 pub use error::RuntimeError;

@@ -18,11 +18,13 @@ pub mod dce;
 pub mod fold;
 pub mod fuse;
 pub mod plan;
+pub mod precision;
 
 use crate::error::IrError;
 use crate::{DType, Graph, Node, NodeId, Op};
 
 pub use plan::{plan_memory, MemoryPlan};
+pub use precision::reduce_precision;
 
 /// An error from the pass pipeline.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
