@@ -125,6 +125,10 @@ enum Cmd {
         /// instead of running anything.
         #[arg(long, num_args = 2, value_names = ["A", "B"])]
         compare: Option<Vec<PathBuf>>,
+        /// Storage dtype of the benchmarked graphs: f32, bf16 or f16 (on CUDA, bf16/f16 run
+        /// the tensor-core kernels). Names of a 16-bit run end in ` bf16`/` f16`.
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Show what the compiler does to a model's graphs (no weights needed): nodes before and
     /// after the passes, kernel launches, FLOPs, minimal bytes moved, planned peak activation
@@ -157,6 +161,17 @@ struct BenchArgs {
     markdown: Option<PathBuf>,
     plot: Option<PathBuf>,
     compare: Option<Vec<PathBuf>>,
+    precision: String,
+}
+
+/// `--precision`: f32, bf16 or f16.
+fn parse_precision(s: &str) -> Result<DType> {
+    Ok(match s {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        other => bail!("unknown --precision `{other}` (f32, bf16 or f16)"),
+    })
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
@@ -177,6 +192,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         repeats: a.repeats.max(1),
         warmup: a.warmup,
         filter: a.filter.clone(),
+        precision: parse_precision(&a.precision)?,
         ..bench::BenchOptions::default()
     };
     let b: Box<dyn Backend> = match a.backend.as_str() {
@@ -469,12 +485,7 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         (_, Some(_)) => bail!("--memory-limit applies to the CPU backend only (for now)"),
         (name, None) => backend(name)?,
     };
-    let precision = match a.precision.as_str() {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        other => bail!("unknown --precision `{other}` (f32, bf16 or f16)"),
-    };
+    let precision = parse_precision(&a.precision)?;
     let b: Box<dyn Backend> = if precision == DType::F32 {
         b
     } else {
@@ -641,9 +652,33 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate(a),
         Cmd::Ops { backend, filter } => ops(&backend, filter.as_deref()),
         Cmd::Inspect { model, height, width, frames, json } => inspect(&model, height, width, frames, json),
-        Cmd::Bench { backend, suite, model, scale, repeats, warmup, filter, json, markdown, plot, compare } => {
-            bench(BenchArgs { backend, suite, model, scale, repeats, warmup, filter, json, markdown, plot, compare })
-        }
+        Cmd::Bench {
+            backend,
+            suite,
+            model,
+            scale,
+            repeats,
+            warmup,
+            filter,
+            json,
+            markdown,
+            plot,
+            compare,
+            precision,
+        } => bench(BenchArgs {
+            backend,
+            suite,
+            model,
+            scale,
+            repeats,
+            warmup,
+            filter,
+            json,
+            markdown,
+            plot,
+            compare,
+            precision,
+        }),
         Cmd::Tune { model, height, width, frames, backend, repeats, warmup, components, no_cfg } => {
             tune(&model, height, width, frames, &backend, repeats, warmup, &components, !no_cfg)
         }

@@ -6,7 +6,7 @@ matmul) at the same names and shapes as vidrt's kernel suite, and writes the sam
 
     python3 benches/peers/torch_peer.py --json peer.json [--scale N] [--model M]
         [--warmup W] [--repeats R] [--timing wall|kernel] [--device cuda|cpu]
-        [--from vidrt.json] [--dry-run]
+        [--dtype f32|bf16|f16] [--from vidrt.json] [--dry-run]
 
 Shapes: built in for the presets (wan2.1-t2v-1.3b, wan2.1-t2v-14b, tiny) at the model's
 default video size (480x832, 81 frames for Wan), divided by --scale exactly as vidrt does
@@ -20,6 +20,10 @@ Timing (median of --repeats after --warmup, fresh inputs every repeat):
   the op runs, the output is copied back and the device synchronised; pageable host memory.
 - `kernel`: inputs already on the device; CUDA events around the op only (on CPU, wall time
   of the op).
+
+`--dtype` (default f32, or the dtype of the `--from` report's results) runs every op in that
+dtype, as `vidrt bench --precision` does; a 16-bit run's built-in names end in ` bf16`/` f16`
+like vidrt's. In f32, TF32 is off (vidrt's f32 kernels do not use it).
 
 `--dry-run` needs no torch: it writes the report with every time set to a placeholder 1.0 ms
 (and says so in `tool`), to check the shape list and the JSON writer.
@@ -57,8 +61,16 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
-def plan(model, scale):
+def plan(model, scale, dtype="f32"):
     """The kernel suite and peaks: a list of dicts {name, kind, op, shapes, params}."""
+    out = plan_f32_names(model, scale)
+    if dtype != "f32":
+        for c in out:
+            c["name"] = f"{c['name']} {dtype}"
+    return out
+
+
+def plan_f32_names(model, scale):
     m = PRESETS[ALIASES.get(model.lower(), model.lower())]
     s = scale
     out = []
@@ -135,30 +147,34 @@ def prod(xs):
     return r
 
 
-def figures(case):
-    """FLOPs and minimal bytes (f32), as vidrt_ir::cost counts them."""
+ELEM_BYTES = {"f32": 4, "bf16": 2, "f16": 2}
+
+
+def figures(case, dtype="f32"):
+    """FLOPs and minimal bytes (elements of `dtype`), as vidrt_ir::cost counts them."""
     op, sh = case["op"], case["shapes"]
+    e = ELEM_BYTES[dtype]
     if op == "copy":
         n = sh[0][0]
-        return n, 8 * n
+        return n, 2 * e * n
     if op == "matmul":
         (_, mm, k), (nn, _) = sh[0], sh[1]
-        return 2 * mm * k * nn, 4 * (mm * k + nn * k + mm * nn)
+        return 2 * mm * k * nn, e * (mm * k + nn * k + mm * nn)
     if op == "attention":
         (_, sq, h, d), (_, sk, _, _) = sh[0], sh[1]
         scores = h * sq * sk
-        return 4 * scores * d + 5 * scores, 4 * (2 * sq * h * d + 2 * sk * h * d)
+        return 4 * scores * d + 5 * scores, e * (2 * sq * h * d + 2 * sk * h * d)
     if op == "rms_norm":
         x = prod(sh[0])
-        return 4 * x, 4 * (2 * x + sh[1][0])
+        return 4 * x, e * (2 * x + sh[1][0])
     if op == "layer_norm_modulate":
         x = prod(sh[0])
-        return 8 * x, 4 * (2 * x + 2 * sh[1][-1])
+        return 8 * x, e * (2 * x + 2 * sh[1][-1])
     if op == "conv3d":
         (_, ci, t, hh, ww), (co, _, kt, kh, kw) = sh[0], sh[1]
         outn = co * (t - kt + 1) * hh * ww
         flops = 2 * outn * ci * kt * kh * kw + outn
-        return flops, 4 * (prod(sh[0]) + prod(sh[1]) + co + outn)
+        return flops, e * (prod(sh[0]) + prod(sh[1]) + co + outn)
     raise ValueError(f"unknown op {op}")
 
 
@@ -177,10 +193,10 @@ def write_atomic(path, text):
         raise
 
 
-def make_result(case, time_ms, flops, nbytes):
+def make_result(case, time_ms, flops, nbytes, dtype="f32"):
     secs = time_ms * 1e-3
     return dict(
-        name=case["name"], kind=case["kind"], op=case["op"], shapes=case["shapes"], dtype="f32",
+        name=case["name"], kind=case["kind"], op=case["op"], shapes=case["shapes"], dtype=dtype,
         time_ms=time_ms, flops=int(flops), bytes=int(nbytes),
         tflops=flops / secs / 1e12 if secs > 0 else 0.0,
         gbps=nbytes / secs / 1e9 if secs > 0 else 0.0,
@@ -212,9 +228,11 @@ def torch_runner(case, args, torch, F, dev):
     op, sh = case["op"], case["shapes"]
     cuda = dev.type == "cuda"
 
+    tdtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
+
     def host_inputs(seed):
         g = torch.Generator().manual_seed(seed)
-        return [torch.rand(*s, generator=g) * 2 - 1 for s in sh]
+        return [(torch.rand(*s, generator=g) * 2 - 1).to(tdtype) for s in sh]
 
     def fn(xs):
         if op == "copy":
@@ -297,6 +315,8 @@ def main(argv=None):
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if available")
     ap.add_argument("--from", dest="from_report", default=None, help="take the benchmarks from a vidrt report")
     ap.add_argument("--filter", default=None, help="only benchmarks whose name contains this (peaks kept)")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "f16"], default=None,
+                    help="dtype of every op (default: the --from report's, else f32)")
     ap.add_argument("--dry-run", action="store_true", help="no torch: placeholder times, to check shapes and JSON")
     args = ap.parse_args(argv)
     if args.scale < 1:
@@ -312,8 +332,11 @@ def main(argv=None):
                       bytes=r.get("bytes"))
                  for r in src["results"] if r["kind"] in ("kernel", "peak") and r["op"] in known]
         model, scale = src.get("model", args.model), src.get("scale", args.scale)
+        if args.dtype is None:
+            args.dtype = next((r.get("dtype", "f32") for r in src["results"] if r["kind"] == "kernel"), "f32")
     else:
-        cases = plan(args.model, args.scale)
+        args.dtype = args.dtype or "f32"
+        cases = plan(args.model, args.scale, args.dtype)
         model, scale = args.model, args.scale
     if args.filter:
         cases = [c for c in cases if c["kind"] == "peak" or args.filter in c["name"]]
@@ -323,8 +346,8 @@ def main(argv=None):
         tool = "torch-peer dry run (placeholder times: nothing was run)"
         device = dict(backend="torch-dry-run", name="none", arch="", driver="")
         for c in cases:
-            fl, by = figures(c)
-            results.append(make_result(c, 1.0, c.get("flops") or fl, c.get("bytes") or by))
+            fl, by = figures(c, args.dtype)
+            results.append(make_result(c, 1.0, c.get("flops") or fl, c.get("bytes") or by, args.dtype))
     else:
         try:
             import torch
@@ -335,7 +358,7 @@ def main(argv=None):
         dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.backends.cuda.matmul.allow_tf32 = False  # vidrt's kernels are f32
         torch.backends.cudnn.allow_tf32 = False
-        tool = f"torch {torch.__version__} ({args.timing} timing)"
+        tool = f"torch {torch.__version__} ({args.timing} timing, {args.dtype})"
         device = device_info(torch, dev)
         for i, c in enumerate(cases):
             print(f"[{i + 1}/{len(cases)}] {c['name']}", file=sys.stderr)
@@ -348,8 +371,9 @@ def main(argv=None):
             for _ in range(max(args.repeats, 1)):
                 times.append(run(seed))
                 seed += 1
-            fl, by = figures(c)
-            results.append(make_result(c, statistics.median(times), c.get("flops") or fl, c.get("bytes") or by))
+            fl, by = figures(c, args.dtype)
+            results.append(make_result(c, statistics.median(times), c.get("flops") or fl, c.get("bytes") or by,
+                                       args.dtype))
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
 

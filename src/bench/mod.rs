@@ -142,6 +142,11 @@ pub struct BenchOptions {
     pub device: Option<BenchDevice>,
     /// Seed of the random weights and inputs.
     pub seed: u64,
+    /// Storage dtype of the benchmarked graphs' float tensors: f32, or bf16/f16 through
+    /// [`vidrt_ir::passes::reduce_precision_with`], outputs left 16-bit as well (the
+    /// tensor-core kernels on CUDA). Names of a 16-bit run end in ` bf16`/` f16`, so
+    /// [`compare`] never pairs different precisions.
+    pub precision: DType,
 }
 
 impl Default for BenchOptions {
@@ -158,6 +163,7 @@ impl Default for BenchOptions {
             filter: None,
             device: None,
             seed: 0,
+            precision: DType::F32,
         }
     }
 }
@@ -529,6 +535,13 @@ fn all_cases(opts: &BenchOptions) -> Result<Vec<Case>> {
         rest.retain(|c| c.info.name.contains(f.as_str()));
     }
     cases.extend(rest);
+    if opts.precision != DType::F32 {
+        for c in &mut cases {
+            c.graph = passes::reduce_precision_with(&c.graph, opts.precision, false)
+                .map_err(|e| Error::Other(format!("bench `{}` in {}: {e}", c.info.name, opts.precision)))?;
+            c.info.name = format!("{} {}", c.info.name, opts.precision.name());
+        }
+    }
     Ok(cases)
 }
 
@@ -553,7 +566,7 @@ fn graph_figures(g: &Graph) -> (u64, u64) {
     (flops, bytes)
 }
 
-fn result_of(info: Planned, time_us: f64, flops: u64, bytes: u64) -> BenchResult {
+fn result_of(info: Planned, dtype: DType, time_us: f64, flops: u64, bytes: u64) -> BenchResult {
     let secs = time_us * 1e-6;
     let rate = |x: u64| if secs > 0.0 { x as f64 / secs } else { 0.0 };
     BenchResult {
@@ -561,7 +574,7 @@ fn result_of(info: Planned, time_us: f64, flops: u64, bytes: u64) -> BenchResult
         kind: info.kind,
         op: info.op,
         shapes: info.shapes,
-        dtype: "f32".into(),
+        dtype: dtype.name().into(),
         time_ms: time_us / 1e3,
         flops,
         bytes,
@@ -610,7 +623,7 @@ pub fn run(
             .map_err(ctx)?;
         drop(exe);
         let (flops, bytes) = graph_figures(g);
-        results.push(result_of(c.info, t, flops, bytes));
+        results.push(result_of(c.info, opts.precision, t, flops, bytes));
     }
     progress(total, total, "done");
     let find = |op: &str| results.iter().find(|r| r.kind == "peak" && r.op == op);
@@ -777,6 +790,34 @@ mod tests {
         }
     }
 
+    /// `--precision bf16`: every graph stores floats in bf16 (no f32 output cast to time),
+    /// names say so, the results carry the dtype and count 2-byte elements.
+    #[test]
+    fn bench_in_bf16_converts_the_graphs_and_names_them() {
+        let opts = BenchOptions {
+            precision: DType::BF16,
+            suite: Suite::Kernels,
+            filter: Some("matmul M".into()),
+            ..BenchOptions::small()
+        };
+        let cases = all_cases(&opts).expect("cases");
+        assert!(cases.len() > 2);
+        for c in &cases {
+            assert!(c.info.name.ends_with(" bf16"), "{}", c.info.name);
+            for (_, id) in &c.graph.outputs {
+                assert_eq!(c.graph.node(*id).dtype, DType::BF16, "{}", c.info.name);
+            }
+        }
+        let r = run(&vidrt_runtime::CpuBackend::new(), &opts, &mut |_, _, _| {}).expect("runs");
+        let f32_opts = BenchOptions { precision: DType::F32, ..opts };
+        let f32_bytes: Vec<u64> =
+            all_cases(&f32_opts).expect("cases").iter().map(|c| graph_figures(&c.graph).1).collect();
+        for (res, b32) in r.results.iter().zip(f32_bytes) {
+            assert_eq!(res.dtype, "bf16");
+            assert_eq!(2 * res.bytes, b32, "{}: bf16 bytes are half the f32 bytes", res.name);
+        }
+    }
+
     #[test]
     fn bench_plan_real_shapes() {
         let p = plan(&BenchOptions { peaks: false, suite: Suite::Kernels, ..BenchOptions::default() }).expect("plan");
@@ -843,6 +884,7 @@ mod tests {
                 .map(|n| {
                     result_of(
                         Planned { name: n.to_string(), kind: "kernel".into(), op: "x".into(), shapes: vec![] },
+                        DType::F32,
                         2000.0,
                         10,
                         10,

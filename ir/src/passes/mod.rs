@@ -24,7 +24,7 @@ use crate::error::IrError;
 use crate::{DType, Graph, Node, NodeId, Op};
 
 pub use plan::{plan_memory, MemoryPlan};
-pub use precision::reduce_precision;
+pub use precision::{reduce_precision, reduce_precision_with};
 
 /// An error from the pass pipeline.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

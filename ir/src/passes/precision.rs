@@ -31,8 +31,14 @@ fn kept_slots(op: &Op) -> Vec<usize> {
     }
 }
 
-/// `graph` with its float storage in `dtype` (bf16 or f16).
+/// `graph` with its float storage in `dtype` (bf16 or f16), outputs cast back to f32.
 pub fn reduce_precision(graph: &Graph, dtype: DType) -> crate::Result<Graph> {
+    reduce_precision_with(graph, dtype, true)
+}
+
+/// [`reduce_precision`], with the float outputs left in `dtype` unless `f32_outputs` (a
+/// benchmark of one op wants no trailing cast).
+pub fn reduce_precision_with(graph: &Graph, dtype: DType, f32_outputs: bool) -> crate::Result<Graph> {
     if !matches!(dtype, DType::BF16 | DType::F16) {
         return Err(IrError::Invalid {
             node: 0,
@@ -95,7 +101,7 @@ pub fn reduce_precision(graph: &Graph, dtype: DType) -> crate::Result<Graph> {
     }
     for (name, id) in &graph.outputs {
         let new = get(&map, graph.len(), *id)?;
-        let out = if g.node(new).dtype.is_float() && g.node(new).dtype != DType::F32 {
+        let out = if f32_outputs && g.node(new).dtype.is_float() && g.node(new).dtype != DType::F32 {
             let c = g.cast(new, DType::F32)?;
             g.nodes[c.index()].name = format!("{name}.to_f32");
             c
