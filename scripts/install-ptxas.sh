@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs ptxas (PyPI package nvidia-cuda-nvcc) into a private virtual environment and prints
-# the ptxas path on stdout. Idempotent: a second run finds the installed binary and only prints
-# it. Location: $VIDRT_TOOLS_DIR (default ~/.cache/vidrt/tools).
+# Installs ptxas (PyPI package nvidia-cuda-nvcc) and nvdisasm (nvidia-cuda-nvdisasm, for the
+# SASS checks) into a private virtual environment and prints the ptxas path on stdout.
+# Idempotent: a second run finds the installed binaries and only prints the path. Location:
+# $VIDRT_TOOLS_DIR (default ~/.cache/vidrt/tools).
 # Usage: export VIDRT_PTXAS="$(bash scripts/install-ptxas.sh)"
 set -euo pipefail
 dir="${VIDRT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vidrt/tools}"
@@ -19,5 +20,9 @@ fi
 if [ -z "$found" ]; then
     echo "install-ptxas: nvidia-cuda-nvcc installed but no ptxas binary found under $venv" >&2
     exit 1
+fi
+if [ -z "$(find "$venv" -type f -name nvdisasm -perm -u+x 2>/dev/null | head -n 1)" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nvidia-cuda-nvdisasm >&2 ||
+        echo "install-ptxas: could not install nvidia-cuda-nvdisasm (the SASS checks will say so)" >&2
 fi
 echo "$found"

@@ -184,7 +184,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let suite: bench::Suite = a.suite.parse().map_err(|e| anyhow::anyhow!("--suite: {e}"))?;
-    #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))]
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
     let mut opts = bench::BenchOptions {
         suite,
         model: a.model.clone(),
@@ -201,6 +201,17 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             let w = wgpu_backend()?;
             opts.device = Some(bench::wgpu_device(&w));
             Box::new(w)
+        }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let c = vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")?;
+            opts.device = Some(bench::BenchDevice {
+                backend: "cuda".into(),
+                name: c.device_name().unwrap_or_default(),
+                arch: c.target().into(),
+                ..bench::BenchDevice::default()
+            });
+            Box::new(c)
         }
         name => backend(name)?,
     };

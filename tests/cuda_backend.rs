@@ -8,6 +8,8 @@
 //! `VIDRT_REQUIRE_CUDA=1`.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use vidrt::harness::{all_cases, run_case, summary, support_table, Outcome};
 use vidrt::runtime::cuda::{CudaBackend, NO_DRIVER};
 use vidrt::runtime::{Backend, CpuBackend};
@@ -35,19 +37,25 @@ fn opening_without_a_driver_is_a_typed_error() {
 /// Needs a CUDA GPU, so it is ignored by default: on a machine without one nextest reports it
 /// as skipped, never as passed. On a GPU machine: `cargo nextest run --features cuda
 /// --run-ignored all --test cuda_backend` (or `VIDRT_REQUIRE_CUDA=1` to fail without a device).
+/// The backend, or `None` after printing that `test` did not run (a failure instead with
+/// `VIDRT_REQUIRE_CUDA=1`).
+fn cuda(test: &str) -> Option<CudaBackend> {
+    match CudaBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            if std::env::var("VIDRT_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+                panic!("{test}: VIDRT_REQUIRE_CUDA=1 but the CUDA backend did not open: {e}");
+            }
+            eprintln!("SKIP {test}: {e}; this test did NOT run");
+            None
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
 fn harness_on_cuda() {
-    let b = match CudaBackend::new() {
-        Ok(b) => b,
-        Err(e) => {
-            if std::env::var("VIDRT_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-                panic!("harness_on_cuda: VIDRT_REQUIRE_CUDA=1 but the CUDA backend did not open: {e}");
-            }
-            eprintln!("SKIP harness_on_cuda: {e}; this test did NOT run");
-            return;
-        }
-    };
+    let Some(b) = cuda("harness_on_cuda") else { return };
     eprintln!("harness_on_cuda: {}", b.device_name().unwrap_or_default());
     let reference = CpuBackend::unoptimized();
     eprintln!("{}", support_table(&[&b as &dyn Backend]));
@@ -64,4 +72,60 @@ fn harness_on_cuda() {
     let failed: Vec<String> = results.iter().filter(|r| r.failed()).map(|r| r.to_string()).collect();
     assert!(failed.is_empty(), "{} case(s) failed on cuda:\n{}", failed.len(), failed.join("\n"));
     assert!(results.iter().any(|r| r.passed()), "no case ran on cuda");
+}
+
+/// Every golden case folder on the GPU at the f32 tolerances (the same known deviations as on
+/// the CPU).
+#[test]
+#[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
+fn golden_cases_on_cuda() {
+    let Some(b) = cuda("golden_cases_on_cuda") else { return };
+    for name in ["ops", "dit", "text_encoder", "scheduler", "vae", "pipeline"] {
+        common::golden_on(&b, name);
+    }
+}
+
+/// The DiT and text encoder in bf16 on the tensor-core kernels, at the golden README's bf16
+/// limit (rel_l2 ≤ 3e-2 against the f32 references).
+#[test]
+#[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
+fn golden_forwards_in_bf16_on_cuda() {
+    let Some(b) = cuda("golden_forwards_in_bf16_on_cuda") else { return };
+    let b = vidrt::runtime::ReducedPrecision { inner: Box::new(b), dtype: vidrt::ir::DType::BF16 };
+    for name in ["dit", "text_encoder"] {
+        let worst = common::golden_bf16_on(&b, name, 3e-2);
+        eprintln!("{name} in bf16 on cuda: worst rel_l2 {worst:.3e}");
+    }
+}
+
+/// The tiny pipeline in bf16 on the GPU against the CPU in f32, with the CPU's own bf16 run
+/// as the yardstick (as `ptx_sim_backend` checks in the simulator).
+#[test]
+#[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
+fn generate_in_bf16_on_cuda_is_as_close_to_f32_as_the_cpu_in_bf16() {
+    use vidrt::ir::DType;
+    use vidrt::pipeline::{GenerateParams, Model, NoProgress, Pipeline};
+    use vidrt::runtime::ReducedPrecision;
+    let Some(b) = cuda("generate_in_bf16_on_cuda") else { return };
+    let params = GenerateParams {
+        seed: 5,
+        num_frames: Some(5),
+        num_inference_steps: Some(2),
+        height: Some(16),
+        width: Some(32),
+        ..GenerateParams::new("a lantern in the rain")
+    };
+    let run = |b: Box<dyn Backend>| {
+        let m = Model::tiny().unwrap_or_else(|e| panic!("{e}"));
+        Pipeline::new(m, b).generate(&params, &mut NoProgress).unwrap_or_else(|e| panic!("{e}")).video
+    };
+    let gpu = run(Box::new(ReducedPrecision { inner: Box::new(b), dtype: DType::BF16 }));
+    let cpu16 = run(Box::new(ReducedPrecision { inner: Box::new(CpuBackend::new()), dtype: DType::BF16 }));
+    let cpu32 = run(Box::new(CpuBackend::new()));
+    let cmp = |a, b| vidrt::golden::compare(a, b).unwrap_or_else(|e| panic!("{e}"));
+    let (d, e) = (cmp(&cpu16, &cpu32), cmp(&gpu, &cpu32));
+    eprintln!("bf16 cuda vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", e.rel_l2, e.max_abs);
+    eprintln!("bf16 cpu vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", d.rel_l2, d.max_abs);
+    assert!(!d.non_finite && !e.non_finite, "{d:?} {e:?}");
+    assert!(e.rel_l2 <= 1.5 * d.rel_l2.max(1e-2) && e.rel_l2 <= 6e-2, "cuda bf16 vs f32 {e:?}, cpu bf16 vs f32 {d:?}");
 }

@@ -16,10 +16,11 @@ every kernel and peak benchmark (name, op, shapes) from a vidrt report, so the n
 construction.
 
 Timing (median of --repeats after --warmup, fresh inputs every repeat):
-- `wall` (default, vidrt's definition): inputs start on the host, are copied to the device,
+- `wall` (the default without `--from`; vidrt's definition on the CPU): inputs start on the host, are copied to the device,
   the op runs, the output is copied back and the device synchronised; pageable host memory.
-- `kernel`: inputs already on the device; CUDA events around the op only (on CPU, wall time
-  of the op).
+- `kernel` (the default with `--from` a GPU report of vidrt, whose GPU times are the kernels'
+  device time): inputs already on the device; CUDA events around the op only (on CPU, wall
+  time of the op).
 
 `--dtype` (default f32, or the dtype of the `--from` report's results) runs every op in that
 dtype, as `vidrt bench --precision` does; a 16-bit run's built-in names end in ` bf16`/` f16`
@@ -193,11 +194,11 @@ def write_atomic(path, text):
         raise
 
 
-def make_result(case, time_ms, flops, nbytes, dtype="f32"):
+def make_result(case, time_ms, flops, nbytes, dtype="f32", timing="wall"):
     secs = time_ms * 1e-3
     return dict(
         name=case["name"], kind=case["kind"], op=case["op"], shapes=case["shapes"], dtype=dtype,
-        time_ms=time_ms, flops=int(flops), bytes=int(nbytes),
+        time_ms=time_ms, timing=timing, flops=int(flops), bytes=int(nbytes),
         tflops=flops / secs / 1e12 if secs > 0 else 0.0,
         gbps=nbytes / secs / 1e9 if secs > 0 else 0.0,
         intensity=flops / nbytes if nbytes > 0 else 0.0,
@@ -311,7 +312,8 @@ def main(argv=None):
     ap.add_argument("--model", default="wan2.1-t2v-1.3b")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--timing", choices=["wall", "kernel"], default="wall")
+    ap.add_argument("--timing", choices=["wall", "kernel"], default=None,
+                    help="default: the --from report's timing (vidrt measures kernels on GPUs), else wall")
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if available")
     ap.add_argument("--from", dest="from_report", default=None, help="take the benchmarks from a vidrt report")
     ap.add_argument("--filter", default=None, help="only benchmarks whose name contains this (peaks kept)")
@@ -334,8 +336,11 @@ def main(argv=None):
         model, scale = src.get("model", args.model), src.get("scale", args.scale)
         if args.dtype is None:
             args.dtype = next((r.get("dtype", "f32") for r in src["results"] if r["kind"] == "kernel"), "f32")
+        if args.timing is None:
+            args.timing = next((r.get("timing") or "wall" for r in src["results"] if r["kind"] == "kernel"), "wall")
     else:
         args.dtype = args.dtype or "f32"
+        args.timing = args.timing or "wall"
         cases = plan(args.model, args.scale, args.dtype)
         model, scale = args.model, args.scale
     if args.filter:
@@ -347,7 +352,7 @@ def main(argv=None):
         device = dict(backend="torch-dry-run", name="none", arch="", driver="")
         for c in cases:
             fl, by = figures(c, args.dtype)
-            results.append(make_result(c, 1.0, c.get("flops") or fl, c.get("bytes") or by, args.dtype))
+            results.append(make_result(c, 1.0, c.get("flops") or fl, c.get("bytes") or by, args.dtype, args.timing))
     else:
         try:
             import torch
@@ -373,7 +378,7 @@ def main(argv=None):
                 seed += 1
             fl, by = figures(c, args.dtype)
             results.append(make_result(c, statistics.median(times), c.get("flops") or fl, c.get("bytes") or by,
-                                       args.dtype))
+                                       args.dtype, args.timing))
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
 

@@ -37,6 +37,10 @@ fn find_ptxas() -> Option<PathBuf> {
 }
 
 fn find_in(dir: &Path, depth: usize) -> Option<PathBuf> {
+    find_named(dir, "ptxas", depth)
+}
+
+fn find_named(dir: &Path, name: &str, depth: usize) -> Option<PathBuf> {
     if depth == 0 {
         return None;
     }
@@ -44,11 +48,86 @@ fn find_in(dir: &Path, depth: usize) -> Option<PathBuf> {
     entries.sort_by_key(|e| e.path());
     for e in &entries {
         let p = e.path();
-        if p.file_name().is_some_and(|n| n == "ptxas") && p.is_file() {
+        if p.file_name().is_some_and(|n| n == name) && p.is_file() {
             return Some(p);
         }
     }
-    entries.iter().filter(|e| e.path().is_dir()).find_map(|e| find_in(&e.path(), depth - 1))
+    entries.iter().filter(|e| e.path().is_dir()).find_map(|e| find_named(&e.path(), name, depth - 1))
+}
+
+/// nvdisasm beside ptxas (the pip packages share a `bin/`), or through `VIDRT_NVDISASM`.
+fn find_nvdisasm(ptxas: &Path) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VIDRT_NVDISASM") {
+        if !p.is_empty() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let beside = ptxas.with_file_name("nvdisasm");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    // The pip layout: <venv>/lib/pythonX/site-packages/nvidia/<cu>/bin/ptxas.
+    ptxas.ancestors().nth(6).and_then(|venv| find_named(venv, "nvdisasm", 8))
+}
+
+/// The tensor-core kernels compile to tensor-core SASS: `HMMA` in every `mma` kernel,
+/// `LDSM` (ldmatrix) in the GEMM, attention and conv, `LDGSTS` (cp.async) in the GEMM. Checked
+/// with nvdisasm (PyPI nvidia-cuda-nvdisasm, installed by scripts/install-ptxas.sh) on the
+/// sm_80 and sm_90a cubins.
+#[test]
+fn tensor_core_kernels_compile_to_tensor_core_sass() {
+    let require = std::env::var("VIDRT_REQUIRE_PTXAS").as_deref() == Ok("1");
+    let Some(ptxas) = find_ptxas() else {
+        assert!(!require, "VIDRT_REQUIRE_PTXAS=1 but ptxas was not found");
+        println!("SKIP: ptxas not found; NOTHING WAS CHECKED");
+        return;
+    };
+    let Some(nvdisasm) = find_nvdisasm(&ptxas) else {
+        assert!(!require, "VIDRT_REQUIRE_PTXAS=1 but nvdisasm was not found (scripts/install-ptxas.sh installs it)");
+        println!("SKIP: nvdisasm not found beside {}; NOTHING WAS CHECKED", ptxas.display());
+        return;
+    };
+    let kernels = all_kernels().expect("the catalog generates");
+    let dir = std::env::temp_dir().join(format!("vidrt-sass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for family in
+        ["matmul_mma_bf16_0", "matmul_mma_epilogue_1", "conv3d_mma_causal_bf16_1", "attention_flash_mma_bf16_d128_0"]
+    {
+        let Some(k) = kernels.iter().find(|k| k.name == family) else {
+            failures.push(format!("{family}: not in the catalog"));
+            continue;
+        };
+        let mut want = vec!["HMMA", "LDSM"];
+        if family.starts_with("matmul") {
+            want.push("LDGSTS");
+        }
+        for target in Target::ALL {
+            let src = dir.join(format!("{}_{}.ptx", k.name, target.name()));
+            let bin = dir.join(format!("{}_{}.cubin", k.name, target.name()));
+            std::fs::write(&src, emit(k, target)).expect("write ptx");
+            let out = Command::new(&ptxas)
+                .arg(format!("-arch={}", target.name()))
+                .arg("-o")
+                .arg(&bin)
+                .arg(&src)
+                .output()
+                .expect("run ptxas");
+            assert!(out.status.success(), "{} ({}): {}", k.name, target.name(), String::from_utf8_lossy(&out.stderr));
+            let sass = Command::new(&nvdisasm).arg(&bin).output().expect("run nvdisasm");
+            let text = String::from_utf8_lossy(&sass.stdout);
+            let missing: Vec<&str> = want.iter().copied().filter(|w| !text.contains(w)).collect();
+            println!("{} ({}): {} SASS lines, has {:?}", k.name, target.name(), text.lines().count(), want);
+            if !sass.status.success() || !missing.is_empty() {
+                failures.push(format!("{} ({}): SASS lacks {missing:?}", k.name, target.name()));
+            }
+            checked += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("nvdisasm {}: {checked} cubins checked", nvdisasm.display());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

@@ -70,6 +70,13 @@ pub trait Executable: Send {
 
     fn run_with(&mut self, inputs: &[(&str, Tensor)], opts: &RunOptions)
         -> Result<Vec<(String, Tensor)>, RuntimeError>;
+
+    /// The device time of the last run's kernels alone (no host transfers), where the backend
+    /// measures it: CUDA events around the launches, wgpu timestamp queries around the compute
+    /// pass. `None` where it cannot (the CPU, an adapter without timestamps).
+    fn last_kernel_time(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A device backend.
@@ -132,6 +139,10 @@ impl Backend for ReducedPrecision {
 struct CheckedExecutable(Box<dyn Executable>);
 
 impl Executable for CheckedExecutable {
+    fn last_kernel_time(&self) -> Option<std::time::Duration> {
+        self.0.last_kernel_time()
+    }
+
     fn run_with(
         &mut self,
         inputs: &[(&str, Tensor)],

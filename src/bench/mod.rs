@@ -12,12 +12,13 @@
 //!   GB/s) and a large square matmul (TFLOP/s). Every result is reported as a fraction of
 //!   them, and of its roofline bound `min(peak_flops, intensity × peak_bw)`.
 //!
-//! Timing: `vidrt_runtime::tune::time_candidate` — warm-up runs, then the median of
-//! `repeats` runs, each with fresh inputs. A time is the wall time of one whole
-//! `Executable::run`: inputs written, kernels run, outputs read back. On a discrete GPU this
-//! includes the host↔device transfers of every input and output, so small or memory-bound
-//! problems are bounded by the bus; the copy peak is measured the same way, which keeps the
-//! fractions comparable.
+//! Timing: `vidrt_runtime::tune::time_runs` — warm-up runs, then the median of `repeats`
+//! runs, each with fresh inputs. Where the backend measures it (CUDA events around the
+//! launches, wgpu timestamp queries around the compute pass) a time is the kernels' device
+//! time alone, and the result says `timing: kernel` (compare with the PyTorch peer's
+//! `--timing kernel`); elsewhere (the CPU) it is the wall time of one whole `Executable::run`
+//! (inputs written, kernels run, outputs read back), `timing: wall`. The copy peak is
+//! measured the same way as everything else, which keeps the fractions comparable.
 //!
 //! FLOPs come from `vidrt_ir::cost`; bytes are the minimal bytes moved (each node of the
 //! compiled, fused graph reads each input once and writes its output once, as in
@@ -38,7 +39,7 @@ use vidrt_graph::umt5::{build_umt5, Umt5Options};
 use vidrt_graph::wan_dit::{build_dit, DitOptions, DitShape};
 use vidrt_graph::wan_vae::{build_decoder_chunk, ChunkKind, ChunkOptions};
 use vidrt_ir::{cost, passes, DType, Graph, Op, RmsStyle, Shape, Tensor, UnaryOp};
-use vidrt_runtime::tune::{time_candidate, TimingSettings};
+use vidrt_runtime::tune::{time_runs, Timed, TimingSettings};
 use vidrt_runtime::{Backend, RuntimeError, WeightSource};
 
 use crate::error::{Error, Result};
@@ -191,8 +192,12 @@ pub struct BenchResult {
     pub shapes: Vec<Vec<usize>>,
     #[serde(default)]
     pub dtype: String,
-    /// Median wall time of one run, milliseconds.
+    /// Median time of one run, milliseconds: the kernels' device time where `timing` is
+    /// `kernel`, else (`wall`) the wall time of a whole run with its transfers.
     pub time_ms: f64,
+    /// `kernel` (CUDA events, wgpu timestamps) or `wall`; empty in reports from before it.
+    #[serde(default)]
+    pub timing: String,
     pub flops: u64,
     /// Minimal bytes moved.
     pub bytes: u64,
@@ -566,7 +571,8 @@ fn graph_figures(g: &Graph) -> (u64, u64) {
     (flops, bytes)
 }
 
-fn result_of(info: Planned, dtype: DType, time_us: f64, flops: u64, bytes: u64) -> BenchResult {
+fn result_of(info: Planned, dtype: DType, t: Timed, flops: u64, bytes: u64) -> BenchResult {
+    let time_us = t.us;
     let secs = time_us * 1e-6;
     let rate = |x: u64| if secs > 0.0 { x as f64 / secs } else { 0.0 };
     BenchResult {
@@ -576,6 +582,7 @@ fn result_of(info: Planned, dtype: DType, time_us: f64, flops: u64, bytes: u64) 
         shapes: info.shapes,
         dtype: dtype.name().into(),
         time_ms: time_us / 1e3,
+        timing: if t.kernel { "kernel" } else { "wall" }.into(),
         flops,
         bytes,
         tflops: rate(flops) / 1e12,
@@ -619,8 +626,7 @@ pub fn run(
         let mut exe = backend.compile(&c.graph, &weights).map_err(ctx)?;
         let g = &c.graph;
         let base = opts.seed.wrapping_mul(0x0001_0000_0001).wrapping_add(done as u64 * 1000);
-        let t = time_candidate(exe.as_mut(), &mut |seed| fresh_inputs(g, base.wrapping_add(seed)), settings)
-            .map_err(ctx)?;
+        let t = time_runs(exe.as_mut(), &mut |seed| fresh_inputs(g, base.wrapping_add(seed)), settings).map_err(ctx)?;
         drop(exe);
         let (flops, bytes) = graph_figures(g);
         results.push(result_of(c.info, opts.precision, t, flops, bytes));
@@ -885,7 +891,7 @@ mod tests {
                     result_of(
                         Planned { name: n.to_string(), kind: "kernel".into(), op: "x".into(), shapes: vec![] },
                         DType::F32,
-                        2000.0,
+                        Timed { us: 2000.0, kernel: false },
                         10,
                         10,
                     )

@@ -106,7 +106,11 @@ pub fn to_markdown(r: &BenchReport) -> String {
             sig(p.ridge())
         );
     }
-    s += "- time: wall time of one whole run (inputs written, kernels, outputs read back)\n\n";
+    s += if r.results.iter().all(|b| b.timing == "kernel") {
+        "- time: the kernels' device time (CUDA events / wgpu timestamps), no host transfers\n\n"
+    } else {
+        "- time: wall time of one whole run (inputs written, kernels, outputs read back) where `timing` is not `kernel`\n\n"
+    };
     s += "| benchmark | kind | time (ms) | TFLOP/s | GB/s | FLOP/B | % peak FLOP/s | % peak GB/s | % roofline |\n";
     s += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for b in &r.results {

@@ -203,6 +203,11 @@ impl CudaBackend {
     pub fn device_name(&self) -> Result<String, RuntimeError> {
         self.dev.ctx.name().map_err(|e| driver("device name", e))
     }
+
+    /// The PTX target the kernels are emitted for (`sm_80`, or `sm_90a` on Hopper).
+    pub fn target(&self) -> &'static str {
+        self.dev.target.name()
+    }
 }
 
 impl Backend for CudaBackend {
@@ -228,75 +233,166 @@ impl Backend for CudaBackend {
             }
         }
         let weights = bind_weights(graph, weights)?;
-        Ok(Box::new(CudaExecutable { dev: self.dev.clone(), graph: graph.clone(), plans, weights }))
+        Ok(Box::new(CudaExecutable::new(self.dev.clone(), graph.clone(), plans, weights)?))
     }
 }
 
-/// A graph compiled for the GPU.
+/// A graph compiled for the CUDA backend: its launches, its weights resident on the device
+/// (uploaded once, at compile time), and when each run-owned buffer can go back to the pool.
 pub struct CudaExecutable {
     dev: Arc<Device>,
     graph: Graph,
     plans: Vec<Lowered>,
-    weights: Vec<Option<Tensor>>,
+    /// Device copies of the weights, by node (uploaded at compile time, released on drop).
+    resident: Vec<Option<(CUdeviceptr, usize)>>,
+    /// The node whose buffer node `i` reads through (itself, or an alias chain's source).
+    owner: Vec<usize>,
+    /// For a buffer-owning node: the last node reading it (`usize::MAX`: a graph output, kept
+    /// until it is downloaded).
+    last_use: Vec<usize>,
+    last_kernel: Option<std::time::Duration>,
 }
 
-/// Device buffers of one run, returned to the pool on drop.
-struct Buffers<'a> {
-    dev: &'a Device,
-    held: Vec<(CUdeviceptr, usize)>,
-}
-
-impl Drop for Buffers<'_> {
+impl Drop for CudaExecutable {
     fn drop(&mut self) {
-        for (p, b) in self.held.drain(..) {
+        for (p, b) in self.resident.iter_mut().filter_map(Option::take) {
             self.dev.release(p, b);
         }
     }
 }
 
+/// Device buffers of one run, by node, returned to the pool when released or on drop.
+struct Buffers<'a> {
+    dev: &'a Device,
+    held: Vec<Option<(CUdeviceptr, usize)>>,
+}
+
+impl Buffers<'_> {
+    fn release(&mut self, node: usize) {
+        if let Some((p, b)) = self.held.get_mut(node).and_then(Option::take) {
+            self.dev.release(p, b);
+        }
+    }
+}
+
+impl Drop for Buffers<'_> {
+    fn drop(&mut self) {
+        for (p, b) in self.held.iter_mut().filter_map(Option::take) {
+            self.dev.release(p, b);
+        }
+    }
+}
+
+/// `(owner, last_use)` of every node (see [`CudaExecutable`]).
+fn lifetimes(graph: &Graph, plans: &[Lowered]) -> (Vec<usize>, Vec<usize>) {
+    let n = graph.len();
+    let mut owner: Vec<usize> = (0..n).collect();
+    for (i, (node, plan)) in graph.nodes.iter().zip(plans).enumerate() {
+        if let (Lowered::Alias, Some(src)) = (plan, node.inputs.first()) {
+            owner[i] = owner.get(src.index()).copied().unwrap_or(i);
+        }
+    }
+    let mut last_use: Vec<usize> = (0..n).collect();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for x in &node.inputs {
+            if let Some(&o) = owner.get(x.index()) {
+                last_use[o] = last_use[o].max(i);
+            }
+        }
+    }
+    for (_, id) in &graph.outputs {
+        if let Some(&o) = owner.get(id.index()) {
+            last_use[o] = usize::MAX;
+        }
+    }
+    (owner, last_use)
+}
+
+impl CudaExecutable {
+    fn new(
+        dev: Arc<Device>,
+        graph: Graph,
+        plans: Vec<Lowered>,
+        weights: Vec<Option<Tensor>>,
+    ) -> Result<Self, RuntimeError> {
+        let (owner, last_use) = lifetimes(&graph, &plans);
+        let mut exe = CudaExecutable { dev, graph, plans, resident: Vec::new(), owner, last_use, last_kernel: None };
+        exe.dev.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
+        for w in weights {
+            let Some(t) = w else {
+                exe.resident.push(None);
+                continue;
+            };
+            let host = tensor_bytes(&t);
+            let p = exe.dev.alloc(host.len())?;
+            // Recorded before the copy, so a failed copy still returns the buffer on drop.
+            exe.resident.push(Some((p, host.len())));
+            // SAFETY: `p` holds at least host.len() bytes.
+            unsafe { cu::memcpy_htod_sync(p, &host) }.map_err(|e| driver("uploading a weight", e))?;
+        }
+        Ok(exe)
+    }
+}
+
 impl Executable for CudaExecutable {
+    fn last_kernel_time(&self) -> Option<std::time::Duration> {
+        self.last_kernel
+    }
+
     fn run_with(
         &mut self,
         inputs: &[(&str, Tensor)],
         opts: &RunOptions,
     ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        self.last_kernel = None;
         let g = &self.graph;
         let dev = &*self.dev;
         let mut fed = feed_inputs(g, inputs)?;
         dev.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
-        let mut bufs = Buffers { dev, held: Vec::new() };
+        let mut bufs = Buffers { dev, held: vec![None; g.len()] };
         let mut addr: Vec<CUdeviceptr> = vec![0; g.len()];
+        // Leaves first (inputs uploaded, weights already resident), then the kernels alone,
+        // between two events.
+        for (i, (node, plan)) in g.nodes.iter().zip(&self.plans).enumerate() {
+            if !matches!(plan, Lowered::Leaf) {
+                continue;
+            }
+            addr[i] = match &node.op {
+                Op::Input { name } => {
+                    let t = fed[i]
+                        .take()
+                        .ok_or_else(|| RuntimeError::BadInput { name: name.clone(), reason: "not fed".into() })?;
+                    let host = tensor_bytes(&t);
+                    let p = dev.alloc(host.len())?;
+                    bufs.held[i] = Some((p, host.len()));
+                    // SAFETY: `p` holds at least host.len() bytes.
+                    unsafe { cu::memcpy_htod_sync(p, &host) }.map_err(|e| driver("upload", e))?;
+                    p
+                }
+                Op::Weight { name } => self.resident.get(i).copied().flatten().map(|(p, _)| p).ok_or_else(|| {
+                    RuntimeError::Weight { name: name.clone(), reason: "not resident on the device".into() }
+                })?,
+                other => return Err(RuntimeError::Device(format!("internal: {} lowered as a leaf", other.name()))),
+            };
+        }
+        let timing = cusys::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = dev.stream.record_event(Some(timing)).map_err(|e| driver("recording the start event", e))?;
         for (i, (node, plan)) in g.nodes.iter().zip(&self.plans).enumerate() {
             if let Some(c) = &opts.cancel {
                 if c.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err(RuntimeError::Cancelled);
                 }
             }
-            let bytes = node.shape.numel() * node.dtype.size_bytes();
-            addr[i] = match plan {
-                Lowered::Leaf => {
-                    let t = match &node.op {
-                        Op::Input { name } => fed[i]
-                            .take()
-                            .ok_or_else(|| RuntimeError::BadInput { name: name.clone(), reason: "not fed".into() })?,
-                        Op::Weight { name } => self.weights[i]
-                            .clone()
-                            .ok_or_else(|| RuntimeError::Weight { name: name.clone(), reason: "not bound".into() })?,
-                        other => {
-                            return Err(RuntimeError::Device(format!("internal: {} lowered as a leaf", other.name())))
-                        }
-                    };
-                    let p = dev.alloc(bytes)?;
-                    bufs.held.push((p, bytes));
-                    let host = tensor_bytes(&t);
-                    // SAFETY: `p` holds at least `bytes` = host.len() bytes.
-                    unsafe { cu::memcpy_htod_sync(p, &host) }.map_err(|e| driver("upload", e))?;
-                    p
+            match plan {
+                Lowered::Leaf => continue,
+                Lowered::Alias => {
+                    addr[i] = node.inputs.first().map(|id| addr[id.index()]).unwrap_or(0);
                 }
-                Lowered::Alias => node.inputs.first().map(|id| addr[id.index()]).unwrap_or(0),
                 Lowered::Launches(launches) => {
+                    let bytes = node.shape.numel() * node.dtype.size_bytes();
                     let out = dev.alloc(bytes)?;
-                    bufs.held.push((out, bytes));
+                    bufs.held[i] = Some((out, bytes));
+                    addr[i] = out;
                     for l in launches {
                         let f = dev.function(&l.kernel)?;
                         let mut vals: Vec<u64> = l
@@ -323,11 +419,21 @@ impl Executable for CudaExecutable {
                         }
                         .map_err(|e| driver(&format!("launching `{}` for node %{i}", l.kernel.name), e))?;
                     }
-                    out
                 }
-            };
+            }
+            // Buffers whose last reader was this node go back to the pool. The kernels of the
+            // one stream run in order, so a later kernel handed the same memory writes it only
+            // after this node's kernels have read it.
+            for x in node.inputs.iter().map(|x| x.index()).chain([i]) {
+                let o = self.owner.get(x).copied().unwrap_or(x);
+                if self.last_use.get(o) == Some(&i) {
+                    bufs.release(o);
+                }
+            }
         }
+        let end = dev.stream.record_event(Some(timing)).map_err(|e| driver("recording the end event", e))?;
         dev.stream.synchronize().map_err(|e| driver("synchronize", e))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| driver("reading the kernel time", e))?;
         let mut outs = Vec::with_capacity(g.outputs.len());
         for (name, id) in &g.outputs {
             let node = g.node(*id);
@@ -347,6 +453,7 @@ impl Executable for CudaExecutable {
             }
             outs.push((name.clone(), t));
         }
+        self.last_kernel = Some(std::time::Duration::from_secs_f64(f64::from(ms.max(0.0)) * 1e-3));
         Ok(outs)
     }
 }
@@ -355,6 +462,30 @@ impl Executable for CudaExecutable {
 mod tests {
     use super::*;
     use cusys::CUresult as R;
+
+    /// x → reshape (an alias of x's buffer) → neg → y (output); x is read again by the add
+    /// after it: x's buffer lives until the add, the neg's until the add, the add's (an
+    /// output) to the end; a node nobody reads goes right after it runs.
+    #[test]
+    fn buffers_are_released_after_their_last_reader_through_aliases() {
+        let mut g = Graph::new();
+        let x = g.input("x", [2, 3], DType::F32).unwrap();
+        let r = g.reshape(x, [3, 2]).unwrap();
+        let n = g.unary(vidrt_ir::UnaryOp::Neg, r).unwrap();
+        let n2 = g.reshape(n, [2, 3]).unwrap();
+        let y = g.add_(n2, x).unwrap();
+        let dead = g.unary(vidrt_ir::UnaryOp::Exp, x).unwrap();
+        g.set_output("y", y).unwrap();
+        let launch = || Lowered::Launches(Vec::new());
+        let plans = vec![Lowered::Leaf, Lowered::Alias, launch(), Lowered::Alias, launch(), launch()];
+        let (owner, last) = lifetimes(&g, &plans);
+        assert_eq!(owner, vec![0, 0, 2, 2, 4, 5]);
+        assert_eq!(last[0], 5, "x is read last by the dead exp");
+        assert_eq!(last[2], 4, "neg's buffer (read through its alias) lives until the add");
+        assert_eq!(last[4], usize::MAX, "the output is kept");
+        assert_eq!(last[5], 5, "an unread node is released right after it runs");
+        let _ = dead;
+    }
 
     #[test]
     fn driver_results_map_to_typed_errors() {

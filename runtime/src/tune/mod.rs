@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use timing::{time_candidate, TimingSettings};
+pub use timing::{time_candidate, time_runs, Timed, TimingSettings};
 
 /// The file format version; a file of another version is ignored with a warning.
 pub const DB_VERSION: u32 = 1;

@@ -24,31 +24,63 @@ impl Default for TimingSettings {
     }
 }
 
-/// The median wall time of one run of `exe`, in microseconds. `inputs(seed)` makes fresh
-/// inputs for each run.
+/// A median time and what it measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timed {
+    /// Microseconds.
+    pub us: f64,
+    /// The device's own clock around the kernels alone (CUDA events, wgpu timestamps), no
+    /// host transfers; `false`: the wall time of whole runs (inputs written, kernels run,
+    /// outputs read back).
+    pub kernel: bool,
+}
+
+/// The median time of one run of `exe`, in microseconds: the kernels' device time when the
+/// executable reports one for every run ([`Executable::last_kernel_time`]), else the wall
+/// time of whole runs. `inputs(seed)` makes fresh inputs for each run.
 pub fn time_candidate(
     exe: &mut dyn Executable,
     inputs: &mut dyn FnMut(u64) -> Vec<(String, Tensor)>,
     settings: TimingSettings,
 ) -> Result<f64, RuntimeError> {
+    time_runs(exe, inputs, settings).map(|t| t.us)
+}
+
+/// [`time_candidate`], saying whether the time is the kernels' device time.
+pub fn time_runs(
+    exe: &mut dyn Executable,
+    inputs: &mut dyn FnMut(u64) -> Vec<(String, Tensor)>,
+    settings: TimingSettings,
+) -> Result<Timed, RuntimeError> {
     let opts = RunOptions::default();
     let mut seed = 1u64;
-    let mut run = |seed: u64| -> Result<f64, RuntimeError> {
+    let mut run = |seed: u64| -> Result<(f64, Option<f64>), RuntimeError> {
         let ins = inputs(seed);
         let refs: Vec<(&str, Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
         let start = std::time::Instant::now();
         exe.run_with(&refs, &opts)?;
-        Ok(start.elapsed().as_secs_f64() * 1e6)
+        let wall = start.elapsed().as_secs_f64() * 1e6;
+        Ok((wall, exe.last_kernel_time().map(|d| d.as_secs_f64() * 1e6)))
     };
     for _ in 0..settings.warmup {
         run(seed)?;
         seed += 1;
     }
-    let mut times = Vec::with_capacity(settings.repeats.max(1) as usize);
+    let mut wall = Vec::with_capacity(settings.repeats.max(1) as usize);
+    let mut kernel = Vec::with_capacity(wall.capacity());
     for _ in 0..settings.repeats.max(1) {
-        times.push(run(seed)?);
+        let (w, k) = run(seed)?;
+        wall.push(w);
+        kernel.extend(k);
         seed += 1;
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(if kernel.len() == wall.len() {
+        Timed { us: median(kernel), kernel: true }
+    } else {
+        Timed { us: median(wall), kernel: false }
+    })
 }

@@ -34,6 +34,9 @@ pub(crate) struct Ctx {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Why the device was lost, once it has been (kept: a lost device stays lost).
     lost: Arc<Mutex<Option<String>>>,
+    /// Nanoseconds per timestamp tick, when the device has `TIMESTAMP_QUERY` (requested
+    /// whenever the adapter offers it).
+    pub timestamp_period: Option<f32>,
 }
 
 fn dev_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -76,9 +79,11 @@ impl Ctx {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let features = if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vidrt"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -99,7 +104,17 @@ impl Ctx {
                 s.get_or_insert_with(|| format!("wgpu: {reason:?}: {message}"));
             }
         });
-        Ok(Ctx { device, queue, info, limits, pipelines: Mutex::new(HashMap::new()), uncaptured, lost })
+        let timestamp_period = timestamps.then(|| queue.get_timestamp_period());
+        Ok(Ctx {
+            device,
+            queue,
+            info,
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
+            lost,
+            timestamp_period,
+        })
     }
 
     /// Fails with [`RuntimeError::DeviceLost`] once the device is lost, else with the first

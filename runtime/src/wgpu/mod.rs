@@ -124,6 +124,12 @@ impl WgpuBackend {
         self.tuning.db.as_ref().map(|d| d.warnings.clone()).unwrap_or_default()
     }
 
+    /// Whether executables report the kernels' device time ([`Executable::last_kernel_time`]):
+    /// the adapter has timestamp queries.
+    pub fn has_kernel_timing(&self) -> bool {
+        self.ctx.timestamp_period.is_some()
+    }
+
     /// Destroys this backend's device, as a driver reset would: from then on every compile
     /// and run on it (and on its clones and executables) fails with
     /// [`RuntimeError::DeviceLost`]. For tests of device loss; open a new backend to continue.
@@ -447,6 +453,20 @@ impl<'g> Planner<'g> {
                     .ok_or_else(|| RuntimeError::Device(format!("wgpu: internal: output `{name}` of {}", node.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let timer = self.ctx.timestamp_period.map(|_| {
+            let q = self.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel time"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let b = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel time"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (q, b)
+        });
         self.ctx.check_uncaptured()?;
         Ok(Box::new(WgpuExecutable {
             ctx: self.ctx,
@@ -456,6 +476,8 @@ impl<'g> Planner<'g> {
             outputs,
             launches,
             computed,
+            timer,
+            last_kernel: None,
         }))
     }
 }
@@ -472,17 +494,31 @@ pub struct WgpuExecutable {
     launches: Vec<Launch>,
     /// (node, its output buffer) of every node computed by launches, in launch order.
     computed: Vec<(usize, Buf)>,
+    /// Timestamps at the start and end of the whole-graph pass, and the buffer they resolve
+    /// into, when the device has timestamp queries.
+    timer: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+    last_kernel: Option<std::time::Duration>,
 }
 
 impl WgpuExecutable {
-    /// Encodes the launches of `node` into `enc`'s compute pass (all of them with `None`).
+    /// Encodes the launches of `node` into `enc`'s compute pass (all of them with `None`,
+    /// between the two timestamps where the device has them).
     fn encode(&self, enc: &mut wgpu::CommandEncoder, node: Option<usize>) {
-        let mut pass =
-            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
+        let timer = self.timer.as_ref().filter(|_| node.is_none());
+        let timestamp_writes = timer.map(|(q, _)| wgpu::ComputePassTimestampWrites {
+            query_set: q,
+            beginning_of_pass_write_index: Some(0),
+            end_of_pass_write_index: Some(1),
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes });
         for l in self.launches.iter().filter(|l| node.is_none_or(|n| l.node == n)) {
             pass.set_pipeline(&l.pipeline.pipeline);
             pass.set_bind_group(0, &l.group, &[]);
             pass.dispatch_workgroups(l.grid[0], l.grid[1], l.grid[2]);
+        }
+        drop(pass);
+        if let Some((q, b)) = timer {
+            enc.resolve_query_set(q, 0..2, b, 0);
         }
     }
 
@@ -512,6 +548,10 @@ impl WgpuExecutable {
 }
 
 impl Executable for WgpuExecutable {
+    fn last_kernel_time(&self) -> Option<std::time::Duration> {
+        self.last_kernel
+    }
+
     fn run_with(
         &mut self,
         inputs: &[(&str, Tensor)],
@@ -560,9 +600,23 @@ impl Executable for WgpuExecutable {
         } else {
             self.encode(&mut enc, None);
         }
-        let reads: Vec<(&wgpu::Buffer, u64)> =
+        let mut reads: Vec<(&wgpu::Buffer, u64)> =
             self.outputs.iter().map(|(_, node, b)| (&self.bufs[*b], g.nodes[*node].shape.numel() as u64)).collect();
-        let words = self.ctx.read(enc, &reads)?;
+        let timed = !opts.check_intermediates && self.timer.is_some();
+        if let (true, Some((_, b))) = (timed, &self.timer) {
+            reads.push((b, 4));
+        }
+        let mut words = self.ctx.read(enc, &reads)?;
+        self.last_kernel = None;
+        if timed {
+            if let (Some(w), Some(period)) = (words.pop(), self.ctx.timestamp_period) {
+                let ticks = |lo: usize| u64::from(w[lo]) | (u64::from(w[lo + 1]) << 32);
+                if w.len() == 4 && ticks(2) >= ticks(0) {
+                    let ns = (ticks(2) - ticks(0)) as f64 * f64::from(period);
+                    self.last_kernel = Some(std::time::Duration::from_secs_f64(ns * 1e-9));
+                }
+            }
+        }
         let mut out = Vec::with_capacity(words.len());
         for ((name, node, _), w) in self.outputs.iter().zip(words) {
             let n = &g.nodes[*node];
