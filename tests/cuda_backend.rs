@@ -103,29 +103,6 @@ fn golden_forwards_in_bf16_on_cuda() {
 #[test]
 #[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
 fn generate_in_bf16_on_cuda_is_as_close_to_f32_as_the_cpu_in_bf16() {
-    use vidrt::ir::DType;
-    use vidrt::pipeline::{GenerateParams, Model, NoProgress, Pipeline};
-    use vidrt::runtime::ReducedPrecision;
     let Some(b) = cuda("generate_in_bf16_on_cuda") else { return };
-    let params = GenerateParams {
-        seed: 5,
-        num_frames: Some(5),
-        num_inference_steps: Some(2),
-        height: Some(16),
-        width: Some(32),
-        ..GenerateParams::new("a lantern in the rain")
-    };
-    let run = |b: Box<dyn Backend>| {
-        let m = Model::tiny().unwrap_or_else(|e| panic!("{e}"));
-        Pipeline::new(m, b).generate(&params, &mut NoProgress).unwrap_or_else(|e| panic!("{e}")).video
-    };
-    let gpu = run(Box::new(ReducedPrecision { inner: Box::new(b), dtype: DType::BF16 }));
-    let cpu16 = run(Box::new(ReducedPrecision { inner: Box::new(CpuBackend::new()), dtype: DType::BF16 }));
-    let cpu32 = run(Box::new(CpuBackend::new()));
-    let cmp = |a, b| vidrt::golden::compare(a, b).unwrap_or_else(|e| panic!("{e}"));
-    let (d, e) = (cmp(&cpu16, &cpu32), cmp(&gpu, &cpu32));
-    eprintln!("bf16 cuda vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", e.rel_l2, e.max_abs);
-    eprintln!("bf16 cpu vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", d.rel_l2, d.max_abs);
-    assert!(!d.non_finite && !e.non_finite, "{d:?} {e:?}");
-    assert!(e.rel_l2 <= 1.5 * d.rel_l2.max(1e-2) && e.rel_l2 <= 6e-2, "cuda bf16 vs f32 {e:?}, cpu bf16 vs f32 {d:?}");
+    common::bf16_pipeline_is_as_close_to_f32_as_the_cpus(Box::new(b));
 }

@@ -142,45 +142,10 @@ fn golden_pipeline_on_the_simulator() {
 }
 
 /// The tiny pipeline with the CUDA kernels at bf16 storage (tensor-core matmul, attention and
-/// conv3d) against the CPU running the same bf16 graphs (the same storage roundings, f32
-/// arithmetic inside each op), and both against the CPU in f32 for the record.
+/// conv3d) against the CPU in f32, the CPU's own bf16 run as the yardstick.
 #[test]
 fn generate_in_bf16_on_the_simulator_is_as_close_to_f32_as_the_cpu_in_bf16() {
-    use vidrt::ir::DType;
-    use vidrt::pipeline::{GenerateParams, Model, NoProgress, Pipeline};
-    use vidrt::runtime::{Backend, CpuBackend, ReducedPrecision};
-    let params = GenerateParams {
-        seed: 5,
-        num_frames: Some(5),
-        num_inference_steps: Some(2),
-        height: Some(16),
-        width: Some(32),
-        ..GenerateParams::new("a lantern in the rain")
-    };
-    let run = |b: Box<dyn Backend>| {
-        let m = Model::tiny().unwrap_or_else(|e| panic!("{e}"));
-        Pipeline::new(m, b).generate(&params, &mut NoProgress).unwrap_or_else(|e| panic!("{e}")).video
-    };
-    let bf16 = |inner: Box<dyn Backend>| Box::new(ReducedPrecision { inner, dtype: DType::BF16 });
-    let sim = run(bf16(Box::new(SimBackend::new())));
-    let cpu16 = run(bf16(Box::new(CpuBackend::new())));
-    let cpu32 = run(Box::new(CpuBackend::new()));
-    let cmp = |a, b| vidrt::golden::compare(a, b).unwrap_or_else(|e| panic!("{e}"));
-    let (c, d, e) = (cmp(&sim, &cpu16), cmp(&cpu16, &cpu32), cmp(&sim, &cpu32));
-    eprintln!("bf16 ptx-sim vs bf16 cpu: rel_l2 {:.3e} max_abs {:.3e}", c.rel_l2, c.max_abs);
-    eprintln!("bf16 cpu vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", d.rel_l2, d.max_abs);
-    eprintln!("bf16 ptx-sim vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", e.rel_l2, e.max_abs);
-    // The two bf16 paths round in different places (fused epilogues keep f32, kernel
-    // summation orders differ) and the sampling loop and the VAE carry those differences to
-    // the video, so they differ from each other about as much as each differs from f32. The
-    // requirement: the CUDA kernels' bf16 video is no more than 1.5x as far from the f32 video
-    // as the CPU's own bf16 video is, and within the golden README's bf16 advice (3e-2) plus
-    // that margin. A wrong kernel lands at O(1).
-    assert!(!c.non_finite && !d.non_finite && !e.non_finite, "{c:?} {d:?} {e:?}");
-    assert!(
-        e.rel_l2 <= 1.5 * d.rel_l2.max(1e-2) && e.rel_l2 <= 6e-2,
-        "ptx-sim bf16 vs f32 {e:?}, cpu bf16 vs f32 {d:?}"
-    );
+    common::bf16_pipeline_is_as_close_to_f32_as_the_cpus(Box::new(SimBackend::new()));
 }
 
 /// Single forward passes in bf16 on the CUDA kernels, against the f32 golden references at

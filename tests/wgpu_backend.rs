@@ -6,8 +6,8 @@
 //! CI installs Mesa's lavapipe (`scripts/install-lavapipe.sh`) so they run for real.
 #![cfg(feature = "wgpu")]
 
-use vidrt::eval::run_case as eval_case;
-use vidrt::golden::{default_dir, Case};
+mod common;
+
 use vidrt::harness::{all_cases, run_case, summary, support_table, Outcome};
 use vidrt::runtime::wgpu::WgpuBackend;
 use vidrt::runtime::{Backend, CpuBackend};
@@ -62,34 +62,7 @@ fn harness_on_wgpu() {
 
 fn golden(name: &str) {
     let Some(b) = backend(name) else { return };
-    let Some(dir) = default_dir() else {
-        panic!("golden data not found: set VIDRT_GOLDEN or place it at ../shared/golden");
-    };
-    let case = Case::load(dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
-    let (report, _) = eval_case(&case, &b).unwrap_or_else(|e| panic!("{name} on wgpu: {e}"));
-    assert!(!report.results.is_empty(), "{name}: no checks ran");
-    for r in &report.results {
-        eprintln!(
-            "{} {name} {}:{} {:?}",
-            if r.passed() { "ok  " } else { "FAIL" },
-            r.check.file,
-            r.check.tensor,
-            r.outcome
-        );
-    }
-    // The same known deviations as on the CPU (`vidrt::golden::KNOWN_DEVIATIONS`).
-    let triage = report.triage();
-    for k in &triage.known {
-        eprintln!("{k}");
-    }
-    let failures = triage.failed;
-    assert!(
-        failures.is_empty(),
-        "{name} on wgpu: {} of {} checks failed:\n{}",
-        failures.len(),
-        report.results.len(),
-        failures.join("\n")
-    );
+    common::golden_on(&b, name);
 }
 
 #[test]

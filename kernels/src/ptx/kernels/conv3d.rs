@@ -116,6 +116,29 @@ impl ConvSpec {
         Ok(())
     }
 
+    /// A one-line description for kernel headers.
+    pub fn describe(&self) -> String {
+        let g = &self.geom;
+        format!(
+            "x [{}, {}, {:?}] * w [{}, {}, {:?}] stride {:?} pad_lo {:?} -> [{}, {}, {:?}] {} -> {}; bias {}; epilogue {}",
+            self.batch,
+            g.cin,
+            g.input,
+            self.cout,
+            g.cin,
+            g.kernel,
+            g.stride,
+            g.pad_lo,
+            self.batch,
+            self.cout,
+            g.output,
+            self.in_dtype,
+            self.out_dtype,
+            self.bias,
+            self.epilogue.as_ref().map_or("none".to_string(), |e| format!("{:?}", e.expr)),
+        )
+    }
+
     fn store(&self) -> Store<'_> {
         let (m, n, _) = self.mnk();
         Store {
@@ -150,24 +173,9 @@ pub fn conv3d_simt(name: &str, spec: &ConvSpec, p: SimtParams) -> Result<Kernel,
     let (grid, block) = launch_dims(spec, p)?;
     let g = &spec.geom;
     let header = format!(
-        "conv3d_simt {name}: x [{}, {}, {:?}] * w [{}, {}, {:?}] stride {:?} pad_lo {:?} -> [{}, {}, {:?}] {} -> {}; \
-         bias {}; epilogue {}\nimplicit GEMM M={m} N={n} K={k}{}, f32 fma accumulation; minimum sm_80\n\
+        "conv3d_simt {name}: {}\nimplicit GEMM M={m} N={n} K={k}{}, f32 fma accumulation; minimum sm_80\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} TM={} TN={}",
-        spec.batch,
-        g.cin,
-        g.input,
-        spec.cout,
-        g.cin,
-        g.kernel,
-        g.stride,
-        g.pad_lo,
-        spec.batch,
-        spec.cout,
-        g.output,
-        spec.in_dtype,
-        spec.out_dtype,
-        spec.bias,
-        spec.epilogue.as_ref().map_or("none".to_string(), |e| format!("{:?}", e.expr)),
+        spec.describe(),
         if spec.is_pointwise() {
             " (pointwise: x read as a [Cin, THW] matrix)"
         } else {
@@ -225,25 +233,10 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
     let (grid, block) = mma_launch_dims(spec, p)?;
     let g = &spec.geom;
     let header = format!(
-        "conv3d_mma {name}: x [{}, {}, {:?}] * w [{}, {}, {:?}] stride {:?} pad_lo {:?} -> [{}, {}, {:?}] {} -> {}; \
-         bias {}; epilogue {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered into shared memory, \
+        "conv3d_mma {name}: {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered into shared memory, \
          ldmatrix + mma.sync.m16n8k16 f32 accumulation, 2 stages; minimum sm_80\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{}",
-        spec.batch,
-        g.cin,
-        g.input,
-        spec.cout,
-        g.cin,
-        g.kernel,
-        g.stride,
-        g.pad_lo,
-        spec.batch,
-        spec.cout,
-        g.output,
-        spec.in_dtype,
-        spec.out_dtype,
-        spec.bias,
-        spec.epilogue.as_ref().map_or("none".to_string(), |e| format!("{:?}", e.expr)),
+        spec.describe(),
         p.bm,
         p.bn,
         p.bk,
