@@ -111,6 +111,17 @@ fn ew(name: &str, expr: Expr, ins: &[(&[usize], DType)], out: &[usize], dtype: D
     Ok(one(k, cdiv(numel.div_ceil(p.vec as usize), p.block)?, p.block, args, numel))
 }
 
+/// The fused epilogue of a matmul or conv node: `extra` are its inputs after a, b and the
+/// bias, broadcast to the output `out`.
+fn product_epilogue(
+    e: &vidrt_ir::expr::ElementwiseExpr,
+    extra: &[(&[usize], DType)],
+    out: &[usize],
+) -> Result<GemmEpilogue, KernelError> {
+    let extra = extra.iter().map(|(d, t)| EwInput { dtype: *t, strides: broadcast_strides(d, out) }).collect();
+    Ok(GemmEpilogue { expr: Expr::from_ir(e)?, extra })
+}
+
 /// The [`GemmSpec`] of a matmul node: inputs a, b, [bias], [epilogue inputs…], output `out`.
 fn gemm_spec(
     ins: &[(&[usize], DType)],
@@ -495,27 +506,13 @@ pub fn lower(
             gemm(&n("matmul"), &spec)
         }
         Op::MatMulEpilogue { trans_a, trans_b, bias, epilogue } => {
-            let first_extra = 2 + usize::from(*bias);
-            let extra = ins
-                .get(first_extra..)
-                .unwrap_or_default()
-                .iter()
-                .map(|(d, t)| EwInput { dtype: *t, strides: broadcast_strides(d, out) })
-                .collect();
-            let epi = GemmEpilogue { expr: Expr::from_ir(epilogue)?, extra };
+            let epi = product_epilogue(epilogue, &ins[(2 + usize::from(*bias)).min(ins.len())..], out)?;
             let spec = gemm_spec(ins, out, (*trans_a, *trans_b, *bias), dtype, Some(epi))?;
             gemm(&n("matmul_epilogue"), &spec)
         }
         Op::Conv3d { stride, pad, bias } => conv(&n("conv3d"), ins, (*stride, *pad, *bias), dtype, None),
         Op::Conv3dEpilogue { stride, pad, bias, epilogue } => {
-            let first_extra = 2 + usize::from(*bias);
-            let extra = ins
-                .get(first_extra..)
-                .unwrap_or_default()
-                .iter()
-                .map(|(d, t)| EwInput { dtype: *t, strides: broadcast_strides(d, out) })
-                .collect();
-            let epi = GemmEpilogue { expr: Expr::from_ir(epilogue)?, extra };
+            let epi = product_epilogue(epilogue, &ins[(2 + usize::from(*bias)).min(ins.len())..], out)?;
             conv(&n("conv3d_epilogue"), ins, (*stride, *pad, *bias), dtype, Some(epi))
         }
         Op::Attention { scale, bias, mask } => {
