@@ -390,8 +390,10 @@ struct GenerateArgs {
     /// Backend to run on.
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// Refuse, before any compute, a graph whose planned activation memory exceeds this
-    /// (bytes, or with a K/M/G suffix). CPU default: the memory the OS reports available.
+    /// Refuse, before any compute, a graph whose planned memory exceeds this (bytes, or with a
+    /// K/M/G suffix): on the CPU the activation arena (default: the memory the OS reports
+    /// available), on a GPU the arena plus the resident weights (CUDA default: the device's free
+    /// memory).
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<u64>,
     /// Debug mode: check every intermediate of every graph for NaN/inf (not only the
@@ -493,7 +495,17 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
                 None => CpuBackend::new(),
             })
         }
-        (_, Some(_)) => bail!("--memory-limit applies to the CPU backend only (for now)"),
+        #[cfg(feature = "cuda")]
+        ("cuda", limit) => {
+            let c = vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")?;
+            let limit = match limit {
+                Some(l) => l,
+                None => c.free_memory().context("reading the GPU's free memory")?,
+            };
+            Box::new(vidrt::runtime::MemoryLimited { inner: Box::new(c), limit })
+        }
+        // Other devices report no free memory: only an explicit --memory-limit applies.
+        (name, Some(limit)) => Box::new(vidrt::runtime::MemoryLimited { inner: backend(name)?, limit }),
         (name, None) => backend(name)?,
     };
     let precision = parse_precision(&a.precision)?;

@@ -184,6 +184,30 @@ fn over_the_memory_limit_is_refused_up_front() {
     assert_eq!(std::fs::read_dir(&d).expect("ls").count(), 0, "nothing written");
     let bad = vidrt(&["generate", "--memory-limit", "12Q", "--out", out.to_str().expect("utf8")]);
     assert!(!bad.status.success() && text(&bad).contains("unknown unit"), "{}", text(&bad));
+    // A device backend counts the resident weights too (the tiny model's are 146 KiB): the
+    // CUDA kernels in the simulator, refused before anything runs.
+    for (limit, why) in [("64K", "the graph's weights"), ("4M", "planned activation arena")] {
+        let o = vidrt(&[
+            "generate",
+            "--backend",
+            "ptx-sim",
+            "--frames",
+            "5",
+            "--steps",
+            "1",
+            "--height",
+            "16",
+            "--width",
+            "32",
+            "--memory-limit",
+            limit,
+            "--out",
+            out.to_str().expect("utf8"),
+        ]);
+        let t = text(&o);
+        assert!(!o.status.success() && t.contains("out of memory") && t.contains(why) && t.contains("weights"), "{t}");
+        assert_eq!(std::fs::read_dir(&d).expect("ls").count(), 0, "nothing written");
+    }
 }
 
 /// `vidrt bench` on the CPU at a tiny scale writes JSON, markdown and an SVG roofline, and

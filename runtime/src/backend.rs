@@ -110,6 +110,49 @@ impl Backend for CheckEveryNode {
     }
 }
 
+/// A backend that refuses, before compiling, a graph whose planned device memory exceeds
+/// `limit` bytes: the activation arena of the memory plan (after the default passes) plus the
+/// weights, which a GPU backend keeps resident. The error is [`RuntimeError::OutOfMemory`]
+/// naming the largest live set, and nothing has been allocated. `vidrt generate` wraps the GPU
+/// backends in it with the device's free memory (or `--memory-limit`).
+pub struct MemoryLimited {
+    pub inner: Box<dyn Backend>,
+    pub limit: u64,
+}
+
+impl Backend for MemoryLimited {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn support(&self, op: &Op, dtype: DType) -> Support {
+        self.inner.support(op, dtype)
+    }
+
+    fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
+        let weight_bytes: u64 =
+            graph.nodes.iter().filter(|n| matches!(n.op, Op::Weight { .. })).map(|n| n.bytes() as u64).sum();
+        let arena_limit = self.limit.checked_sub(weight_bytes).ok_or_else(|| RuntimeError::OutOfMemory {
+            what: "the graph's weights".into(),
+            needed: weight_bytes,
+            available: self.limit,
+        })?;
+        let opts = vidrt_ir::passes::PassOptions { memory_limit: Some(arena_limit), ..Default::default() };
+        match crate::cpu::optimize(graph, &opts) {
+            Err(RuntimeError::OutOfMemory { what, needed, .. }) => {
+                return Err(RuntimeError::OutOfMemory {
+                    what: format!("{what} plus {weight_bytes} bytes of weights"),
+                    needed: needed.saturating_add(weight_bytes),
+                    available: self.limit,
+                })
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        self.inner.compile(graph, weights)
+    }
+}
+
 /// A backend that runs float tensors in `dtype` (bf16 or f16; f32 changes nothing): every
 /// graph goes through [`vidrt_ir::passes::reduce_precision`] before the inner backend
 /// compiles it, so on CUDA the tensor-core kernels run. Outputs stay f32.

@@ -21,7 +21,7 @@ mod error;
 pub mod tune;
 
 pub use backend::{
-    Backend, CheckEveryNode, Executable, NoWeights, ReducedPrecision, RunOptions, Support, WeightSource,
+    Backend, CheckEveryNode, Executable, MemoryLimited, NoWeights, ReducedPrecision, RunOptions, Support, WeightSource,
 };
 pub use cpu::CpuBackend;
 pub use cuda_sim::SimBackend;

@@ -204,6 +204,12 @@ impl CudaBackend {
         self.dev.ctx.name().map_err(|e| driver("device name", e))
     }
 
+    /// The device's free memory in bytes, as the driver reports it now.
+    pub fn free_memory(&self) -> Result<u64, RuntimeError> {
+        self.dev.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
+        cu::mem_get_info().map(|(free, _)| free as u64).map_err(|e| driver("cuMemGetInfo", e))
+    }
+
     /// The PTX target the kernels are emitted for (`sm_80`, or `sm_90a` on Hopper).
     pub fn target(&self) -> &'static str {
         self.dev.target.name()
