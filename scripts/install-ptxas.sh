@@ -21,8 +21,14 @@ if [ -z "$found" ]; then
     echo "install-ptxas: nvidia-cuda-nvcc installed but no ptxas binary found under $venv" >&2
     exit 1
 fi
-if [ -z "$(find "$venv" -type f -name nvdisasm -perm -u+x 2>/dev/null | head -n 1)" ]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nvidia-cuda-nvdisasm >&2 ||
-        echo "install-ptxas: could not install nvidia-cuda-nvdisasm (the SASS checks will say so)" >&2
+find_nvdisasm() {
+    find "$venv" -type f -name nvdisasm -perm -u+x 2>/dev/null | head -n 1
+}
+if [ -z "$(find_nvdisasm)" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nvidia-cuda-nvdisasm >&2
+fi
+if [ -z "$(find_nvdisasm)" ]; then
+    echo "install-ptxas: nvidia-cuda-nvdisasm installed but no nvdisasm binary found under $venv" >&2
+    exit 1
 fi
 echo "$found"

@@ -92,44 +92,7 @@ enum Cmd {
     },
     /// Benchmark kernels at the real Wan2.1 shapes and whole model parts, against the
     /// device's measured copy and matmul peaks (roofline); JSON, markdown and an SVG plot.
-    Bench {
-        /// Backend to run on.
-        #[arg(long, default_value = "cpu")]
-        backend: String,
-        /// kernels, models or all.
-        #[arg(long, default_value = "all")]
-        suite: String,
-        /// Model preset whose shapes are benchmarked.
-        #[arg(long, default_value = "wan2.1-t2v-1.3b")]
-        model: String,
-        /// Divide the problem sizes by this (1 = the real shapes).
-        #[arg(long, default_value_t = 1)]
-        scale: usize,
-        #[arg(long, default_value_t = 7)]
-        repeats: u32,
-        #[arg(long, default_value_t = 2)]
-        warmup: u32,
-        /// Only benchmarks whose name contains this (the peaks always run).
-        #[arg(long)]
-        filter: Option<String>,
-        /// Write the report as JSON (comparable across GPUs and with the PyTorch peer).
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write the report as a markdown table.
-        #[arg(long)]
-        markdown: Option<PathBuf>,
-        /// Write a roofline plot (SVG).
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// Compare two JSON reports (e.g. two GPUs, or vidrt and benches/peers/torch_peer.py)
-        /// instead of running anything.
-        #[arg(long, num_args = 2, value_names = ["A", "B"])]
-        compare: Option<Vec<PathBuf>>,
-        /// Storage dtype of the benchmarked graphs: f32, bf16 or f16 (on CUDA, bf16/f16 run
-        /// the tensor-core kernels). Names of a 16-bit run end in ` bf16`/` f16`.
-        #[arg(long, default_value = "f32")]
-        precision: String,
-    },
+    Bench(BenchArgs),
     /// Show what the compiler does to a model's graphs (no weights needed): nodes before and
     /// after the passes, kernel launches, FLOPs, minimal bytes moved, planned peak activation
     /// memory against the naive sum, weight bytes; bf16 and f32.
@@ -149,29 +112,52 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
 struct BenchArgs {
+    /// Backend to run on.
+    #[arg(long, default_value = "cpu")]
     backend: String,
+    /// kernels, models or all.
+    #[arg(long, default_value = "all")]
     suite: String,
+    /// Model preset whose shapes are benchmarked.
+    #[arg(long, default_value = "wan2.1-t2v-1.3b")]
     model: String,
+    /// Divide the problem sizes by this (1 = the real shapes).
+    #[arg(long, default_value_t = 1)]
     scale: usize,
+    #[arg(long, default_value_t = 7)]
     repeats: u32,
+    #[arg(long, default_value_t = 2)]
     warmup: u32,
+    /// Only benchmarks whose name contains this (the peaks always run).
+    #[arg(long)]
     filter: Option<String>,
+    /// Write the report as JSON (comparable across GPUs and with the PyTorch peer).
+    #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the report as a markdown table.
+    #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Write a roofline plot (SVG).
+    #[arg(long)]
     plot: Option<PathBuf>,
+    /// Compare two JSON reports (e.g. two GPUs, or vidrt and benches/peers/torch_peer.py)
+    /// instead of running anything.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<PathBuf>>,
+    /// Storage dtype of the benchmarked graphs: f32, bf16 or f16 (on CUDA, bf16/f16 run
+    /// the tensor-core kernels). Names of a 16-bit run end in ` bf16`/` f16`.
+    #[arg(long, default_value = "f32")]
     precision: String,
 }
 
 /// `--precision`: f32, bf16 or f16.
 fn parse_precision(s: &str) -> Result<DType> {
-    Ok(match s {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        other => bail!("unknown --precision `{other}` (f32, bf16 or f16)"),
-    })
+    match s.parse::<DType>() {
+        Ok(d) if d.is_float() => Ok(d),
+        _ => bail!("unknown --precision `{s}` (f32, bf16 or f16)"),
+    }
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
@@ -204,7 +190,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
-            let c = vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")?;
+            let c = cuda_backend()?;
             opts.device = Some(bench::BenchDevice {
                 backend: "cuda".into(),
                 name: c.device_name().unwrap_or_default(),
@@ -461,6 +447,7 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
     for path in &a.out {
         vidrt::video::Format::from_path(path)?;
     }
+    let precision = parse_precision(&a.precision)?;
     let model = match &a.model {
         Some(dir) if !dir.is_dir() => bail!(
             "--model {}: no such folder; give a diffusers-layout model folder (transformer/, vae/, \
@@ -497,7 +484,7 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         }
         #[cfg(feature = "cuda")]
         ("cuda", limit) => {
-            let c = vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")?;
+            let c = cuda_backend()?;
             let limit = match limit {
                 Some(l) => l,
                 None => c.free_memory().context("reading the GPU's free memory")?,
@@ -508,7 +495,6 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         (name, Some(limit)) => Box::new(vidrt::runtime::MemoryLimited { inner: backend(name)?, limit }),
         (name, None) => backend(name)?,
     };
-    let precision = parse_precision(&a.precision)?;
     let b: Box<dyn Backend> = if precision == DType::F32 {
         b
     } else {
@@ -607,6 +593,11 @@ fn wgpu_backend() -> Result<vidrt::runtime::wgpu::WgpuBackend> {
     Ok(b)
 }
 
+#[cfg(feature = "cuda")]
+fn cuda_backend() -> Result<vidrt::runtime::cuda::CudaBackend> {
+    vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")
+}
+
 fn backend(name: &str) -> Result<Box<dyn Backend>> {
     match name {
         "cpu" => Ok(Box::new(CpuBackend::new())),
@@ -616,7 +607,7 @@ fn backend(name: &str) -> Result<Box<dyn Backend>> {
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Box::new(wgpu_backend()?)),
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Box::new(vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")?)),
+        "cuda" => Ok(Box::new(cuda_backend()?)),
         other => {
             let mut have = vec!["cpu", "ptx-sim"];
             if cfg!(feature = "wgpu") {
@@ -675,33 +666,7 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate(a),
         Cmd::Ops { backend, filter } => ops(&backend, filter.as_deref()),
         Cmd::Inspect { model, height, width, frames, json } => inspect(&model, height, width, frames, json),
-        Cmd::Bench {
-            backend,
-            suite,
-            model,
-            scale,
-            repeats,
-            warmup,
-            filter,
-            json,
-            markdown,
-            plot,
-            compare,
-            precision,
-        } => bench(BenchArgs {
-            backend,
-            suite,
-            model,
-            scale,
-            repeats,
-            warmup,
-            filter,
-            json,
-            markdown,
-            plot,
-            compare,
-            precision,
-        }),
+        Cmd::Bench(a) => bench(a),
         Cmd::Tune { model, height, width, frames, backend, repeats, warmup, components, no_cfg } => {
             tune(&model, height, width, frames, &backend, repeats, warmup, &components, !no_cfg)
         }

@@ -3,9 +3,9 @@
 //!
 //! On a machine without a CUDA driver the backend must refuse to open with the typed
 //! "no CUDA driver found" error (cudarc's loader would panic; the backend probes first), and
-//! the hardware test is `#[ignore]`d (reported as skipped). Run on a GPU machine with
-//! `--run-ignored all`; there, without a device it prints SKIP, or fails with
-//! `VIDRT_REQUIRE_CUDA=1`.
+//! the hardware tests are `#[ignore]`d (reported as skipped). Run on a GPU machine with
+//! `--run-ignored all` (or a test binary's `--include-ignored`); run without a device they
+//! fail, never pass.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -18,8 +18,11 @@ use vidrt::runtime::{Backend, CpuBackend};
 fn opening_without_a_driver_is_a_typed_error() {
     match CudaBackend::new() {
         Ok(b) => {
-            let name = b.device_name().unwrap_or_else(|e| format!("(name unavailable: {e})"));
-            eprintln!("opening_without_a_driver_is_a_typed_error: a CUDA device is present ({name}); nothing to check");
+            // With a device, opening must give a usable backend: a name and a PTX target.
+            let name = b.device_name().unwrap_or_else(|e| panic!("device name: {e}"));
+            assert!(!name.is_empty());
+            assert!(matches!(b.target(), "sm_80" | "sm_90a"), "{}", b.target());
+            eprintln!("opening_without_a_driver_is_a_typed_error: a CUDA device is present ({name}, {})", b.target());
         }
         Err(e) => {
             // Either no libcuda at all (the documented message) or a driver call that failed,
@@ -34,28 +37,19 @@ fn opening_without_a_driver_is_a_typed_error() {
     }
 }
 
-/// Needs a CUDA GPU, so it is ignored by default: on a machine without one nextest reports it
-/// as skipped, never as passed. On a GPU machine: `cargo nextest run --features cuda
-/// --run-ignored all --test cuda_backend` (or `VIDRT_REQUIRE_CUDA=1` to fail without a device).
-/// The backend, or `None` after printing that `test` did not run (a failure instead with
-/// `VIDRT_REQUIRE_CUDA=1`).
-fn cuda(test: &str) -> Option<CudaBackend> {
-    match CudaBackend::new() {
-        Ok(b) => Some(b),
-        Err(e) => {
-            if std::env::var("VIDRT_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-                panic!("{test}: VIDRT_REQUIRE_CUDA=1 but the CUDA backend did not open: {e}");
-            }
-            eprintln!("SKIP {test}: {e}; this test did NOT run");
-            None
-        }
-    }
+/// The backend, or a failure: these tests run only when asked for (`#[ignore]`), and a
+/// hardware check that could not run is never a pass.
+fn cuda(test: &str) -> CudaBackend {
+    CudaBackend::new().unwrap_or_else(|e| panic!("{test} needs a CUDA GPU: {e}"))
 }
 
+/// Needs a CUDA GPU, so it is ignored by default: on a machine without one nextest reports it
+/// as skipped, never as passed. On a GPU machine: `cargo nextest run --features cuda
+/// --run-ignored all --test cuda_backend`.
 #[test]
 #[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
 fn harness_on_cuda() {
-    let Some(b) = cuda("harness_on_cuda") else { return };
+    let b = cuda("harness_on_cuda");
     eprintln!("harness_on_cuda: {}", b.device_name().unwrap_or_default());
     let reference = CpuBackend::unoptimized();
     eprintln!("{}", support_table(&[&b as &dyn Backend]));
@@ -79,7 +73,7 @@ fn harness_on_cuda() {
 #[test]
 #[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
 fn golden_cases_on_cuda() {
-    let Some(b) = cuda("golden_cases_on_cuda") else { return };
+    let b = cuda("golden_cases_on_cuda");
     for name in ["ops", "dit", "text_encoder", "scheduler", "vae", "pipeline"] {
         common::golden_on(&b, name);
     }
@@ -90,7 +84,7 @@ fn golden_cases_on_cuda() {
 #[test]
 #[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
 fn golden_forwards_in_bf16_on_cuda() {
-    let Some(b) = cuda("golden_forwards_in_bf16_on_cuda") else { return };
+    let b = cuda("golden_forwards_in_bf16_on_cuda");
     let b = vidrt::runtime::ReducedPrecision { inner: Box::new(b), dtype: vidrt::ir::DType::BF16 };
     for name in ["dit", "text_encoder"] {
         let worst = common::golden_bf16_on(&b, name, 3e-2);
@@ -103,6 +97,12 @@ fn golden_forwards_in_bf16_on_cuda() {
 #[test]
 #[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
 fn generate_in_bf16_on_cuda_is_as_close_to_f32_as_the_cpu_in_bf16() {
-    let Some(b) = cuda("generate_in_bf16_on_cuda") else { return };
+    let b = cuda("generate_in_bf16_on_cuda");
     common::bf16_pipeline_is_as_close_to_f32_as_the_cpus(Box::new(b));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
+fn check_intermediates_names_the_first_non_finite_node_on_cuda() {
+    common::check_intermediates_names_the_first_non_finite_node(&cuda("check_intermediates_on_cuda"));
 }

@@ -163,3 +163,8 @@ fn golden_text_encoder_in_bf16_on_the_simulator() {
     let worst = common::golden_bf16_on(&b, "text_encoder", 3e-2);
     eprintln!("text_encoder in bf16 on ptx-sim: worst rel_l2 {worst:.3e}");
 }
+
+#[test]
+fn check_intermediates_names_the_first_non_finite_node_on_the_simulator() {
+    common::check_intermediates_names_the_first_non_finite_node(&SimBackend::new());
+}

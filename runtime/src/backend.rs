@@ -111,8 +111,9 @@ impl Backend for CheckEveryNode {
 }
 
 /// A backend that refuses, before compiling, a graph whose planned device memory exceeds
-/// `limit` bytes: the activation arena of the memory plan (after the default passes) plus the
-/// weights, which a GPU backend keeps resident. The error is [`RuntimeError::OutOfMemory`]
+/// `limit` bytes: the activation arena of the memory plan of the graph as given plus the
+/// weights, which a GPU backend keeps resident. An estimate: the CUDA pool rounds run
+/// buffers up to powers of two. The error is [`RuntimeError::OutOfMemory`]
 /// naming the largest live set, and nothing has been allocated. `vidrt generate` wraps the GPU
 /// backends in it with the device's free memory (or `--memory-limit`).
 pub struct MemoryLimited {
@@ -130,24 +131,21 @@ impl Backend for MemoryLimited {
     }
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
-        let weight_bytes: u64 =
-            graph.nodes.iter().filter(|n| matches!(n.op, Op::Weight { .. })).map(|n| n.bytes() as u64).sum();
-        let arena_limit = self.limit.checked_sub(weight_bytes).ok_or_else(|| RuntimeError::OutOfMemory {
-            what: "the graph's weights".into(),
-            needed: weight_bytes,
-            available: self.limit,
-        })?;
-        let opts = vidrt_ir::passes::PassOptions { memory_limit: Some(arena_limit), ..Default::default() };
-        match crate::cpu::optimize(graph, &opts) {
-            Err(RuntimeError::OutOfMemory { what, needed, .. }) => {
-                return Err(RuntimeError::OutOfMemory {
-                    what: format!("{what} plus {weight_bytes} bytes of weights"),
-                    needed: needed.saturating_add(weight_bytes),
-                    available: self.limit,
-                })
-            }
-            Err(e) => return Err(e),
-            Ok(_) => {}
+        // The plan of the graph as the inner backend receives it (the GPU backends run it as
+        // given), nothing else computed.
+        let plan = vidrt_ir::passes::plan_memory(graph, None);
+        let needed = plan.arena_bytes.saturating_add(plan.weight_bytes);
+        if needed > self.limit {
+            let name = graph.nodes.get(plan.peak_at).map(|n| n.name.as_str()).unwrap_or_default();
+            return Err(RuntimeError::OutOfMemory {
+                what: format!(
+                    "the planned activation arena ({} bytes, largest live set at node %{} `{name}`) plus {} bytes \
+                     of weights",
+                    plan.arena_bytes, plan.peak_at, plan.weight_bytes
+                ),
+                needed,
+                available: self.limit,
+            });
         }
         self.inner.compile(graph, weights)
     }

@@ -210,6 +210,12 @@ impl Executable for SimExecutable {
                             |e| RuntimeError::Device(format!("node %{i} `{}` ({}): {e}", node.name, node.op.name())),
                         )?;
                     }
+                    if opts.check_intermediates {
+                        let bytes = mem
+                            .read(out, node.shape.numel() * node.dtype.size_bytes())
+                            .ok_or_else(|| RuntimeError::Device(format!("node %{i}: output not readable")))?;
+                        check_finite(i, node, bytes)?;
+                    }
                     out
                 }
             };
@@ -222,19 +228,25 @@ impl Executable for SimExecutable {
                 .ok_or_else(|| RuntimeError::Device(format!("output `{name}` has no buffer")))?;
             let t = tensor_from_bytes(node, bytes)?;
             if opts.check_outputs && !node.op.is_leaf() {
-                if let Some(index) = t.first_non_finite() {
-                    return Err(RuntimeError::NonFinite {
-                        node: id.index(),
-                        name: node.name.clone(),
-                        op: node.op.name(),
-                        index,
-                    });
-                }
+                non_finite(id.index(), node, &t)?;
             }
             outs.push((name.clone(), t));
         }
         Ok(outs)
     }
+}
+
+/// [`RuntimeError::NonFinite`] naming node `i` when `t` (its output) holds NaN or infinity.
+pub(crate) fn non_finite(i: usize, node: &Node, t: &Tensor) -> Result<(), RuntimeError> {
+    match t.first_non_finite() {
+        Some(index) => Err(RuntimeError::NonFinite { node: i, name: node.name.clone(), op: node.op.name(), index }),
+        None => Ok(()),
+    }
+}
+
+/// [`non_finite`] of node `i`'s output given as device bytes.
+pub(crate) fn check_finite(i: usize, node: &Node, bytes: &[u8]) -> Result<(), RuntimeError> {
+    non_finite(i, node, &tensor_from_bytes(node, bytes)?)
 }
 
 // --- Simulated device memory (issue 9: device faults) ---

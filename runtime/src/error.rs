@@ -32,8 +32,8 @@ pub enum RuntimeError {
     #[error("device error: {0}")]
     Device(String),
     /// The device is gone (a driver reset, a removed GPU, a fatal fault, or the device was
-    /// destroyed): executables compiled on it cannot run again. Open the backend again (a new
-    /// device) and compile anew.
-    #[error("device lost: {0}; open the backend again to continue")]
+    /// destroyed): executables compiled on it cannot run again. The message says how to go on
+    /// (wgpu: open a new backend; CUDA after a fatal fault: restart the process).
+    #[error("device lost: {0}")]
     DeviceLost(String),
 }

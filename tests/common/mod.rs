@@ -114,3 +114,29 @@ pub fn bf16_pipeline_is_as_close_to_f32_as_the_cpus(backend: Box<dyn Backend>) {
         "{label} bf16 vs f32 {e:?}, cpu bf16 vs f32 {d:?}"
     );
 }
+
+/// With `check_intermediates`, a run names the first node whose output is not finite, even
+/// when the graph's output is: `recip(exp(x))` with exp(100) = inf in f32 and recip(inf) = 0.
+/// Without it the same run succeeds, and a finite input gives the same values either way.
+pub fn check_intermediates_names_the_first_non_finite_node(b: &dyn Backend) {
+    use vidrt::ir::{DType, Graph, Tensor, UnaryOp};
+    use vidrt::runtime::{NoWeights, RunOptions, RuntimeError};
+    let mut g = Graph::new();
+    let x = g.input("x", [4], DType::F32).expect("input");
+    let e = g.unary(UnaryOp::Exp, x).expect("exp");
+    g.nodes[e.index()].name = "blowup".into();
+    let r = g.unary(UnaryOp::Recip, e).expect("recip");
+    g.set_output("out", r).expect("output");
+    let feeds = || vec![("x", Tensor::from_f32([4], vec![0.0, 1.0, 100.0, -1.0]).expect("tensor"))];
+    let mut exe = b.compile(&g, &NoWeights).expect("compiles");
+    let plain = exe.run(&feeds()).expect("the output is finite");
+    let opts = RunOptions { check_outputs: true, check_intermediates: true, ..RunOptions::default() };
+    let err = exe.run_with(&feeds(), &opts).expect_err("the intermediate is not");
+    assert!(matches!(&err, RuntimeError::NonFinite { node: 1, index: 2, .. }), "{err:?}");
+    assert!(err.to_string().contains("node %1 `blowup` (exp)"), "{err}");
+    let finite = || vec![("x", Tensor::from_f32([4], vec![0.0, 1.0, 2.0, -1.0]).expect("tensor"))];
+    let one_pass = exe.run(&finite()).expect("runs");
+    let checked = exe.run_with(&finite(), &opts).expect("no non-finite value");
+    assert_eq!(one_pass[0].1.to_f32_vec(), checked[0].1.to_f32_vec());
+    assert_eq!(plain[0].1.to_f32_vec()[2], 0.0);
+}

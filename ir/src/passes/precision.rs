@@ -24,6 +24,8 @@ fn kept_slots(op: &Op) -> Vec<usize> {
         Op::Rope => vec![1, 2],
         Op::RmsNormRope { .. } => vec![2, 3],
         Op::Attention { bias, mask: true, .. } => vec![3 + usize::from(*bias)],
+        // An explicit cast takes its input as it is (a cast to f32 pins f32).
+        Op::Cast { .. } => vec![0],
         // Timesteps up to 1000 feed sinusoids of up to 1000 rad: bf16's 8 bits would move
         // them by whole radians (diffusers keeps them in f32 too).
         Op::TimestepEmbedding { .. } => vec![0],
@@ -158,6 +160,20 @@ mod tests {
             assert_eq!(g.node(*id).dtype, want, "{name}");
         }
         crate::verify(&g).unwrap();
+    }
+
+    /// `cast(to f32)` of an f32 value reads it unrounded: no bf16 cast is put in front.
+    #[test]
+    fn an_explicit_cast_reads_its_input_as_it_is() {
+        let mut g = Graph::new();
+        let t = g.input("t", [2], DType::F32).unwrap();
+        let e = g.timestep_embedding(t, 8, true, 0.0).unwrap();
+        let c = g.cast(e, DType::F32).unwrap();
+        g.set_output("c", c).unwrap();
+        let r = reduce_precision(&g, DType::BF16).unwrap();
+        let casts: Vec<DType> =
+            r.nodes.iter().filter_map(|n| if let Op::Cast { to } = n.op { Some(to) } else { None }).collect();
+        assert_eq!(casts, vec![DType::F32], "only the graph's own cast");
     }
 
     #[test]

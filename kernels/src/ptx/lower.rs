@@ -554,7 +554,9 @@ pub fn lower(
                 None,
             )? {
                 Lowered::Launches(l) => l,
-                _ => Vec::new(),
+                other => {
+                    return Err(KernelError::Invalid(format!("the rms norm of rms_norm_rope lowered as {other:?}")))
+                }
             };
             let k = embed::rope(&n("rope_interleaved_inplace"), out, dtype, table_dtype, COPY)?;
             let mut launches = norm;

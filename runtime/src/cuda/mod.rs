@@ -26,7 +26,9 @@ use vidrt_kernels::ptx::lower::{unsupported_reason, Arg, Lowered};
 use vidrt_kernels::ptx::{emit, text_hash, Kernel, Target};
 
 use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
-use crate::cuda_sim::{bind_weights, feed_inputs, lower_graph, tensor_bytes, tensor_from_bytes};
+use crate::cuda_sim::{
+    bind_weights, check_finite, feed_inputs, lower_graph, non_finite, tensor_bytes, tensor_from_bytes,
+};
 use crate::RuntimeError;
 
 /// The message of the error [`CudaBackend::new`] returns on a machine without a driver.
@@ -36,14 +38,6 @@ fn driver(what: &str, e: DriverError) -> RuntimeError {
     // A DriverError comes from a loaded driver, so asking it for the error's text is safe.
     let detail = e.error_string().ok().map(|s| s.to_string_lossy().into_owned());
     map_driver(what, e.0, detail.as_deref(), None)
-}
-
-fn alloc_err(bytes: usize, e: DriverError, available: Option<u64>) -> RuntimeError {
-    if e.0 == cusys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
-        map_driver(&format!("a device buffer of {bytes} bytes"), e.0, None, available)
-    } else {
-        driver("cuMemAlloc", e)
-    }
 }
 
 /// The typed error for the driver's result `code` from `what` (a pure function of its
@@ -71,9 +65,10 @@ fn map_driver(what: &str, code: cusys::CUresult, detail: Option<&str>, available
         | R::CUDA_ERROR_INVALID_ADDRESS_SPACE
         | R::CUDA_ERROR_INVALID_PC
         | R::CUDA_ERROR_ECC_UNCORRECTABLE
-        | R::CUDA_ERROR_CONTEXT_IS_DESTROYED => {
-            RuntimeError::DeviceLost(format!("{text}; the CUDA context cannot be used after this fault"))
-        }
+        | R::CUDA_ERROR_CONTEXT_IS_DESTROYED => RuntimeError::DeviceLost(format!(
+            "{text}; the CUDA context cannot be used after this fault, and the driver hands the \
+                 same primary context to a new backend in this process: restart the process"
+        )),
         _ => RuntimeError::Device(text),
     }
 }
@@ -98,7 +93,18 @@ struct Device {
 unsafe impl Send for Device {}
 unsafe impl Sync for Device {}
 
+/// A loaded kernel. Its module stays loaded as long as the [`Device`] (whose cache owns it)
+/// lives, and every executable holding one also holds the device.
+#[derive(Clone, Copy)]
+struct Function(CUfunction);
+
+// SAFETY: a CUfunction is a driver handle, valid in any thread with the context bound, and
+// launched only that way.
+unsafe impl Send for Function {}
+
 impl Device {
+    /// A buffer of at least `bytes` from the pool (size-bucketed, powers of two), for run
+    /// buffers that come and go.
     fn alloc(&self, bytes: usize) -> Result<CUdeviceptr, RuntimeError> {
         let bucket = bytes.max(256).next_power_of_two();
         if let Ok(mut p) = self.pool.lock() {
@@ -106,26 +112,33 @@ impl Device {
                 return Ok(ptr);
             }
         }
+        self.malloc(bucket)
+    }
+
+    /// A new allocation of exactly `size` bytes (weights use it directly: no bucket rounding).
+    /// On out-of-memory the pool's idle buffers go back to the driver and it tries once more;
+    /// a second failure is the typed out-of-memory error (the pool stays usable).
+    fn malloc(&self, size: usize) -> Result<CUdeviceptr, RuntimeError> {
+        let oom = cusys::CUresult::CUDA_ERROR_OUT_OF_MEMORY;
         self.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
         // SAFETY: a plain allocation in the bound context.
-        match unsafe { cu::malloc_sync(bucket) } {
-            Err(e) if e.0 == cusys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
-                // Give the pool's idle buffers back to the driver and try once more; a second
-                // failure is the typed out-of-memory error (the pool stays usable).
+        let r = match unsafe { cu::malloc_sync(size) } {
+            Err(e) if e.0 == oom => {
                 self.trim();
                 // SAFETY: as above.
-                unsafe { cu::malloc_sync(bucket) }.map_err(|e| {
-                    let free = cu::mem_get_info().ok().map(|(free, _)| free as u64);
-                    match alloc_err(bucket, e, free) {
-                        RuntimeError::OutOfMemory { what, available, .. } => {
-                            RuntimeError::OutOfMemory { what, needed: bucket as u64, available }
-                        }
-                        other => other,
-                    }
-                })
+                unsafe { cu::malloc_sync(size) }
             }
-            other => other.map_err(|e| alloc_err(bucket, e, None)),
-        }
+            other => other,
+        };
+        r.map_err(|e| {
+            let free = if e.0 == oom { cu::mem_get_info().ok().map(|(free, _)| free as u64) } else { None };
+            match map_driver(&format!("a device buffer of {size} bytes"), e.0, None, free) {
+                RuntimeError::OutOfMemory { what, available, .. } => {
+                    RuntimeError::OutOfMemory { what, needed: size as u64, available }
+                }
+                other => other,
+            }
+        })
     }
 
     /// Frees every idle pooled allocation.
@@ -134,8 +147,11 @@ impl Device {
             Ok(mut p) => p.free.drain().flat_map(|(_, v)| v).collect(),
             Err(_) => return,
         };
+        // A buffer released during the current run may still be read by a queued kernel.
+        let _ = self.stream.synchronize();
         for ptr in idle {
-            // SAFETY: `ptr` came from cuMemAlloc and no run holds it (it was in the free list).
+            // SAFETY: `ptr` came from cuMemAlloc, no run holds it (it was in the free list) and
+            // no queued kernel reads it (the stream was synchronised above).
             let _ = unsafe { cu::free_sync(ptr) };
         }
     }
@@ -231,15 +247,16 @@ impl Backend for CudaBackend {
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
         let plans = lower_graph(graph, "cuda")?;
-        for p in &plans {
-            if let Lowered::Launches(ls) = p {
-                for l in ls {
-                    self.dev.function(&l.kernel)?;
-                }
-            }
-        }
+        // Every kernel loaded once, here: a run only launches.
+        let functions = plans
+            .iter()
+            .map(|p| match p {
+                Lowered::Launches(ls) => ls.iter().map(|l| self.dev.function(&l.kernel).map(Function)).collect(),
+                _ => Ok(Vec::new()),
+            })
+            .collect::<Result<Vec<Vec<Function>>, RuntimeError>>()?;
         let weights = bind_weights(graph, weights)?;
-        Ok(Box::new(CudaExecutable::new(self.dev.clone(), graph.clone(), plans, weights)?))
+        Ok(Box::new(CudaExecutable::new(self.dev.clone(), graph.clone(), (plans, functions), weights)?))
     }
 }
 
@@ -249,7 +266,10 @@ pub struct CudaExecutable {
     dev: Arc<Device>,
     graph: Graph,
     plans: Vec<Lowered>,
-    /// Device copies of the weights, by node (uploaded at compile time, released on drop).
+    /// The loaded function of every launch of `plans`, by node.
+    functions: Vec<Vec<Function>>,
+    /// Device copies of the weights, by node (exact-size allocations made at compile time,
+    /// freed on drop).
     resident: Vec<Option<(CUdeviceptr, usize)>>,
     /// The node whose buffer node `i` reads through (itself, or an alias chain's source).
     owner: Vec<usize>,
@@ -261,8 +281,14 @@ pub struct CudaExecutable {
 
 impl Drop for CudaExecutable {
     fn drop(&mut self) {
-        for (p, b) in self.resident.iter_mut().filter_map(Option::take) {
-            self.dev.release(p, b);
+        if self.dev.ctx.bind_to_thread().is_err() {
+            return;
+        }
+        // Queued kernels may still read the weights.
+        let _ = self.dev.stream.synchronize();
+        for (p, _) in self.resident.iter_mut().filter_map(Option::take) {
+            // SAFETY: `p` came from cuMemAlloc (`Device::malloc`) and nothing else holds it.
+            let _ = unsafe { cu::free_sync(p) };
         }
     }
 }
@@ -318,11 +344,12 @@ impl CudaExecutable {
     fn new(
         dev: Arc<Device>,
         graph: Graph,
-        plans: Vec<Lowered>,
+        (plans, functions): (Vec<Lowered>, Vec<Vec<Function>>),
         weights: Vec<Option<Tensor>>,
     ) -> Result<Self, RuntimeError> {
         let (owner, last_use) = lifetimes(&graph, &plans);
-        let mut exe = CudaExecutable { dev, graph, plans, resident: Vec::new(), owner, last_use, last_kernel: None };
+        let mut exe =
+            CudaExecutable { dev, graph, plans, functions, resident: Vec::new(), owner, last_use, last_kernel: None };
         exe.dev.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
         for w in weights {
             let Some(t) = w else {
@@ -330,8 +357,8 @@ impl CudaExecutable {
                 continue;
             };
             let host = tensor_bytes(&t);
-            let p = exe.dev.alloc(host.len())?;
-            // Recorded before the copy, so a failed copy still returns the buffer on drop.
+            let p = exe.dev.malloc(host.len().max(1))?;
+            // Recorded before the copy, so a failed copy still frees the buffer on drop.
             exe.resident.push(Some((p, host.len())));
             // SAFETY: `p` holds at least host.len() bytes.
             unsafe { cu::memcpy_htod_sync(p, &host) }.map_err(|e| driver("uploading a weight", e))?;
@@ -399,8 +426,7 @@ impl Executable for CudaExecutable {
                     let out = dev.alloc(bytes)?;
                     bufs.held[i] = Some((out, bytes));
                     addr[i] = out;
-                    for l in launches {
-                        let f = dev.function(&l.kernel)?;
+                    for (l, &Function(f)) in launches.iter().zip(&self.functions[i]) {
                         let mut vals: Vec<u64> = l
                             .args
                             .iter()
@@ -425,6 +451,14 @@ impl Executable for CudaExecutable {
                         }
                         .map_err(|e| driver(&format!("launching `{}` for node %{i}", l.kernel.name), e))?;
                     }
+                    if opts.check_intermediates {
+                        // Debug mode: wait for this node and read its output back.
+                        dev.stream.synchronize().map_err(|e| driver("synchronize", e))?;
+                        let mut host = vec![0u8; bytes];
+                        // SAFETY: the buffer holds at least `bytes` bytes.
+                        unsafe { cu::memcpy_dtoh_sync(&mut host, out) }.map_err(|e| driver("download", e))?;
+                        check_finite(i, node, &host)?;
+                    }
                 }
             }
             // Buffers whose last reader was this node go back to the pool. The kernels of the
@@ -448,14 +482,7 @@ impl Executable for CudaExecutable {
             unsafe { cu::memcpy_dtoh_sync(&mut host, addr[id.index()]) }.map_err(|e| driver("download", e))?;
             let t = tensor_from_bytes(node, &host)?;
             if opts.check_outputs && !node.op.is_leaf() {
-                if let Some(index) = t.first_non_finite() {
-                    return Err(RuntimeError::NonFinite {
-                        node: id.index(),
-                        name: node.name.clone(),
-                        op: node.op.name(),
-                        index,
-                    });
-                }
+                non_finite(id.index(), node, &t)?;
             }
             outs.push((name.clone(), t));
         }

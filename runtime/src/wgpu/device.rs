@@ -130,7 +130,7 @@ impl Ctx {
     /// Fails with [`RuntimeError::DeviceLost`] once the device is lost.
     pub fn check_lost(&self) -> Result<(), RuntimeError> {
         match self.lost.lock().ok().and_then(|s| s.clone()) {
-            Some(reason) => Err(RuntimeError::DeviceLost(reason)),
+            Some(reason) => Err(RuntimeError::DeviceLost(format!("{reason}; open a new backend to continue"))),
             None => Ok(()),
         }
     }

@@ -1,16 +1,20 @@
-//! Tensor-core GEMM (`matmul_mma`): C[M,N] (f32) = A[M,K] · B, with bf16 or f16 inputs and f32
-//! accumulation through `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}`. Minimum SM: sm_80.
+//! Tensor-core GEMM (`matmul_mma`): `out = epilogue(A·B + bias)` for bf16 or f16 A and B,
+//! f32 accumulation through `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}`, any output
+//! dtype (see [`super::gemm::GemmSpec`]; [`gemm_mma`] is the plain f32-output form). Minimum
+//! SM: sm_80. The same pipeline with a gathered B is the tensor-core conv3d
+//! ([`super::conv3d::conv3d_mma`]).
 //!
 //! - Layouts: A is `[M, K]` row-major; B is stored `[N, K]` row-major (that is, the K×N operand
-//!   in column-major order, the layout of a linear layer's `[out, in]` weight); C is `[M, N]`
-//!   row-major f32. Parameters: a, b, c (pointers). M, N, K are generation-time constants.
+//!   in column-major order, the layout of a linear layer's `[out, in]` weight); the output is
+//!   `[batch…, M, N]` row-major. Parameters: a, b, [bias], [epilogue inputs…], out. Shapes are
+//!   generation-time constants.
 //! - Requirements: K a multiple of 8 (every 16-byte `cp.async` row chunk of A and B is then
 //!   aligned and either wholly inside or wholly outside the matrix); any M, N ≥ 1. Tiles past
 //!   M, N or K are zero-filled by `cp.async` with `src-size` 0, and the epilogue store is
 //!   guarded per element.
-//! - Launch: 1-D grid of `ceil(M/BM) · ceil(N/BN)` blocks (block `i` computes tile row
-//!   `i / ceil(N/BN)`, tile column `i % ceil(N/BN)`), `32 · WARPS_M · WARPS_N` threads; see
-//!   [`launch_dims`].
+//! - Launch: 1-D grid of `batch · ceil(M/BM) · ceil(N/BN)` blocks (block `i`: batch
+//!   `i / tiles`, then tile row and column), `32 · WARPS_M · WARPS_N` threads; see
+//!   [`launch_dims`] (per matrix).
 //! - Pipeline: two shared-memory stages. Each k-step issues the next BK slice of A and B with
 //!   16-byte `cp.async.cg` (one commit group per slice), waits with `cp.async.wait_group 1`,
 //!   synchronises, and each warp loads its fragments with `ldmatrix.x4` (A, 16×16) and
