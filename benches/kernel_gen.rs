@@ -32,7 +32,8 @@ fn wgsl_kernels() -> Result<Vec<WgslKernel>, WgslError> {
     v.push(copy::strided());
     for wg in [64, 128, 256, 512] {
         for op in LaneOp::ALL {
-            v.push(lane(op, wg)?);
+            v.push(lane(op, wg, false)?);
+            v.push(lane(op, wg, true)?);
         }
     }
     v.extend([misc::rope(), misc::gather(), misc::timestep()]);

@@ -302,3 +302,49 @@ fn kernel_time_comes_from_timestamps_where_the_adapter_has_them() {
         assert!(t.is_none() && !timed.kernel);
     }
 }
+
+/// The lane kernels (softmax, RMS and layer norms, reductions, and the fused norm nodes)
+/// both ways: the subgroup variant the device's features select, and the plain tree
+/// reduction. Lavapipe has subgroups (size 8), so CI runs both for real.
+#[test]
+fn lane_kernels_with_and_without_subgroups_match_cpu() {
+    use vidrt::ir::Op;
+    use vidrt::runtime::wgpu::Features;
+    let b = backend("lane_kernels_with_and_without_subgroups_match_cpu");
+    assert!(
+        b.kernel_features().subgroups,
+        "adapter {} offers no subgroups: this test checks the subgroup kernels",
+        b.adapter_name()
+    );
+    let plain = b.with_kernel_features(Features::NONE);
+    assert!(!plain.kernel_features().subgroups);
+    let reference = CpuBackend::new();
+    let lane_op = |op: &Op| {
+        matches!(
+            op,
+            Op::Softmax { .. }
+                | Op::RmsNorm { .. }
+                | Op::LayerNorm { .. }
+                | Op::Reduce { .. }
+                | Op::LayerNormModulate { .. }
+                | Op::RmsNormRope { .. }
+                | Op::RmsNormEpilogue { .. }
+        )
+    };
+    let cases: Vec<_> = all_cases().into_iter().filter(|c| lane_op(&c.op)).collect();
+    assert!(cases.len() >= 8, "only {} lane cases in the harness", cases.len());
+    let mut failed = Vec::new();
+    for (what, backend) in [("subgroups", &b), ("tree", &plain)] {
+        let mut passed = 0;
+        for case in &cases {
+            let r = run_case(case, backend, &reference);
+            if r.passed() {
+                passed += 1;
+            } else {
+                failed.push(format!("[{what}] {r}"));
+            }
+        }
+        eprintln!("{what}: {passed}/{} lane cases passed", cases.len());
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

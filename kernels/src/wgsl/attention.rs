@@ -12,7 +12,7 @@
 //! Features: none (f32).
 
 use super::elementwise::to_u32;
-use super::{bindings, Elem, WgslError, WgslKernel};
+use super::{bindings, Elem, Features, WgslError, WgslKernel};
 
 /// Generation parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -185,6 +185,7 @@ fn {entry}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         workgroup: [bq, 1, 1],
         inputs: ins.iter().map(|x| x.1).collect(),
         output: Elem::F32,
+        features: Features::NONE,
     })
 }
 

@@ -9,7 +9,7 @@
 //! Tunables: none. Features: none.
 
 use super::elementwise::to_u32;
-use super::{bindings, Elem, WgslError, WgslKernel, LINEAR_INDEX, LINEAR_WG};
+use super::{bindings, Elem, Features, WgslError, WgslKernel, LINEAR_INDEX, LINEAR_WG};
 
 /// The strided copy kernel, `copy_strided_u32`.
 pub fn strided() -> WgslKernel {
@@ -38,7 +38,14 @@ fn {entry}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 }}
 "
     );
-    WgslKernel { entry, source: s, workgroup: [LINEAR_WG, 1, 1], inputs: vec![Elem::U32], output: Elem::U32 }
+    WgslKernel {
+        entry,
+        source: s,
+        workgroup: [LINEAR_WG, 1, 1],
+        inputs: vec![Elem::U32],
+        output: Elem::U32,
+        features: Features::NONE,
+    }
 }
 
 /// The meta buffer for [`strided`].

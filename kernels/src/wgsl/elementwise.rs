@@ -9,7 +9,7 @@
 
 use vidrt_ir::{BinaryOp, DType, ElementwiseExpr, ExprStep, UnaryOp};
 
-use super::{bindings, f32_lit, Elem, WgslError, WgslKernel, LINEAR_INDEX, LINEAR_WG};
+use super::{bindings, f32_lit, Elem, Features, WgslError, WgslKernel, LINEAR_INDEX, LINEAR_WG};
 
 /// Helper functions the generated expressions may call.
 pub const PRELUDE: &str = r#"
@@ -158,7 +158,14 @@ pub fn elementwise(variant: &str, inputs: &[Elem], output: Elem, expr: &str) -> 
     }
     s += &format!("    out[i] = {expr};\n}}\n");
     s += ROUNDING;
-    Ok(WgslKernel { entry, source: s, workgroup: [LINEAR_WG, 1, 1], inputs: inputs.to_vec(), output })
+    Ok(WgslKernel {
+        entry,
+        source: s,
+        workgroup: [LINEAR_WG, 1, 1],
+        inputs: inputs.to_vec(),
+        output,
+        features: Features::NONE,
+    })
 }
 
 /// The f32 WGSL of a fused elementwise program: a block of `let` statements and the name of

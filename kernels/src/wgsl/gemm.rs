@@ -15,7 +15,7 @@
 //! Tunables: [`GemmParams`]. Features: none (f32; fma accumulation).
 
 use super::elementwise::to_u32;
-use super::{bindings, Elem, WgslError, WgslKernel};
+use super::{bindings, Elem, Features, WgslError, WgslKernel};
 
 /// Tile parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -252,6 +252,7 @@ fn {entry}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         workgroup: [wx, wy, 1],
         inputs: ins.iter().map(|x| x.1).collect(),
         output: Elem::F32,
+        features: Features::NONE,
     })
 }
 

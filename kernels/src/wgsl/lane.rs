@@ -1,14 +1,18 @@
 //! Lane kernels: softmax, RMS norms, layer norm and reductions along one axis of a tensor
 //! viewed as `[outer, len, inner]` (element `k` of lane `l` is at
-//! `(l / inner)·len·inner + l % inner + k·inner`). One workgroup per lane, a tree reduction
-//! in workgroup memory, f32 accumulation.
+//! `(l / inner)·len·inner + l % inner + k·inner`). One workgroup per lane, f32 accumulation.
+//! Each thread folds a strided slice of the lane; the workgroup then combines the threads'
+//! partials either with a tree in workgroup memory (`log2(wg)` barriers), or, in the
+//! subgroup variant, with `subgroupAdd`/`Max`/`Min` inside each subgroup and one partial
+//! per subgroup in workgroup memory (one barrier, whatever the subgroup size).
 //!
 //! Launch: `grid_for(lanes)` workgroups of `wg` threads.
 //! Meta: `[lanes, len, inner, eps_bits]`. Outputs: same layout as the input (norms,
 //! softmax) or one value per lane (reductions).
-//! Tunables: `wg` (a power of two, 32..=1024). Features: none.
+//! Tunables: `wg` (a power of two, 32..=1024). Features: subgroups (optional; entry
+//! `..._sg_f32`).
 
-use super::{bindings, Elem, WgslError, WgslKernel, LINEAR_INDEX};
+use super::{bindings, Elem, Features, WgslError, WgslKernel, LINEAR_INDEX};
 
 /// Which lane computation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,12 +79,14 @@ impl LaneOp {
 }
 
 /// A lane kernel with `wg` threads per workgroup: entry `norm_<variant>_f32` (or
-/// `softmax_lane_f32`, `reduce_<op>_f32`).
-pub fn lane(op: LaneOp, wg: u32) -> Result<WgslKernel, WgslError> {
+/// `softmax_lane_f32`, `reduce_<op>_f32`); with `subgroups`, the subgroup variant
+/// (`..._sg_f32`, needs [`Features::subgroups`]).
+pub fn lane(op: LaneOp, wg: u32, subgroups: bool) -> Result<WgslKernel, WgslError> {
+    let sg = if subgroups { "_sg" } else { "" };
     let entry = match op {
-        LaneOp::Softmax => "softmax_lane_f32".to_string(),
-        LaneOp::Sum | LaneOp::Mean | LaneOp::Max | LaneOp::Min => format!("reduce_{}_f32", op.variant()),
-        _ => format!("norm_{}_f32", op.variant()),
+        LaneOp::Softmax => format!("softmax_lane{sg}_f32"),
+        LaneOp::Sum | LaneOp::Mean | LaneOp::Max | LaneOp::Min => format!("reduce_{}{sg}_f32", op.variant()),
+        _ => format!("norm_{}{sg}_f32", op.variant()),
     };
     if !wg.is_power_of_two() || !(32..=1024).contains(&wg) {
         return Err(WgslError::BadParams { kernel: entry, reason: format!("workgroup size {wg}") });
@@ -93,13 +99,37 @@ pub fn lane(op: LaneOp, wg: u32) -> Result<WgslKernel, WgslError> {
     }
     let mut s = bindings(&ins, ("out", Elem::F32));
     s += LINEAR_INDEX;
-    s += &format!("var<workgroup> red: array<f32, {wg}>;\n");
-    // Tree reductions; every thread of the group calls them (the lane is uniform).
-    for (name, comb) in
-        [("sum", "red[li] + red[li + s]"), ("max", "max(red[li], red[li + s])"), ("min", "min(red[li], red[li + s])")]
-    {
-        s += &format!(
-            "fn wg_{name}(v: f32, li: u32) -> f32 {{
+    if subgroups {
+        // One partial per subgroup (WebGPU subgroups have at least 4 invocations).
+        s += &format!("var<workgroup> red: array<f32, {}>;\n", wg / 4);
+        for (name, sub, comb) in [
+            ("sum", "subgroupAdd", "r + red[i]"),
+            ("max", "subgroupMax", "max(r, red[i])"),
+            ("min", "subgroupMin", "min(r, red[i])"),
+        ] {
+            s += &format!(
+                "fn wg_{name}(v: f32, sg: vec3<u32>) -> f32 {{
+    let p = {sub}(v);
+    if (sg.y == 0u) {{ red[sg.x] = p; }}
+    workgroupBarrier();
+    var r = red[0];
+    for (var i = 1u; i < sg.z; i = i + 1u) {{ r = {comb}; }}
+    workgroupBarrier();
+    return r;
+}}
+"
+            );
+        }
+    } else {
+        s += &format!("var<workgroup> red: array<f32, {wg}>;\n");
+        // Tree reductions; every thread of the group calls them (the lane is uniform).
+        for (name, comb) in [
+            ("sum", "red[li] + red[li + s]"),
+            ("max", "max(red[li], red[li + s])"),
+            ("min", "min(red[li], red[li + s])"),
+        ] {
+            s += &format!(
+                "fn wg_{name}(v: f32, li: u32) -> f32 {{
     red[li] = v;
     workgroupBarrier();
     for (var s = {half}u; s > 0u; s = s >> 1u) {{
@@ -111,13 +141,25 @@ pub fn lane(op: LaneOp, wg: u32) -> Result<WgslKernel, WgslError> {
     return r;
 }}
 ",
-            half = wg / 2
-        );
+                half = wg / 2
+            );
+        }
     }
+    // What the reductions take besides the value: the thread index, or (subgroup id,
+    // invocation id within it, number of subgroups).
+    let (sg_args, who) = if subgroups {
+        (
+            ",\n        @builtin(subgroup_id) sid: u32, @builtin(subgroup_invocation_id) sinv: u32, \
+             @builtin(num_subgroups) nsg: u32",
+            "sgi",
+        )
+    } else {
+        ("", "li")
+    };
     s += &format!(
         "@compute @workgroup_size({wg})
 fn {entry}(@builtin(workgroup_id) wgid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {{
+        @builtin(local_invocation_index) li: u32{sg_args}) {{
     let lane = linear_group(wgid, nwg);
     if (lane >= pm[0]) {{ return; }}
     let len = pm[1];
@@ -126,6 +168,9 @@ fn {entry}(@builtin(workgroup_id) wgid: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = (lane / inner) * len * inner + lane % inner;
 "
     );
+    if subgroups {
+        s += "    let sgi = vec3<u32>(sid, sinv, nsg);\n";
+    }
     let each = |body: &str| {
         format!("    for (var k = li; k < len; k = k + {wg}u) {{\n        let v = x[base + k * inner];\n{body}    }}\n")
     };
@@ -134,15 +179,15 @@ fn {entry}(@builtin(workgroup_id) wgid: vec3<u32>, @builtin(num_workgroups) nwg:
         LaneOp::Softmax => {
             s += &format!("    var m = -{big};\n");
             s += &each("        m = max(m, v);\n");
-            s += "    m = wg_max(m, li);\n    var acc = 0.0;\n";
+            s += &format!("    m = wg_max(m, {who});\n    var acc = 0.0;\n");
             s += &each("        acc = acc + exp(v - m);\n");
-            s += "    let inv = 1.0 / wg_sum(acc, li);\n";
+            s += &format!("    let inv = 1.0 / wg_sum(acc, {who});\n");
             s += &each("        out[base + k * inner] = exp(v - m) * inv;\n");
         }
         LaneOp::RmsMeanSquare { weight } | LaneOp::RmsL2Clamp { weight } => {
             s += "    var acc = 0.0;\n";
             s += &each("        acc = acc + v * v;\n");
-            s += "    let ss = wg_sum(acc, li);\n";
+            s += &format!("    let ss = wg_sum(acc, {who});\n");
             if matches!(op, LaneOp::RmsMeanSquare { .. }) {
                 s += "    let f = 1.0 / sqrt(ss / f32(len) + eps);\n";
             } else {
@@ -154,16 +199,16 @@ fn {entry}(@builtin(workgroup_id) wgid: vec3<u32>, @builtin(num_workgroups) nwg:
         LaneOp::LayerNorm { affine } => {
             s += "    var acc = 0.0;\n";
             s += &each("        acc = acc + v;\n");
-            s += "    let mean = wg_sum(acc, li) / f32(len);\n    var acc2 = 0.0;\n";
+            s += &format!("    let mean = wg_sum(acc, {who}) / f32(len);\n    var acc2 = 0.0;\n");
             s += &each("        acc2 = acc2 + (v - mean) * (v - mean);\n");
-            s += "    let r = 1.0 / sqrt(wg_sum(acc2, li) / f32(len) + eps);\n";
+            s += &format!("    let r = 1.0 / sqrt(wg_sum(acc2, {who}) / f32(len) + eps);\n");
             let wb = if affine { " * w[k] + b[k]" } else { "" };
             s += &each(&format!("        out[base + k * inner] = (v - mean) * r{wb};\n"));
         }
         LaneOp::Sum | LaneOp::Mean => {
             s += "    var acc = 0.0;\n";
             s += &each("        acc = acc + v;\n");
-            s += "    var r = wg_sum(acc, li);\n";
+            s += &format!("    var r = wg_sum(acc, {who});\n");
             if op == LaneOp::Mean {
                 s += "    r = r / f32(max(len, 1u));\n";
             }
@@ -173,7 +218,7 @@ fn {entry}(@builtin(workgroup_id) wgid: vec3<u32>, @builtin(num_workgroups) nwg:
             let (init, f) = if op == LaneOp::Max { (format!("-{big}"), "max") } else { (big.to_string(), "min") };
             s += &format!("    var acc = {init};\n");
             s += &each(&format!("        acc = {f}(acc, v);\n"));
-            s += &format!("    let r = wg_{f}(acc, li);\n    if (li == 0u) {{ out[lane] = r; }}\n");
+            s += &format!("    let r = wg_{f}(acc, {who});\n    if (li == 0u) {{ out[lane] = r; }}\n");
         }
     }
     s += "}\n";
@@ -183,6 +228,7 @@ fn {entry}(@builtin(workgroup_id) wgid: vec3<u32>, @builtin(num_workgroups) nwg:
         workgroup: [wg, 1, 1],
         inputs: ins.iter().map(|x| x.1).collect(),
         output: Elem::F32,
+        features: Features { subgroups },
     })
 }
 

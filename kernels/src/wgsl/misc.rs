@@ -12,7 +12,7 @@
 //! Tunables: none. Features: none.
 
 use super::elementwise::{to_u32, PRELUDE};
-use super::{bindings, Elem, WgslKernel, LINEAR_INDEX, LINEAR_WG};
+use super::{bindings, Elem, Features, WgslKernel, LINEAR_INDEX, LINEAR_WG};
 
 fn header(entry: &str) -> String {
     format!(
@@ -38,6 +38,7 @@ fn kernel(entry: &str, ins: &[(&str, Elem)], out: Elem, body: &str, prelude: &st
         workgroup: [LINEAR_WG, 1, 1],
         inputs: ins.iter().map(|x| x.1).collect(),
         output: out,
+        features: Features::NONE,
     }
 }
 

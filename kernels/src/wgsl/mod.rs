@@ -10,8 +10,13 @@
 //! - binding n+1: the output (read-write storage).
 //!
 //! Elements are 32-bit on the device: f32 for floating-point tensors, i32 for integer
-//! tensors (i64 narrowed by the runtime, with a range check). The f16 paths (`shader-f16`)
-//! and the subgroup paths are not written yet: every kernel here is f32 (or i32).
+//! tensors (i64 narrowed by the runtime, with a range check). The f16 storage path
+//! (`shader-f16`) is not written yet: every kernel here is f32 (or i32).
+//!
+//! Optional adapter features a kernel uses are in [`WgslKernel::features`]: the lane
+//! kernels have a subgroup variant ([`Features::subgroups`]: `subgroupAdd`/`Max`/`Min`
+//! within a subgroup, workgroup memory only across subgroups), used where the adapter has
+//! wgpu's `SUBGROUP` feature.
 //!
 //! 1-D launches use a 2-D grid (x ≤ 65535 groups) and [`LINEAR_INDEX`] to linearise it.
 
@@ -41,6 +46,32 @@ impl Elem {
     }
 }
 
+/// Optional adapter features: what a kernel needs, or what a device offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Features {
+    /// Subgroup operations and builtins (wgpu `Features::SUBGROUP`).
+    pub subgroups: bool,
+}
+
+impl Features {
+    /// No optional feature (plain WGSL).
+    pub const NONE: Features = Features { subgroups: false };
+
+    /// Whether a device offering `self` can run a kernel needing `need`.
+    pub fn covers(self, need: Features) -> bool {
+        self.subgroups || !need.subgroups
+    }
+
+    /// The naga validation capabilities these features enable.
+    pub fn capabilities(self) -> naga::valid::Capabilities {
+        let mut c = naga::valid::Capabilities::default();
+        if self.subgroups {
+            c |= naga::valid::Capabilities::SUBGROUP;
+        }
+        c
+    }
+}
+
 /// A generated compute kernel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WgslKernel {
@@ -54,6 +85,8 @@ pub struct WgslKernel {
     pub inputs: Vec<Elem>,
     /// Element type of the output binding (n+1).
     pub output: Elem,
+    /// The optional adapter features the shader uses.
+    pub features: Features,
 }
 
 /// Errors from generating or validating a kernel.
@@ -112,12 +145,12 @@ pub struct ModuleInfo {
     pub workgroup_bytes: u64,
 }
 
-/// Parses and validates `k` with naga (the default capabilities: no f16, no subgroups) and
-/// measures its workgroup memory (wgpu does not check it against the adapter's limit).
+/// Parses and validates `k` with naga (the default capabilities plus those of
+/// [`WgslKernel::features`]) and measures its workgroup memory (wgpu does not check it against the adapter's limit).
 pub fn validate(k: &WgslKernel) -> Result<ModuleInfo, WgslError> {
     let invalid = |reason: String| WgslError::Invalid { kernel: k.entry.clone(), reason };
     let module = naga::front::wgsl::parse_str(&k.source).map_err(|e| invalid(e.emit_to_string(&k.source)))?;
-    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default());
+    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), k.features.capabilities());
     v.validate(&module).map_err(|e| invalid(e.emit_to_string(&k.source)))?;
     if !module.entry_points.iter().any(|e| e.name == k.entry) {
         return Err(invalid(format!("no entry point `{}`", k.entry)));
@@ -154,6 +187,7 @@ mod tests {
             workgroup: [1, 1, 1],
             inputs: vec![],
             output: Elem::F32,
+            features: Features::NONE,
         };
         assert!(validate(&k).is_err());
     }

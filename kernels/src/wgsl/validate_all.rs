@@ -35,7 +35,8 @@ fn every_kernel() -> Vec<WgslKernel> {
     v.push(super::elementwise::round_to("f16").expect("round"));
     for wg in [32, 64, 128, 256, 512, 1024] {
         for op in LaneOp::ALL {
-            v.push(lane(op, wg).expect("lane"));
+            v.push(lane(op, wg, false).expect("lane"));
+            v.push(lane(op, wg, true).expect("lane sg"));
         }
     }
     v.extend([misc::rope(), misc::gather(), misc::timestep()]);
@@ -89,7 +90,8 @@ fn workgroup_memory_is_measured() {
 
 #[test]
 fn bad_parameters_are_errors() {
-    assert!(lane(LaneOp::Sum, 100).is_err());
+    assert!(lane(LaneOp::Sum, 100, false).is_err());
+    assert!(lane(LaneOp::Sum, 100, true).is_err());
     assert!(gemm(GemmKind::MatMul { bias: false }, GemmParams { bm: 64, bn: 64, bk: 8, tm: 3, tn: 4 }).is_err());
     assert!(gemm(GemmKind::MatMul { bias: false }, GemmParams { bm: 256, bn: 256, bk: 8, tm: 1, tn: 1 }).is_err());
 }
@@ -108,4 +110,19 @@ fn parameter_text_round_trips() {
     }
     assert_eq!(base.with_text("bq=0,bk=4"), None);
     assert_eq!(base.with_text("bq=4"), None);
+}
+
+#[test]
+fn subgroup_kernels_declare_and_need_the_feature() {
+    for op in LaneOp::ALL {
+        let k = lane(op, 256, true).expect("lane sg");
+        assert!(k.features.subgroups && k.entry.contains("_sg_"), "{}", k.entry);
+        assert!(k.source.contains("subgroup"), "{}: no subgroup operation in the text", k.entry);
+        let plain = lane(op, 256, false).expect("lane");
+        assert!(!plain.features.subgroups && !plain.source.contains("subgroup"), "{}", plain.entry);
+        // Validated without the capability, the subgroup text is rejected: the flag matters.
+        let mut without = k.clone();
+        without.features = super::Features::NONE;
+        assert!(validate(&without).is_err(), "{} validated without the subgroup capability", k.entry);
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use vidrt_kernels::wgsl::{validate, WgslKernel};
+use vidrt_kernels::wgsl::{validate, Features, WgslKernel};
 
 /// Where a buffer's `map_async` callback leaves its result.
 type MapSlot = Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>>;
@@ -37,6 +37,9 @@ pub(crate) struct Ctx {
     /// Nanoseconds per timestamp tick, when the device has `TIMESTAMP_QUERY` (requested
     /// whenever the adapter offers it).
     pub timestamp_period: Option<f32>,
+    /// The optional kernel features the device was opened with (requested whenever the
+    /// adapter offers them).
+    pub features: Features,
 }
 
 fn dev_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -79,8 +82,16 @@ impl Ctx {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let features = if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
+        let offered = adapter.features();
+        let timestamps = offered.contains(wgpu::Features::TIMESTAMP_QUERY);
+        let kernel_features = Features { subgroups: offered.contains(wgpu::Features::SUBGROUP) };
+        let mut features = wgpu::Features::empty();
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if kernel_features.subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vidrt"),
             required_features: features,
@@ -114,6 +125,7 @@ impl Ctx {
             uncaptured,
             lost,
             timestamp_period,
+            features: kernel_features,
         })
     }
 
@@ -155,6 +167,9 @@ impl Ctx {
             return Ok(p.clone());
         }
         self.check_lost()?;
+        if !self.features.covers(k.features) {
+            return Err(dev_err(&k.entry, format!("needs {:?}, the device has {:?}", k.features, self.features)));
+        }
         let info = validate(k).map_err(|e| dev_err("shader", e))?;
         let l = &self.limits;
         if info.workgroup_bytes > u64::from(l.max_compute_workgroup_storage_size) {

@@ -6,7 +6,7 @@ use vidrt_kernels::wgsl::attention::{self, AttnParams};
 use vidrt_kernels::wgsl::elementwise::{self, binary_expr, binary_expr_int, unary_expr};
 use vidrt_kernels::wgsl::gemm::{self, GemmKind, GemmParams};
 use vidrt_kernels::wgsl::lane::{self, LaneOp};
-use vidrt_kernels::wgsl::{copy, grid_for, misc, Elem, WgslError, WgslKernel, LINEAR_WG};
+use vidrt_kernels::wgsl::{copy, grid_for, misc, Elem, Features, WgslError, WgslKernel, LINEAR_WG};
 
 use super::tuning::{Choice, Tuning};
 use crate::tune::TuneKey;
@@ -32,6 +32,9 @@ pub(crate) trait Alloc {
     fn shared_limit(&self) -> u64;
     /// Where tuned parameters come from.
     fn tuning(&self) -> &Tuning;
+    /// The optional kernel features to use (the device's, or fewer where the backend was
+    /// told so).
+    fn features(&self) -> Features;
 }
 
 pub(crate) const BACKEND: &str = "wgpu";
@@ -101,7 +104,17 @@ fn copy_step(dims: &[usize], src: (Buf, usize, &[usize]), dst: (Buf, usize, &[us
     Ok(Step { kernel: copy::strided(), meta, ins: vec![src.0], out: dst.0, grid: linear(dims.iter().product()) })
 }
 
-fn lane_step(op: LaneOp, x: &[usize], axis: usize, eps: f64, ins: Vec<Buf>, out: Buf) -> Result<Step, RuntimeError> {
+/// A lane kernel over `axis` of `x`: the subgroup variant where `features` has subgroups.
+#[allow(clippy::too_many_arguments)] // one lane launch: op, shape, axis, eps, features, buffers
+fn lane_step(
+    op: LaneOp,
+    x: &[usize],
+    axis: usize,
+    eps: f64,
+    features: Features,
+    ins: Vec<Buf>,
+    out: Buf,
+) -> Result<Step, RuntimeError> {
     let outer: usize = x[..axis].iter().product();
     let len = x[axis];
     let inner: usize = x[axis + 1..].iter().product();
@@ -113,7 +126,7 @@ fn lane_step(op: LaneOp, x: &[usize], axis: usize, eps: f64, ins: Vec<Buf>, out:
     } else {
         64
     };
-    let kernel = lane::lane(op, wg).map_err(kerr)?;
+    let kernel = lane::lane(op, wg, features.subgroups).map_err(kerr)?;
     Ok(Step { kernel, meta: lane::meta(lanes, len, inner, eps).map_err(kerr)?, ins, out, grid: grid_for(lanes as u64) })
 }
 
@@ -247,14 +260,14 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             Ok(vec![copy_step(&dims, (ins[0], 0, &src), (out, 0, &contiguous(&dims)))?])
         }
         Op::Softmax { axis } => {
-            Ok(vec![lane_step(LaneOp::Softmax, in_shape(0).dims(), *axis, 0.0, ins.to_vec(), out)?])
+            Ok(vec![lane_step(LaneOp::Softmax, in_shape(0).dims(), *axis, 0.0, alloc.features(), ins.to_vec(), out)?])
         }
         Op::RmsNorm { axis, eps, style, weight } => {
             let op = match style {
                 RmsStyle::MeanSquare => LaneOp::RmsMeanSquare { weight: *weight },
                 RmsStyle::L2Clamp => LaneOp::RmsL2Clamp { weight: *weight },
             };
-            Ok(vec![lane_step(op, in_shape(0).dims(), *axis, *eps, ins.to_vec(), out)?])
+            Ok(vec![lane_step(op, in_shape(0).dims(), *axis, *eps, alloc.features(), ins.to_vec(), out)?])
         }
         Op::LayerNorm { eps, affine } => {
             let d = in_shape(0).dims();
@@ -262,7 +275,15 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             if d.is_empty() {
                 return Err(unsupported(g, i, "layer norm of a scalar"));
             }
-            Ok(vec![lane_step(LaneOp::LayerNorm { affine: *affine }, d, axis, *eps, ins.to_vec(), out)?])
+            Ok(vec![lane_step(
+                LaneOp::LayerNorm { affine: *affine },
+                d,
+                axis,
+                *eps,
+                alloc.features(),
+                ins.to_vec(),
+                out,
+            )?])
         }
         Op::Reduce { op, axes, .. } => {
             if oe != Elem::F32 {
@@ -288,7 +309,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
                 let mut v = d[..a0].to_vec();
                 v.push(d[a0..=a1].iter().product());
                 v.extend_from_slice(&d[a1 + 1..]);
-                return Ok(vec![lane_step(lop, &v, a0, 0.0, ins.to_vec(), out)?]);
+                return Ok(vec![lane_step(lop, &v, a0, 0.0, alloc.features(), ins.to_vec(), out)?]);
             }
             // Move the reduced axes last (a copy), then reduce contiguous lanes.
             let kept: Vec<usize> = (0..d.len()).filter(|a| !ax.contains(a)).collect();
@@ -301,7 +322,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let c = copy_step(&pd, (ins[0], 0, &src), (tmp, 0, &contiguous(&pd)))?;
             let outer: usize = kept.iter().map(|&a| d[a]).product();
             let len: usize = ax.iter().map(|&a| d[a]).product();
-            Ok(vec![c, lane_step(lop, &[outer, len], 1, 0.0, vec![tmp], out)?])
+            Ok(vec![c, lane_step(lop, &[outer, len], 1, 0.0, alloc.features(), vec![tmp], out)?])
         }
         Op::Rope => {
             let d = in_shape(0).dims();
@@ -436,7 +457,15 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
                 return Err(unsupported(g, i, "layer norm of a scalar"));
             }
             let tmp = alloc.scratch(node.shape.numel())?;
-            let ln = lane_step(LaneOp::LayerNorm { affine: false }, &d, d.len() - 1, *eps, vec![ins[0]], tmp)?;
+            let ln = lane_step(
+                LaneOp::LayerNorm { affine: false },
+                &d,
+                d.len() - 1,
+                *eps,
+                alloc.features(),
+                vec![ins[0]],
+                tmp,
+            )?;
             let strides = vec![contiguous(&d), broadcast_strides(in_shape(1), &d), broadcast_strides(in_shape(2), &d)];
             let kernel = elementwise::elementwise("modulate", &[Elem::F32; 3], Elem::F32, "x0 * (1.0 + x1) + x2")
                 .map_err(kerr)?;
@@ -452,7 +481,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             }
             let tmp = alloc.scratch(node.shape.numel())?;
             let op = LaneOp::RmsMeanSquare { weight: true };
-            let norm = lane_step(op, &d, d.len() - 1, *eps, vec![ins[0], ins[1]], tmp)?;
+            let norm = lane_step(op, &d, d.len() - 1, *eps, alloc.features(), vec![ins[0], ins[1]], tmp)?;
             let n = node.shape.numel();
             let meta = misc::rope_meta(n, out_dims[r - 3], out_dims[r - 2], out_dims[r - 1]).map_err(kerr)?;
             let rope = Step { kernel: misc::rope(), meta, ins: vec![tmp, ins[2], ins[3]], out, grid: linear(n) };

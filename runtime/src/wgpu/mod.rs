@@ -14,9 +14,11 @@
 //! Numerics: f32 arithmetic; integer tensors are i32 on the device (i64 values are
 //! range-checked on the way in); f16/bf16 tensors are kept in f32 words, rounded to their
 //! dtype (ties to even) at every op's output, so results match the dtype's numerics but
-//! not yet its memory and bandwidth. Not done yet: real 16-bit storage with the shader-f16
-//! path, the subgroup paths, splitting work that exceeds a storage
-//! binding or the grid limits (such nodes are refused with a typed error), timestamp queries.
+//! not yet its memory and bandwidth. Optional adapter features are used where the adapter
+//! has them ([`WgpuBackend::kernel_features`]): subgroups for the lane reductions (softmax,
+//! norms, reductions). Not done yet: real 16-bit storage with the shader-f16 path, and
+//! splitting work that exceeds a storage binding or the grid limits (such nodes are refused
+//! with a typed error).
 //!
 //! Faults: a buffer past the adapter's binding or buffer size limit, or one the device has no
 //! memory for, is [`RuntimeError::OutOfMemory`] naming the node; validation failures are
@@ -43,12 +45,15 @@ use lower::{Alloc, Buf, BACKEND};
 pub use tuning::Tuning;
 
 use crate::tune::{default_db_path, DeviceInfo, TuneDb, TuneKey};
+pub use vidrt_kernels::wgsl::Features;
 
 /// The wgpu backend.
 #[derive(Clone)]
 pub struct WgpuBackend {
     ctx: Arc<Ctx>,
     tuning: Arc<Tuning>,
+    /// The optional kernel features compiled graphs use (at most the device's).
+    features: Features,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -82,12 +87,17 @@ impl WgpuBackend {
     pub fn without_tuning() -> Result<Self, RuntimeError> {
         let ctx = Arc::new(Ctx::open()?);
         let dev = device_info(&ctx);
-        Ok(WgpuBackend { ctx, tuning: Arc::new(Tuning::new(dev, None)) })
+        let features = ctx.features;
+        Ok(WgpuBackend { ctx, tuning: Arc::new(Tuning::new(dev, None)), features })
     }
 
     /// The same adapter with `db` as its tuning database.
     pub fn with_db(&self, db: Option<TuneDb>) -> Self {
-        WgpuBackend { ctx: self.ctx.clone(), tuning: Arc::new(Tuning::new(self.device_info(), db)) }
+        WgpuBackend {
+            ctx: self.ctx.clone(),
+            tuning: Arc::new(Tuning::new(self.device_info(), db)),
+            features: self.features,
+        }
     }
 
     /// The same adapter, with every node of kernel family `family` compiled at parameter
@@ -95,7 +105,25 @@ impl WgpuBackend {
     pub fn forcing(&self, family: &str, params: &str) -> Self {
         let mut t = Tuning::new(self.device_info(), None);
         t.force = Some((family.to_string(), params.to_string()));
-        WgpuBackend { ctx: self.ctx.clone(), tuning: Arc::new(t) }
+        WgpuBackend { ctx: self.ctx.clone(), tuning: Arc::new(t), features: self.features }
+    }
+
+    /// The optional kernel features compiled graphs use: the device's, unless narrowed by
+    /// [`WgpuBackend::with_kernel_features`].
+    pub fn kernel_features(&self) -> Features {
+        self.features
+    }
+
+    /// The same device, compiling with at most `f` of its optional features (e.g.
+    /// [`Features::NONE`]: the plain-WGSL kernels everywhere; to compare or work around a
+    /// driver). A feature the device lacks stays off.
+    pub fn with_kernel_features(&self, f: Features) -> Self {
+        let have = self.ctx.features;
+        WgpuBackend {
+            ctx: self.ctx.clone(),
+            tuning: self.tuning.clone(),
+            features: Features { subgroups: f.subgroups && have.subgroups },
+        }
     }
 
     /// The adapter's name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
@@ -221,7 +249,7 @@ impl Backend for WgpuBackend {
                 });
             }
         }
-        Planner::new(self.ctx.clone(), self.tuning.clone(), graph).build(weights)
+        Planner::new(self.ctx.clone(), self.tuning.clone(), self.features, graph).build(weights)
     }
 }
 
@@ -263,6 +291,7 @@ fn from_words(w: Vec<u32>, shape: &vidrt_ir::Shape, dtype: DType) -> Result<Tens
 struct Planner<'g> {
     ctx: Arc<Ctx>,
     tuning: Arc<Tuning>,
+    features: Features,
     g: &'g Graph,
     bufs: Vec<(wgpu::Buffer, usize)>,
     free: Vec<Buf>,
@@ -283,6 +312,10 @@ impl Alloc for Planner<'_> {
     fn tuning(&self) -> &Tuning {
         &self.tuning
     }
+
+    fn features(&self) -> Features {
+        self.features
+    }
 }
 
 struct Launch {
@@ -294,8 +327,8 @@ struct Launch {
 }
 
 impl<'g> Planner<'g> {
-    fn new(ctx: Arc<Ctx>, tuning: Arc<Tuning>, g: &'g Graph) -> Self {
-        Planner { ctx, tuning, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
+    fn new(ctx: Arc<Ctx>, tuning: Arc<Tuning>, features: Features, g: &'g Graph) -> Self {
+        Planner { ctx, tuning, features, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
     }
 
     /// A buffer of at least `words` words: the smallest free one that fits, else a new one.
