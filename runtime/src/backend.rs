@@ -77,6 +77,12 @@ pub trait Executable: Send {
     fn last_kernel_time(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// Bytes of device memory the executable's tensors hold (weights, activations, scratch),
+    /// where the backend counts them; `None` where it does not.
+    fn device_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A device backend.
@@ -182,6 +188,10 @@ struct CheckedExecutable(Box<dyn Executable>);
 impl Executable for CheckedExecutable {
     fn last_kernel_time(&self) -> Option<std::time::Duration> {
         self.0.last_kernel_time()
+    }
+
+    fn device_bytes(&self) -> Option<u64> {
+        self.0.device_bytes()
     }
 
     fn run_with(

@@ -40,7 +40,7 @@ pub fn golden_on(backend: &dyn Backend, name: &str) {
     );
 }
 
-/// Runs golden case folder `name` on `backend` (one that stores tensors in bf16) and requires
+/// Runs golden case folder `name` on `backend` (one that stores tensors in bf16 or f16) and requires
 /// every float check to land within `rel_l2` (the golden README's advice for bf16: about
 /// 1e-2 on single forward passes, test with e.g. 3e-2) and to be finite; integer checks must
 /// still match exactly. Returns the largest rel_l2 seen.
@@ -57,7 +57,7 @@ pub fn golden_bf16_on(backend: &dyn Backend, name: &str, rel_l2: f64) -> f64 {
         match &r.outcome {
             Ok(c) => {
                 eprintln!(
-                    "{name} bf16 {}:{} rel_l2 {:.3e} max_abs {:.3e}",
+                    "{name} reduced precision {}:{} rel_l2 {:.3e} max_abs {:.3e}",
                     r.check.file, r.check.tensor, c.rel_l2, c.max_abs
                 );
                 let exact = r.check.rel_l2 == 0.0 && r.check.max_abs == 0.0;
@@ -73,17 +73,22 @@ pub fn golden_bf16_on(backend: &dyn Backend, name: &str, rel_l2: f64) -> f64 {
     worst
 }
 
-/// The tiny pipeline at bf16 storage on `backend` (wrapped in `ReducedPrecision` here)
-/// against the CPU in f32, with the CPU's own bf16 run as the yardstick.
+/// The tiny pipeline at bf16 storage on `backend`: [`reduced_pipeline_is_as_close_to_f32_as_the_cpus`].
+pub fn bf16_pipeline_is_as_close_to_f32_as_the_cpus(backend: Box<dyn Backend>) {
+    reduced_pipeline_is_as_close_to_f32_as_the_cpus(backend, vidrt::ir::DType::BF16);
+}
+
+/// The tiny pipeline at `dtype` (bf16 or f16) storage on `backend` (wrapped in
+/// `ReducedPrecision` here) against the CPU in f32, with the CPU's own run at `dtype` as the
+/// yardstick.
 ///
 /// The two bf16 paths round in different places (fused epilogues keep f32, kernel summation
 /// orders differ), and the sampling loop and the VAE carry those differences to the video, so
 /// they differ from each other about as much as each differs from f32. The requirement: the
-/// backend's bf16 video is no more than 1.5x as far from the f32 video as the CPU's bf16 video
-/// is, and within the golden README's bf16 advice (3e-2) plus that margin. A wrong kernel
-/// lands at O(1).
-pub fn bf16_pipeline_is_as_close_to_f32_as_the_cpus(backend: Box<dyn Backend>) {
-    use vidrt::ir::DType;
+/// backend's video is no more than 1.5x as far from the f32 video as the CPU's video at the
+/// same dtype is, and within the golden README's bf16 advice (3e-2) plus that margin. A wrong
+/// kernel lands at O(1).
+pub fn reduced_pipeline_is_as_close_to_f32_as_the_cpus(backend: Box<dyn Backend>, dtype: vidrt::ir::DType) {
     use vidrt::pipeline::{GenerateParams, Model, NoProgress, Pipeline};
     use vidrt::runtime::{CpuBackend, ReducedPrecision};
     let label = backend.name();
@@ -99,19 +104,19 @@ pub fn bf16_pipeline_is_as_close_to_f32_as_the_cpus(backend: Box<dyn Backend>) {
         let m = Model::tiny().unwrap_or_else(|e| panic!("{e}"));
         Pipeline::new(m, b).generate(&params, &mut NoProgress).unwrap_or_else(|e| panic!("{e}")).video
     };
-    let bf16 = |inner: Box<dyn Backend>| Box::new(ReducedPrecision { inner, dtype: DType::BF16 });
+    let bf16 = |inner: Box<dyn Backend>| Box::new(ReducedPrecision { inner, dtype });
     let dev = run(bf16(backend));
     let cpu16 = run(bf16(Box::new(CpuBackend::new())));
     let cpu32 = run(Box::new(CpuBackend::new()));
     let cmp = |a, b| vidrt::golden::compare(a, b).unwrap_or_else(|e| panic!("{e}"));
     let (c, d, e) = (cmp(&dev, &cpu16), cmp(&cpu16, &cpu32), cmp(&dev, &cpu32));
-    eprintln!("bf16 {label} vs bf16 cpu: rel_l2 {:.3e} max_abs {:.3e}", c.rel_l2, c.max_abs);
-    eprintln!("bf16 cpu vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", d.rel_l2, d.max_abs);
-    eprintln!("bf16 {label} vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", e.rel_l2, e.max_abs);
+    eprintln!("{dtype} {label} vs {dtype} cpu: rel_l2 {:.3e} max_abs {:.3e}", c.rel_l2, c.max_abs);
+    eprintln!("{dtype} cpu vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", d.rel_l2, d.max_abs);
+    eprintln!("{dtype} {label} vs f32 cpu: rel_l2 {:.3e} max_abs {:.3e}", e.rel_l2, e.max_abs);
     assert!(!c.non_finite && !d.non_finite && !e.non_finite, "{c:?} {d:?} {e:?}");
     assert!(
         e.rel_l2 <= 1.5 * d.rel_l2.max(1e-2) && e.rel_l2 <= 6e-2,
-        "{label} bf16 vs f32 {e:?}, cpu bf16 vs f32 {d:?}"
+        "{label} {dtype} vs f32 {e:?}, cpu {dtype} vs f32 {d:?}"
     );
 }
 

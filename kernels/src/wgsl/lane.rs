@@ -228,7 +228,7 @@ fn {entry}(@builtin(workgroup_id) wgid: vec3<u32>, @builtin(num_workgroups) nwg:
         workgroup: [wg, 1, 1],
         inputs: ins.iter().map(|x| x.1).collect(),
         output: Elem::F32,
-        features: Features { subgroups },
+        features: Features { subgroups, ..Features::NONE },
     })
 }
 

@@ -9,9 +9,13 @@
 //! - bindings 1..=n: the inputs (read-only storage), in the order of [`WgslKernel::inputs`];
 //! - binding n+1: the output (read-write storage).
 //!
-//! Elements are 32-bit on the device: f32 for floating-point tensors, i32 for integer
-//! tensors (i64 narrowed by the runtime, with a range check). The f16 storage path
-//! (`shader-f16`) is not written yet: every kernel here is f32 (or i32).
+//! Elements on the device: f32 for floating-point tensors, i32 for integer tensors (i64
+//! narrowed by the runtime, with a range check), and f16 for f16 tensors where the adapter
+//! has `shader-f16`. The generators write f32 (or i32) kernels; [`f16::retype`] turns any
+//! of them into one that reads chosen inputs as `array<f16>` (widened to f32 on load) and
+//! writes its output as `array<f16>` (rounded to nearest even on store): arithmetic and
+//! accumulation stay f32, storage and bandwidth halve. bf16 has no WGSL type: bf16 tensors
+//! stay in f32 words, rounded to bf16 at every op's output.
 //!
 //! Optional adapter features a kernel uses are in [`WgslKernel::features`]: the lane
 //! kernels have a subgroup variant ([`Features::subgroups`]: `subgroupAdd`/`Max`/`Min`
@@ -23,6 +27,7 @@
 pub mod attention;
 pub mod copy;
 pub mod elementwise;
+pub mod f16;
 pub mod gemm;
 pub mod lane;
 pub mod misc;
@@ -33,6 +38,8 @@ pub enum Elem {
     F32,
     I32,
     U32,
+    /// Half precision (needs [`Features::f16`]): two elements per 32-bit word.
+    F16,
 }
 
 impl Elem {
@@ -42,6 +49,15 @@ impl Elem {
             Elem::F32 => "f32",
             Elem::I32 => "i32",
             Elem::U32 => "u32",
+            Elem::F16 => "f16",
+        }
+    }
+
+    /// The 32-bit words that `n` elements take.
+    pub fn words(self, n: usize) -> usize {
+        match self {
+            Elem::F16 => n.div_ceil(2),
+            _ => n,
         }
     }
 }
@@ -51,15 +67,22 @@ impl Elem {
 pub struct Features {
     /// Subgroup operations and builtins (wgpu `Features::SUBGROUP`).
     pub subgroups: bool,
+    /// The `f16` type in storage and arithmetic (`enable f16;`, wgpu `Features::SHADER_F16`).
+    pub f16: bool,
 }
 
 impl Features {
     /// No optional feature (plain WGSL).
-    pub const NONE: Features = Features { subgroups: false };
+    pub const NONE: Features = Features { subgroups: false, f16: false };
 
     /// Whether a device offering `self` can run a kernel needing `need`.
     pub fn covers(self, need: Features) -> bool {
-        self.subgroups || !need.subgroups
+        (self.subgroups || !need.subgroups) && (self.f16 || !need.f16)
+    }
+
+    /// The features both have.
+    pub fn and(self, other: Features) -> Features {
+        Features { subgroups: self.subgroups && other.subgroups, f16: self.f16 && other.f16 }
     }
 
     /// The naga validation capabilities these features enable.
@@ -67,6 +90,9 @@ impl Features {
         let mut c = naga::valid::Capabilities::default();
         if self.subgroups {
             c |= naga::valid::Capabilities::SUBGROUP;
+        }
+        if self.f16 {
+            c |= naga::valid::Capabilities::SHADER_FLOAT16;
         }
         c
     }
@@ -123,9 +149,12 @@ pub fn f32_lit(v: f64) -> String {
     format!("bitcast<f32>({}u)", (v as f32).to_bits())
 }
 
-/// The binding declarations of the convention above.
+/// The binding declarations of the convention above (preceded by `enable f16;` when a
+/// binding is f16).
 pub(crate) fn bindings(inputs: &[(&str, Elem)], output: (&str, Elem)) -> String {
-    let mut s = String::from("@group(0) @binding(0) var<storage, read> pm: array<u32>;\n");
+    let half = inputs.iter().map(|x| x.1).chain([output.1]).any(|e| e == Elem::F16);
+    let mut s = String::from(if half { "enable f16;\n" } else { "" });
+    s += "@group(0) @binding(0) var<storage, read> pm: array<u32>;\n";
     for (i, (name, e)) in inputs.iter().enumerate() {
         s += &format!("@group(0) @binding({}) var<storage, read> {name}: array<{}>;\n", i + 1, e.wgsl());
     }

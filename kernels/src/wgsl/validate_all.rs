@@ -126,3 +126,35 @@ fn subgroup_kernels_declare_and_need_the_feature() {
         assert!(validate(&without).is_err(), "{} validated without the subgroup capability", k.entry);
     }
 }
+
+/// Every kernel with f32 bindings, retyped to f16 storage (all f32 inputs, and the output
+/// where it is f32), validates with the f16 capability.
+#[test]
+fn every_kernel_retyped_to_f16_storage_validates() {
+    let mut bad = Vec::new();
+    let mut n = 0;
+    for k in every_kernel() {
+        let ins: Vec<bool> = k.inputs.iter().map(|&e| e == Elem::F32).collect();
+        let out = k.output == Elem::F32;
+        if !out && !ins.iter().any(|&x| x) {
+            continue;
+        }
+        match super::f16::retype(&k, &ins, out) {
+            Ok(r) => {
+                n += 1;
+                if let Err(e) = validate(&r) {
+                    bad.push(e.to_string());
+                }
+            }
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    for (s, d) in [(Elem::F16, Elem::F16), (Elem::F16, Elem::F32)] {
+        n += 1;
+        if let Err(e) = validate(&copy::strided_typed(s, d).expect("copy")) {
+            bad.push(e.to_string());
+        }
+    }
+    assert!(n > 200, "{n} kernels");
+    assert!(bad.is_empty(), "{} invalid:\n{}", bad.len(), bad.join("\n"));
+}

@@ -84,13 +84,19 @@ impl Ctx {
         let limits = adapter.limits();
         let offered = adapter.features();
         let timestamps = offered.contains(wgpu::Features::TIMESTAMP_QUERY);
-        let kernel_features = Features { subgroups: offered.contains(wgpu::Features::SUBGROUP) };
+        let kernel_features = Features {
+            subgroups: offered.contains(wgpu::Features::SUBGROUP),
+            f16: offered.contains(wgpu::Features::SHADER_F16),
+        };
         let mut features = wgpu::Features::empty();
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
         if kernel_features.subgroups {
             features |= wgpu::Features::SUBGROUP;
+        }
+        if kernel_features.f16 {
+            features |= wgpu::Features::SHADER_F16;
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vidrt"),

@@ -39,8 +39,18 @@ pub(crate) trait Alloc {
 
 pub(crate) const BACKEND: &str = "wgpu";
 
-/// The device element type of a dtype. f16/bf16 values are kept in f32 words, rounded to
-/// their dtype at every op's output (numerically the dtype; not yet its memory saving).
+/// How a tensor of dtype `d` is stored on a device with `features`: f16 as f16 where the
+/// device has `shader-f16`; bf16 (and f16 elsewhere) in f32 words; integers as i32.
+pub(crate) fn storage(d: DType, features: Features) -> Elem {
+    match d {
+        DType::F16 if features.f16 => Elem::F16,
+        DType::I32 | DType::I64 => Elem::I32,
+        _ => Elem::F32,
+    }
+}
+
+/// The element type a dtype computes in (the generators' view; f16 storage is a retyping of
+/// the kernel, see [`storage`]). f16/bf16 values compute in f32.
 pub(crate) fn elem(d: DType) -> Option<Elem> {
     match d {
         DType::F32 | DType::F16 | DType::BF16 => Some(Elem::F32),
@@ -99,9 +109,17 @@ fn ew(
     Ok(vec![Step { kernel, meta, ins: bufs.to_vec(), out, grid: linear(node.shape.numel()) }])
 }
 
-fn copy_step(dims: &[usize], src: (Buf, usize, &[usize]), dst: (Buf, usize, &[usize])) -> Result<Step, RuntimeError> {
+/// A strided copy of elements stored as `src_e` into elements stored as `dst_e` (f16 to f16,
+/// f16 widened to f32, or 32-bit words).
+fn copy_step(
+    (src_e, dst_e): (Elem, Elem),
+    dims: &[usize],
+    src: (Buf, usize, &[usize]),
+    dst: (Buf, usize, &[usize]),
+) -> Result<Step, RuntimeError> {
     let meta = copy::meta(dims, src.1, src.2, dst.1, dst.2).map_err(kerr)?;
-    Ok(Step { kernel: copy::strided(), meta, ins: vec![src.0], out: dst.0, grid: linear(dims.iter().product()) })
+    let kernel = if src_e == Elem::F16 { copy::strided_typed(src_e, dst_e).map_err(kerr)? } else { copy::strided() };
+    Ok(Step { kernel, meta, ins: vec![src.0], out: dst.0, grid: linear(dims.iter().product()) })
 }
 
 /// A lane kernel over `axis` of `x`: the subgroup variant where `features` has subgroups.
@@ -154,9 +172,10 @@ pub(crate) fn lower(
     alloc: &mut dyn Alloc,
 ) -> Result<Vec<Step>, RuntimeError> {
     let node = &g.nodes[i];
+    // Stored as f16, a node is rounded by its kernels' stores (see `storage`).
     let round = match node.dtype {
         DType::BF16 => Some("bf16"),
-        DType::F16 => Some("f16"),
+        DType::F16 if storage(DType::F16, alloc.features()) != Elem::F16 => Some("f16"),
         _ => None,
     };
     let exact = match &node.op {
@@ -189,6 +208,9 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
     let in_shape = |k: usize| g.shape(node.inputs[k]);
     let in_dtype = |k: usize| g.dtype(node.inputs[k]);
     let out_dims = node.shape.dims();
+    let features = alloc.features();
+    // The storage of the copied elements: the node's (copies keep the dtype).
+    let same = (storage(node.dtype, features), storage(node.dtype, features));
     let oe = elem(node.dtype).ok_or_else(|| unsupported(g, i, "f16/bf16 storage is not implemented on wgpu yet"))?;
     for k in 0..node.inputs.len() {
         if elem(in_dtype(k)).is_none() {
@@ -230,11 +252,11 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
         Op::Permute { perm } => {
             let st = in_shape(0).strides();
             let src: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-            Ok(vec![copy_step(out_dims, (ins[0], 0, &src), (out, 0, &contiguous(out_dims)))?])
+            Ok(vec![copy_step(same, out_dims, (ins[0], 0, &src), (out, 0, &contiguous(out_dims)))?])
         }
         Op::Slice { axis, start, .. } => {
             let st = in_shape(0).strides();
-            Ok(vec![copy_step(out_dims, (ins[0], start * st[*axis], &st), (out, 0, &contiguous(out_dims)))?])
+            Ok(vec![copy_step(same, out_dims, (ins[0], start * st[*axis], &st), (out, 0, &contiguous(out_dims)))?])
         }
         Op::Concat { axis } => {
             let ost = contiguous(out_dims);
@@ -243,7 +265,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             for (k, &src) in ins.iter().enumerate().take(node.inputs.len()) {
                 let d = in_shape(k).dims().to_vec();
                 if d.iter().product::<usize>() > 0 {
-                    steps.push(copy_step(&d, (src, 0, &contiguous(&d)), (out, off * ost[*axis], &ost))?);
+                    steps.push(copy_step(same, &d, (src, 0, &contiguous(&d)), (out, off * ost[*axis], &ost))?);
                 }
                 off += d[*axis];
             }
@@ -257,7 +279,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let [fh, fw] = *factors;
             let dims = [outer, h, fh, w, fw];
             let src = [h * w, w, 0, 1, 0];
-            Ok(vec![copy_step(&dims, (ins[0], 0, &src), (out, 0, &contiguous(&dims)))?])
+            Ok(vec![copy_step(same, &dims, (ins[0], 0, &src), (out, 0, &contiguous(&dims)))?])
         }
         Op::Softmax { axis } => {
             Ok(vec![lane_step(LaneOp::Softmax, in_shape(0).dims(), *axis, 0.0, alloc.features(), ins.to_vec(), out)?])
@@ -301,7 +323,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             ax.dedup();
             if ax.is_empty() {
                 let n = d.iter().product::<usize>();
-                return Ok(vec![copy_step(&[n], (ins[0], 0, &[1]), (out, 0, &[1]))?]);
+                return Ok(vec![copy_step(same, &[n], (ins[0], 0, &[1]), (out, 0, &[1]))?]);
             }
             let consecutive = ax.windows(2).all(|w| w[1] == w[0] + 1);
             if consecutive {
@@ -319,7 +341,9 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let src: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
             let n: usize = d.iter().product();
             let tmp = alloc.scratch(n)?;
-            let c = copy_step(&pd, (ins[0], 0, &src), (tmp, 0, &contiguous(&pd)))?;
+            // Into an f32 scratch (widened from f16 storage).
+            let to_f32 = (storage(in_dtype(0), features), Elem::F32);
+            let c = copy_step(to_f32, &pd, (ins[0], 0, &src), (tmp, 0, &contiguous(&pd)))?;
             let outer: usize = kept.iter().map(|&a| d[a]).product();
             let len: usize = ax.iter().map(|&a| d[a]).product();
             Ok(vec![c, lane_step(lop, &[outer, len], 1, 0.0, alloc.features(), vec![tmp], out)?])
@@ -411,7 +435,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             if heur.shared_bytes() > limit || d > 512 || dv > 512 {
                 return Err(unsupported(g, i, "head dim too large for this adapter's workgroup memory"));
             }
-            let (key, _) = alloc.tuning().attention_key(&heur, [b * h, sq, sk]);
+            let (key, _) = alloc.tuning().attention_key(&heur, [b * h, sq, sk], &operand_storage(g, i, 3, features));
             let p = match alloc.tuning().choose(&key) {
                 Choice::Forced(t) => heur
                     .with_text(&t)
@@ -539,18 +563,18 @@ fn attention_heuristic(sq: usize, d: usize, dv: usize, bias: bool, mask: Option<
 }
 
 /// The tunable problem node `i` poses, if any: its key and candidate parameter texts.
-pub(crate) fn problem(g: &Graph, i: usize, limit: u64, t: &Tuning) -> Option<(TuneKey, Vec<String>)> {
+pub(crate) fn problem(g: &Graph, i: usize, limit: u64, t: &Tuning, f: Features) -> Option<(TuneKey, Vec<String>)> {
     let node = &g.nodes[i];
     let sh = |k: usize| g.shape(node.inputs[k]).dims();
     let out = node.shape.dims();
     match &node.op {
         Op::MatMul { trans_a, trans_b, bias } | Op::MatMulEpilogue { trans_a, trans_b, bias, .. } => {
             let (kind, dims, layout) = matmul_problem(out, sh(0), *trans_a, *trans_b, *bias);
-            Some(t.gemm_key(kind, dims, &layout))
+            Some(t.gemm_key(kind, dims, &layout, &operand_storage(g, i, 2, f)))
         }
         Op::Conv3d { stride, bias, .. } | Op::Conv3dEpilogue { stride, bias, .. } => {
             let (kind, dims, layout) = conv_problem(out, sh(0), sh(1), *stride, *bias);
-            Some(t.gemm_key(kind, dims, &layout))
+            Some(t.gemm_key(kind, dims, &layout, &operand_storage(g, i, 2, f)))
         }
         Op::Attention { bias, mask, .. } => {
             let (q, k, v) = (sh(0), sh(1), sh(2));
@@ -560,10 +584,17 @@ pub(crate) fn problem(g: &Graph, i: usize, limit: u64, t: &Tuning) -> Option<(Tu
                 None
             };
             let heur = attention_heuristic(q[1], q[3], v[3], *bias, mask_e, limit);
-            Some(t.attention_key(&heur, [q[0] * q[2], q[1], k[1]]))
+            Some(t.attention_key(&heur, [q[0] * q[2], q[1], k[1]], &operand_storage(g, i, 3, f)))
         }
         _ => None,
     }
+}
+
+/// How the first `n` inputs of node `i` (a GEMM's or attention's operands) are stored, e.g.
+/// `f16,f16`: part of the tuning key, since f16 storage changes the kernel a winner runs.
+fn operand_storage(g: &Graph, i: usize, n: usize, f: Features) -> String {
+    let st: Vec<&str> = g.nodes[i].inputs.iter().take(n).map(|id| storage(g.dtype(*id), f).wgsl()).collect();
+    st.join(",")
 }
 
 /// The GEMM tile for a problem: forced (tuner), else the database's winner if it is valid
@@ -578,7 +609,7 @@ fn tuned_gemm(
     i: usize,
 ) -> Result<GemmParams, RuntimeError> {
     let limit = alloc.shared_limit();
-    let (key, _) = alloc.tuning().gemm_key(kind, dims, layout);
+    let (key, _) = alloc.tuning().gemm_key(kind, dims, layout, &operand_storage(g, i, 2, alloc.features()));
     let valid = |t: &str| GemmParams::from_text(t).filter(|p| p.shared_bytes() <= limit);
     match alloc.tuning().choose(&key) {
         Choice::Forced(t) => {

@@ -11,14 +11,18 @@
 //! - `run` writes the inputs, encodes every launch in one compute pass, submits once and
 //!   reads the outputs back.
 //!
-//! Numerics: f32 arithmetic; integer tensors are i32 on the device (i64 values are
-//! range-checked on the way in); f16/bf16 tensors are kept in f32 words, rounded to their
-//! dtype (ties to even) at every op's output, so results match the dtype's numerics but
-//! not yet its memory and bandwidth. Optional adapter features are used where the adapter
-//! has them ([`WgpuBackend::kernel_features`]): subgroups for the lane reductions (softmax,
-//! norms, reductions). Not done yet: real 16-bit storage with the shader-f16 path, and
-//! splitting work that exceeds a storage binding or the grid limits (such nodes are refused
-//! with a typed error).
+//! Numerics: f32 arithmetic and accumulation; integer tensors are i32 on the device (i64
+//! values are range-checked on the way in). f16 tensors are stored as f16 (two per word)
+//! where the adapter has `shader-f16`: every kernel reading or writing one is retyped
+//! ([`vidrt_kernels::wgsl::f16::retype`]: widened on load, rounded to nearest even on
+//! store), so f16 graphs take half the memory and bandwidth. bf16 tensors (no WGSL type),
+//! and f16 tensors on adapters without `shader-f16`, are kept in f32 words, rounded to
+//! their dtype at every op's output: the dtype's numerics, not its memory.
+//!
+//! Optional adapter features are used where the adapter has them
+//! ([`WgpuBackend::kernel_features`]): f16 storage, and subgroups for the lane reductions
+//! (softmax, norms, reductions). Not done yet: splitting work that exceeds a storage binding
+//! or the grid limits (such nodes are refused with a typed error).
 //!
 //! Faults: a buffer past the adapter's binding or buffer size limit, or one the device has no
 //! memory for, is [`RuntimeError::OutOfMemory`] naming the node; validation failures are
@@ -46,6 +50,7 @@ pub use tuning::Tuning;
 
 use crate::tune::{default_db_path, DeviceInfo, TuneDb, TuneKey};
 pub use vidrt_kernels::wgsl::Features;
+use vidrt_kernels::wgsl::{f16::retype, Elem};
 
 /// The wgpu backend.
 #[derive(Clone)]
@@ -119,11 +124,7 @@ impl WgpuBackend {
     /// driver). A feature the device lacks stays off.
     pub fn with_kernel_features(&self, f: Features) -> Self {
         let have = self.ctx.features;
-        WgpuBackend {
-            ctx: self.ctx.clone(),
-            tuning: self.tuning.clone(),
-            features: Features { subgroups: f.subgroups && have.subgroups },
-        }
+        WgpuBackend { ctx: self.ctx.clone(), tuning: self.tuning.clone(), features: f.and(have) }
     }
 
     /// The adapter's name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
@@ -173,7 +174,7 @@ impl WgpuBackend {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for i in 0..graph.len() {
-            if let Some((key, candidates)) = lower::problem(graph, i, limit, &self.tuning) {
+            if let Some((key, candidates)) = lower::problem(graph, i, limit, &self.tuning, self.features) {
                 if seen.insert(key.id()) {
                     out.push(Problem { key, candidates, node: i });
                 }
@@ -253,8 +254,19 @@ impl Backend for WgpuBackend {
     }
 }
 
-/// A host tensor as device words for a node of `dtype`.
-fn to_words(t: &Tensor, dtype: DType, name: &str) -> Result<Vec<u32>, RuntimeError> {
+/// A host tensor as device words for a node of `dtype` stored as `st`.
+fn to_words(t: &Tensor, dtype: DType, st: Elem, name: &str) -> Result<Vec<u32>, RuntimeError> {
+    if st == Elem::F16 {
+        // Two halves per word, element 2i in the low half (little-endian, as WGSL reads it).
+        let bits: Vec<u16> = match t.cast(DType::F16).data() {
+            TensorData::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
+            _ => return Err(RuntimeError::Device("wgpu: internal: an f16 cast gave another dtype".into())),
+        };
+        return Ok(bits
+            .chunks(2)
+            .map(|p| u32::from(p[0]) | (u32::from(p.get(1).copied().unwrap_or(0)) << 16))
+            .collect());
+    }
     if dtype.is_int() {
         t.to_i64_vec()
             .into_iter()
@@ -276,8 +288,23 @@ fn to_words(t: &Tensor, dtype: DType, name: &str) -> Result<Vec<u32>, RuntimeErr
     }
 }
 
-/// Device words back to a host tensor of `dtype`.
-fn from_words(w: Vec<u32>, shape: &vidrt_ir::Shape, dtype: DType) -> Result<Tensor, RuntimeError> {
+/// Device words (stored as `st`) back to a host tensor of `dtype`.
+fn from_words(w: Vec<u32>, shape: &vidrt_ir::Shape, dtype: DType, st: Elem) -> Result<Tensor, RuntimeError> {
+    if st == Elem::F16 {
+        let n = shape.numel();
+        let halves: Vec<half::f16> = w
+            .iter()
+            .flat_map(|x| [(*x & 0xffff) as u16, (*x >> 16) as u16])
+            .take(n)
+            .map(half::f16::from_bits)
+            .collect();
+        if halves.len() != n {
+            return Err(RuntimeError::Device(format!("wgpu: internal: read {} of {n} halves", halves.len())));
+        }
+        let t = Tensor::new(shape.clone(), TensorData::F16(halves))
+            .map_err(|e| RuntimeError::Device(format!("wgpu: internal: {e}")))?;
+        return Ok(t.cast(dtype));
+    }
     let data = match dtype {
         DType::I32 => TensorData::I32(w.into_iter().map(|x| x as i32).collect()),
         DType::I64 => TensorData::I64(w.into_iter().map(|x| i64::from(x as i32)).collect()),
@@ -386,8 +413,10 @@ impl<'g> Planner<'g> {
         let mut inputs = Vec::new();
         let mut launches = Vec::new();
         let mut computed = Vec::new();
+        let features = self.features;
+        let st = |d: DType| lower::storage(d, features);
         for (i, node) in g.nodes.iter().enumerate() {
-            let words = node.shape.numel();
+            let words = st(node.dtype).words(node.shape.numel());
             let what = format!("node %{i} `{}`", node.name);
             let buf = match &node.op {
                 Op::Input { name } => {
@@ -410,16 +439,16 @@ impl<'g> Planner<'g> {
                             got_dtype: t.dtype(),
                         });
                     }
-                    self.new_init(&to_words(&t, node.dtype, name)?, &what)?
+                    self.new_init(&to_words(&t, node.dtype, st(node.dtype), name)?, &what)?
                 }
                 Op::Constant { value } => {
                     let t = Tensor::full(node.shape.clone(), node.dtype, *value);
-                    self.new_init(&to_words(&t, node.dtype, &node.name)?, &what)?
+                    self.new_init(&to_words(&t, node.dtype, st(node.dtype), &node.name)?, &what)?
                 }
                 Op::RopeTable { .. } | Op::RelPositionBucket { .. } => {
                     // Tables that depend only on the op's parameters: computed once, on the host.
                     let t = crate::cpu::eval(node, &[])?;
-                    self.new_init(&to_words(&t, node.dtype, &node.name)?, &what)?
+                    self.new_init(&to_words(&t, node.dtype, st(node.dtype), &node.name)?, &what)?
                 }
                 Op::Reshape { .. } => node_buf[node.inputs[0].index()]
                     .ok_or_else(|| RuntimeError::Device(format!("wgpu: internal: {what}: input has no buffer")))?,
@@ -430,7 +459,23 @@ impl<'g> Planner<'g> {
                         )?;
                     let out = self.take(words, &what)?;
                     let steps = lower::lower(g, i, &ins, out, &mut self)?;
-                    for s in steps {
+                    // f16 storage: every kernel reading an f16 input or writing an f16 output
+                    // is retyped (the generators write f32 kernels).
+                    let half_in: Vec<Buf> = node
+                        .inputs
+                        .iter()
+                        .zip(&ins)
+                        .filter(|(id, _)| st(g.dtype(**id)) == Elem::F16)
+                        .map(|(_, b)| *b)
+                        .chain((st(node.dtype) == Elem::F16).then_some(out))
+                        .collect();
+                    for mut s in steps {
+                        let reads: Vec<bool> = s.ins.iter().map(|b| half_in.contains(b)).collect();
+                        let writes = s.out == out && st(node.dtype) == Elem::F16;
+                        if writes || reads.iter().any(|&r| r) {
+                            s.kernel = retype(&s.kernel, &reads, writes)
+                                .map_err(|e| RuntimeError::Device(format!("wgpu: {what}: {e}")))?;
+                        }
                         let pipeline = self.ctx.pipeline(&s.kernel)?;
                         let meta = self.ctx.storage_init(&s.meta, "meta")?;
                         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: meta.as_entire_binding() }];
@@ -502,6 +547,7 @@ impl<'g> Planner<'g> {
         });
         self.ctx.check_uncaptured()?;
         Ok(Box::new(WgpuExecutable {
+            features,
             ctx: self.ctx,
             graph: g.clone(),
             bufs: self.bufs.into_iter().map(|b| b.0).collect(),
@@ -518,6 +564,8 @@ impl<'g> Planner<'g> {
 /// A graph compiled for a wgpu device.
 pub struct WgpuExecutable {
     ctx: Arc<Ctx>,
+    /// The kernel features it was compiled with (they decide each node's storage).
+    features: Features,
     graph: Graph,
     bufs: Vec<wgpu::Buffer>,
     /// (input name, node, buffer)
@@ -569,9 +617,10 @@ impl WgpuExecutable {
             let mut enc =
                 self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("node") });
             self.encode(&mut enc, Some(node));
-            let words = self.ctx.read(enc, &[(&self.bufs[buf], n.shape.numel() as u64)])?;
+            let st = lower::storage(n.dtype, self.features);
+            let words = self.ctx.read(enc, &[(&self.bufs[buf], st.words(n.shape.numel()) as u64)])?;
             for w in words {
-                if let Some(index) = from_words(w, &n.shape, n.dtype)?.first_non_finite() {
+                if let Some(index) = from_words(w, &n.shape, n.dtype, st)?.first_non_finite() {
                     return Err(RuntimeError::NonFinite { node, name: n.name.clone(), op: n.op.name(), index });
                 }
             }
@@ -583,6 +632,10 @@ impl WgpuExecutable {
 impl Executable for WgpuExecutable {
     fn last_kernel_time(&self) -> Option<std::time::Duration> {
         self.last_kernel
+    }
+
+    fn device_bytes(&self) -> Option<u64> {
+        Some(self.bufs.iter().map(wgpu::Buffer::size).sum())
     }
 
     fn run_with(
@@ -612,7 +665,7 @@ impl Executable for WgpuExecutable {
                     got_dtype: t.dtype(),
                 });
             }
-            let words = to_words(t, n.dtype, name)?;
+            let words = to_words(t, n.dtype, lower::storage(n.dtype, self.features), name)?;
             if !words.is_empty() {
                 self.ctx.queue.write_buffer(&self.bufs[*buf], 0, bytemuck::cast_slice(&words));
             }
@@ -633,8 +686,12 @@ impl Executable for WgpuExecutable {
         } else {
             self.encode(&mut enc, None);
         }
+        let words_of = |node: usize| {
+            let n = &g.nodes[node];
+            lower::storage(n.dtype, self.features).words(n.shape.numel()) as u64
+        };
         let mut reads: Vec<(&wgpu::Buffer, u64)> =
-            self.outputs.iter().map(|(_, node, b)| (&self.bufs[*b], g.nodes[*node].shape.numel() as u64)).collect();
+            self.outputs.iter().map(|(_, node, b)| (&self.bufs[*b], words_of(*node))).collect();
         let timed = !opts.check_intermediates && self.timer.is_some();
         if let (true, Some((_, b))) = (timed, &self.timer) {
             reads.push((b, 4));
@@ -653,7 +710,7 @@ impl Executable for WgpuExecutable {
         let mut out = Vec::with_capacity(words.len());
         for ((name, node, _), w) in self.outputs.iter().zip(words) {
             let n = &g.nodes[*node];
-            let t = from_words(w, &n.shape, n.dtype)?;
+            let t = from_words(w, &n.shape, n.dtype, lower::storage(n.dtype, self.features))?;
             if (opts.check_outputs || opts.check_intermediates) && !n.op.is_leaf() {
                 if let Some(index) = t.first_non_finite() {
                     return Err(RuntimeError::NonFinite { node: *node, name: n.name.clone(), op: n.op.name(), index });

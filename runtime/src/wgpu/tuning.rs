@@ -83,8 +83,9 @@ impl Tuning {
         h
     }
 
-    /// The key and candidate texts of a GEMM problem (`[batch, M, N, K]`).
-    pub fn gemm_key(&self, kind: GemmKind, dims: [usize; 4], layout: &str) -> (TuneKey, Vec<String>) {
+    /// The key and candidate texts of a GEMM problem (`[batch, M, N, K]`) whose operands are
+    /// stored as `storage` (e.g. `f16,f16`; the kernels accumulate in f32).
+    pub fn gemm_key(&self, kind: GemmKind, dims: [usize; 4], layout: &str, storage: &str) -> (TuneKey, Vec<String>) {
         let family = match kind {
             GemmKind::MatMul { .. } => "matmul_tiled_f32",
             GemmKind::Conv3d { .. } => "conv3d_igemm_f32",
@@ -95,7 +96,7 @@ impl Tuning {
         });
         let key = TuneKey {
             family: family.into(),
-            dtypes: "f32,f32->f32".into(),
+            dtypes: format!("{storage}->f32"),
             shape: dims.iter().map(|&d| bucket(d)).collect(),
             align: alignment(&dims[1..]),
             layout: format!("{layout},{variant}"),
@@ -106,15 +107,15 @@ impl Tuning {
     }
 
     /// The key and candidate texts of an attention problem (`[B·H, Sq, Sk]`; head dims,
-    /// bias and mask in `base`).
-    pub fn attention_key(&self, base: &AttnParams, dims: [usize; 3]) -> (TuneKey, Vec<String>) {
+    /// bias and mask in `base`; q, k, v stored as `storage`).
+    pub fn attention_key(&self, base: &AttnParams, dims: [usize; 3], storage: &str) -> (TuneKey, Vec<String>) {
         let space = AttnParams::space(base.d, base.dv, base.bias, base.mask);
         let variant = format!("attn d{} dv{} bias{} mask{:?}", base.d, base.dv, base.bias, base.mask);
         let kernel_hash = self
             .hash(&variant, || space.iter().filter_map(|p| attention::attention(*p).ok()).map(|k| k.source).collect());
         let key = TuneKey {
             family: "attention_flash_f32".into(),
-            dtypes: "f32,f32,f32->f32".into(),
+            dtypes: format!("{storage}->f32"),
             shape: dims.iter().map(|&d| bucket(d)).collect(),
             align: alignment(&[base.d as usize, base.dv as usize]),
             layout: variant,
