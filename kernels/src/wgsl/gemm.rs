@@ -12,10 +12,23 @@
 //! Launch: `[ceil(N/bn), ceil(M/bm), batch]` workgroups.
 //! Meta (matmul): `[M, N, K, batch, a_sm, a_sk, b_sk, b_sn, nb, bdims[4], a_bstr[4], b_bstr[4]]`.
 //! Meta (conv): `[M=Co, N, K, Ci, T, H, W, kt, kh, kw, To, Ho, Wo, st, sh, sw, pt, ph, pw]`.
+//!
+//! Fused epilogue ([`gemm_fused`]): an elementwise program from the compiler (bias already
+//! added; e.g. gelu, gate and residual) applied in the store, so the product never goes to
+//! memory. Slot 0 is the product; slot k reads input `e{k}` (after a, b and the bias)
+//! through its broadcast strides over the output. Its meta, appended to the family's:
+//! `[rank, out_dims[rank], strides_e1[rank], ..]` ([`epilogue_meta`]).
 //! Tunables: [`GemmParams`]. Features: none (f32; fma accumulation).
 
-use super::elementwise::to_u32;
+use vidrt_ir::ElementwiseExpr;
+
+use super::elementwise::{expr_wgsl, to_u32, PRELUDE, ROUNDING};
 use super::{bindings, Elem, Features, WgslError, WgslKernel};
+
+/// Length of the matmul meta (the fused epilogue's meta starts there).
+pub const MATMUL_META_LEN: usize = 21;
+/// Length of the conv meta.
+pub const CONV_META_LEN: usize = 19;
 
 /// Tile parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,19 +115,56 @@ pub enum GemmKind {
 
 /// Generates the kernel for `kind` at parameter point `p`.
 pub fn gemm(kind: GemmKind, p: GemmParams) -> Result<WgslKernel, WgslError> {
-    let (entry, bias) = match kind {
-        GemmKind::MatMul { bias } => (format!("matmul_tiled{}_f32", if bias { "_bias" } else { "" }), bias),
-        GemmKind::Conv3d { bias } => (format!("conv3d_igemm{}_f32", if bias { "_bias" } else { "" }), bias),
+    gemm_fused(kind, p, None)
+}
+
+/// The kernel for `kind` at `p` with `epilogue` (if any) applied in the store: entry
+/// `..._epi_f32`, inputs a, b, [bias], then one per epilogue slot after the first.
+pub fn gemm_fused(kind: GemmKind, p: GemmParams, epilogue: Option<&ElementwiseExpr>) -> Result<WgslKernel, WgslError> {
+    let epi = if epilogue.is_some() { "_epi" } else { "" };
+    let (entry, bias, meta_len) = match kind {
+        GemmKind::MatMul { bias } => {
+            (format!("matmul_tiled{}{epi}_f32", if bias { "_bias" } else { "" }), bias, MATMUL_META_LEN)
+        }
+        GemmKind::Conv3d { bias } => {
+            (format!("conv3d_igemm{}{epi}_f32", if bias { "_bias" } else { "" }), bias, CONV_META_LEN)
+        }
     };
     p.check(&entry)?;
     let GemmParams { bm, bn, bk, tm, tn } = p;
     let (wx, wy) = (bn / tn, bm / tm);
     let nt = wx * wy;
-    let mut ins = vec![("a", Elem::F32), ("b", Elem::F32)];
+    let mut names = vec!["a".to_string(), "b".to_string()];
     if bias {
-        ins.push(("bias", Elem::F32));
+        names.push("bias".into());
     }
+    let extra = epilogue.map_or(0, |e| e.num_inputs().saturating_sub(1));
+    names.extend((1..=extra).map(|k| format!("e{k}")));
+    let ins: Vec<(&str, Elem)> = names.iter().map(|n| (n.as_str(), Elem::F32)).collect();
     let mut s = bindings(&ins, ("c", Elem::F32));
+    if let Some(e) = epilogue {
+        let body = expr_wgsl(e)?;
+        s += PRELUDE;
+        s += ROUNDING;
+        s += &format!("fn epilogue(o: u32, x0: f32) -> f32 {{\n    let rank = pm[{meta_len}u];\n    var rem = o;\n");
+        for k in 1..=extra {
+            s += &format!("    var o{k} = 0u;\n");
+        }
+        s += &format!(
+            "    for (var a = rank; a > 0u; a = a - 1u) {{\n        let ax = a - 1u;\n        \
+             let d = pm[{}u + ax];\n        let idx = rem % d;\n        rem = rem / d;\n",
+            meta_len + 1
+        );
+        for k in 1..=extra {
+            s += &format!("        o{k} = o{k} + idx * pm[{}u + {k}u * rank + ax];\n", meta_len + 1);
+        }
+        s += "    }\n";
+        for k in 1..=extra {
+            s += &format!("    let x{k} = e{k}[o{k}];\n");
+        }
+        s += &format!("    var r = 0.0;\n    {body}\n    return r;\n}}\n");
+    }
+    let fin = |o: &str, v: &str| if epilogue.is_some() { format!("epilogue({o}, {v})") } else { v.to_string() };
     s += &format!("var<workgroup> As: array<f32, {}>;\nvar<workgroup> Bs: array<f32, {}>;\n", bk * bm, bk * bn);
     let (prologue, load_a, load_b, store) = match kind {
         GemmKind::MatMul { .. } => (
@@ -137,7 +187,10 @@ pub fn gemm(kind: GemmKind, p: GemmParams) -> Result<WgslKernel, WgslError> {
             .to_string(),
             "a[aoff + gm * a_sm + gk * a_sk]".to_string(),
             "b[boff + gk * b_sk + gn * b_sn]".to_string(),
-            format!("c[coff + gm * n_all + gn] = v{};", if bias { " + bias[gn]" } else { "" }),
+            format!(
+                "let o = coff + gm * n_all + gn;\n                c[o] = {};",
+                fin("o", &format!("v{}", if bias { " + bias[gn]" } else { "" }))
+            ),
         ),
         GemmKind::Conv3d { .. } => (
             "    let ci_n = pm[3];
@@ -157,8 +210,9 @@ pub fn gemm(kind: GemmKind, p: GemmParams) -> Result<WgslKernel, WgslError> {
             "b[gm * k_all + gk]".to_string(),
             "load_x(gk, gn, ci_n, t_in, h_in, w_in, kt, kh, kw, t_out, h_out, w_out)".to_string(),
             format!(
-                "let nb = gn / spatial;\n                c[(nb * m_all + gm) * spatial + gn % spatial] = v{};",
-                if bias { " + bias[gm]" } else { "" }
+                "let nb = gn / spatial;\n                let o = (nb * m_all + gm) * spatial + gn % spatial;\n                \
+                 c[o] = {};",
+                fin("o", &format!("v{}", if bias { " + bias[gm]" } else { "" }))
             ),
         ),
     };
@@ -285,6 +339,20 @@ pub fn matmul_meta(
     v.extend(pad(a_batch));
     v.extend(pad(b_batch));
     to_u32(&v, "matmul_tiled_f32")
+}
+
+/// The fused epilogue's meta, appended to the family's: output dims and each extra input's
+/// broadcast strides over them.
+pub fn epilogue_meta(out_dims: &[usize], strides: &[Vec<usize>]) -> Result<Vec<u32>, WgslError> {
+    let mut v = vec![out_dims.len()];
+    v.extend_from_slice(out_dims);
+    for st in strides {
+        if st.len() != out_dims.len() {
+            return Err(WgslError::BadParams { kernel: "gemm epilogue".into(), reason: "stride rank mismatch".into() });
+        }
+        v.extend_from_slice(st);
+    }
+    to_u32(&v, "gemm epilogue")
 }
 
 /// Conv meta: x `[N, Ci, T, H, W]`, weight `[Co, Ci, kt, kh, kw]`, output spatial dims.

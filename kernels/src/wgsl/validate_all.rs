@@ -46,6 +46,14 @@ fn every_kernel() -> Vec<WgslKernel> {
             v.push(gemm(GemmKind::Conv3d { bias }, p).expect("conv"));
         }
     }
+    // Fused epilogues (gelu; gate and residual; a cast) on both GEMM families.
+    for text in ["in(0);gelu_tanh(0)", "in(0);in(1);mul(0,1);in(2);add(2,3)", "in(0);in(1);add(0,1);cast[bf16](2)"] {
+        let e = vidrt_ir::ElementwiseExpr::parse(text).expect("expr");
+        for bias in [false, true] {
+            v.push(super::gemm::gemm_fused(GemmKind::MatMul { bias }, GemmParams::DEFAULT, Some(&e)).expect("mm epi"));
+            v.push(super::gemm::gemm_fused(GemmKind::Conv3d { bias }, GemmParams::DEFAULT, Some(&e)).expect("cv epi"));
+        }
+    }
     // The whole tuning space of attention, at the head dims the models use.
     for (d, dv) in [(8, 8), (16, 16), (64, 64), (128, 128), (32, 16)] {
         for bias in [false, true] {

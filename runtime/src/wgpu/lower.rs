@@ -377,7 +377,8 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let meta = misc::timestep_meta(node.shape.numel(), *dim, *flip_sin_to_cos, &freqs).map_err(kerr)?;
             Ok(vec![Step { kernel: misc::timestep(), meta, ins: ins.to_vec(), out, grid: linear(node.shape.numel()) }])
         }
-        Op::MatMul { trans_a, trans_b, bias } => {
+        Op::MatMul { trans_a, trans_b, bias } | Op::MatMulEpilogue { trans_a, trans_b, bias, .. } => {
+            let epi = gemm_epilogue(g, i, 2 + usize::from(*bias))?;
             let (a, b) = (in_shape(0).dims(), in_shape(1).dims());
             let r = out_dims.len();
             let (m, n) = (out_dims[r - 2], out_dims[r - 1]);
@@ -395,26 +396,29 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             }
             let a_str = if *trans_a { [1, m] } else { [k, 1] };
             let b_str = if *trans_b { [1, k] } else { [n, 1] };
-            let meta = gemm::matmul_meta(m, n, k, a_str, b_str, batch, &ab, &bb).map_err(kerr)?;
+            let mut meta = gemm::matmul_meta(m, n, k, a_str, b_str, batch, &ab, &bb).map_err(kerr)?;
+            meta.extend(epi.as_ref().map_or(Vec::new(), |e| e.1.clone()));
             let (kind, dims, layout) = matmul_problem(out_dims, a, *trans_a, *trans_b, *bias);
             let nb = dims[0];
             let p = tuned_gemm(alloc, kind, dims, &layout, pick_gemm(m, n, alloc.shared_limit()), g, i)?;
-            let kernel = gemm::gemm(kind, p).map_err(kerr)?;
+            let kernel = gemm::gemm_fused(kind, p, epi.map(|e| e.0)).map_err(kerr)?;
             let grid = [n.div_ceil(p.bn as usize), m.div_ceil(p.bm as usize), nb];
             Ok(vec![Step { kernel, meta, ins: ins.to_vec(), out, grid: grid3(g, i, grid)? }])
         }
-        Op::Conv3d { stride, pad, bias } => {
+        Op::Conv3d { stride, pad, bias } | Op::Conv3dEpilogue { stride, pad, bias, .. } => {
+            let epi = gemm_epilogue(g, i, 2 + usize::from(*bias))?;
             let x = in_shape(0).dims();
             let w = in_shape(1).dims();
             let xs = [x[0], x[1], x[2], x[3], x[4]];
             let ws = [w[0], w[1], w[2], w[3], w[4]];
             let os = [out_dims[2], out_dims[3], out_dims[4]];
-            let meta = gemm::conv_meta(xs, ws, os, *stride, [pad[0][0], pad[1][0], pad[2][0]]).map_err(kerr)?;
+            let mut meta = gemm::conv_meta(xs, ws, os, *stride, [pad[0][0], pad[1][0], pad[2][0]]).map_err(kerr)?;
+            meta.extend(epi.as_ref().map_or(Vec::new(), |e| e.1.clone()));
             let ngemm = x[0] * os.iter().product::<usize>();
             let (kind, dims, layout) = conv_problem(out_dims, x, w, *stride, *bias);
             let heur = pick_gemm(w[0], ngemm, alloc.shared_limit());
             let p = tuned_gemm(alloc, kind, dims, &layout, heur, g, i)?;
-            let kernel = gemm::gemm(kind, p).map_err(kerr)?;
+            let kernel = gemm::gemm_fused(kind, p, epi.map(|e| e.0)).map_err(kerr)?;
             let grid = [ngemm.div_ceil(p.bn as usize), w[0].div_ceil(p.bm as usize), 1];
             Ok(vec![Step { kernel, meta, ins: ins.to_vec(), out, grid: grid3(g, i, grid)? }])
         }
@@ -460,16 +464,6 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
                 node.inputs.iter().map(|id| broadcast_strides(g.shape(*id), &dims)).collect();
             epilogue_step(expr, &dims, strides, ins.to_vec(), out)
         }
-        Op::MatMulEpilogue { trans_a, trans_b, bias, epilogue } => {
-            let base = 2 + usize::from(*bias);
-            let op = Op::MatMul { trans_a: *trans_a, trans_b: *trans_b, bias: *bias };
-            with_epilogue(g, i, op, base, epilogue, ins, out, alloc)
-        }
-        Op::Conv3dEpilogue { stride, pad, bias, epilogue } => {
-            let base = 2 + usize::from(*bias);
-            let op = Op::Conv3d { stride: *stride, pad: *pad, bias: *bias };
-            with_epilogue(g, i, op, base, epilogue, ins, out, alloc)
-        }
         Op::RmsNormEpilogue { axis, eps, style, weight, epilogue } => {
             let base = 1 + usize::from(*weight);
             let op = Op::RmsNorm { axis: *axis, eps: *eps, style: *style, weight: *weight };
@@ -512,6 +506,28 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             Ok(vec![norm, rope])
         }
     }
+}
+
+/// The fused epilogue of a matmul or conv3d epilogue node (`None` for the plain ops): its
+/// program, and its meta (output dims, each extra input's broadcast strides) for the GEMM
+/// kernel's store. `base`: the inputs before the epilogue's (a, b, bias).
+fn gemm_epilogue(
+    g: &Graph,
+    i: usize,
+    base: usize,
+) -> Result<Option<(&vidrt_ir::ElementwiseExpr, Vec<u32>)>, RuntimeError> {
+    let node = &g.nodes[i];
+    let expr = match &node.op {
+        Op::MatMulEpilogue { epilogue, .. } | Op::Conv3dEpilogue { epilogue, .. } => epilogue,
+        _ => return Ok(None),
+    };
+    let extras = node.inputs.get(base..).unwrap_or(&[]);
+    if expr.num_inputs() != extras.len() + 1 {
+        return Err(unsupported(g, i, "epilogue slots and node inputs disagree"));
+    }
+    let dims = node.shape.dims();
+    let strides: Vec<Vec<usize>> = extras.iter().map(|id| broadcast_strides(g.shape(*id), dims)).collect();
+    Ok(Some((expr, gemm::epilogue_meta(dims, &strides).map_err(kerr)?)))
 }
 
 /// A 3-D grid within the per-dimension limit (work past it is refused, not split yet).
@@ -656,8 +672,8 @@ fn epilogue_step(
 }
 
 /// `op` (the node's first `base` inputs) into a scratch buffer, then the epilogue (slot 0:
-/// that result; slot k: input `base + k − 1` broadcast). Two launches: the epilogue is not
-/// spliced into the producing kernel yet.
+/// that result; slot k: input `base + k − 1` broadcast): two launches, for the RMS norm
+/// epilogue (matmul and conv3d splice theirs into the GEMM's store).
 #[allow(clippy::too_many_arguments)]
 fn with_epilogue(
     g: &Graph,
