@@ -13,6 +13,7 @@ pub mod emit;
 pub mod kernels;
 pub mod lower;
 pub mod sim;
+pub mod tune;
 
 pub use builder::{Kernel, KernelBuilder, Target};
 pub use emit::{emit, text_hash};
