@@ -180,15 +180,15 @@ fn every_family_graph() -> vidrt::ir::Graph {
         let a = g.input(&format!("a{t}"), [12, 16], dtype).unwrap();
         let w = g.input(&format!("w{t}"), [8, 16], dtype).unwrap();
         let y = g.linear(a, w, None).unwrap();
-        g.set_output(&format!("mm{t}"), y).unwrap();
+        g.set_output(format!("mm{t}"), y).unwrap();
         let x = g.input(&format!("x{t}"), [1, 8, 2, 4, 4], dtype).unwrap();
         let k = g.input(&format!("k{t}"), [8, 8, 1, 3, 3], dtype).unwrap();
         let c = g.conv3d(x, k, None, [1; 3], [[0, 0], [1, 1], [1, 1]]).unwrap();
-        g.set_output(&format!("conv{t}"), c).unwrap();
+        g.set_output(format!("conv{t}"), c).unwrap();
         let q = g.input(&format!("q{t}"), [1, 5, 1, 16], dtype).unwrap();
         let kv = g.input(&format!("kv{t}"), [1, 7, 1, 16], dtype).unwrap();
         let o = g.attention(q, kv, kv, 0.25, None, None).unwrap();
-        g.set_output(&format!("att{t}"), o).unwrap();
+        g.set_output(format!("att{t}"), o).unwrap();
     }
     g
 }
