@@ -25,9 +25,8 @@ struct Cli {
     tune_db: Option<PathBuf>,
 }
 
-/// The tuning-database flags, set once in `main` (read by the GPU backends).
+/// The tuning-database flags, set once in `main` (read by the tunable backends).
 #[derive(Default)]
-#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
 struct TuneCfg {
     no_cache: bool,
     db: Option<PathBuf>,
@@ -64,6 +63,10 @@ enum Cmd {
     /// Time every candidate kernel of every distinct tunable problem (kernel family × shape)
     /// in the graphs of a generation at this size, and store the winners in the device's
     /// tuning database. Resumable: problems already tuned are skipped.
+    ///
+    /// Backends: wgpu and cuda (when built with their features) and ptx-sim. ptx-sim runs the
+    /// CUDA backend's PTX kernels in the CPU simulator: its times are the simulator's CPU wall
+    /// time, which exercises the tuning plumbing and says nothing about GPU speed.
     Tune {
         /// tiny, wan2.1-t2v-1.3b or wan2.1-t2v-14b.
         #[arg(long, default_value = "tiny")]
@@ -74,7 +77,7 @@ enum Cmd {
         width: usize,
         #[arg(long, default_value_t = 17)]
         frames: usize,
-        /// Backend to tune (wgpu; cuda once its tunable kernels exist).
+        /// Backend to tune: wgpu, cuda or ptx-sim (CPU simulator; times are not GPU speed).
         #[arg(long, default_value = "wgpu")]
         backend: String,
         /// Timed runs per candidate (the median is kept).
@@ -231,7 +234,6 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 }
 
 #[allow(clippy::too_many_arguments)] // the subcommand's flags
-#[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
 fn tune(
     model: &str,
     height: usize,
@@ -253,44 +255,56 @@ fn tune(
     if !components.is_empty() {
         graphs.retain(|(name, _)| components.iter().any(|c| vidrt::tune::component_of(name) == c));
     }
-    match backend_name {
+    let b: Box<dyn vidrt::runtime::tune::Tunable> = match backend_name {
         #[cfg(feature = "wgpu")]
-        "wgpu" => {
-            let settings = vidrt::runtime::tune::TimingSettings { warmup, repeats: repeats.max(1) };
-            let b = wgpu_backend()?;
-            let mut db = match b.tune_db() {
-                Some(db) => db.clone(),
-                None => vidrt::runtime::tune::TuneDb::in_memory(b.device_info()),
-            };
-            eprintln!(
-                "tuning {model} at {width}x{height}x{frames} on {} into {}",
-                b.adapter_name(),
-                db.path.as_ref().map_or("memory (--no-tune-cache)".to_string(), |p| p.display().to_string())
-            );
-            let mut bar = TuneBar { bar: None };
-            let sum = vidrt::tune::tune_wgpu(&b, &mut db, &graphs, settings, &mut bar).context("tuning")?;
-            for l in &sum.lines {
-                println!("{l}");
-            }
-            println!(
-                "tuned {} problem(s), {} already in the database, {} failed; {} entries in the database",
-                sum.tuned,
-                sum.cached,
-                sum.failed,
-                db.len()
-            );
-            Ok(if sum.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
+        "wgpu" => Box::new(wgpu_backend()?),
+        #[cfg(feature = "cuda")]
+        "cuda" => Box::new(cuda_backend()?),
+        "ptx-sim" => Box::new(sim_backend()),
         "cpu" => bail!("the CPU backend has no tunable kernels (its GEMM comes from matrixmultiply)"),
-        other => bail!(
-            "cannot tune backend `{other}` in this build (tunable: {})",
-            if cfg!(feature = "wgpu") { "wgpu" } else { "none; build with --features wgpu" }
-        ),
+        other => {
+            let mut have = vec!["ptx-sim"];
+            if cfg!(feature = "wgpu") {
+                have.push("wgpu");
+            }
+            if cfg!(feature = "cuda") {
+                have.push("cuda");
+            }
+            bail!(
+                "cannot tune backend `{other}` in this build (tunable: {}; GPU backends need `--features wgpu` or `--features cuda`)",
+                have.join(", ")
+            )
+        }
+    };
+    let settings = vidrt::runtime::tune::TimingSettings { warmup, repeats: repeats.max(1) };
+    let mut db = match b.tune_db() {
+        Some(db) => db.clone(),
+        None => vidrt::runtime::tune::TuneDb::in_memory(b.device_info()),
+    };
+    eprintln!(
+        "tuning {model} at {width}x{height}x{frames} on {} into {}",
+        b.describe(),
+        db.path.as_ref().map_or("memory (--no-tune-cache)".to_string(), |p| p.display().to_string())
+    );
+    if let Some(note) = b.timing_note() {
+        eprintln!("note: {note}");
     }
+    let mut bar = TuneBar { bar: None };
+    let sum = vidrt::tune::tune_backend(b.as_ref(), &mut db, &graphs, settings, &mut bar).context("tuning")?;
+    for l in &sum.lines {
+        println!("{l}");
+    }
+    println!(
+        "tuned {} problem(s), {} already in the database, {} failed; {} entries in the database",
+        sum.tuned,
+        sum.cached,
+        sum.failed,
+        db.len()
+    );
+    Ok(if sum.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The tuning progress bar (with ETA).
-#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
 struct TuneBar {
     bar: Option<indicatif::ProgressBar>,
 }
@@ -577,25 +591,46 @@ fn ops(backend_name: &str, filter: Option<&str>) -> Result<ExitCode> {
 
 #[cfg(feature = "wgpu")]
 fn wgpu_backend() -> Result<vidrt::runtime::wgpu::WgpuBackend> {
-    use vidrt::runtime::tune::TuneDb;
     use vidrt::runtime::wgpu::WgpuBackend;
-    let t = TUNE_CFG.get_or_init(TuneCfg::default);
     let plain = WgpuBackend::without_tuning().context("opening the wgpu backend")?;
+    Ok(match tune_db_for(&plain.device_info()) {
+        Some(db) => plain.with_db(db),
+        None => plain,
+    })
+}
+
+/// The tuning database a backend on device `dev` reads: `None` with `--no-tune-cache`, else
+/// `--tune-db` or the default path; its warnings are printed.
+fn tune_db_for(dev: &vidrt::runtime::tune::DeviceInfo) -> Option<Option<vidrt::runtime::tune::TuneDb>> {
+    use vidrt::runtime::tune::TuneDb;
+    let t = TUNE_CFG.get_or_init(TuneCfg::default);
     if t.no_cache {
-        return Ok(plain);
+        return None;
     }
-    let dev = plain.device_info();
-    let path = t.db.clone().or_else(|| vidrt::runtime::tune::default_db_path(&dev));
-    let b = plain.with_db(path.map(|p| TuneDb::open(&p, dev)));
-    for w in b.tuning_warnings() {
+    let path = t.db.clone().or_else(|| vidrt::runtime::tune::default_db_path(dev));
+    let db = path.map(|p| TuneDb::open(&p, dev.clone()));
+    for w in db.iter().flat_map(|d| &d.warnings) {
         eprintln!("warning: {w}");
     }
-    Ok(b)
+    Some(db)
 }
 
 #[cfg(feature = "cuda")]
 fn cuda_backend() -> Result<vidrt::runtime::cuda::CudaBackend> {
-    vidrt::runtime::cuda::CudaBackend::new().context("opening the CUDA backend")
+    let plain = vidrt::runtime::cuda::CudaBackend::without_tuning().context("opening the CUDA backend")?;
+    Ok(match tune_db_for(&plain.device_info()) {
+        Some(db) => plain.with_db(db),
+        None => plain,
+    })
+}
+
+/// The PTX simulator with the tuning database the flags say.
+fn sim_backend() -> vidrt::runtime::SimBackend {
+    let plain = vidrt::runtime::SimBackend::without_tuning();
+    match tune_db_for(&plain.device_info()) {
+        Some(db) => plain.with_db(db),
+        None => plain,
+    }
 }
 
 fn backend(name: &str) -> Result<Box<dyn Backend>> {
@@ -603,7 +638,7 @@ fn backend(name: &str) -> Result<Box<dyn Backend>> {
         "cpu" => Ok(Box::new(CpuBackend::new())),
         // The CUDA backend's PTX kernels run in the CPU simulator: slow, exact to the kernels'
         // arithmetic, for checking them without a GPU.
-        "ptx-sim" => Ok(Box::new(vidrt::runtime::SimBackend::new())),
+        "ptx-sim" => Ok(Box::new(sim_backend())),
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Box::new(wgpu_backend()?)),
         #[cfg(feature = "cuda")]

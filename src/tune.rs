@@ -9,12 +9,16 @@
 //! - Resumable: the database is saved after every problem, and a problem whose key is
 //!   already there (same device, driver and kernel text hash) is skipped, so a second run
 //!   tunes nothing and an edited kernel is tuned again.
-//! - Backends: wgpu (feature `wgpu`). The CUDA backend joins when its tunable kernels exist.
+//! - Backends: any [`Tunable`] one: wgpu (feature `wgpu`), CUDA (feature `cuda`; timed with
+//!   CUDA events around the kernels), and the PTX simulator `ptx-sim` (always built; its times
+//!   are the simulator's CPU wall time, which tests the plumbing and says nothing of GPU speed).
 
 use vidrt_graph::umt5::{build_umt5, Umt5Options};
 use vidrt_graph::wan_dit::{build_dit, DitOptions, DitShape};
 use vidrt_graph::wan_vae::{build_decoder_chunk, ChunkKind, ChunkOptions};
 use vidrt_ir::{Graph, NodeId, Op, Tensor};
+use vidrt_runtime::tune::{time_candidate, Candidate, Entry, TimingSettings, Tunable, TuneDb};
+use vidrt_runtime::NoWeights;
 
 use crate::error::{Error, Result};
 
@@ -140,77 +144,63 @@ impl TuneProgress for Quiet {
     fn end(&mut self) {}
 }
 
-#[cfg(feature = "wgpu")]
-pub use wgpu_tuner::tune_wgpu;
-
-#[cfg(feature = "wgpu")]
-mod wgpu_tuner {
-    use vidrt_runtime::tune::{time_candidate, Candidate, Entry, TimingSettings, TuneDb};
-    use vidrt_runtime::wgpu::WgpuBackend;
-    use vidrt_runtime::Backend;
-    use vidrt_runtime::NoWeights;
-
-    use super::{isolate, seeded_inputs, TuneProgress, TuneSummary};
-    use crate::error::{Error, Result};
-    use vidrt_ir::Graph;
-
-    /// Tunes every problem of `graphs` on `backend`'s adapter into `db` (saved after every
-    /// problem). Problems already in `db` are skipped.
-    pub fn tune_wgpu(
-        backend: &WgpuBackend,
-        db: &mut TuneDb,
-        graphs: &[(String, Graph)],
-        settings: TimingSettings,
-        progress: &mut dyn TuneProgress,
-    ) -> Result<TuneSummary> {
-        let mut todo = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (name, g) in graphs {
-            for p in backend.problems(g) {
-                if seen.insert(p.key.id()) {
-                    todo.push((name.as_str(), g, p));
-                }
+/// Tunes every problem of `graphs` on `backend` into `db` (saved after every problem).
+/// Problems already in `db` are skipped. Any [`Tunable`] backend: wgpu, CUDA, the PTX
+/// simulator.
+pub fn tune_backend(
+    backend: &dyn Tunable,
+    db: &mut TuneDb,
+    graphs: &[(String, Graph)],
+    settings: TimingSettings,
+    progress: &mut dyn TuneProgress,
+) -> Result<TuneSummary> {
+    let mut todo = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (name, g) in graphs {
+        for p in backend.problems(g) {
+            if seen.insert(p.key.id()) {
+                todo.push((name.as_str(), g, p));
             }
         }
-        let mut sum = TuneSummary::default();
-        progress.begin(todo.len());
-        for (done, (name, g, p)) in todo.iter().enumerate() {
-            let what = format!("{} {:?} {} ({name})", p.key.family, p.key.shape, p.key.layout);
-            progress.problem(done, &what);
-            if db.get(&p.key).is_some() {
-                sum.cached += 1;
-                continue;
-            }
-            let one = isolate(g, p.node)?;
-            let mut candidates = Vec::with_capacity(p.candidates.len());
-            for c in &p.candidates {
-                let b = backend.forcing(&p.key.family, c);
-                let r = b
-                    .compile(&one, &NoWeights)
-                    .and_then(|mut exe| time_candidate(exe.as_mut(), &mut |seed| seeded_inputs(&one, seed), settings));
-                candidates.push(match r {
-                    Ok(t) => Candidate { params: c.clone(), time_us: Some(t), error: None },
-                    Err(e) => Candidate { params: c.clone(), time_us: None, error: Some(e.to_string()) },
-                });
-            }
-            match Entry::from_candidates(p.key.clone(), candidates, settings) {
-                Some(e) => {
-                    let t = e.candidates.iter().find(|c| c.params == e.winner).and_then(|c| c.time_us).unwrap_or(0.0);
-                    sum.lines.push(format!("{what}: {} ({t:.1} µs)", e.winner));
-                    db.insert(e);
-                    db.save().map_err(|source| Error::Io { path: db.path.clone().unwrap_or_default(), source })?;
-                    sum.tuned += 1;
-                }
-                None => {
-                    sum.lines.push(format!("{what}: every candidate failed"));
-                    sum.failed += 1;
-                }
-            }
-        }
-        progress.problem(todo.len(), "done");
-        progress.end();
-        Ok(sum)
     }
+    let mut sum = TuneSummary::default();
+    progress.begin(todo.len());
+    for (done, (name, g, p)) in todo.iter().enumerate() {
+        let what = format!("{} {:?} {} ({name})", p.key.family, p.key.shape, p.key.layout);
+        progress.problem(done, &what);
+        if db.get(&p.key).is_some() {
+            sum.cached += 1;
+            continue;
+        }
+        let one = isolate(g, p.node)?;
+        let mut candidates = Vec::with_capacity(p.candidates.len());
+        for c in &p.candidates {
+            let b = backend.forcing(&p.key.family, c);
+            let r = b
+                .compile(&one, &NoWeights)
+                .and_then(|mut exe| time_candidate(exe.as_mut(), &mut |seed| seeded_inputs(&one, seed), settings));
+            candidates.push(match r {
+                Ok(t) => Candidate { params: c.clone(), time_us: Some(t), error: None },
+                Err(e) => Candidate { params: c.clone(), time_us: None, error: Some(e.to_string()) },
+            });
+        }
+        match Entry::from_candidates(p.key.clone(), candidates, settings) {
+            Some(e) => {
+                let t = e.candidates.iter().find(|c| c.params == e.winner).and_then(|c| c.time_us).unwrap_or(0.0);
+                sum.lines.push(format!("{what}: {} ({t:.1} µs)", e.winner));
+                db.insert(e);
+                db.save().map_err(|source| Error::Io { path: db.path.clone().unwrap_or_default(), source })?;
+                sum.tuned += 1;
+            }
+            None => {
+                sum.lines.push(format!("{what}: every candidate failed"));
+                sum.failed += 1;
+            }
+        }
+    }
+    progress.problem(todo.len(), "done");
+    progress.end();
+    Ok(sum)
 }
 
 #[cfg(test)]

@@ -168,3 +168,183 @@ fn golden_text_encoder_in_bf16_on_the_simulator() {
 fn check_intermediates_names_the_first_non_finite_node_on_the_simulator() {
     common::check_intermediates_names_the_first_non_finite_node(&SimBackend::new());
 }
+
+// --- Tuning on the simulator (issue 8): the CUDA backend's tuning plumbing, run in CI ---
+
+/// One graph with a node of every tunable PTX family at tiny shapes: matmul, conv3d and
+/// attention, each in bf16 (tensor-core kernels) and f32 (SIMT kernels).
+fn every_family_graph() -> vidrt::ir::Graph {
+    use vidrt::ir::{DType, Graph};
+    let mut g = Graph::new();
+    for (t, dtype) in [("h", DType::BF16), ("f", DType::F32)] {
+        let a = g.input(&format!("a{t}"), [12, 16], dtype).unwrap();
+        let w = g.input(&format!("w{t}"), [8, 16], dtype).unwrap();
+        let y = g.linear(a, w, None).unwrap();
+        g.set_output(format!("mm{t}"), y).unwrap();
+        let x = g.input(&format!("x{t}"), [1, 8, 2, 4, 4], dtype).unwrap();
+        let k = g.input(&format!("k{t}"), [8, 8, 1, 3, 3], dtype).unwrap();
+        let c = g.conv3d(x, k, None, [1; 3], [[0, 0], [1, 1], [1, 1]]).unwrap();
+        g.set_output(format!("conv{t}"), c).unwrap();
+        let q = g.input(&format!("q{t}"), [1, 5, 1, 16], dtype).unwrap();
+        let kv = g.input(&format!("kv{t}"), [1, 7, 1, 16], dtype).unwrap();
+        let o = g.attention(q, kv, kv, 0.25, None, None).unwrap();
+        g.set_output(format!("att{t}"), o).unwrap();
+    }
+    g
+}
+
+fn temp_db(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vidrt-sim-tune-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("db.json")
+}
+
+/// `tune_backend` on the simulator: every family is tuned into a file database, a second run
+/// tunes nothing, the backend compiled with the database uses every winner (and gets the
+/// CPU's results), an invalid winner is ignored, entries of another candidate set (kernel
+/// text hash) are tuned again, and a corrupt file is a warning after which tuning works.
+#[test]
+fn tuning_on_the_simulator_round_trip() {
+    use vidrt::runtime::tune::{TimingSettings, TuneDb};
+    use vidrt::runtime::Backend;
+    let g = every_family_graph();
+    let graphs = vec![("every family".to_string(), g.clone())];
+    let sim = SimBackend::without_tuning();
+    let dev = sim.device_info();
+    assert_eq!(dev.backend, "ptx-sim");
+    let path = temp_db("round-trip");
+    let settings = TimingSettings { warmup: 0, repeats: 1 };
+    let tune =
+        |db: &mut TuneDb| vidrt::tune::tune_backend(&sim, db, &graphs, settings, &mut vidrt::tune::Quiet).unwrap();
+
+    let problems = sim.problems(&g);
+    let mut families: Vec<&str> = problems.iter().map(|p| p.key.family.as_str()).collect();
+    families.sort_unstable();
+    assert_eq!(
+        families,
+        [
+            "attention_mma_bf16",
+            "attention_simt_f32",
+            "conv3d_mma_bf16",
+            "conv3d_simt_f32",
+            "matmul_mma_bf16",
+            "matmul_simt_f32"
+        ]
+    );
+    assert!(problems.iter().all(|p| p.candidates.len() > 1), "{problems:?}");
+    let mut db = TuneDb::open(&path, dev.clone());
+    let s = tune(&mut db);
+    assert_eq!((s.tuned, s.cached, s.failed), (problems.len(), 0, 0), "{:?}", s.lines);
+    let s = tune(&mut TuneDb::open(&path, dev.clone()));
+    assert_eq!((s.tuned, s.cached), (0, problems.len()), "a second run tunes nothing: {:?}", s.lines);
+
+    // The backend reads the file and compiles every tunable node with its winner.
+    let tuned = sim.with_db(Some(TuneDb::open(&path, dev.clone())));
+    assert!(tuned.tuning_warnings().is_empty(), "{:?}", tuned.tuning_warnings());
+    let ins = vidrt::tune::seeded_inputs(&g, 3);
+    let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let want = CpuBackend::new().compile(&g, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+    let got = tuned.compile(&g, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+    assert_eq!(tuned.tuning_hits(), (problems.len(), 0));
+    for ((name, a), (_, b)) in got.iter().zip(&want) {
+        let c = vidrt::golden::compare(a, b).unwrap();
+        assert!(c.rel_l2 < 2e-2, "{name}: {c:?}");
+    }
+
+    // A winner that is not a valid point here is ignored (heuristic), never a failure.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for e in json["entries"].as_array_mut().unwrap() {
+        e["winner"] = "bm=4096,bn=4096,bk=64,warps_m=1,warps_n=1".into();
+    }
+    let bad = path.with_file_name("bad-winner.json");
+    std::fs::write(&bad, serde_json::to_string(&json).unwrap()).unwrap();
+    let bad_b = sim.with_db(Some(TuneDb::open(&bad, dev.clone())));
+    let got = bad_b.compile(&g, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+    assert_eq!(bad_b.tuning_hits(), (0, problems.len()));
+    assert_eq!(got.len(), want.len());
+
+    // Another candidate set (an edited kernel's text hash): never served, tuned again.
+    for e in json["entries"].as_array_mut().unwrap() {
+        e["key"]["kernel_hash"] = 12345.into();
+    }
+    std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+    let stale = sim.with_db(Some(TuneDb::open(&path, dev.clone())));
+    stale.compile(&g, &vidrt::runtime::NoWeights).unwrap();
+    assert_eq!(stale.tuning_hits(), (0, 0));
+    let s = tune(&mut TuneDb::open(&path, dev.clone()));
+    assert_eq!((s.tuned, s.cached), (problems.len(), 0), "stale entries are tuned again: {:?}", s.lines);
+
+    // A corrupt file: a warning, the heuristics, and tuning replaces it.
+    std::fs::write(&path, b"{\"version\": 1, \"entries\": [tru").unwrap();
+    let mut db = TuneDb::open(&path, dev.clone());
+    assert!(db.warnings.iter().any(|w| w.contains("corrupt")), "{:?}", db.warnings);
+    let corrupt = sim.with_db(Some(db.clone()));
+    assert_eq!(corrupt.tuning_warnings().len(), 1);
+    corrupt.compile(&g, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+    let s = tune(&mut db);
+    assert_eq!(s.tuned, problems.len());
+    assert!(TuneDb::open(&path, dev).warnings.is_empty());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// A forced point compiles that point (a tuner's candidate); one that is not a point of the
+/// family, or is invalid for the shape, fails to compile with a typed error.
+#[test]
+fn forced_points_on_the_simulator() {
+    use vidrt::runtime::Backend;
+    let g = every_family_graph();
+    let sim = SimBackend::without_tuning();
+    for p in sim.problems(&g) {
+        let one = vidrt::tune::isolate(&g, p.node).unwrap();
+        for c in &p.candidates {
+            sim.forcing(&p.key.family, c).compile(&one, &vidrt::runtime::NoWeights).unwrap();
+        }
+        let e = sim.forcing(&p.key.family, "nope=1").compile(&one, &vidrt::runtime::NoWeights).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("not a parameter point")), "{}", p.key.family);
+    }
+    // A point outside the family's rules (a 262144-thread block) is an error, not a panic.
+    let p = sim.problems(&g).into_iter().find(|p| p.key.family == "matmul_simt_f32").unwrap();
+    let one = vidrt::tune::isolate(&g, p.node).unwrap();
+    let e = sim.forcing(&p.key.family, "bm=512,bn=512,bk=8,tm=1,tn=1").compile(&one, &vidrt::runtime::NoWeights);
+    assert!(e.is_err());
+}
+
+/// `vidrt tune --backend ptx-sim` on the tiny model's DiT (batch 1): it says its times are not
+/// GPU speed, tunes, a second run tunes nothing, and a corrupt database is a warning (the
+/// simulator backend of any command reads it).
+#[test]
+fn tune_cli_on_the_simulator() {
+    let path = temp_db("cli");
+    let tune = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidrt"))
+            .args(["tune", "--model", "tiny", "--height", "32", "--width", "32", "--frames", "5"])
+            .args(["--component", "dit", "--no-cfg", "--repeats", "1", "--warmup", "0", "--backend", "ptx-sim"])
+            .arg("--tune-db")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{log}");
+        let line = log.lines().find(|l| l.starts_with("tuned ")).unwrap_or_else(|| panic!("{log}")).to_string();
+        let nums: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+        (nums[0], nums[1], log)
+    };
+    let (tuned, cached, log) = tune();
+    assert!(tuned > 0 && cached == 0, "{log}");
+    assert!(log.contains("say nothing about GPU speed"), "{log}");
+    let (again, cached2, log) = tune();
+    assert_eq!((again, cached2), (0, tuned), "{log}");
+    // A corrupt database is a warning: the run goes on with the heuristics.
+    std::fs::write(&path, b"not json").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidrt"))
+        .args(["ops", "--backend", "ptx-sim", "--filter", "silu"])
+        .arg("--tune-db")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("warning: tuning database") && log.contains("corrupt"), "{log}");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

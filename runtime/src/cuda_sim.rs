@@ -2,25 +2,123 @@
 //! `vidrt_kernels::ptx::sim`, so the harness checks the CUDA kernels' numerics (and catches
 //! out-of-bounds accesses and barrier divergence) on machines without a GPU. Slow: for
 //! tests, not for models.
+//!
+//! Tunable like the CUDA backend (same lowering, same families; see [`crate::tune::ptx`]):
+//! [`SimBackend::new`] reads the simulator's tuning database, [`SimBackend::forcing`] and
+//! [`SimBackend::problems`] serve `vidrt tune --backend ptx-sim`. Its timings are the CPU
+//! wall time of the simulator: they test the tuning plumbing, and say nothing of GPU speed.
+
+use std::sync::Arc;
 
 use vidrt_ir::{DType, Graph, Node, Op, Tensor, TensorData};
-use vidrt_kernels::ptx::lower::{lower, unsupported_reason, Arg, Lowered};
+use vidrt_kernels::ptx::lower::{lower_with, unsupported_reason, Arg, Lowered};
 use vidrt_kernels::ptx::sim::{self, ArgValue, GlobalMem, LaunchDims};
+use vidrt_kernels::ptx::tune::Chooser;
 use vidrt_kernels::ptx::KernelError;
 
 use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
+use crate::tune::ptx::sim_device_info;
+use crate::tune::{default_db_path, DeviceInfo, Problem, Tunable, TuneDb, Tuning};
 use crate::RuntimeError;
 
+/// What a simulator tuning run measures.
+pub const SIM_TIMING_NOTE: &str = "ptx-sim times are the CPU wall time of the PTX simulator: they exercise the \
+     tuning plumbing and say nothing about GPU speed";
+
 /// The PTX simulator backend (name `ptx-sim`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SimBackend {
     /// Simulated device memory, in bytes (`None`: unlimited); see [`SimBackend::with_memory_limit`].
     memory_limit: Option<u64>,
+    tuning: Arc<Tuning>,
+}
+
+impl Default for SimBackend {
+    fn default() -> Self {
+        SimBackend::without_tuning()
+    }
 }
 
 impl SimBackend {
+    /// The simulator with its tuning database from the user's cache directory (see
+    /// [`crate::tune`]); a broken database is only a warning ([`SimBackend::tuning_warnings`]).
     pub fn new() -> Self {
-        SimBackend::default()
+        let b = SimBackend::without_tuning();
+        let dev = b.device_info();
+        let db = default_db_path(&dev).map(|p| TuneDb::open(&p, dev));
+        b.with_db(db)
+    }
+
+    /// The simulator with no tuning database (the heuristics only; `--no-tune-cache`).
+    pub fn without_tuning() -> Self {
+        SimBackend { memory_limit: None, tuning: Arc::new(Tuning::new(sim_device_info(), None)) }
+    }
+
+    /// The same backend with `db` as its tuning database.
+    pub fn with_db(&self, db: Option<TuneDb>) -> Self {
+        SimBackend { memory_limit: self.memory_limit, tuning: Arc::new(Tuning::new(self.device_info(), db)) }
+    }
+
+    /// The same backend, with every node of kernel family `family` (e.g. `matmul_simt_f32`)
+    /// compiled at parameter point `params` (how the tuner times a candidate). An invalid
+    /// point fails to compile.
+    pub fn forcing(&self, family: &str, params: &str) -> Self {
+        SimBackend {
+            memory_limit: self.memory_limit,
+            tuning: Arc::new(Tuning::forcing(self.device_info(), family, params)),
+        }
+    }
+
+    /// What the tuning key records of the simulator.
+    pub fn device_info(&self) -> DeviceInfo {
+        self.tuning.device.clone()
+    }
+
+    /// The tuning database in use, if any.
+    pub fn tune_db(&self) -> Option<&TuneDb> {
+        self.tuning.db.as_ref()
+    }
+
+    /// (nodes compiled with a tuning-database winner, winners ignored as invalid here) since
+    /// this backend was made.
+    pub fn tuning_hits(&self) -> (usize, usize) {
+        self.tuning.hits()
+    }
+
+    /// Warnings from opening the tuning database (corrupt, foreign, unreadable).
+    pub fn tuning_warnings(&self) -> Vec<String> {
+        self.tuning.warnings()
+    }
+
+    /// The distinct tunable problems of `graph`, in graph order.
+    pub fn problems(&self, graph: &Graph) -> Vec<Problem> {
+        crate::tune::ptx::problems(graph, &self.tuning)
+    }
+}
+
+impl Tunable for SimBackend {
+    fn device_info(&self) -> DeviceInfo {
+        SimBackend::device_info(self)
+    }
+
+    fn tune_db(&self) -> Option<&TuneDb> {
+        SimBackend::tune_db(self)
+    }
+
+    fn describe(&self) -> String {
+        "the PTX simulator (CPU)".into()
+    }
+
+    fn problems(&self, graph: &Graph) -> Vec<Problem> {
+        SimBackend::problems(self, graph)
+    }
+
+    fn forcing(&self, family: &str, params: &str) -> Box<dyn Backend> {
+        Box::new(SimBackend::forcing(self, family, params))
+    }
+
+    fn timing_note(&self) -> Option<&'static str> {
+        Some(SIM_TIMING_NOTE)
     }
 }
 
@@ -57,8 +155,13 @@ pub(crate) fn tensor_from_bytes(node: &Node, b: &[u8]) -> Result<Tensor, Runtime
     Tensor::new(node.shape.clone(), data).map_err(|e| RuntimeError::Device(format!("internal: {e}")))
 }
 
-/// Lowers every node of a verified graph, naming the first unsupported one.
-pub(crate) fn lower_graph(graph: &Graph, backend: &'static str) -> Result<Vec<Lowered>, RuntimeError> {
+/// Lowers every node of a verified graph (tunable nodes at `chooser`'s points), naming the
+/// first unsupported one.
+pub(crate) fn lower_graph(
+    graph: &Graph,
+    backend: &'static str,
+    chooser: &dyn Chooser,
+) -> Result<Vec<Lowered>, RuntimeError> {
     let mut plans = Vec::with_capacity(graph.len());
     for (i, node) in graph.nodes.iter().enumerate() {
         let ins: Vec<(&[usize], DType)> =
@@ -71,7 +174,7 @@ pub(crate) fn lower_graph(graph: &Graph, backend: &'static str) -> Result<Vec<Lo
             name: node.name.clone(),
             reason,
         };
-        match lower(&node.op, &ins, node.shape.dims(), node.dtype, &format!("n{i}")) {
+        match lower_with(&node.op, &ins, node.shape.dims(), node.dtype, &format!("n{i}"), chooser) {
             Ok(p) => plans.push(p),
             Err(KernelError::Unsupported(r)) => return Err(unsupported(r)),
             Err(e @ KernelError::Invalid(_)) => return Err(unsupported(e.to_string())),
@@ -139,7 +242,7 @@ impl Backend for SimBackend {
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
-        let plans = lower_graph(graph, "ptx-sim")?;
+        let plans = lower_graph(graph, "ptx-sim", &*self.tuning)?;
         let weights = bind_weights(graph, weights)?;
         Ok(Box::new(SimExecutable { graph: graph.clone(), plans, weights, memory_limit: self.memory_limit }))
     }

@@ -1,5 +1,6 @@
 //! Every kernel family at every point of its parameter space, on representative shapes and
-//! dtypes: what the ptxas test assembles (and what tuning will enumerate).
+//! dtypes: what the ptxas test assembles. The tunable families' points are the same spaces the
+//! tuner enumerates (`ptx::tune`), so every tuning candidate is covered here.
 
 use vidrt_ir::{BinaryOp, DType, ReduceOp, RmsStyle, UnaryOp};
 

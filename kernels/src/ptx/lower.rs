@@ -1,6 +1,10 @@
 //! Lowering of IR ops to PTX kernel launches, shared by the CUDA backend and the simulator
 //! backend. The match over [`Op`] has no catch-all: a new op fails to compile here until it
 //! gets a kernel or an explicit "unsupported".
+//!
+//! Tunable nodes (matmul, conv3d, attention, fused or not) take their parameter point from a
+//! [`Chooser`] ([`lower_with`]; see [`super::tune`]): forced, a tuning database's winner, or
+//! the deterministic heuristic below ([`lower`] uses the heuristics alone).
 
 use vidrt_ir::{DType, Op};
 
@@ -12,6 +16,7 @@ use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec, SimtParams};
 use super::kernels::gemm_mma::{self, MmaParams};
 use super::kernels::rowwise::{self, Post, RowLayout, RowOp, RowParams};
+use super::tune::{bucket, within_shared_limit, Chooser, Heuristics, Pick, Point, TuneProblem};
 use super::{Kernel, KernelError};
 
 /// A kernel argument in a launch.
@@ -168,34 +173,137 @@ fn gemm_spec(
     })
 }
 
+/// A tunable node's problem, before the chooser sees it (see [`TuneProblem`]).
+struct Desc {
+    family: String,
+    dtypes: String,
+    dims: Vec<usize>,
+    align: Vec<usize>,
+    layout: String,
+}
+
+/// A generated kernel with its (grid, block).
+type Built = (Kernel, u32, u32);
+
+/// The kernel of a tunable node at the point `chooser` picks from `space`: `exact` builds the
+/// node's kernel at a point, `representative` the same family at the bucketed shape (for the
+/// candidate-set hash), `heuristic` the deterministic choice.
+fn tuned<P: Point>(
+    chooser: &dyn Chooser,
+    desc: Desc,
+    space: &[P],
+    exact: &dyn Fn(P) -> Result<Built, KernelError>,
+    representative: &dyn Fn(P) -> Result<Kernel, KernelError>,
+    heuristic: &dyn Fn() -> Result<Built, KernelError>,
+) -> Result<Built, KernelError> {
+    let family = desc.family.clone();
+    let parse = |t: &str| {
+        P::from_text(t).ok_or_else(|| KernelError::Invalid(format!("`{t}` is not a parameter point of {family}")))
+    };
+    let checked = |p: P| exact(p).and_then(|(k, g, b)| Ok((within_shared_limit(k)?, g, b)));
+    let generate = |t: &str| parse(t).and_then(checked).map(|b| b.0);
+    let rep = |t: &str| parse(t).and_then(representative).and_then(within_shared_limit);
+    let problem = TuneProblem {
+        family: desc.family,
+        dtypes: desc.dtypes,
+        dims: desc.dims,
+        align: desc.align,
+        layout: desc.layout,
+        space: space.iter().map(|p| p.to_text()).collect(),
+        generate: &generate,
+        representative: &rep,
+    };
+    match chooser.pick(&problem) {
+        Pick::Forced(t) => parse(&t).and_then(checked),
+        Pick::Tuned(t) => match parse(&t).and_then(checked) {
+            Ok(b) => {
+                chooser.record(true);
+                Ok(b)
+            }
+            Err(_) => {
+                chooser.record(false);
+                heuristic()
+            }
+        },
+        Pick::Heuristic => heuristic(),
+    }
+}
+
+/// The name a representative kernel has (the candidate-set hash must not depend on the node).
+const REPRESENTATIVE: &str = "tune_candidate";
+
 /// The matmul kernel for `spec`: tensor cores where [`gemm_mma::mma_unsupported`] allows,
 /// the SIMT kernel otherwise.
-fn gemm(name: &str, spec: &GemmSpec) -> Result<Lowered, KernelError> {
+fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, KernelError> {
     let inputs = 2 + usize::from(spec.bias) + spec.epilogue.as_ref().map_or(0, |e| e.extra.len());
     let args: Vec<Arg> = (0..inputs).map(Arg::Input).chain([Arg::Output]).collect();
     let work = spec.batch_count() * spec.m * spec.n;
+    let t = |b: bool| if b { "t" } else { "n" };
+    let layout = format!(
+        "{}{}{}{}{}",
+        t(spec.trans_a),
+        t(spec.trans_b),
+        if spec.bias { ",bias" } else { "" },
+        spec.epilogue.as_ref().map_or(String::new(), |e| format!(",epilogue{}", e.extra.len())),
+        if !spec.batch.is_empty() && spec.b_batch.iter().all(|&s| s == 0) { ",b_shared" } else { "" },
+    );
+    let desc = |family: &str| Desc {
+        family: format!("{family}_{}", spec.in_dtype.name()),
+        dtypes: format!("{0},{0}->{1}", spec.in_dtype.name(), spec.out_dtype.name()),
+        dims: vec![spec.batch_count(), spec.m, spec.n, spec.k],
+        align: vec![spec.m, spec.n, spec.k],
+        layout: layout.clone(),
+    };
+    // The same layout at the bucketed shape, one matrix, no epilogue.
+    let rep = GemmSpec {
+        trans_a: spec.trans_a,
+        bias: spec.bias,
+        ..GemmSpec::plain(bucket(spec.m), bucket(spec.n), bucket(spec.k), spec.trans_b, spec.in_dtype, spec.out_dtype)
+    };
     if gemm_mma::mma_unsupported(spec).is_none() {
         let big = spec.m >= 64 && spec.n >= 64;
-        let p = if big {
+        let heuristic = if big {
             MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 }
         } else {
             MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 }
         };
-        let k = gemm_mma::gemm_mma_spec(&format!("{name}_mma"), spec, p)?;
-        let (tiles, block) = gemm_mma::launch_dims(spec.m, spec.n, p);
-        let grid = tiles
-            .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
-            .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+        let build = |p: MmaParams| -> Result<Built, KernelError> {
+            let k = gemm_mma::gemm_mma_spec(&format!("{name}_mma"), spec, p)?;
+            let (tiles, block) = gemm_mma::launch_dims(spec.m, spec.n, p);
+            let grid = tiles
+                .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
+                .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+            Ok((k, grid, block))
+        };
+        let (k, grid, block) = tuned(
+            chooser,
+            desc("matmul_mma"),
+            &gemm_mma::param_space(),
+            &build,
+            &|p| gemm_mma::gemm_mma_spec(REPRESENTATIVE, &rep, p),
+            &|| build(heuristic),
+        )?;
         return Ok(one(k, grid, block, args, work));
     }
     let small = spec.m <= 32 || spec.n <= 32;
-    let p = if small {
+    let heuristic = if small {
         SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 }
     } else {
         SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
     };
-    let k = gemm::gemm_simt(&format!("{name}_simt"), spec, p)?;
-    let (grid, block) = gemm::simt_launch_dims(spec, p)?;
+    let build = |p: SimtParams| -> Result<Built, KernelError> {
+        let k = gemm::gemm_simt(&format!("{name}_simt"), spec, p)?;
+        let (grid, block) = gemm::simt_launch_dims(spec, p)?;
+        Ok((k, grid, block))
+    };
+    let (k, grid, block) = tuned(
+        chooser,
+        desc("matmul_simt"),
+        &gemm::simt_param_space(),
+        &build,
+        &|p| gemm::gemm_simt(REPRESENTATIVE, &rep, p),
+        &|| build(heuristic),
+    )?;
     Ok(one(k, grid, block, args, work))
 }
 
@@ -206,6 +314,7 @@ fn conv(
     (stride, pad, bias): ([usize; 3], [[usize; 2]; 3], bool),
     dtype: DType,
     epilogue: Option<GemmEpilogue>,
+    chooser: &dyn Chooser,
 ) -> Result<Lowered, KernelError> {
     let (x, w) = match ins {
         [x, w, ..] if x.1 == w.1 && (!bias || ins.get(2).map(|b| b.1) == Some(x.1)) => (x, w),
@@ -215,26 +324,160 @@ fn conv(
     let inputs = 2 + usize::from(bias) + spec.epilogue.as_ref().map_or(0, |e| e.extra.len());
     let args: Vec<Arg> = (0..inputs).map(Arg::Input).chain([Arg::Output]).collect();
     let n_out: usize = spec.out_dims().iter().product();
+    let (&[b, cin, t, h, wd], &[cout, _, kt, kh, kw]) = (x.0, w.0) else {
+        return Err(KernelError::Invalid(format!("conv3d needs x and w of rank 5, got {:?} and {:?}", x.0, w.0)));
+    };
+    let desc = |family: &str| Desc {
+        family: format!("{family}_{}", x.1.name()),
+        dtypes: format!("{0},{0}->{1}", x.1.name(), dtype.name()),
+        dims: vec![b, cout, cin, t, h, wd],
+        align: vec![cout, cin, wd],
+        layout: format!(
+            "k{kt}x{kh}x{kw},s{}x{}x{},p{:?}{}{}",
+            stride[0],
+            stride[1],
+            stride[2],
+            pad,
+            if bias { ",bias" } else { "" },
+            spec.epilogue.as_ref().map_or(String::new(), |e| format!(",epilogue{}", e.extra.len())),
+        ),
+    };
+    // The same conv at the bucketed shape, one sample, no epilogue.
+    let rep_spec = || {
+        let c = bucket(cin);
+        ConvSpec::new(
+            &[1, c, bucket(t), bucket(h), bucket(wd)],
+            &[bucket(cout), c, kt, kh, kw],
+            stride,
+            pad,
+            (x.1, dtype),
+            bias,
+            None,
+        )
+    };
     if conv3d::mma_unsupported(&spec).is_none() {
         let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
-        let p = if big {
+        let heuristic = if big {
             MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 }
         } else {
             MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 }
         };
-        let k = conv3d::conv3d_mma(&format!("{name}_mma"), &spec, p)?;
-        let (grid, block) = conv3d::mma_launch_dims(&spec, p)?;
+        let build = |p: MmaParams| -> Result<Built, KernelError> {
+            let k = conv3d::conv3d_mma(&format!("{name}_mma"), &spec, p)?;
+            let (grid, block) = conv3d::mma_launch_dims(&spec, p)?;
+            Ok((k, grid, block))
+        };
+        let (k, grid, block) = tuned(
+            chooser,
+            desc("conv3d_mma"),
+            &gemm_mma::param_space(),
+            &build,
+            &|p| rep_spec().and_then(|s| conv3d::conv3d_mma(REPRESENTATIVE, &s, p)),
+            &|| build(heuristic),
+        )?;
         return Ok(one(k, grid, block, args, n_out));
     }
     let small = spec.cout <= 32;
-    let p = if small {
+    let heuristic = if small {
         SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 }
     } else {
         SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
     };
-    let k = conv3d::conv3d_simt(&format!("{name}_simt"), &spec, p)?;
-    let (grid, block) = conv3d::launch_dims(&spec, p)?;
+    let build = |p: SimtParams| -> Result<Built, KernelError> {
+        let k = conv3d::conv3d_simt(&format!("{name}_simt"), &spec, p)?;
+        let (grid, block) = conv3d::launch_dims(&spec, p)?;
+        Ok((k, grid, block))
+    };
+    let (k, grid, block) = tuned(
+        chooser,
+        desc("conv3d_simt"),
+        &conv3d::param_space(),
+        &build,
+        &|p| rep_spec().and_then(|s| conv3d::conv3d_simt(REPRESENTATIVE, &s, p)),
+        &|| build(heuristic),
+    )?;
     Ok(one(k, grid, block, args, n_out))
+}
+
+/// An attention node: f32 runs the SIMT variant, bf16/f16 the tensor-core one; the heuristic
+/// is the first point of the family's space (in order of preference) whose tiles fit.
+fn attention(
+    name: &str,
+    ins: &[(&[usize], DType)],
+    flags: (f64, bool, bool),
+    dtype: DType,
+    chooser: &dyn Chooser,
+) -> Result<Built, KernelError> {
+    use super::kernels::attention::{self as at, AttnSpec};
+    let spec = at::spec_for_node(ins, flags, dtype)?;
+    let bias_axes = spec.bias.map(|st| st.map(|s| u8::from(s != 0)));
+    let desc = |family: &str| Desc {
+        family: format!("{family}_{}", dtype.name()),
+        dtypes: format!("{0},{0},{0}->{0}", dtype.name()),
+        dims: vec![spec.batch * spec.heads, spec.sq, spec.sk],
+        align: vec![spec.d, spec.dv, spec.sk],
+        layout: format!("d{},dv{},bias{:?},mask{:?}", spec.d, spec.dv, bias_axes, spec.mask),
+    };
+    // The same head dims, bias pattern and mask at the bucketed lengths, one head.
+    let (sq, sk) = (bucket(spec.sq), bucket(spec.sk));
+    let rep = AttnSpec {
+        batch: 1,
+        heads: 1,
+        sq,
+        sk,
+        scale: 0.125,
+        bias: spec.bias.map(|st| [0, 0, if st[2] != 0 { sk } else { 0 }, usize::from(st[3] != 0)]),
+        ..spec.clone()
+    };
+    fn first<P: Copy>(
+        space: &[P],
+        build: &dyn Fn(P) -> Result<Built, KernelError>,
+        dtype: DType,
+    ) -> Result<Built, KernelError> {
+        let mut last = KernelError::Unsupported(format!("no attention kernel for {dtype}"));
+        for p in space {
+            match build(*p) {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+    match dtype {
+        DType::F32 => {
+            let space = at::simt_param_space();
+            let build = |p: at::SimtParams| -> Result<Built, KernelError> {
+                let k = at::attention_simt(name, &spec, dtype, p)?;
+                let (g, b) = at::simt_launch_dims(&spec, p);
+                Ok((k, g, b))
+            };
+            tuned(
+                chooser,
+                desc("attention_simt"),
+                &space,
+                &build,
+                &|p| at::attention_simt(REPRESENTATIVE, &rep, dtype, p),
+                &|| first(&space, &build, dtype),
+            )
+        }
+        DType::BF16 | DType::F16 => {
+            let space = at::mma_param_space();
+            let build = |p: at::MmaAttnParams| -> Result<Built, KernelError> {
+                let k = at::attention_mma(name, &spec, dtype, p)?;
+                let (g, b) = at::mma_launch_dims(&spec, p);
+                Ok((k, g, b))
+            };
+            tuned(
+                chooser,
+                desc("attention_mma"),
+                &space,
+                &build,
+                &|p| at::attention_mma(REPRESENTATIVE, &rep, dtype, p),
+                &|| first(&space, &build, dtype),
+            )
+        }
+        DType::I32 | DType::I64 => Err(KernelError::Unsupported(format!("no attention kernel for {dtype}"))),
+    }
 }
 
 fn one(kernel: Kernel, grid: u32, block: u32, args: Vec<Arg>, work: usize) -> Lowered {
@@ -260,14 +503,26 @@ fn row(
     Ok(one(k, grid, p.block, args, rows))
 }
 
-/// Lowers one node. `ins` are the inputs' (dims, dtype); `tag` makes kernel names unique
-/// (e.g. the node index).
+/// Lowers one node with the heuristics' parameter points ([`lower_with`] and [`Heuristics`]).
 pub fn lower(
     op: &Op,
     ins: &[(&[usize], DType)],
     out: &[usize],
     dtype: DType,
     tag: &str,
+) -> Result<Lowered, KernelError> {
+    lower_with(op, ins, out, dtype, tag, &Heuristics)
+}
+
+/// Lowers one node. `ins` are the inputs' (dims, dtype); `tag` makes kernel names unique
+/// (e.g. the node index); `chooser` picks the parameter point of a tunable node.
+pub fn lower_with(
+    op: &Op,
+    ins: &[(&[usize], DType)],
+    out: &[usize],
+    dtype: DType,
+    tag: &str,
+    chooser: &dyn Chooser,
 ) -> Result<Lowered, KernelError> {
     if let Some(r) = unsupported_reason(op, dtype) {
         return Err(KernelError::Unsupported(r));
@@ -503,24 +758,23 @@ pub fn lower(
         }
         Op::MatMul { trans_a, trans_b, bias } => {
             let spec = gemm_spec(ins, out, (*trans_a, *trans_b, *bias), dtype, None)?;
-            gemm(&n("matmul"), &spec)
+            gemm(&n("matmul"), &spec, chooser)
         }
         Op::MatMulEpilogue { trans_a, trans_b, bias, epilogue } => {
             let epi = product_epilogue(epilogue, &ins[(2 + usize::from(*bias)).min(ins.len())..], out)?;
             let spec = gemm_spec(ins, out, (*trans_a, *trans_b, *bias), dtype, Some(epi))?;
-            gemm(&n("matmul_epilogue"), &spec)
+            gemm(&n("matmul_epilogue"), &spec, chooser)
         }
-        Op::Conv3d { stride, pad, bias } => conv(&n("conv3d"), ins, (*stride, *pad, *bias), dtype, None),
+        Op::Conv3d { stride, pad, bias } => conv(&n("conv3d"), ins, (*stride, *pad, *bias), dtype, None, chooser),
         Op::Conv3dEpilogue { stride, pad, bias, epilogue } => {
             let epi = product_epilogue(epilogue, &ins[(2 + usize::from(*bias)).min(ins.len())..], out)?;
-            conv(&n("conv3d_epilogue"), ins, (*stride, *pad, *bias), dtype, Some(epi))
+            conv(&n("conv3d_epilogue"), ins, (*stride, *pad, *bias), dtype, Some(epi), chooser)
         }
         Op::Attention { scale, bias, mask } => {
             if numel == 0 {
                 return Ok(Lowered::Launches(Vec::new()));
             }
-            let (k, grid, block) =
-                super::kernels::attention::for_node(&n("attention_flash"), ins, (*scale, *bias, *mask), dtype)?;
+            let (k, grid, block) = attention(&n("attention_flash"), ins, (*scale, *bias, *mask), dtype, chooser)?;
             Ok(one(k, grid, block, (0..ins.len()).map(Arg::Input).chain([Arg::Output]).collect(), numel))
         }
         Op::RelPositionBucket { q_len, k_len, num_buckets, max_distance } => {

@@ -1,6 +1,7 @@
 //! PTX generation: a typed builder ([`builder`]), text emission for sm_80 and sm_90a
 //! ([`emit`]), one module per kernel family ([`kernels`]), the lowering of IR ops to kernel
-//! launches ([`lower`]) and a CPU simulator of the builder's instruction set ([`sim`]).
+//! launches ([`lower`]) with its tuning hook ([`tune`]) and a CPU simulator of the builder's
+//! instruction set ([`sim`]).
 //!
 //! The builder, emitter and simulator have the sm_80 tensor-core instructions (`ldmatrix`,
 //! `cp.async` with commit/wait groups, `mma.sync` m16n8k16 bf16/f16, `cvt.rn.{bf16,f16}x2.f32`);
@@ -13,6 +14,7 @@ pub mod emit;
 pub mod kernels;
 pub mod lower;
 pub mod sim;
+pub mod tune;
 
 pub use builder::{Kernel, KernelBuilder, Target};
 pub use emit::{emit, text_hash};

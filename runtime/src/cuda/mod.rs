@@ -9,7 +9,13 @@
 //! - Modules: cached by the hash of the kernel's PTX text (an edited kernel never meets a
 //!   stale module).
 //! - Launches: 1-D geometry with dynamic shared memory (0 for the current kernels, which use
-//!   static shared memory).
+//!   static shared memory). At compile time every loaded function is checked against its
+//!   launch: a block larger than the function's `MAX_THREADS_PER_BLOCK` (registers decide it)
+//!   is an error naming the kernel, never a failed launch later.
+//! - Tuning (see [`crate::tune::ptx`]): [`CudaBackend::new`] reads the device's tuning
+//!   database (key: device name, compute capability `sm_XY`, driver version, and the hash of
+//!   every candidate's PTX text); [`CudaBackend::forcing`] and [`CudaBackend::problems`]
+//!   serve `vidrt tune --backend cuda`, timed with CUDA events around the kernels.
 //!
 //! Status: untested on a GPU in this change (no device on the development machine); the
 //! kernels' numerics are tested through [`crate::SimBackend`].
@@ -29,6 +35,7 @@ use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
 use crate::cuda_sim::{
     bind_weights, check_finite, feed_inputs, lower_graph, non_finite, tensor_bytes, tensor_from_bytes,
 };
+use crate::tune::{default_db_path, DeviceInfo, Problem, Tunable, TuneDb, Tuning};
 use crate::RuntimeError;
 
 /// The message of the error [`CudaBackend::new`] returns on a machine without a driver.
@@ -185,25 +192,70 @@ impl Device {
     }
 }
 
+/// Checks that `f` (the loaded function of kernel `name`) can launch blocks of `block`
+/// threads: its register use bounds the threads per block.
+fn check_launchable(f: CUfunction, name: &str, block: u32) -> Result<(), RuntimeError> {
+    use cusys::CUfunction_attribute_enum as A;
+    // SAFETY: `f` is a function of a module loaded in the bound context.
+    let attr = |a: A, what: &str| {
+        unsafe { cu::function::get_function_attribute(f, a) }.map_err(|e| driver(&format!("{what} of `{name}`"), e))
+    };
+    let max = attr(A::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, "max threads per block")?;
+    if i64::from(block) > i64::from(max) {
+        let regs = attr(A::CU_FUNC_ATTRIBUTE_NUM_REGS, "registers")?;
+        return Err(RuntimeError::Device(format!(
+            "kernel `{name}`: launched with {block} threads per block, but the loaded function \
+             allows {max} ({regs} registers per thread)"
+        )));
+    }
+    Ok(())
+}
+
+/// The CUDA driver's version as `major.minor`.
+fn driver_version() -> Result<String, RuntimeError> {
+    let mut v: std::ffi::c_int = 0;
+    // SAFETY: writes one int; the driver library is loaded (the backend's context exists).
+    unsafe { cusys::cuDriverGetVersion(&mut v) }.result().map_err(|e| driver("cuDriverGetVersion", e))?;
+    Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
 /// The CUDA backend on device 0.
+#[derive(Clone)]
 pub struct CudaBackend {
     dev: Arc<Device>,
+    tuning: Arc<Tuning>,
 }
 
 impl CudaBackend {
-    /// Opens device 0, or fails with [`NO_DRIVER`] when there is no driver.
+    /// Opens device 0 with the device's tuning database from the user's cache directory (see
+    /// [`crate::tune`]), or fails with [`NO_DRIVER`] when there is no driver. A broken
+    /// database is only a warning ([`CudaBackend::tuning_warnings`]).
     pub fn new() -> Result<Self, RuntimeError> {
+        let b = Self::without_tuning()?;
+        let dev = b.device_info();
+        let db = default_db_path(&dev).map(|p| TuneDb::open(&p, dev.clone()));
+        Ok(b.with_db(db))
+    }
+
+    /// Opens device 0 with no tuning database (the heuristics only; `--no-tune-cache`).
+    pub fn without_tuning() -> Result<Self, RuntimeError> {
         // SAFETY: only tries to dlopen the driver library.
         if !unsafe { cusys::is_culib_present() } {
             return Err(RuntimeError::Device(NO_DRIVER.into()));
         }
         let ctx = CudaContext::new(0).map_err(|e| driver("creating a context on device 0", e))?;
-        let (major, _) = ctx.compute_capability().map_err(|e| driver("compute capability", e))?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| driver("compute capability", e))?;
         if major < 8 {
             return Err(RuntimeError::Device(format!("compute capability {major}.x: sm_80 or newer is needed")));
         }
         let target = if major == 9 { Target::Sm90a } else { Target::Sm80 };
         let stream = ctx.default_stream();
+        let info = DeviceInfo {
+            backend: "cuda".into(),
+            name: ctx.name().map_err(|e| driver("device name", e))?,
+            arch: format!("sm_{major}{minor}"),
+            driver: format!("CUDA {}", driver_version()?),
+        };
         Ok(CudaBackend {
             dev: Arc::new(Device {
                 ctx,
@@ -212,7 +264,46 @@ impl CudaBackend {
                 pool: Mutex::new(Pool::default()),
                 modules: Mutex::new(HashMap::new()),
             }),
+            tuning: Arc::new(Tuning::new(info, None)),
         })
+    }
+
+    /// The same device with `db` as its tuning database.
+    pub fn with_db(&self, db: Option<TuneDb>) -> Self {
+        CudaBackend { dev: self.dev.clone(), tuning: Arc::new(Tuning::new(self.device_info(), db)) }
+    }
+
+    /// The same device, with every node of kernel family `family` (e.g. `matmul_mma_bf16`)
+    /// compiled at parameter point `params` (how the tuner times a candidate). An invalid
+    /// point, or one whose kernel cannot load or launch here, fails to compile.
+    pub fn forcing(&self, family: &str, params: &str) -> Self {
+        CudaBackend { dev: self.dev.clone(), tuning: Arc::new(Tuning::forcing(self.device_info(), family, params)) }
+    }
+
+    /// What the tuning key records of this device.
+    pub fn device_info(&self) -> DeviceInfo {
+        self.tuning.device.clone()
+    }
+
+    /// The tuning database in use, if any.
+    pub fn tune_db(&self) -> Option<&TuneDb> {
+        self.tuning.db.as_ref()
+    }
+
+    /// (nodes compiled with a tuning-database winner, winners ignored as invalid here) since
+    /// this backend was made.
+    pub fn tuning_hits(&self) -> (usize, usize) {
+        self.tuning.hits()
+    }
+
+    /// Warnings from opening the tuning database (corrupt, foreign, unreadable).
+    pub fn tuning_warnings(&self) -> Vec<String> {
+        self.tuning.warnings()
+    }
+
+    /// The distinct tunable problems of `graph`, in graph order.
+    pub fn problems(&self, graph: &Graph) -> Vec<Problem> {
+        crate::tune::ptx::problems(graph, &self.tuning)
     }
 
     /// The device's name.
@@ -232,6 +323,29 @@ impl CudaBackend {
     }
 }
 
+impl Tunable for CudaBackend {
+    fn device_info(&self) -> DeviceInfo {
+        CudaBackend::device_info(self)
+    }
+
+    fn tune_db(&self) -> Option<&TuneDb> {
+        CudaBackend::tune_db(self)
+    }
+
+    fn describe(&self) -> String {
+        let d = &self.tuning.device;
+        format!("{} ({}, {}; PTX for {})", d.name, d.arch, d.driver, self.target())
+    }
+
+    fn problems(&self, graph: &Graph) -> Vec<Problem> {
+        CudaBackend::problems(self, graph)
+    }
+
+    fn forcing(&self, family: &str, params: &str) -> Box<dyn Backend> {
+        Box::new(CudaBackend::forcing(self, family, params))
+    }
+}
+
 impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
@@ -246,12 +360,19 @@ impl Backend for CudaBackend {
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
-        let plans = lower_graph(graph, "cuda")?;
-        // Every kernel loaded once, here: a run only launches.
+        let plans = lower_graph(graph, "cuda", &*self.tuning)?;
+        // Every kernel loaded once, here, and checked against its launch: a run only launches.
         let functions = plans
             .iter()
             .map(|p| match p {
-                Lowered::Launches(ls) => ls.iter().map(|l| self.dev.function(&l.kernel).map(Function)).collect(),
+                Lowered::Launches(ls) => ls
+                    .iter()
+                    .map(|l| {
+                        let f = self.dev.function(&l.kernel)?;
+                        check_launchable(f, &l.kernel.name, l.block)?;
+                        Ok(Function(f))
+                    })
+                    .collect(),
                 _ => Ok(Vec::new()),
             })
             .collect::<Result<Vec<Vec<Function>>, RuntimeError>>()?;

@@ -12,28 +12,66 @@
 //!   run is kept with no time: infinitely slow), the date and the settings used.
 //! - [`time_candidate`]: warm-up, repeats, median, fresh inputs for every repeat.
 //!
+//! - [`Tuning`]: a backend's choice for each tunable node (forced point, database winner,
+//!   heuristic), shared by the tunable backends: wgpu (WGSL families), and CUDA and the PTX
+//!   simulator ([`ptx`]: the PTX families `matmul_mma_*`, `matmul_simt_*`, `conv3d_mma_*`,
+//!   `conv3d_simt_*`, `attention_mma_*`, `attention_simt_*`).
+//! - [`Tunable`]: what the tuner (`vidrt tune`) needs of a backend.
+//!
 //! Backends look winners up at compile time and check them against the device's limits
 //! before use: a winner that cannot run here is ignored (heuristic instead), never unwrapped.
 
+pub mod ptx;
 mod timing;
+mod tuning;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vidrt_ir::Graph;
+
+use crate::backend::Backend;
 
 pub use timing::{time_candidate, time_runs, Timed, TimingSettings};
+pub(crate) use tuning::Choice;
+pub use tuning::Tuning;
+pub use vidrt_kernels::ptx::tune::bucket;
 
 /// The file format version; a file of another version is ignored with a warning.
 pub const DB_VERSION: u32 = 1;
 
-/// Rounds a dimension up to its bucket: exact up to 64, then the next power of two, so that
-/// nearby shapes share a winner while the kernels (which guard every bound) stay valid.
-pub fn bucket(d: usize) -> usize {
-    if d <= 64 {
-        d
-    } else {
-        d.next_power_of_two()
+/// A tunable problem of a graph: its key, the candidates' parameter texts (the points of the
+/// family's space that are valid for this shape on this device), and a node that poses it.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub key: TuneKey,
+    pub candidates: Vec<String>,
+    pub node: usize,
+}
+
+/// A backend the tuner can tune: it lists a graph's problems, and compiles with one family
+/// forced to a point. A candidate that fails to compile, load or run is kept with no time.
+pub trait Tunable: Backend {
+    /// What the tuning keys record of this device.
+    fn device_info(&self) -> DeviceInfo;
+
+    /// The tuning database this backend reads, if any.
+    fn tune_db(&self) -> Option<&TuneDb>;
+
+    /// A description of the device for the tuner's log.
+    fn describe(&self) -> String;
+
+    /// The distinct tunable problems of `graph`, in graph order.
+    fn problems(&self, graph: &Graph) -> Vec<Problem>;
+
+    /// The same device, compiling every node of kernel family `family` at point `params`
+    /// (an invalid point fails to compile).
+    fn forcing(&self, family: &str, params: &str) -> Box<dyn Backend>;
+
+    /// What a candidate's time measures, when it is not the device's speed (the simulator).
+    fn timing_note(&self) -> Option<&'static str> {
+        None
     }
 }
 

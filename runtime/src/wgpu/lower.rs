@@ -8,8 +8,8 @@ use vidrt_kernels::wgsl::gemm::{self, GemmKind, GemmParams};
 use vidrt_kernels::wgsl::lane::{self, LaneOp};
 use vidrt_kernels::wgsl::{copy, grid_for, misc, Elem, Features, WgslError, WgslKernel, LINEAR_WG};
 
-use super::tuning::{Choice, Tuning};
 use crate::tune::TuneKey;
+use crate::tune::{Choice, Tuning};
 use crate::RuntimeError;
 
 /// A buffer of the plan (an index into the executable's buffer table).

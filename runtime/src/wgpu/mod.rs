@@ -43,12 +43,12 @@ use vidrt_ir::{DType, Graph, Op, Tensor, TensorData};
 use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
 use crate::RuntimeError;
 
+pub use crate::tune::{Problem, Tuning};
 pub use device::ADAPTER_ENV;
 use device::{Ctx, Pipeline};
 use lower::{Alloc, Buf, BACKEND};
-pub use tuning::Tuning;
 
-use crate::tune::{default_db_path, DeviceInfo, TuneDb, TuneKey};
+use crate::tune::{default_db_path, DeviceInfo, Tunable, TuneDb};
 pub use vidrt_kernels::wgsl::Features;
 use vidrt_kernels::wgsl::{f16::retype, Elem};
 
@@ -65,15 +65,6 @@ impl std::fmt::Debug for WgpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WgpuBackend").field("adapter", &self.ctx.info.name).finish()
     }
-}
-
-/// A tunable problem of a graph: its key, the candidates' parameter texts, and a node that
-/// poses it.
-#[derive(Clone, Debug)]
-pub struct Problem {
-    pub key: TuneKey,
-    pub candidates: Vec<String>,
-    pub node: usize,
 }
 
 impl WgpuBackend {
@@ -108,9 +99,11 @@ impl WgpuBackend {
     /// The same adapter, with every node of kernel family `family` compiled at parameter
     /// point `params` (how the tuner times a candidate). An invalid point fails to compile.
     pub fn forcing(&self, family: &str, params: &str) -> Self {
-        let mut t = Tuning::new(self.device_info(), None);
-        t.force = Some((family.to_string(), params.to_string()));
-        WgpuBackend { ctx: self.ctx.clone(), tuning: Arc::new(t), features: self.features }
+        WgpuBackend {
+            ctx: self.ctx.clone(),
+            tuning: Arc::new(Tuning::forcing(self.device_info(), family, params)),
+            features: self.features,
+        }
     }
 
     /// The optional kernel features compiled graphs use: the device's, unless narrowed by
@@ -181,6 +174,28 @@ impl WgpuBackend {
             }
         }
         out
+    }
+}
+
+impl Tunable for WgpuBackend {
+    fn device_info(&self) -> DeviceInfo {
+        WgpuBackend::device_info(self)
+    }
+
+    fn tune_db(&self) -> Option<&TuneDb> {
+        WgpuBackend::tune_db(self)
+    }
+
+    fn describe(&self) -> String {
+        self.adapter_name()
+    }
+
+    fn problems(&self, graph: &Graph) -> Vec<Problem> {
+        WgpuBackend::problems(self, graph)
+    }
+
+    fn forcing(&self, family: &str, params: &str) -> Box<dyn crate::Backend> {
+        Box::new(WgpuBackend::forcing(self, family, params))
     }
 }
 

@@ -38,7 +38,7 @@ use vidrt_ir::DType;
 
 use super::common::{elem_ty, to_f32, u32_of, LOG2E};
 use crate::ptx::builder::{
-    BinOp, Cmp, Guard, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, ShflMode, Space, Special, Ty, UnOp,
+    BinOp, Cmp, Guard, Inst, KernelBuilder, Operand, ParamTy, Reg, ShflMode, Space, Special, Ty, UnOp,
 };
 use crate::ptx::KernelError;
 
@@ -149,7 +149,38 @@ impl SimtParams {
     }
 }
 
-/// Every SIMT parameter point, in the lowering's order of preference.
+impl crate::ptx::tune::Point for SimtParams {
+    const NAMES: &'static [&'static str] = &["warps", "rows", "bk"];
+
+    fn values(self) -> Vec<u32> {
+        vec![self.warps, self.rows, self.bk]
+    }
+
+    fn from_values(v: &[u32]) -> Option<Self> {
+        match *v {
+            [warps, rows, bk] => Some(SimtParams { warps, rows, bk }),
+            _ => None,
+        }
+    }
+}
+
+impl crate::ptx::tune::Point for MmaAttnParams {
+    const NAMES: &'static [&'static str] = &["warps", "bkv", "stages"];
+
+    fn values(self) -> Vec<u32> {
+        vec![self.warps, self.bkv, self.stages]
+    }
+
+    fn from_values(v: &[u32]) -> Option<Self> {
+        match *v {
+            [warps, bkv, stages] => Some(MmaAttnParams { warps, bkv, stages }),
+            _ => None,
+        }
+    }
+}
+
+/// Every SIMT parameter point, in the lowering's order of preference (the tuning space of
+/// `attention_simt`).
 pub fn simt_param_space() -> Vec<SimtParams> {
     vec![
         SimtParams { warps: 4, rows: 2, bk: 32 },
@@ -194,7 +225,8 @@ impl MmaAttnParams {
     }
 }
 
-/// Every tensor-core parameter point, in the lowering's order of preference.
+/// Every tensor-core parameter point, in the lowering's order of preference (the tuning space
+/// of `attention_mma`).
 pub fn mma_param_space() -> Vec<MmaAttnParams> {
     vec![
         MmaAttnParams { warps: 4, bkv: 32, stages: 2 },
@@ -456,15 +488,13 @@ fn inv_sum(b: &mut KernelBuilder, l: Reg) -> Reg {
     b.selp(Ty::F32, r, Operand::F32(0.0), pos)
 }
 
-/// The kernel and launch geometry (grid, block) for an attention node: `ins` are the node's
-/// inputs (dims, dtype) in order q, k, v, [bias], [mask]; f32 runs the SIMT variant, bf16/f16
-/// the tensor-core one, at the first parameter point (in order of preference) whose tiles fit.
-pub fn for_node(
-    name: &str,
+/// The [`AttnSpec`] of an attention node: `ins` are the node's inputs (dims, dtype) in order
+/// q, k, v, [bias], [mask].
+pub fn spec_for_node(
     ins: &[(&[usize], DType)],
     (scale, bias, mask): (f64, bool, bool),
     dtype: DType,
-) -> Result<(Kernel, u32, u32), KernelError> {
+) -> Result<AttnSpec, KernelError> {
     let want = 3 + usize::from(bias) + usize::from(mask);
     if ins.len() != want {
         return Err(KernelError::Invalid(format!("attention takes {want} inputs, got {}", ins.len())));
@@ -505,32 +535,5 @@ pub fn for_node(
     } else {
         None
     };
-    let spec = AttnSpec { batch: b, sq, sk, heads: h, d, dv, scale, bias: bias_strides, mask: mask_dtype };
-    let mut last = KernelError::Unsupported(format!("no attention kernel for {dtype}"));
-    match dtype {
-        DType::F32 => {
-            for p in simt_param_space() {
-                match attention_simt(name, &spec, dtype, p) {
-                    Ok(kern) => {
-                        let (g, bl) = simt_launch_dims(&spec, p);
-                        return Ok((kern, g, bl));
-                    }
-                    Err(e) => last = e,
-                }
-            }
-        }
-        DType::BF16 | DType::F16 => {
-            for p in mma_param_space() {
-                match attention_mma(name, &spec, dtype, p) {
-                    Ok(kern) => {
-                        let (g, bl) = mma_launch_dims(&spec, p);
-                        return Ok((kern, g, bl));
-                    }
-                    Err(e) => last = e,
-                }
-            }
-        }
-        DType::I32 | DType::I64 => {}
-    }
-    Err(last)
+    Ok(AttnSpec { batch: b, sq, sk, heads: h, d, dv, scale, bias: bias_strides, mask: mask_dtype })
 }

@@ -291,7 +291,22 @@ impl SimtParams {
     }
 }
 
-/// Every SIMT parameter point.
+impl crate::ptx::tune::Point for SimtParams {
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "tm", "tn"];
+
+    fn values(self) -> Vec<u32> {
+        vec![self.bm, self.bn, self.bk, self.tm, self.tn]
+    }
+
+    fn from_values(v: &[u32]) -> Option<Self> {
+        match *v {
+            [bm, bn, bk, tm, tn] => Some(SimtParams { bm, bn, bk, tm, tn }),
+            _ => None,
+        }
+    }
+}
+
+/// Every SIMT parameter point (the tuning space of `matmul_simt` and `conv3d_simt`).
 pub fn simt_param_space() -> Vec<SimtParams> {
     vec![
         SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 },

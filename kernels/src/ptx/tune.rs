@@ -1,0 +1,167 @@
+//! The tuning hook of the PTX lowering ([`super::lower::lower_with`]).
+//!
+//! Every tunable family (`matmul_mma`, `matmul_simt`, `conv3d_mma`, `conv3d_simt`,
+//! `attention_mma`, `attention_simt`) declares its parameter space (`param_space()`,
+//! `simt_param_space()`, `mma_param_space()` in its kernel module) and gives each point a text
+//! form ([`Point::to_text`], [`Point::from_text`]: `bm=64,bn=64,bk=32,warps_m=2,warps_n=2`).
+//! For every tunable node the lowering describes the problem ([`TuneProblem`]) and asks a
+//! [`Chooser`] which point to use: a forced point (a tuner timing one candidate), a tuning
+//! database's winner, or the deterministic heuristic ([`Heuristics`], what
+//! [`super::lower::lower`] uses). The chooser lives in the runtime, which owns the database.
+//!
+//! Validity is decided by rules, never by a crash: a point whose generator returns an error
+//! for the shape, or whose static shared memory exceeds [`SHARED_LIMIT`], is not a candidate
+//! ([`TuneProblem::generate`] fails for it). A forced point that does not generate is an error
+//! (the candidate failed); a database winner that does not generate is ignored and the
+//! heuristic is used ([`Chooser::record`] is told which).
+
+use super::{Kernel, KernelError};
+
+/// Static shared memory one block may declare (48 KiB on every sm_80+ device).
+pub const SHARED_LIMIT: u32 = 48 * 1024;
+
+/// Rounds a dimension up to its tuning bucket: exact up to 64, then the next power of two.
+/// The key of a problem holds its dimensions bucketed, and the candidate-set hash is taken
+/// over the candidates generated at the bucketed shape ([`TuneProblem::representative`]),
+/// so nearby shapes share a winner.
+pub fn bucket(d: usize) -> usize {
+    if d <= 64 {
+        d
+    } else {
+        d.next_power_of_two()
+    }
+}
+
+/// A parameter point of a tunable family, with a `name=value,...` text form.
+pub trait Point: Copy + Sized {
+    /// The field names, in text order.
+    const NAMES: &'static [&'static str];
+
+    fn values(self) -> Vec<u32>;
+
+    /// The point with these values (one per name), if it is one of this type.
+    fn from_values(v: &[u32]) -> Option<Self>;
+
+    /// `name=value` pairs joined by commas, in [`Point::NAMES`] order.
+    fn to_text(self) -> String {
+        Self::NAMES.iter().zip(self.values()).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// Parses [`Point::to_text`]'s form (every name exactly once, any order); `None` for
+    /// anything else.
+    fn from_text(text: &str) -> Option<Self> {
+        let mut v: Vec<Option<u32>> = vec![None; Self::NAMES.len()];
+        for part in text.split(',') {
+            let (name, value) = part.trim().split_once('=')?;
+            let i = Self::NAMES.iter().position(|n| *n == name.trim())?;
+            if v[i].is_some() {
+                return None;
+            }
+            v[i] = Some(value.trim().parse().ok()?);
+        }
+        let v: Option<Vec<u32>> = v.into_iter().collect();
+        Self::from_values(&v?)
+    }
+}
+
+/// A generator of one family's kernel at a point given by its text.
+pub type Generate<'a> = dyn Fn(&str) -> Result<Kernel, KernelError> + 'a;
+
+/// One tunable node as the lowering sees it.
+pub struct TuneProblem<'a> {
+    /// The family and input dtype, e.g. `matmul_mma_bf16` (what a forced point names).
+    pub family: String,
+    /// Input and output dtypes, e.g. `bf16,bf16->f32`.
+    pub dtypes: String,
+    /// The exact dimensions (family-specific: matmul `[batch, M, N, K]`, conv3d
+    /// `[B, Cout, Cin, T, H, W]`, attention `[B·H, Sq, Sk]`); keys bucket them.
+    pub dims: Vec<usize>,
+    /// The exact dimensions whose alignment a winner may depend on.
+    pub align: Vec<usize>,
+    /// Other layout facts (transposes, bias, kernel size, stride, head dims, mask).
+    pub layout: String,
+    /// The text of every point of the family's space.
+    pub space: Vec<String>,
+    /// The kernel of a point at this problem's exact shape; an error for a point that is
+    /// invalid here (bad tile for the shape, shared memory past [`SHARED_LIMIT`]).
+    pub generate: &'a Generate<'a>,
+    /// The kernel of a point at the representative problem: the same layout facts at the
+    /// bucketed dimensions, with a fixed name (what the candidate-set hash is taken over).
+    pub representative: &'a Generate<'a>,
+}
+
+/// What a chooser says to use for one tunable node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// The tuner's point: one that does not generate is an error (the candidate failed).
+    Forced(String),
+    /// A tuning database's winner: one that does not generate is ignored.
+    Tuned(String),
+    /// The deterministic heuristic.
+    Heuristic,
+}
+
+/// Picks the parameter point of each tunable node.
+pub trait Chooser {
+    fn pick(&self, problem: &TuneProblem<'_>) -> Pick;
+
+    /// Told whether a [`Pick::Tuned`] point was used (`true`) or was invalid here.
+    fn record(&self, _used: bool) {}
+}
+
+/// The deterministic heuristics alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Heuristics;
+
+impl Chooser for Heuristics {
+    fn pick(&self, _: &TuneProblem<'_>) -> Pick {
+        Pick::Heuristic
+    }
+}
+
+/// `k`, or `Unsupported` when its static shared memory exceeds [`SHARED_LIMIT`].
+pub fn within_shared_limit(k: Kernel) -> Result<Kernel, KernelError> {
+    if k.shared_bytes > SHARED_LIMIT {
+        return Err(KernelError::Unsupported(format!(
+            "kernel `{}` declares {} bytes of static shared memory (the limit is {SHARED_LIMIT})",
+            k.name, k.shared_bytes
+        )));
+    }
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ptx::kernels::attention::{mma_param_space, simt_param_space};
+    use crate::ptx::kernels::gemm::simt_param_space as gemm_simt_space;
+    use crate::ptx::kernels::gemm_mma::param_space;
+
+    fn round_trips<P: Point + PartialEq + std::fmt::Debug>(space: &[P]) {
+        for p in space {
+            assert_eq!(P::from_text(&p.to_text()), Some(*p), "{}", p.to_text());
+        }
+    }
+
+    #[test]
+    fn text_forms_round_trip_and_reject_junk() {
+        round_trips(&param_space());
+        round_trips(&gemm_simt_space());
+        round_trips(&simt_param_space());
+        round_trips(&mma_param_space());
+        let p = param_space()[0];
+        assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1");
+        type M = crate::ptx::kernels::gemm_mma::MmaParams;
+        assert_eq!(M::from_text("warps_n=1,warps_m=1,bk=32,bn=32,bm=32"), Some(p));
+        for bad in ["", "bm=32", "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,x=2", "bm=32,bm=32,bk=32,warps_m=1,warps_n=1"] {
+            assert_eq!(M::from_text(bad), None, "{bad}");
+        }
+        assert_eq!(M::from_text("bm=-1,bn=32,bk=32,warps_m=1,warps_n=1"), None);
+    }
+
+    #[test]
+    fn buckets() {
+        assert_eq!(bucket(37), 37);
+        assert_eq!(bucket(65), 128);
+    }
+}

@@ -1,0 +1,138 @@
+//! The tuning spaces of the PTX families: through the lowering's tuning hook, every point of
+//! every tunable family (matmul mma/simt, conv3d mma/simt, attention mma/simt) either
+//! generates a kernel whose PTX text is well formed and within the shared-memory limit, or
+//! returns a typed error; never a panic. Random small shapes.
+
+use std::cell::RefCell;
+
+use proptest::prelude::*;
+use vidrt_ir::{DType, Op};
+use vidrt_kernels::ptx::lower::{lower_with, Lowered};
+use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem, SHARED_LIMIT};
+use vidrt_kernels::ptx::{emit, KernelError, Target};
+
+/// Forces one point (by its index in the family's space) and records the problem it saw.
+struct Force {
+    index: usize,
+    seen: RefCell<Option<(String, Vec<String>)>>,
+}
+
+impl Chooser for Force {
+    fn pick(&self, p: &TuneProblem<'_>) -> Pick {
+        *self.seen.borrow_mut() = Some((p.family.clone(), p.space.clone()));
+        match p.space.get(self.index) {
+            Some(t) => Pick::Forced(t.clone()),
+            None => Pick::Heuristic,
+        }
+    }
+}
+
+/// Lowers the node at every point of its family's space; returns (family, points that
+/// generated, points that were typed errors).
+fn every_point(op: &Op, ins: &[(&[usize], DType)], out: &[usize], dtype: DType) -> (String, usize, usize) {
+    let mut ok = 0;
+    let mut err = 0;
+    let mut family = String::new();
+    let mut index = 0;
+    loop {
+        let f = Force { index, seen: RefCell::new(None) };
+        let r = lower_with(op, ins, out, dtype, "t", &f);
+        let Some((fam, space)) = f.seen.into_inner() else {
+            // Not a tunable node for this dtype/shape: a typed error before any choice.
+            assert!(r.is_err(), "{op:?} lowered without asking the chooser");
+            return (family, ok, err + 1);
+        };
+        family = fam;
+        if index >= space.len() {
+            return (family, ok, err);
+        }
+        match r {
+            Ok(Lowered::Launches(ls)) => {
+                for l in &ls {
+                    assert!(l.kernel.shared_bytes <= SHARED_LIMIT, "{}: {} bytes", space[index], l.kernel.shared_bytes);
+                    let text = emit(&l.kernel, Target::Sm80);
+                    assert!(text.contains(".entry") && text.contains(&l.kernel.name), "{}", space[index]);
+                    assert!(l.block > 0 && l.grid > 0);
+                }
+                ok += 1;
+            }
+            Ok(other) => panic!("{op:?} lowered as {other:?}"),
+            Err(KernelError::Unsupported(_) | KernelError::Invalid(_)) => err += 1,
+        }
+        index += 1;
+    }
+}
+
+fn float() -> impl Strategy<Value = DType> {
+    prop_oneof![Just(DType::F32), Just(DType::BF16), Just(DType::F16)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matmul_points_generate_or_fail_typed(
+        m in 1usize..80, n in 1usize..80, k8 in 1usize..12, odd_k in any::<bool>(),
+        trans_b in any::<bool>(), bias in any::<bool>(), dtype in float(),
+    ) {
+        let k = if odd_k { k8 * 8 + 3 } else { k8 * 8 };
+        let a = [m, k];
+        let b = if trans_b { [n, k] } else { [k, n] };
+        let bias_d = [n];
+        let mut ins: Vec<(&[usize], DType)> = vec![(&a, dtype), (&b, dtype)];
+        if bias {
+            ins.push((&bias_d, dtype));
+        }
+        let op = Op::MatMul { trans_a: false, trans_b, bias };
+        let (family, ok, _) = every_point(&op, &ins, &[m, n], dtype);
+        prop_assert!(family.starts_with("matmul_"), "{family}");
+        prop_assert!(ok > 0, "no point of {family} generates for {m}x{n}x{k}");
+    }
+
+    #[test]
+    fn conv3d_points_generate_or_fail_typed(
+        cin in 1usize..20, cout in 1usize..40, t in 1usize..4, h in 3usize..12, w in 3usize..12,
+        kt in 1usize..3, k3 in any::<bool>(), stride2 in any::<bool>(), dtype in float(),
+    ) {
+        let kh = if k3 { 3 } else { 1 };
+        let x = [1, cin, t, h, w];
+        let wt = [cout, cin, kt, kh, kh];
+        let p = kh / 2;
+        let op = Op::Conv3d {
+            stride: [1, if stride2 { 2 } else { 1 }, if stride2 { 2 } else { 1 }],
+            pad: [[kt - 1, 0], [p, p], [p, p]],
+            bias: false,
+        };
+        let s = if stride2 { 2 } else { 1 };
+        let out = [1, cout, t, (h + 2 * p - kh) / s + 1, (w + 2 * p - kh) / s + 1];
+        let (family, ok, _) = every_point(&op, &[(&x, dtype), (&wt, dtype)], &out, dtype);
+        prop_assert!(family.starts_with("conv3d_"), "{family}");
+        prop_assert!(ok > 0, "no point of {family} generates for {x:?} * {wt:?}");
+    }
+
+    #[test]
+    fn attention_points_generate_or_fail_typed(
+        sq in 1usize..40, sk in 1usize..70, h in 1usize..3, d in prop_oneof![Just(6usize), Just(16), Just(64), Just(128)],
+        dtype in float(),
+    ) {
+        let q = [1, sq, h, d];
+        let kv = [1, sk, h, d];
+        let op = Op::Attention { scale: 0.25, bias: false, mask: false };
+        let (family, ok, _) = every_point(&op, &[(&q, dtype), (&kv, dtype), (&kv, dtype)], &q, dtype);
+        prop_assert!(family.starts_with("attention_"), "{family}");
+        prop_assert!(ok > 0, "no point of {family} generates for d={d}");
+    }
+}
+
+/// An integer matmul is refused before any point is chosen (a typed error, no choice asked).
+#[test]
+fn integer_matmul_is_typed_error() {
+    let a = [4, 8];
+    let (_, ok, err) = every_point(
+        &Op::MatMul { trans_a: false, trans_b: false, bias: false },
+        &[(&a, DType::I32), (&a, DType::I32)],
+        &[4, 8],
+        DType::I32,
+    );
+    assert_eq!((ok, err), (0, 1));
+}

@@ -1,0 +1,123 @@
+//! Tuning of the PTX families, shared by the CUDA backend and the PTX simulator: the
+//! [`Tuning`] of a backend is the lowering's [`Chooser`] (forced point, database winner,
+//! heuristic), and [`problems`] lists a graph's tunable problems through the same lowering.
+//!
+//! Keys: the family with its input dtype (`matmul_mma_bf16`, `conv3d_simt_f32`,
+//! `attention_mma_bf16`, ...), the dtypes, the problem's dimensions bucketed, their alignment,
+//! the layout facts the lowering reports (transposes, bias, epilogue, kernel size, stride,
+//! padding, head dims, bias pattern, mask dtype), the device ([`DeviceInfo`]: backend `cuda`
+//! with the device's name, compute capability and driver version; `ptx-sim` for the
+//! simulator), and a hash over every candidate's PTX text generated at the bucketed shape.
+//!
+//! Candidates: the points of the family's space that generate for the problem's exact shape
+//! (a generator error or static shared memory past 48 KiB drops a point). On CUDA a point
+//! whose loaded function cannot launch its block (registers, threads) fails to compile and is
+//! kept with no time.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use vidrt_ir::{DType, Graph, Op};
+use vidrt_kernels::ptx::lower::lower_with;
+use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem};
+use vidrt_kernels::ptx::{emit, Target};
+
+use super::{alignment, bucket, Choice, DeviceInfo, Problem, TuneDb, TuneKey, Tuning};
+
+/// What the simulator's tuning keys record of it.
+pub fn sim_device_info() -> DeviceInfo {
+    DeviceInfo {
+        backend: "ptx-sim".into(),
+        name: "vidrt PTX simulator (CPU)".into(),
+        arch: "sm_80 (simulated)".into(),
+        driver: format!("vidrt-runtime {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+impl Tuning {
+    /// The key of a PTX lowering's problem.
+    pub fn ptx_key(&self, p: &TuneProblem<'_>) -> TuneKey {
+        let shape: Vec<usize> = p.dims.iter().map(|&d| bucket(d)).collect();
+        let variant = format!("{}|{}|{shape:?}|{}", p.family, p.dtypes, p.layout);
+        let kernel_hash = self.hash(&variant, || {
+            p.space.iter().filter_map(|t| (p.representative)(t).ok()).map(|k| emit(&k, Target::Sm80)).collect()
+        });
+        TuneKey {
+            family: p.family.clone(),
+            dtypes: p.dtypes.clone(),
+            shape,
+            align: alignment(&p.align),
+            layout: p.layout.clone(),
+            device: self.device.clone(),
+            kernel_hash,
+        }
+    }
+}
+
+impl Chooser for Tuning {
+    fn pick(&self, p: &TuneProblem<'_>) -> Pick {
+        if let Some(t) = self.forced(&p.family) {
+            return Pick::Forced(t);
+        }
+        // No database: no key (and no candidate hash) to compute.
+        if self.db.as_ref().is_none_or(TuneDb::is_empty) {
+            return Pick::Heuristic;
+        }
+        match self.choose(&self.ptx_key(p)) {
+            Choice::Forced(t) => Pick::Forced(t),
+            Choice::Tuned(t) => Pick::Tuned(t),
+            Choice::Heuristic => Pick::Heuristic,
+        }
+    }
+
+    fn record(&self, used: bool) {
+        Tuning::record(self, used);
+    }
+}
+
+/// Records the problem of the node being lowered (and lets the heuristic lower it).
+struct Recorder<'a> {
+    tuning: &'a Tuning,
+    found: RefCell<Option<(TuneKey, Vec<String>)>>,
+}
+
+impl Chooser for Recorder<'_> {
+    fn pick(&self, p: &TuneProblem<'_>) -> Pick {
+        let key = self.tuning.ptx_key(p);
+        let candidates = p.space.iter().filter(|t| (p.generate)(t).is_ok()).cloned().collect();
+        *self.found.borrow_mut() = Some((key, candidates));
+        Pick::Heuristic
+    }
+}
+
+/// The distinct tunable problems (matmul, conv3d and attention nodes, fused or not) of
+/// `graph` under the PTX lowering, keyed by `tuning`'s device, in graph order. A node that
+/// does not lower, or has no valid candidate, poses none.
+pub fn problems(graph: &Graph, tuning: &Tuning) -> Vec<Problem> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let tunable = matches!(
+            node.op,
+            Op::MatMul { .. }
+                | Op::MatMulEpilogue { .. }
+                | Op::Conv3d { .. }
+                | Op::Conv3dEpilogue { .. }
+                | Op::Attention { .. }
+        );
+        if !tunable {
+            continue;
+        }
+        let ins: Vec<(&[usize], DType)> =
+            node.inputs.iter().map(|id| (graph.shape(*id).dims(), graph.dtype(*id))).collect();
+        let r = Recorder { tuning, found: RefCell::new(None) };
+        // Only the recorded problem matters; a node that fails to lower fails at compile.
+        let _ = lower_with(&node.op, &ins, node.shape.dims(), node.dtype, &format!("n{i}"), &r);
+        if let Some((key, candidates)) = r.found.into_inner() {
+            if !candidates.is_empty() && seen.insert(key.id()) {
+                out.push(Problem { key, candidates, node: i });
+            }
+        }
+    }
+    out
+}
