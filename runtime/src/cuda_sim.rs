@@ -242,6 +242,9 @@ impl Backend for SimBackend {
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
+        // The compiler's passes (fold, CSE, DCE, fusion) first: fused nodes lower to one kernel.
+        let (optimized, _) = crate::cpu::optimize(graph, &vidrt_ir::passes::PassOptions::default())?;
+        let graph = &optimized;
         let plans = lower_graph(graph, "ptx-sim", &*self.tuning)?;
         let weights = bind_weights(graph, weights)?;
         Ok(Box::new(SimExecutable { graph: graph.clone(), plans, weights, memory_limit: self.memory_limit }))

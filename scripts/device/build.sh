@@ -4,7 +4,9 @@
 #   .dev/bin/vidrt         the CLI with the CUDA and wgpu backends (release)
 #   .dev/bin/cuda_backend  the CUDA hardware tests (a cargo test binary, release)
 #   .dev/golden/           the golden cases (from ../shared/golden or $VIDRT_GOLDEN)
-# Then, with the device tool: carry [".dev"], command `bash scripts/device/run.sh`.
+#   .gl/*.deb              the Vulkan loader for the wgpu steps (amd64 debs, as the device
+#                          README says; skipped with a message when apt cannot fetch them)
+# Then, with the device tool: carry [".dev", ".gl"], command `bash scripts/device/run.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .git/info
@@ -24,5 +26,14 @@ cp "$exe" .dev/bin/cuda_backend
 strip .dev/bin/* 2>/dev/null || true
 golden="${VIDRT_GOLDEN:-../shared/golden}"
 cp -r "$golden" .dev/golden
-du -sh .dev
+grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo '/.gl/' >> .git/info/exclude
+if [ ! -d .gl ] || ! ls .gl/*.deb >/dev/null 2>&1; then
+  mkdir -p .gl /tmp/amd64/partial
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  # shellcheck disable=SC2086 # $o is a list of options
+  if ! (apt-get $o update >/dev/null && cd .gl && apt-get $o download libvulkan1 >/dev/null); then
+    echo "build.sh: could not fetch the Vulkan loader; run.sh will skip the wgpu steps" >&2
+  fi
+fi
+du -sh .dev .gl
 echo "build.sh: done; now run scripts/device/run.sh on the GPU machine with .dev carried"

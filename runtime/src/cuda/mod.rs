@@ -360,6 +360,9 @@ impl Backend for CudaBackend {
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
+        // The compiler's passes (fold, CSE, DCE, fusion) first: fused nodes lower to one kernel.
+        let (optimized, _) = crate::cpu::optimize(graph, &vidrt_ir::passes::PassOptions::default())?;
+        let graph = &optimized;
         let plans = lower_graph(graph, "cuda", &*self.tuning)?;
         // Every kernel loaded once, here, and checked against its launch: a run only launches.
         let functions = plans

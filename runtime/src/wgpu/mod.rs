@@ -253,6 +253,9 @@ impl Backend for WgpuBackend {
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
         vidrt_ir::verify(graph)?;
         self.ctx.check_lost()?;
+        // The compiler's passes (fold, CSE, DCE, fusion) first: fused nodes lower to one kernel.
+        let (optimized, _) = crate::cpu::optimize(graph, &vidrt_ir::passes::PassOptions::default())?;
+        let graph = &optimized;
         for (i, n) in graph.nodes.iter().enumerate() {
             if let Support::No(reason) = self.support(&n.op, n.dtype) {
                 return Err(RuntimeError::Unsupported {
