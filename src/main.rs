@@ -92,6 +92,10 @@ enum Cmd {
         /// Tune the DiT for guidance off (batch 1) instead of classifier-free guidance (batch 2).
         #[arg(long)]
         no_cfg: bool,
+        /// Storage dtype of the tuned graphs, as `generate --precision` runs them: f32, bf16 or
+        /// f16 (on CUDA, bf16/f16 are the tensor-core families; on wgpu, f16 the f16-storage keys).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Benchmark kernels at the real Wan2.1 shapes and whole model parts, against the
     /// device's measured copy and matmul peaks (roofline); JSON, markdown and an SVG plot.
@@ -236,17 +240,22 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 #[allow(clippy::too_many_arguments)] // the subcommand's flags
 fn tune(
     model: &str,
-    height: usize,
-    width: usize,
-    frames: usize,
+    (height, width, frames): (usize, usize, usize),
     backend_name: &str,
-    repeats: u32,
-    warmup: u32,
+    (repeats, warmup): (u32, u32),
     components: &[String],
     cfg_batch: bool,
+    precision: DType,
 ) -> Result<ExitCode> {
-    let mut graphs =
+    let graphs =
         vidrt::tune::pipeline_graphs(model, height, width, frames, cfg_batch).context("building the graphs")?;
+    // The graphs as the backends compile them: at the run's precision, after the passes (so
+    // fused nodes pose their own problems, under the keys compile looks up).
+    let mut graphs = graphs
+        .into_iter()
+        .map(|(name, g)| vidrt::tune::as_compiled(&g, precision).map(|g| (name, g)))
+        .collect::<vidrt::Result<Vec<_>>>()
+        .context("preparing the graphs")?;
     for c in components {
         if !["text", "dit", "vae"].contains(&c.as_str()) {
             bail!("unknown component `{c}` (expected text, dit or vae)");
@@ -702,8 +711,10 @@ fn main() -> ExitCode {
         Cmd::Ops { backend, filter } => ops(&backend, filter.as_deref()),
         Cmd::Inspect { model, height, width, frames, json } => inspect(&model, height, width, frames, json),
         Cmd::Bench(a) => bench(a),
-        Cmd::Tune { model, height, width, frames, backend, repeats, warmup, components, no_cfg } => {
-            tune(&model, height, width, frames, &backend, repeats, warmup, &components, !no_cfg)
+        Cmd::Tune { model, height, width, frames, backend, repeats, warmup, components, no_cfg, precision } => {
+            parse_precision(&precision).and_then(|p| {
+                tune(&model, (height, width, frames), &backend, (repeats, warmup), &components, !no_cfg, p)
+            })
         }
     };
     match r {

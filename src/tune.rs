@@ -51,6 +51,23 @@ pub fn pipeline_graphs(
     Ok(out)
 }
 
+/// `g` as a backend compiles it in a run at `precision` (`generate --precision`): through
+/// [`vidrt_ir::passes::reduce_precision`] when not f32, then the pass pipeline (fusion), which
+/// every backend runs before lowering. The tuner poses the problems of this graph, so its keys
+/// are the ones compile looks up.
+pub fn as_compiled(g: &Graph, precision: vidrt_ir::DType) -> Result<Graph> {
+    let reduced;
+    let g = if precision == vidrt_ir::DType::F32 {
+        g
+    } else {
+        reduced = vidrt_ir::passes::reduce_precision(g, precision).map_err(|e| Error::Other(e.to_string()))?;
+        &reduced
+    };
+    let (opt, _) = vidrt_runtime::cpu::optimize(g, &vidrt_ir::passes::PassOptions::default())
+        .map_err(|e| Error::Other(e.to_string()))?;
+    Ok(opt)
+}
+
 /// The component (`text`, `dit`, `vae`) a graph of [`pipeline_graphs`] belongs to.
 pub fn component_of(name: &str) -> &'static str {
     if name.starts_with("text") {

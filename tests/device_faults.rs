@@ -30,7 +30,7 @@ fn silu(x: f32) -> f32 {
 #[test]
 fn out_of_device_memory_is_typed_and_the_backend_recovers() {
     // 3000 bytes of device memory: the 2048-byte input fits, the 2048-byte output does not.
-    let sim = SimBackend::new().with_memory_limit(3000);
+    let sim = SimBackend::without_tuning().with_memory_limit(3000);
     let mut big = sim.compile(&silu_graph(512), &NoWeights).expect("compiles");
     let e = big.run(&[("x", ramp(512))]).expect_err("out of memory");
     match &e {
@@ -49,7 +49,7 @@ fn out_of_device_memory_is_typed_and_the_backend_recovers() {
     let got = out[0].1.to_f32_vec();
     assert!(want.iter().zip(&got).all(|(a, b)| (a - b).abs() <= 1e-5), "{got:?}");
     // And the executable that failed runs once memory allows (no state left behind).
-    let mut again = SimBackend::new().compile(&silu_graph(512), &NoWeights).expect("compiles");
+    let mut again = SimBackend::without_tuning().compile(&silu_graph(512), &NoWeights).expect("compiles");
     assert_eq!(again.run(&[("x", ramp(512))]).expect("runs")[0].1.dims(), &[512]);
     let _ = big;
 }

@@ -72,7 +72,7 @@ const REQUIRED: &[&str] = &[
 #[test]
 fn ptx_kernels_in_the_simulator_match_the_cpu_reference() {
     let reference = CpuBackend::unoptimized();
-    let sim = SimBackend::new();
+    let sim = SimBackend::without_tuning();
     let cases = all_cases();
     let mut results = Vec::new();
     let mut unsupported = Vec::new();
@@ -116,57 +116,63 @@ fn ptx_kernels_in_the_simulator_match_the_cpu_reference() {
 
 #[test]
 fn golden_ops_on_the_simulator() {
-    common::golden_on(&SimBackend::new(), "ops");
+    common::golden_on(&SimBackend::without_tuning(), "ops");
 }
 
 #[test]
 fn golden_dit_on_the_simulator() {
-    common::golden_on(&SimBackend::new(), "dit");
+    common::golden_on(&SimBackend::without_tuning(), "dit");
 }
 
 #[test]
 fn golden_text_encoder_on_the_simulator() {
-    common::golden_on(&SimBackend::new(), "text_encoder");
+    common::golden_on(&SimBackend::without_tuning(), "text_encoder");
 }
 
 #[test]
 #[ignore = "minutes in the simulator; run with --run-ignored all"]
 fn golden_vae_on_the_simulator() {
-    common::golden_on(&SimBackend::new(), "vae");
+    common::golden_on(&SimBackend::without_tuning(), "vae");
 }
 
 #[test]
 #[ignore = "minutes in the simulator; run with --run-ignored all"]
 fn golden_pipeline_on_the_simulator() {
-    common::golden_on(&SimBackend::new(), "pipeline");
+    common::golden_on(&SimBackend::without_tuning(), "pipeline");
 }
 
 /// The tiny pipeline with the CUDA kernels at bf16 storage (tensor-core matmul, attention and
 /// conv3d) against the CPU in f32, the CPU's own bf16 run as the yardstick.
 #[test]
 fn generate_in_bf16_on_the_simulator_is_as_close_to_f32_as_the_cpu_in_bf16() {
-    common::bf16_pipeline_is_as_close_to_f32_as_the_cpus(Box::new(SimBackend::new()));
+    common::bf16_pipeline_is_as_close_to_f32_as_the_cpus(Box::new(SimBackend::without_tuning()));
 }
 
 /// Single forward passes in bf16 on the CUDA kernels, against the f32 golden references at
 /// the golden README's bf16 limit (rel_l2 ≤ 3e-2).
 #[test]
 fn golden_dit_in_bf16_on_the_simulator() {
-    let b = vidrt::runtime::ReducedPrecision { inner: Box::new(SimBackend::new()), dtype: vidrt::ir::DType::BF16 };
+    let b = vidrt::runtime::ReducedPrecision {
+        inner: Box::new(SimBackend::without_tuning()),
+        dtype: vidrt::ir::DType::BF16,
+    };
     let worst = common::golden_bf16_on(&b, "dit", 3e-2);
     eprintln!("dit in bf16 on ptx-sim: worst rel_l2 {worst:.3e}");
 }
 
 #[test]
 fn golden_text_encoder_in_bf16_on_the_simulator() {
-    let b = vidrt::runtime::ReducedPrecision { inner: Box::new(SimBackend::new()), dtype: vidrt::ir::DType::BF16 };
+    let b = vidrt::runtime::ReducedPrecision {
+        inner: Box::new(SimBackend::without_tuning()),
+        dtype: vidrt::ir::DType::BF16,
+    };
     let worst = common::golden_bf16_on(&b, "text_encoder", 3e-2);
     eprintln!("text_encoder in bf16 on ptx-sim: worst rel_l2 {worst:.3e}");
 }
 
 #[test]
 fn check_intermediates_names_the_first_non_finite_node_on_the_simulator() {
-    common::check_intermediates_names_the_first_non_finite_node(&SimBackend::new());
+    common::check_intermediates_names_the_first_non_finite_node(&SimBackend::without_tuning());
 }
 
 // --- Tuning on the simulator (issue 8): the CUDA backend's tuning plumbing, run in CI ---
@@ -346,5 +352,36 @@ fn tune_cli_on_the_simulator() {
     let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{log}");
     assert!(log.contains("warning: tuning database") && log.contains("corrupt"), "{log}");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// `vidrt tune --precision bf16` tunes the graphs as a bf16 generation compiles them (reduced
+/// precision, then the passes' fusion), so a reduced-precision compile of the same DiT finds
+/// every tensor-core winner it looks up: the keys of the tuner and of compile agree.
+#[test]
+fn tune_cli_in_bf16_gives_the_winners_a_bf16_compile_looks_up() {
+    use vidrt::runtime::tune::TuneDb;
+    use vidrt::runtime::{Backend, ReducedPrecision};
+    let path = temp_db("cli-bf16");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidrt"))
+        .args(["tune", "--model", "tiny", "--height", "32", "--width", "32", "--frames", "5", "--precision", "bf16"])
+        .args(["--component", "dit", "--no-cfg", "--repeats", "1", "--warmup", "0", "--backend", "ptx-sim"])
+        .arg("--tune-db")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{log}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("matmul_mma_bf16"), "no tensor-core matmul tuned:\n{log}");
+    let sim = SimBackend::without_tuning();
+    let tuned = sim.with_db(Some(TuneDb::open(&path, sim.device_info())));
+    let graphs = vidrt::tune::pipeline_graphs("tiny", 32, 32, 5, false).unwrap();
+    let (_, dit) = graphs.iter().find(|(n, _)| n.starts_with("DiT")).unwrap();
+    let bf16 = ReducedPrecision { inner: Box::new(tuned.clone()), dtype: vidrt::ir::DType::BF16 };
+    bf16.compile(dit, &vidrt::weights::SeededWeights { seed: 1 }).expect("compiles with the winners");
+    let (hits, rejected) = tuned.tuning_hits();
+    eprintln!("bf16 DiT compile: {hits} tuned nodes, {rejected} rejected winners\n{log}");
+    assert!(hits > 0 && rejected == 0, "{hits} hits, {rejected} rejected:\n{log}");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

@@ -393,6 +393,17 @@ fn f16_tensors_are_stored_as_f16_where_the_adapter_has_shader_f16() {
     let (g32, w32) = (got.to_f32_vec(), want.to_f32_vec());
     let worst = g32.iter().zip(&w32).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst <= 2e-3, "max |wgpu - cpu| = {worst}");
+    // Odd lengths: the last word holds one half (and the broadcast bias straddles words).
+    let mut g = Graph::new();
+    let x = g.input("x", [3, 7], DType::F16).expect("x");
+    let bias = g.input("bias", [7], DType::F16).expect("bias");
+    let y = g.add(vidrt::ir::Op::Binary(vidrt::ir::BinaryOp::Add), &[x, bias]).expect("add");
+    g.set_output("y", y).expect("output");
+    let feeds = [("x", ramp(21, 0.7).reshape([3, 7]).expect("x")), ("bias", ramp(7, 0.1))];
+    let mut half = b.compile(&g, &NoWeights).expect("compiles");
+    let got = half.run(&feeds).expect("runs")[0].1.to_f32_vec();
+    let want = CpuBackend::new().compile(&g, &NoWeights).expect("cpu").run(&feeds).expect("cpu run")[0].1.to_f32_vec();
+    assert_eq!(got, want, "odd-length f16 add");
 }
 
 /// The tiny pipeline with every tensor in f16, stored as f16 on the adapter (shader-f16),

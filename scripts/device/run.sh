@@ -46,7 +46,7 @@ status "cuda tests" $?
 if time_for 400 "cuda tune"; then
   step "cuda tune"
   timeout 150 .dev/bin/vidrt --tune-db "$db" tune --backend cuda --model wan2.1-t2v-1.3b --height 480 --width 832 \
-    --frames 81 --component dit --repeats 3 --warmup 1 >> "$log" 2>&1
+    --frames 81 --component dit --precision bf16 --repeats 3 --warmup 1 >> "$log" 2>&1
   status "cuda tune" $?
 fi
 step "vidrt bench"

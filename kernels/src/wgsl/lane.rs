@@ -100,8 +100,9 @@ pub fn lane(op: LaneOp, wg: u32, subgroups: bool) -> Result<WgslKernel, WgslErro
     let mut s = bindings(&ins, ("out", Elem::F32));
     s += LINEAR_INDEX;
     if subgroups {
-        // One partial per subgroup (WebGPU subgroups have at least 4 invocations).
-        s += &format!("var<workgroup> red: array<f32, {}>;\n", wg / 4);
+        // One partial per subgroup: sized for subgroups of one invocation, since not every
+        // driver's minimum subgroup size is WebGPU's 4.
+        s += &format!("var<workgroup> red: array<f32, {wg}>;\n");
         for (name, sub, comb) in [
             ("sum", "subgroupAdd", "r + red[i]"),
             ("max", "subgroupMax", "max(r, red[i])"),

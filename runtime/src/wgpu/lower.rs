@@ -161,9 +161,10 @@ fn unsupported(g: &Graph, i: usize, reason: &str) -> RuntimeError {
 }
 
 /// The launches computing node `i` from the buffers of its inputs into `out`. Leaves and
-/// reshapes are handled by the planner and never reach here. A node producing f16/bf16
-/// computes in f32 into a scratch buffer, then a rounding kernel writes `out` (data
-/// movement of already-rounded values needs no rounding).
+/// reshapes are handled by the planner and never reach here. A bf16 node (or an f16 node
+/// without f16 storage) computes in f32 into a scratch buffer, then a rounding kernel writes
+/// `out` (data movement of already-rounded values needs no rounding); an f16 node with f16
+/// storage needs no extra step: its kernels' stores round (the planner retypes them).
 pub(crate) fn lower(
     g: &Graph,
     i: usize,
@@ -211,10 +212,10 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
     let features = alloc.features();
     // The storage of the copied elements: the node's (copies keep the dtype).
     let same = (storage(node.dtype, features), storage(node.dtype, features));
-    let oe = elem(node.dtype).ok_or_else(|| unsupported(g, i, "f16/bf16 storage is not implemented on wgpu yet"))?;
+    let oe = elem(node.dtype).ok_or_else(|| unsupported(g, i, "no device element type for this dtype"))?;
     for k in 0..node.inputs.len() {
         if elem(in_dtype(k)).is_none() {
-            return Err(unsupported(g, i, "an f16/bf16 input: not implemented on wgpu yet"));
+            return Err(unsupported(g, i, "an input with no device element type"));
         }
     }
     match &node.op {
