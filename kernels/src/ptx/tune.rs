@@ -158,10 +158,20 @@ mod tests {
         round_trips(&simt_param_space());
         round_trips(&mma_param_space());
         let p = param_space()[0];
-        assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1");
+        assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");
         type M = crate::ptx::kernels::gemm_mma::MmaParams;
+        assert_eq!(M::from_text("stages=2,warps_n=1,warps_m=1,bk=32,bn=32,bm=32"), Some(p));
+        // A text from before `stages` existed reads as the two-stage kernel it described.
         assert_eq!(M::from_text("warps_n=1,warps_m=1,bk=32,bn=32,bm=32"), Some(p));
-        for bad in ["", "bm=32", "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,x=2", "bm=32,bm=32,bk=32,warps_m=1,warps_n=1"] {
+        assert_eq!(M::from_text("bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=3"), Some(M { stages: 3, ..p }));
+        for bad in [
+            "",
+            "bm=32",
+            "stages=2",
+            "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,x=2",
+            "bm=32,bm=32,bk=32,warps_m=1,warps_n=1",
+            "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2,stages=3",
+        ] {
             assert_eq!(M::from_text(bad), None, "{bad}");
         }
         assert_eq!(M::from_text("bm=-1,bn=32,bk=32,warps_m=1,warps_n=1"), None);
