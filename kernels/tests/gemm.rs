@@ -1,7 +1,9 @@
 //! The matmul family in the simulator against an f64 host product: `matmul_simt` at every
 //! parameter point over transposes, broadcast batches, bias, fused epilogues (gate·acc +
 //! residual, gelu-tanh) and f32/bf16/f16 inputs and outputs, including K that is not a multiple
-//! of 8; and `matmul_mma` with batch, bias, epilogue and 16-bit outputs.
+//! of 8; and `matmul_mma` with batch, bias, epilogue and 16-bit outputs at every point, and at
+//! every pipeline stage count on K tails, M/N tails, fewer K slices than stages and K long
+//! enough to wrap the stage ring; a wrong `cp.async.wait_group` count is caught.
 //!
 //! Tolerance per element: the f32-accumulation bound K·2⁻²⁴·Σ|a·b| (scaled by the epilogue's
 //! gain), plus, ahead of an epilogue, one rounding of the intermediate to the input dtype (the unfused matmul's
@@ -18,8 +20,8 @@ use vidrt_kernels::ptx::kernels::common::contiguous;
 use vidrt_kernels::ptx::kernels::elementwise::{broadcast_strides, EwInput, Expr};
 use vidrt_kernels::ptx::kernels::gemm::{self, GemmEpilogue, GemmSpec};
 use vidrt_kernels::ptx::kernels::gemm_mma::{self, MmaParams};
-use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims};
-use vidrt_kernels::ptx::{emit, Kernel, Target};
+use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
+use vidrt_kernels::ptx::{emit, Kernel, KernelError, Target};
 
 /// The epilogues the tests use, with their host form and gain (a bound on |∂out/∂acc|).
 #[derive(Clone, Copy, Debug)]
@@ -111,7 +113,12 @@ fn spec(
 
 /// Runs `kern` on seeded inputs for `case` and checks every output element; returns the
 /// largest error relative to its tolerance.
-fn check(case: &Case, kern: &Kernel, (grid, block): (u32, u32), seed: u64) -> f64 {
+fn check(case: &Case, kern: &Kernel, dims: (u32, u32), seed: u64) -> f64 {
+    try_check(case, kern, dims, seed).unwrap_or_else(|e| panic!("{}: {e}", kern.name))
+}
+
+/// [`check`], with the simulator's error returned instead of a panic.
+fn try_check(case: &Case, kern: &Kernel, (grid, block): (u32, u32), seed: u64) -> Result<f64, SimError> {
     let s = &case.spec;
     let (ad, bd) = stored_dims(s);
     let mut rng = Rng(seed);
@@ -138,7 +145,7 @@ fn check(case: &Case, kern: &Kernel, (grid, block): (u32, u32), seed: u64) -> f6
     let osz = s.out_dtype.size_bytes();
     let out = mem.alloc(out_n * osz);
     args.push(ArgValue::Ptr(out));
-    launch(kern, LaunchDims { grid, block }, &args, &mut mem).unwrap_or_else(|e| panic!("{}: {e}", kern.name));
+    launch(kern, LaunchDims { grid, block }, &args, &mut mem)?;
     let got = decode(s.out_dtype, mem.read(out, out_n * osz).expect("in bounds"));
 
     let (ast, bst) = (contiguous(&ad), contiguous(&bd));
@@ -192,7 +199,7 @@ fn check(case: &Case, kern: &Kernel, (grid, block): (u32, u32), seed: u64) -> f6
             }
         }
     }
-    worst
+    Ok(worst)
 }
 
 fn simt_cases() -> Vec<Case> {
@@ -248,7 +255,7 @@ fn matmul_specs_the_tensor_cores_cannot_take_say_why() {
     let f32_in = spec((8, 8, 16), &[], (&[], &[]), (false, true), (F32, F32), false, Epi::None);
     for c in [k_odd, b_kn, f32_in] {
         assert!(gemm_mma::mma_unsupported(&c.spec).is_some());
-        let p = MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 };
+        let p = MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages: 2 };
         assert!(gemm_mma::gemm_mma_spec("x", &c.spec, p).is_err());
         // The SIMT kernel takes all of them.
         let sp = gemm::simt_param_space()[0];
@@ -262,4 +269,88 @@ fn matmul_specs_the_tensor_cores_cannot_take_say_why() {
     assert!(gemm::gemm_simt("x", &bad.spec, bad_p).is_err());
     bad.spec.m = 0;
     assert!(gemm::gemm_simt("x", &bad.spec, gemm::simt_param_space()[0]).is_err());
+}
+
+/// `(grid, block)` of `matmul_mma` for `case` at `p`.
+fn mma_dims(case: &Case, p: MmaParams) -> (u32, u32) {
+    let (tiles, block) = gemm_mma::launch_dims(case.spec.m, case.spec.n, p);
+    (tiles * case.spec.batch_count() as u32, block)
+}
+
+/// Every stage count (2, 3, 4) at two tile shapes, on: K with a partial last slice and M/N
+/// tails; K of one partial slice (fewer slices than the S-1 the prologue issues); K of two
+/// slices (fewer than S-1 at 4 stages); K of 7 slices with a tail (the stage ring wraps more
+/// than once); batch, bias, the two epilogues and a 16-bit output.
+#[test]
+fn matmul_mma_every_stage_count_matches_the_host() {
+    use DType::{BF16, F16, F32};
+    let cases = [
+        spec((37, 29, 40), &[], (&[], &[]), (false, true), (BF16, F32), false, Epi::None),
+        spec((20, 70, 24), &[2], (&[2], &[1]), (false, true), (F16, F16), true, Epi::Gelu),
+        spec((65, 33, 64), &[], (&[], &[]), (false, true), (BF16, BF16), true, Epi::GateResidual),
+        spec((33, 40, 216), &[2], (&[2], &[2]), (false, true), (F16, F32), true, Epi::None),
+    ];
+    let mut seen = Vec::new();
+    for (bm, bn, warps_m, warps_n) in [(32, 32, 1, 1), (64, 64, 2, 2)] {
+        for stages in 2..=4 {
+            let p = MmaParams { bm, bn, bk: 32, warps_m, warps_n, stages };
+            for (ci, case) in cases.iter().enumerate() {
+                let kern = gemm_mma::gemm_mma_spec(&format!("mma_s{stages}_{ci}"), &case.spec, p).expect("generates");
+                let text = emit(&kern, Target::Sm80);
+                assert!(text.contains(&format!("cp.async.wait_group {};", stages - 2)), "{p:?}");
+                // One commit group per prologue slice and one per k-step.
+                assert_eq!(text.matches("cp.async.commit_group;").count(), stages as usize, "{p:?}");
+                let worst = check(case, &kern, mma_dims(case, p), 300 + ci as u64);
+                println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
+            }
+            seen.push(stages);
+        }
+    }
+    assert_eq!(seen, [2, 3, 4, 2, 3, 4]);
+    // The space holds every stage count too.
+    let mut space: Vec<u32> = gemm_mma::param_space().iter().map(|p| p.stages).collect();
+    space.sort_unstable();
+    space.dedup();
+    assert_eq!(space, [2, 3, 4]);
+}
+
+/// Waiting for one group too few (`wait_group S-1`) lets the first k-step read a stage whose
+/// copies are still pending: the simulator reports the hazard at every stage count, and the
+/// same kernel with the right count (`S-2`) passes.
+#[test]
+fn matmul_mma_with_a_wrong_wait_count_is_caught() {
+    use DType::{BF16, F32};
+    let case = spec((37, 29, 104), &[], (&[], &[]), (false, true), (BF16, F32), true, Epi::None);
+    for stages in 2..=4 {
+        let p = MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages };
+        let right = gemm_mma::gemm_mma_spec_waiting("right", &case.spec, p, stages - 2).expect("generates");
+        assert_eq!(right, gemm_mma::gemm_mma_spec("right", &case.spec, p).expect("generates"));
+        check(&case, &right, mma_dims(&case, p), 5);
+        let wrong = gemm_mma::gemm_mma_spec_waiting("wrong", &case.spec, p, stages - 1).expect("generates");
+        match try_check(&case, &wrong, mma_dims(&case, p), 5) {
+            Err(SimError::AsyncHazard { what, .. }) => assert!(what.contains("ldmatrix"), "{what}"),
+            other => panic!("{stages} stages, wait_group {}: {other:?}", stages - 1),
+        }
+    }
+}
+
+/// Stage counts outside 2..=4 are invalid; a point whose stages exceed 48 KiB of static shared
+/// memory (there is no dynamic shared memory yet) is unsupported, with the byte count named.
+#[test]
+fn matmul_mma_rejects_bad_stage_counts_and_oversized_pipelines() {
+    use DType::{BF16, F32};
+    let case = spec((64, 64, 64), &[], (&[], &[]), (false, true), (BF16, F32), false, Epi::None);
+    for stages in [0, 1, 5] {
+        let p = MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages };
+        assert!(matches!(gemm_mma::gemm_mma_spec("x", &case.spec, p), Err(KernelError::Invalid(_))), "{stages}");
+    }
+    let big = MmaParams { bm: 128, bn: 64, bk: 32, warps_m: 4, warps_n: 2, stages: 4 };
+    assert_eq!(big.shared_bytes(), 61_440);
+    match gemm_mma::gemm_mma_spec("x", &case.spec, big) {
+        Err(KernelError::Unsupported(why)) => assert!(why.contains("61440"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let fits = MmaParams { stages: 3, ..big };
+    let k = gemm_mma::gemm_mma_spec("x", &case.spec, fits).expect("46080 bytes fit");
+    assert_eq!(k.shared_bytes, 46_080);
 }

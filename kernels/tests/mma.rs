@@ -541,7 +541,7 @@ fn gemm_mma_emits_tensor_core_instructions_and_rejects_bad_requests() {
         "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
         "ldmatrix.sync.aligned.m8n8.x2.shared.b16",
         "cp.async.cg.shared.global",
-        "cp.async.wait_group 1;",
+        "cp.async.wait_group 0;",
         ".version 8.0",
     ] {
         assert!(text.contains(needle), "{needle} missing");
@@ -549,6 +549,6 @@ fn gemm_mma_emits_tensor_core_instructions_and_rejects_bad_requests() {
     assert!(matches!(gemm_mma::gemm_mma("g", 8, 8, 36, DType::BF16, p), Err(KernelError::Unsupported(_))));
     assert!(matches!(gemm_mma::gemm_mma("g", 8, 8, 32, DType::F32, p), Err(KernelError::Unsupported(_))));
     assert!(matches!(gemm_mma::gemm_mma("g", 0, 8, 32, DType::BF16, p), Err(KernelError::Invalid(_))));
-    let bad = MmaParams { bm: 48, bn: 32, bk: 32, warps_m: 2, warps_n: 1 };
+    let bad = MmaParams { bm: 48, bn: 32, bk: 32, warps_m: 2, warps_n: 1, stages: 2 };
     assert!(matches!(gemm_mma::gemm_mma("g", 8, 8, 32, DType::BF16, bad), Err(KernelError::Invalid(_))));
 }

@@ -92,9 +92,15 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut checked = 0;
     let mut failures = Vec::new();
-    for family in
-        ["matmul_mma_bf16_0", "matmul_mma_epilogue_1", "conv3d_mma_causal_bf16_1", "attention_flash_mma_bf16_d128_0"]
-    {
+    // matmul_mma points 0 and 1 have 2 stages, 4 has 3 and 5 has 4 (gemm_mma::param_space).
+    for family in [
+        "matmul_mma_bf16_0",
+        "matmul_mma_epilogue_1",
+        "matmul_mma_epilogue_4",
+        "matmul_mma_f16_5",
+        "conv3d_mma_causal_bf16_1",
+        "attention_flash_mma_bf16_d128_0",
+    ] {
         let Some(k) = kernels.iter().find(|k| k.name == family) else {
             failures.push(format!("{family}: not in the catalog"));
             continue;

@@ -157,7 +157,7 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
             out.push(conv3d::conv3d_simt(&format!("conv3d_pointwise_{d}_{i}"), &c, p)?);
         }
     }
-    for (i, p) in gemm_mma::param_space().into_iter().enumerate() {
+    for (i, p) in conv3d::mma_param_space().into_iter().enumerate() {
         for dtype in [DType::BF16, DType::F16] {
             let d = dtype.name();
             let causal = [[2, 0], [1, 1], [1, 1]];

@@ -263,9 +263,9 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
     if gemm_mma::mma_unsupported(spec).is_none() {
         let big = spec.m >= 64 && spec.n >= 64;
         let heuristic = if big {
-            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 }
+            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2, stages: 2 }
         } else {
-            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 }
+            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages: 2 }
         };
         let build = |p: MmaParams| -> Result<Built, KernelError> {
             let k = gemm_mma::gemm_mma_spec(&format!("{name}_mma"), spec, p)?;
@@ -358,9 +358,9 @@ fn conv(
     if conv3d::mma_unsupported(&spec).is_none() {
         let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
         let heuristic = if big {
-            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 }
+            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2, stages: 2 }
         } else {
-            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 }
+            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages: 2 }
         };
         let build = |p: MmaParams| -> Result<Built, KernelError> {
             let k = conv3d::conv3d_mma(&format!("{name}_mma"), &spec, p)?;
@@ -370,7 +370,7 @@ fn conv(
         let (k, grid, block) = tuned(
             chooser,
             desc("conv3d_mma"),
-            &gemm_mma::param_space(),
+            &conv3d::mma_param_space(),
             &build,
             &|p| rep_spec().and_then(|s| conv3d::conv3d_mma(REPRESENTATIVE, &s, p)),
             &|| build(heuristic),

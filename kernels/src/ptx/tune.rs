@@ -36,6 +36,9 @@ pub fn bucket(d: usize) -> usize {
 pub trait Point: Copy + Sized {
     /// The field names, in text order.
     const NAMES: &'static [&'static str];
+    /// Values for names a text may leave out (a field added after tuning databases were
+    /// written: the old texts keep their meaning).
+    const DEFAULTS: &'static [(&'static str, u32)] = &[];
 
     fn values(self) -> Vec<u32>;
 
@@ -47,8 +50,8 @@ pub trait Point: Copy + Sized {
         Self::NAMES.iter().zip(self.values()).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(",")
     }
 
-    /// Parses [`Point::to_text`]'s form (every name exactly once, any order); `None` for
-    /// anything else.
+    /// Parses [`Point::to_text`]'s form (every name exactly once, any order, except that a
+    /// name of [`Point::DEFAULTS`] may be left out); `None` for anything else.
     fn from_text(text: &str) -> Option<Self> {
         let mut v: Vec<Option<u32>> = vec![None; Self::NAMES.len()];
         for part in text.split(',') {
@@ -58,6 +61,11 @@ pub trait Point: Copy + Sized {
                 return None;
             }
             v[i] = Some(value.trim().parse().ok()?);
+        }
+        for (n, d) in Self::DEFAULTS {
+            if let Some(i) = Self::NAMES.iter().position(|x| x == n) {
+                v[i] = v[i].or(Some(*d));
+            }
         }
         let v: Option<Vec<u32>> = v.into_iter().collect();
         Self::from_values(&v?)
@@ -150,10 +158,20 @@ mod tests {
         round_trips(&simt_param_space());
         round_trips(&mma_param_space());
         let p = param_space()[0];
-        assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1");
+        assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");
         type M = crate::ptx::kernels::gemm_mma::MmaParams;
+        assert_eq!(M::from_text("stages=2,warps_n=1,warps_m=1,bk=32,bn=32,bm=32"), Some(p));
+        // A text from before `stages` existed reads as the two-stage kernel it described.
         assert_eq!(M::from_text("warps_n=1,warps_m=1,bk=32,bn=32,bm=32"), Some(p));
-        for bad in ["", "bm=32", "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,x=2", "bm=32,bm=32,bk=32,warps_m=1,warps_n=1"] {
+        assert_eq!(M::from_text("bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=3"), Some(M { stages: 3, ..p }));
+        for bad in [
+            "",
+            "bm=32",
+            "stages=2",
+            "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,x=2",
+            "bm=32,bm=32,bk=32,warps_m=1,warps_n=1",
+            "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2,stages=3",
+        ] {
             assert_eq!(M::from_text(bad), None, "{bad}");
         }
         assert_eq!(M::from_text("bm=-1,bn=32,bk=32,warps_m=1,warps_n=1"), None);

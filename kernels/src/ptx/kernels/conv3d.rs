@@ -11,11 +11,12 @@
 //!   padding read x directly as the `[Cin, T·H·W]` matrix.
 //! - Layouts: x `[B, Cin, T, H, W]`, w `[Cout, Cin, kt, kh, kw]`, bias `[Cout]`, out
 //!   `[B, Cout, To, Ho, Wo]`, all row-major; f32, f16 or bf16, arithmetic in f32.
-//! - `conv3d_mma`: the `matmul_mma` pipeline (2 stages, `ldmatrix`, `mma.sync.m16n8k16`, f32
+//! - `conv3d_mma`: the `matmul_mma` pipeline (`ldmatrix`, `mma.sync.m16n8k16`, f32
 //!   accumulation) with the weight slice copied by `cp.async` (needs K a multiple of 8) and
-//!   the im2col slice gathered by plain 16-bit loads into the `[BN][BK]` stage (each thread
-//!   keeps one output position, `n = tid % BN`, and walks k); tunables [`MmaParams`] with
-//!   BN dividing the block's threads. See [`mma_unsupported`] and [`mma_launch_dims`].
+//!   the im2col slice gathered by plain (synchronous) 16-bit loads into the `[BN][BK]` stage
+//!   (each thread keeps one output position, `n = tid % BN`, and walks k); tunables
+//!   [`MmaParams`] with BN dividing the block's threads, the two-stage points only
+//!   ([`mma_param_space`]: with a synchronous gather, deeper stages only buy the weight copy). See [`mma_unsupported`] and [`mma_launch_dims`].
 //! - Launch and tunables of `conv3d_simt`: those of `matmul_simt`
 //!   ([`super::gemm::SimtParams`]) with the batch axis = B, M = Cout, N = To·Ho·Wo; see
 //!   [`launch_dims`]. Minimum SM: sm_80.
@@ -214,6 +215,11 @@ pub fn mma_unsupported(spec: &ConvSpec) -> Option<String> {
     (!k.is_multiple_of(8)).then(|| format!("conv3d_mma needs Cin·kt·kh·kw a multiple of 8, got {k}"))
 }
 
+/// The parameter points of `conv3d_mma`: the two-stage points of `matmul_mma`'s space.
+pub fn mma_param_space() -> Vec<MmaParams> {
+    gemm_mma::param_space().into_iter().filter(|p| p.stages == 2).collect()
+}
+
 /// (grid, block) of `conv3d_mma` for `spec` at `p`.
 pub fn mma_launch_dims(spec: &ConvSpec, p: MmaParams) -> Result<(u32, u32), KernelError> {
     let (m, n, _) = spec.mnk();
@@ -234,14 +240,16 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
     let g = &spec.geom;
     let header = format!(
         "conv3d_mma {name}: {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered into shared memory, \
-         ldmatrix + mma.sync.m16n8k16 f32 accumulation, 2 stages; minimum sm_80\n\
-         1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{}",
+         ldmatrix + mma.sync.m16n8k16 f32 accumulation, {} stages; minimum sm_80\n\
+         1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{} stages={}",
         spec.describe(),
+        p.stages,
         p.bm,
         p.bn,
         p.bk,
         p.warps_m,
-        p.warps_n
+        p.warps_n,
+        p.stages
     );
     let core =
         MmaCore { k, batch: &[spec.batch], a_batch: &[0], b: MmaB::Im2col(g), store: spec.store(), b_first: true };

@@ -14,14 +14,24 @@
 //!   guarded per element.
 //! - Launch: 1-D grid of `batch · ceil(M/BM) · ceil(N/BN)` blocks (block `i`: batch
 //!   `i / tiles`, then tile row and column), `32 · WARPS_M · WARPS_N` threads; see
-//!   [`launch_dims`] (per matrix).
-//! - Pipeline: two shared-memory stages. Each k-step issues the next BK slice of A and B with
-//!   16-byte `cp.async.cg` (one commit group per slice), waits with `cp.async.wait_group 1`,
-//!   synchronises, and each warp loads its fragments with `ldmatrix.x4` (A, 16×16) and
-//!   `ldmatrix.x2` (B, 8 n × 16 k, no transpose since B is K-contiguous) and issues the MMAs of
-//!   its WM×WN warp tile. Shared rows are padded by 16 bytes against bank conflicts.
-//! - Tunables (generation time): BM×BN×BK and the warp grid WARPS_M×WARPS_N; the points are in
-//!   [`param_space`].
+//!   [`launch_dims`] (per matrix). Static shared memory only: `STAGES · (BM + BN) · (BK + 8) · 2`
+//!   bytes, which must stay within [`crate::ptx::tune::SHARED_LIMIT`] (48 KiB; the builder,
+//!   the simulator and the CUDA launch have no dynamic shared memory yet, so a larger point is
+//!   an `Unsupported` error, never a failed launch).
+//! - Pipeline: STAGES (2..=4) shared-memory stages, CUTLASS's multistage scheme. The prologue
+//!   issues slices 0..STAGES-1 of A and B with 16-byte `cp.async.cg`, one commit group per
+//!   slice. Each k-step `k` then waits with `cp.async.wait_group STAGES-2` (slice `k` has
+//!   landed, the STAGES-2 younger ones may still be in flight), synchronises the block (which
+//!   also frees stage `(k-1) % STAGES`, read in the previous step), issues slice
+//!   `k + STAGES - 1` into that freed stage and commits, then each warp loads its fragments
+//!   from stage `k % STAGES` with `ldmatrix.x4` (A, 16×16) and `ldmatrix.x2` (B, 8 n × 16 k,
+//!   no transpose since B is K-contiguous) and issues the MMAs of its WM×WN warp tile. Slices
+//!   past K are all zero-fill (`src-size` 0), so every step commits exactly one group and the
+//!   wait count stays uniform, also when K has fewer slices than stages. One barrier per
+//!   k-step. Shared rows are padded by 16 bytes against bank conflicts.
+//! - Tunables (generation time): BM×BN×BK, the warp grid WARPS_M×WARPS_N and STAGES; the
+//!   points are in [`param_space`] (text form `bm=..,bn=..,bk=..,warps_m=..,warps_n=..,stages=..`;
+//!   a text without `stages`, as older tuning databases hold, reads as 2 stages).
 
 use vidrt_ir::DType;
 
@@ -32,6 +42,7 @@ use super::gemm::{
 use crate::ptx::builder::{
     BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty,
 };
+use crate::ptx::tune::SHARED_LIMIT;
 use crate::ptx::KernelError;
 
 /// Generation-time parameters.
@@ -42,11 +53,23 @@ pub struct MmaParams {
     pub bk: u32,
     pub warps_m: u32,
     pub warps_n: u32,
+    /// Shared-memory pipeline stages (2..=4).
+    pub stages: u32,
 }
 
 impl MmaParams {
     pub fn threads(self) -> u32 {
         32 * self.warps_m * self.warps_n
+    }
+
+    /// Bytes per row of a shared tile (BK b16 elements plus 16 bytes of padding).
+    fn row_bytes(self) -> u32 {
+        (self.bk + 8) * 2
+    }
+
+    /// Static shared memory of the pipeline: `stages` stages of A `[BM][BK+8]` and B `[BN][BK+8]`.
+    pub fn shared_bytes(self) -> u32 {
+        self.stages.saturating_mul(self.bm.saturating_add(self.bn)).saturating_mul(self.row_bytes())
     }
 
     fn check(self) -> Result<(u32, u32), KernelError> {
@@ -65,6 +88,9 @@ impl MmaParams {
         if self.bk == 0 || !self.bk.is_multiple_of(16) {
             return bad("BK must be a multiple of 16");
         }
+        if !(2..=4).contains(&self.stages) {
+            return bad("stages must be 2, 3 or 4");
+        }
         let chunks = |rows: u32| rows * self.bk / 8;
         if !chunks(self.bm).is_multiple_of(self.threads()) || !chunks(self.bn).is_multiple_of(self.threads()) {
             return bad("the 16-byte chunks of a stage must divide evenly among the threads");
@@ -74,29 +100,39 @@ impl MmaParams {
 }
 
 impl crate::ptx::tune::Point for MmaParams {
-    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "warps_m", "warps_n"];
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "warps_m", "warps_n", "stages"];
+    /// Texts written before `stages` existed were all two-stage kernels.
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("stages", 2)];
 
     fn values(self) -> Vec<u32> {
-        vec![self.bm, self.bn, self.bk, self.warps_m, self.warps_n]
+        vec![self.bm, self.bn, self.bk, self.warps_m, self.warps_n, self.stages]
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
         match *v {
-            [bm, bn, bk, warps_m, warps_n] => Some(MmaParams { bm, bn, bk, warps_m, warps_n }),
+            [bm, bn, bk, warps_m, warps_n, stages] => Some(MmaParams { bm, bn, bk, warps_m, warps_n, stages }),
             _ => None,
         }
     }
 }
 
-/// Every parameter point (the tuning space of `matmul_mma` and `conv3d_mma`; the first two are
-/// the lowering's heuristic picks for small and large problems). Every point assembles with
-/// no spills (the ptxas test); `bm=64,bn=32,warps 2x1` was left out: it spills with an
-/// epilogue on sm_90a.
+/// Every parameter point of `matmul_mma` (the first two are the lowering's heuristic picks for
+/// small and large problems; `conv3d_mma` takes the two-stage points,
+/// [`super::conv3d::mma_param_space`]). Every point assembles with no spills (the ptxas test)
+/// and fits 48 KiB of static shared memory: per stage 5 KiB (32×32), 10 KiB (64×64), 15 KiB
+/// (128×64), so 128×64 stops at 3 stages. Left out because they spill with the batched
+/// gate·acc + residual epilogue on sm_90a (ptxas holds them at 80 registers there):
+/// `bm=64,bn=32,warps 2x1`, and 64×64 at 3 stages (8 bytes; at 4 stages ptxas takes 96
+/// registers and does not spill).
 pub fn param_space() -> Vec<MmaParams> {
+    let p = |bm, bn, warps_m, warps_n, stages| MmaParams { bm, bn, bk: 32, warps_m, warps_n, stages };
     vec![
-        MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1 },
-        MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2 },
-        MmaParams { bm: 128, bn: 64, bk: 32, warps_m: 4, warps_n: 2 },
+        p(32, 32, 1, 1, 2),
+        p(64, 64, 2, 2, 2),
+        p(128, 64, 4, 2, 2),
+        p(32, 32, 1, 1, 3),
+        p(128, 64, 4, 2, 3),
+        p(64, 64, 2, 2, 4),
     ]
 }
 
@@ -218,6 +254,13 @@ pub fn mma_unsupported(spec: &GemmSpec) -> Option<String> {
 /// The tensor-core GEMM for `spec` (see [`mma_unsupported`] for what it takes) at `p`.
 /// Parameters: a, b, [bias], [epilogue inputs…], out (as [`super::gemm::gemm_simt`]).
 pub fn gemm_mma_spec(name: &str, spec: &GemmSpec, p: MmaParams) -> Result<Kernel, KernelError> {
+    gemm_mma_spec_waiting(name, spec, p, p.stages.saturating_sub(2))
+}
+
+/// [`gemm_mma_spec`] with the k-loop's `cp.async.wait_group` count given instead of the
+/// correct `stages - 2`: only for tests that check a wrong count is caught by the simulator.
+#[doc(hidden)]
+pub fn gemm_mma_spec_waiting(name: &str, spec: &GemmSpec, p: MmaParams, wait: u32) -> Result<Kernel, KernelError> {
     spec.check()?;
     if let Some(why) = mma_unsupported(spec) {
         return Err(KernelError::Unsupported(why));
@@ -225,16 +268,20 @@ pub fn gemm_mma_spec(name: &str, spec: &GemmSpec, p: MmaParams) -> Result<Kernel
     let (m, n, k, dtype) = (spec.m, spec.n, spec.k, spec.in_dtype);
     let header = format!(
         "matmul_mma {name}: A[{m},{k}] {dtype} row-major x B stored [{n},{k}] {dtype} row-major \
-         (K x N column-major); {}\nmma.sync.m16n8k16 f32 accumulation, cp.async 2-stage pipeline, ldmatrix; minimum sm_80\n\
-         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads; params BM={} BN={} BK={} warps {}x{}",
+         (K x N column-major); {}\nmma.sync.m16n8k16 f32 accumulation, cp.async {}-stage pipeline, ldmatrix; minimum sm_80\n\
+         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads, {} bytes of static shared memory; \
+         params BM={} BN={} BK={} warps {}x{} stages={}",
         spec.describe(),
+        p.stages,
         launch_dims(m, n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
         p.threads(),
+        p.shared_bytes(),
         p.bm,
         p.bn,
         p.bk,
         p.warps_m,
-        p.warps_n
+        p.warps_n,
+        p.stages
     );
     let core = MmaCore {
         k,
@@ -244,7 +291,7 @@ pub fn gemm_mma_spec(name: &str, spec: &GemmSpec, p: MmaParams) -> Result<Kernel
         store: spec.store(),
         b_first: false,
     };
-    mma_kernel(name, header, &core, p)
+    pipeline_kernel(name, header, &core, p, wait)
 }
 
 /// The B operand of a tensor-core product.
@@ -318,6 +365,11 @@ impl Gather {
 /// Generates the tensor-core kernel for `core` at `p`. Parameters: A, B (or B, A with
 /// `b_first`), [bias], [epilogue inputs…], out.
 pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams) -> Result<Kernel, KernelError> {
+    pipeline_kernel(name, header, core, p, p.stages.saturating_sub(2))
+}
+
+/// [`mma_kernel`] with the k-loop's `cp.async.wait_group` count `wait` (`stages - 2` is right).
+fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wait: u32) -> Result<Kernel, KernelError> {
     let st = &core.store;
     let ab = match st.in_dtype {
         DType::BF16 => Ty::BF16,
@@ -331,6 +383,13 @@ pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParam
         )));
     }
     let (wm, wn) = p.check()?;
+    if p.shared_bytes() > SHARED_LIMIT {
+        return Err(KernelError::Unsupported(format!(
+            "{name}: parameters {p:?} need {} bytes of shared memory; static shared memory stops at {SHARED_LIMIT} \
+             and dynamic shared memory is not supported yet",
+            p.shared_bytes()
+        )));
+    }
     let (mu, nu, ku) = (u32_of(st.m, "M")?, u32_of(st.n, "N")?, u32_of(core.k, "K")?);
     let tiles_n = nu.div_ceil(p.bn);
     let threads = p.threads();
@@ -341,10 +400,10 @@ pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParam
     let ptrs = OutPtrs::declare(&mut b, st);
 
     // Shared layout: per stage, A [BM][BK+8] then B [BN][BK+8] (b16 elements).
-    let stride = (p.bk + 8) * 2;
+    let stride = p.row_bytes();
     let a_bytes = p.bm * stride;
     let stage_bytes = a_bytes + p.bn * stride;
-    let smem = b.shared(2 * stage_bytes);
+    let smem = b.shared(p.stages * stage_bytes);
 
     let tid = b.special(Special::TidX);
     let (bi, tm, tn) = block_coords(&mut b, mu.div_ceil(p.bm) * tiles_n, tiles_n);
@@ -398,25 +457,41 @@ pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParam
         })
         .collect();
 
-    // Prologue: slice 0 into stage 0.
+    // Prologue: slices 0..S-1 into stages 0..S-1, one commit group each (slices past K are
+    // all zero-fill: the group count stays uniform when K has fewer slices than stages).
+    let stages = p.stages;
+    let ring = stages * stage_bytes;
     let k0 = b.imm_u32(0);
-    let stage = b.reg(Ty::U32);
-    b.push(Inst::Mov { dst: stage, src: Operand::Reg(base) });
-    la.issue(&mut b, pa, k0, stage, ku);
-    lb.issue(&mut b, pb, k0, stage, ku);
-    b.cp_async_commit();
-    // The other stage's address (swapped with `stage` every step).
-    let other = b.bin(BinOp::Add, Ty::U32, base, imm(stage_bytes));
+    for s in 0..stages - 1 {
+        let at = b.bin(BinOp::Add, Ty::U32, base, imm(s * stage_bytes));
+        let ks = b.imm_u32(s * p.bk);
+        la.issue(&mut b, pa, ks, at, ku);
+        lb.issue(&mut b, pb, ks, at, ku);
+        b.cp_async_commit();
+    }
+    // The byte offset (from `base`) of the stage computed on (slice k); it advances by one
+    // stage per step, wrapping at the ring's end. The stage written (slice k + S - 1) is the
+    // one before it: the stage read in the previous step. Offsets against immediates keep the
+    // ring arithmetic to one loop-carried register.
+    let stage = b.imm_u32(0);
+    let a_lane = b.bin(BinOp::Add, Ty::U32, base, a_lane);
+    let b_lane = b.bin(BinOp::Add, Ty::U32, base, b_lane);
 
     let top = b.label();
     b.place(top);
-    // Next slice (past K it is all zero-fill, which keeps the group count uniform).
-    let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(p.bk));
-    la.issue(&mut b, pa, k1, other, ku);
-    lb.issue(&mut b, pb, k1, other, ku);
-    b.cp_async_commit();
-    b.cp_async_wait(1);
+    // Slice k has landed (at most S-2 younger groups pending) and every warp is done with the
+    // previous step's stage, which is now written: ahead of the MMAs, so that the copy
+    // overlaps them (with 2 stages it is the only one in flight).
+    b.cp_async_wait(wait);
     b.bar_sync();
+    let kn = b.bin(BinOp::Add, Ty::U32, k0, imm((stages - 1) * p.bk));
+    let first = b.setp(Cmp::Eq, stage, imm(0));
+    let back = b.bin(BinOp::Sub, Ty::U32, stage, imm(stage_bytes));
+    let write = b.selp(Ty::U32, imm(ring - stage_bytes), back, first);
+    let write = b.bin(BinOp::Add, Ty::U32, base, write);
+    la.issue(&mut b, pa, kn, write, ku);
+    lb.issue(&mut b, pb, kn, write, ku);
+    b.cp_async_commit();
     for kk in 0..p.bk / 16 {
         let abase = b.bin(BinOp::Add, Ty::U32, stage, a_lane);
         let bbase = b.bin(BinOp::Add, Ty::U32, stage, b_lane);
@@ -438,14 +513,15 @@ pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParam
             }
         }
     }
-    b.bar_sync();
-    // Swap the stages and advance.
-    let tmp = b.mov(Ty::U32, stage);
-    b.push(Inst::Mov { dst: stage, src: Operand::Reg(other) });
-    b.push(Inst::Mov { dst: other, src: Operand::Reg(tmp) });
+    let next = b.bin(BinOp::Add, Ty::U32, stage, imm(stage_bytes));
+    let wrap = b.setp(Cmp::Ge, next, imm(ring));
+    let next = b.selp(Ty::U32, imm(0), next, wrap);
+    b.push(Inst::Mov { dst: stage, src: Operand::Reg(next) });
+    let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(p.bk));
     b.push(Inst::Mov { dst: k0, src: Operand::Reg(k1) });
     let more = b.setp(Cmp::Lt, k0, imm(ku));
     b.bra_if(top, more, false);
+    // The zero-fill slices past K still land in shared memory; nothing reads them.
     b.cp_async_wait_all();
 
     // Epilogue: lane (g, q) holds C(g, 2q..2q+1) and C(g+8, 2q..2q+1) of each 16×8 tile.
