@@ -39,8 +39,15 @@ impl Tuning {
     pub fn ptx_key(&self, p: &TuneProblem<'_>) -> TuneKey {
         let shape: Vec<usize> = p.dims.iter().map(|&d| bucket(d)).collect();
         let variant = format!("{}|{}|{shape:?}|{}", p.family, p.dtypes, p.layout);
+        // Hashed as emitted for this device (sm_90a on Hopper, as the CUDA backend emits it), so
+        // an edit that changes only the Hopper text re-tunes there too.
+        let target = if self.device.backend == "cuda" && self.device.arch.starts_with("sm_9") {
+            Target::Sm90a
+        } else {
+            Target::Sm80
+        };
         let kernel_hash = self.hash(&variant, || {
-            p.space.iter().filter_map(|t| (p.representative)(t).ok()).map(|k| emit(&k, Target::Sm80)).collect()
+            p.space.iter().filter_map(|t| (p.representative)(t).ok()).map(|k| emit(&k, target)).collect()
         });
         TuneKey {
             family: p.family.clone(),
