@@ -4,8 +4,10 @@
 # nothing when the lavapipe ICD and libvulkan are already there. Needs root (or sudo) for
 # apt-get; without either it says so and exits non-zero.
 set -euo pipefail
+shopt -s globstar
 have() {
-    ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'
+    # Not `ldconfig -p`: /sbin is not on a non-root user's PATH.
+    ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && compgen -G '/usr/lib*/**/libvulkan.so.1' >/dev/null
 }
 if have; then
     exit 0

@@ -247,23 +247,23 @@ fn tune(
     cfg_batch: bool,
     precision: DType,
 ) -> Result<ExitCode> {
-    let graphs =
-        vidrt::tune::pipeline_graphs(model, height, width, frames, cfg_batch).context("building the graphs")?;
-    // The graphs as the backends compile them: at the run's precision, after the passes (so
-    // fused nodes pose their own problems, under the keys compile looks up).
-    let mut graphs = graphs
-        .into_iter()
-        .map(|(name, g)| vidrt::tune::as_compiled(&g, precision).map(|g| (name, g)))
-        .collect::<vidrt::Result<Vec<_>>>()
-        .context("preparing the graphs")?;
     for c in components {
         if !["text", "dit", "vae"].contains(&c.as_str()) {
             bail!("unknown component `{c}` (expected text, dit or vae)");
         }
     }
+    let mut graphs =
+        vidrt::tune::pipeline_graphs(model, height, width, frames, cfg_batch).context("building the graphs")?;
     if !components.is_empty() {
         graphs.retain(|(name, _)| components.iter().any(|c| vidrt::tune::component_of(name) == c));
     }
+    // The graphs as the backends compile them: at the run's precision, after the passes (so
+    // fused nodes pose their own problems, under the keys compile looks up).
+    let graphs = graphs
+        .into_iter()
+        .map(|(name, g)| vidrt::tune::as_compiled(&g, precision).map(|g| (name, g)))
+        .collect::<vidrt::Result<Vec<_>>>()
+        .context("preparing the graphs")?;
     let b: Box<dyn vidrt::runtime::tune::Tunable> = match backend_name {
         #[cfg(feature = "wgpu")]
         "wgpu" => Box::new(wgpu_backend()?),

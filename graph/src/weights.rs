@@ -81,42 +81,32 @@ impl SafeTensorsFile {
     /// The stored dtype of `name`, read from the header alone: missing, or a dtype vidrt
     /// does not load, is an error naming the tensor and the file.
     pub fn dtype(&self, name: &str) -> Result<DType, WeightError> {
-        let info = self.tensors.get(name).ok_or_else(|| WeightError::Missing {
+        let info = self.info(name)?;
+        vidrt_dtype(info.dtype).ok_or_else(|| WeightError::UnsupportedDtype {
+            name: name.to_string(),
+            path: self.path.clone(),
+            dtype: format!("{:?}", info.dtype),
+        })
+    }
+
+    /// The header entry of `name`, or an error naming the tensor and the file.
+    fn info(&self, name: &str) -> Result<&TensorInfo, WeightError> {
+        self.tensors.get(name).ok_or_else(|| WeightError::Missing {
             name: name.to_string(),
             source_desc: self.path.display().to_string(),
-        })?;
-        Ok(match info.dtype {
-            StDtype::F32 => DType::F32,
-            StDtype::F16 => DType::F16,
-            StDtype::BF16 => DType::BF16,
-            StDtype::I32 => DType::I32,
-            StDtype::I64 => DType::I64,
-            other => {
-                return Err(WeightError::UnsupportedDtype {
-                    name: name.to_string(),
-                    path: self.path.clone(),
-                    dtype: format!("{other:?}"),
-                })
-            }
         })
     }
 
     /// Reads `name` into a host tensor of its stored dtype.
     pub fn get(&self, name: &str) -> Result<Tensor, WeightError> {
-        let info = self.tensors.get(name).ok_or_else(|| WeightError::Missing {
-            name: name.to_string(),
-            source_desc: self.path.display().to_string(),
-        })?;
+        let dtype = self.dtype(name)?;
+        let info = self.info(name)?;
         let (a, b) = info.data_offsets;
         let bytes = self.map.get(self.data_start + a..self.data_start + b).ok_or_else(|| WeightError::Corrupt {
             path: self.path.clone(),
             reason: format!("tensor `{name}` lies outside the file"),
         })?;
-        let data = decode(bytes, info.dtype).ok_or_else(|| WeightError::UnsupportedDtype {
-            name: name.to_string(),
-            path: self.path.clone(),
-            dtype: format!("{:?}", info.dtype),
-        })?;
+        let data = decode(bytes, dtype);
         Tensor::new(Shape::new(info.shape.clone()), data)
             .map_err(|e| WeightError::Corrupt { path: self.path.clone(), reason: format!("tensor `{name}`: {e}") })
     }
@@ -222,7 +212,20 @@ fn diagnose(file: &[u8], err: &safetensors::SafeTensorError) -> String {
 }
 
 /// Little-endian bytes to typed elements (unaligned-safe).
-fn decode(bytes: &[u8], dtype: StDtype) -> Option<TensorData> {
+/// The dtype vidrt loads a stored safetensors dtype as (`None`: not loaded).
+fn vidrt_dtype(d: StDtype) -> Option<DType> {
+    Some(match d {
+        StDtype::F32 => DType::F32,
+        StDtype::F16 => DType::F16,
+        StDtype::BF16 => DType::BF16,
+        StDtype::I32 => DType::I32,
+        StDtype::I64 => DType::I64,
+        _ => return None,
+    })
+}
+
+/// Little-endian `bytes` as a tensor's data of `dtype`.
+fn decode(bytes: &[u8], dtype: DType) -> TensorData {
     fn le<T: bytemuck::Pod, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
         bytes
             .chunks_exact(N)
@@ -233,14 +236,13 @@ fn decode(bytes: &[u8], dtype: StDtype) -> Option<TensorData> {
             })
             .collect()
     }
-    Some(match dtype {
-        StDtype::F32 => TensorData::F32(le(bytes, f32::from_le_bytes)),
-        StDtype::F16 => TensorData::F16(le(bytes, |a: [u8; 2]| half::f16::from_bits(u16::from_le_bytes(a)))),
-        StDtype::BF16 => TensorData::BF16(le(bytes, |a: [u8; 2]| half::bf16::from_bits(u16::from_le_bytes(a)))),
-        StDtype::I32 => TensorData::I32(le(bytes, i32::from_le_bytes)),
-        StDtype::I64 => TensorData::I64(le(bytes, i64::from_le_bytes)),
-        _ => return None,
-    })
+    match dtype {
+        DType::F32 => TensorData::F32(le(bytes, f32::from_le_bytes)),
+        DType::F16 => TensorData::F16(le(bytes, |a: [u8; 2]| half::f16::from_bits(u16::from_le_bytes(a)))),
+        DType::BF16 => TensorData::BF16(le(bytes, |a: [u8; 2]| half::bf16::from_bits(u16::from_le_bytes(a)))),
+        DType::I32 => TensorData::I32(le(bytes, i32::from_le_bytes)),
+        DType::I64 => TensorData::I64(le(bytes, i64::from_le_bytes)),
+    }
 }
 
 /// A set of weight files seen as one name space (a single file, or the shards of an index).

@@ -137,8 +137,8 @@ impl Backend for MemoryLimited {
     }
 
     fn compile(&self, graph: &Graph, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
-        // The plan of the graph as the inner backend receives it (the GPU backends run it as
-        // given), nothing else computed.
+        // The plan of the graph as the inner backend receives it, before the fusion the GPU
+        // backends run: fused nodes only drop intermediates, so this errs on the safe side.
         let plan = vidrt_ir::passes::plan_memory(graph, None);
         let needed = plan.arena_bytes.saturating_add(plan.weight_bytes);
         if needed > self.limit {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine (the device tool: carry [".dev"], built by scripts/device/build.sh),
+# Runs on the GPU machine (the device tool: carry [".dev", ".gl"], built by scripts/device/build.sh),
 # in one go, everything that needs the GPU; results land in $OUT (or ./.dev/out):
 #   1. the CUDA hardware tests: the op harness, every golden folder at f32 tolerances, the
 #      DiT and text encoder in bf16, the tiny pipeline in bf16

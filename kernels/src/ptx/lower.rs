@@ -262,11 +262,7 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
     };
     if gemm_mma::mma_unsupported(spec).is_none() {
         let big = spec.m >= 64 && spec.n >= 64;
-        let heuristic = if big {
-            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2, stages: 2 }
-        } else {
-            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages: 2 }
-        };
+        let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };
         let build = |p: MmaParams| -> Result<Built, KernelError> {
             let k = gemm_mma::gemm_mma_spec(&format!("{name}_mma"), spec, p)?;
             let (tiles, block) = gemm_mma::launch_dims(spec.m, spec.n, p);
@@ -286,11 +282,7 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
         return Ok(one(k, grid, block, args, work));
     }
     let small = spec.m <= 32 || spec.n <= 32;
-    let heuristic = if small {
-        SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 }
-    } else {
-        SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
-    };
+    let heuristic = if small { gemm::SIMT_SMALL } else { gemm::SIMT_LARGE };
     let build = |p: SimtParams| -> Result<Built, KernelError> {
         let k = gemm::gemm_simt(&format!("{name}_simt"), spec, p)?;
         let (grid, block) = gemm::simt_launch_dims(spec, p)?;
@@ -357,11 +349,7 @@ fn conv(
     };
     if conv3d::mma_unsupported(&spec).is_none() {
         let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
-        let heuristic = if big {
-            MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2, stages: 2 }
-        } else {
-            MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages: 2 }
-        };
+        let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };
         let build = |p: MmaParams| -> Result<Built, KernelError> {
             let k = conv3d::conv3d_mma(&format!("{name}_mma"), &spec, p)?;
             let (grid, block) = conv3d::mma_launch_dims(&spec, p)?;
@@ -378,11 +366,7 @@ fn conv(
         return Ok(one(k, grid, block, args, n_out));
     }
     let small = spec.cout <= 32;
-    let heuristic = if small {
-        SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 }
-    } else {
-        SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
-    };
+    let heuristic = if small { gemm::SIMT_SMALL } else { gemm::SIMT_LARGE };
     let build = |p: SimtParams| -> Result<Built, KernelError> {
         let k = conv3d::conv3d_simt(&format!("{name}_simt"), &spec, p)?;
         let (grid, block) = conv3d::launch_dims(&spec, p)?;

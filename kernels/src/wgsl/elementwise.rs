@@ -144,15 +144,7 @@ pub fn elementwise(variant: &str, inputs: &[Elem], output: Elem, expr: &str) -> 
     );
     s += &format!("    let i = linear_group(wg, nwg) * {LINEAR_WG}u + li;\n");
     s += "    if (i >= pm[0]) { return; }\n    let rank = pm[1];\n    var rem = i;\n";
-    for k in 0..inputs.len() {
-        s += &format!("    var o{k} = 0u;\n");
-    }
-    s += "    for (var a = rank; a > 0u; a = a - 1u) {\n        let ax = a - 1u;\n        let d = pm[2u + ax];\n";
-    s += "        let idx = rem % d;\n        rem = rem / d;\n";
-    for k in 0..inputs.len() {
-        s += &format!("        o{k} = o{k} + idx * pm[2u + {}u * rank + ax];\n", k + 1);
-    }
-    s += "    }\n";
+    s += &broadcast_offsets(2, (0..inputs.len()).map(|k| (k, k + 1)));
     for k in 0..inputs.len() {
         s += &format!("    let x{k} = in{k}[o{k}];\n");
     }
@@ -198,18 +190,46 @@ pub fn fused(e: &ElementwiseExpr) -> Result<WgslKernel, WgslError> {
     Ok(k)
 }
 
-/// The meta buffer for [`elementwise`]: output dims and each input's broadcast strides.
-pub fn meta(out_dims: &[usize], in_strides: &[Vec<usize>]) -> Result<Vec<u32>, WgslError> {
-    let n: usize = out_dims.iter().product();
-    let mut v = vec![n, out_dims.len()];
+/// WGSL (inside a function with `rank` and `var rem`, the linear output index, in scope)
+/// that decomposes `rem` over the output dims at `pm[dims_at + ax]` and sums each slot's
+/// broadcast offset: for every `(k, block)`, `o{k}` reads its strides at
+/// `pm[dims_at + block·rank + ax]`. The layout [`strides_meta`] writes.
+pub(crate) fn broadcast_offsets(dims_at: usize, slots: impl Iterator<Item = (usize, usize)> + Clone) -> String {
+    let mut s = String::new();
+    for (k, _) in slots.clone() {
+        s += &format!("    var o{k} = 0u;\n");
+    }
+    s += &format!(
+        "    for (var a = rank; a > 0u; a = a - 1u) {{\n        let ax = a - 1u;\n        let d = pm[{dims_at}u + ax];\n"
+    );
+    s += "        let idx = rem % d;\n        rem = rem / d;\n";
+    for (k, block) in slots {
+        s += &format!("        o{k} = o{k} + idx * pm[{dims_at}u + {block}u * rank + ax];\n");
+    }
+    s += "    }\n";
+    s
+}
+
+/// `[rank, out_dims[rank], strides_0[rank], ..]`: the meta [`broadcast_offsets`] reads.
+pub(crate) fn strides_meta(out_dims: &[usize], strides: &[Vec<usize>], kernel: &str) -> Result<Vec<u32>, WgslError> {
+    let mut v = vec![out_dims.len()];
     v.extend_from_slice(out_dims);
-    for st in in_strides {
+    for st in strides {
         if st.len() != out_dims.len() {
-            return Err(WgslError::BadParams { kernel: "elementwise".into(), reason: "stride rank mismatch".into() });
+            return Err(WgslError::BadParams { kernel: kernel.into(), reason: "stride rank mismatch".into() });
         }
         v.extend_from_slice(st);
     }
-    to_u32(&v, "elementwise")
+    to_u32(&v, kernel)
+}
+
+/// The meta buffer for [`elementwise`]: `[n]`, then output dims and each input's broadcast
+/// strides ([`strides_meta`]).
+pub fn meta(out_dims: &[usize], in_strides: &[Vec<usize>]) -> Result<Vec<u32>, WgslError> {
+    let n: usize = out_dims.iter().product();
+    let mut v = to_u32(&[n], "elementwise")?;
+    v.extend(strides_meta(out_dims, in_strides, "elementwise")?);
+    Ok(v)
 }
 
 /// Converts sizes to u32, failing on overflow (the runtime splits or refuses such work).

@@ -22,7 +22,7 @@
 
 use vidrt_ir::ElementwiseExpr;
 
-use super::elementwise::{expr_wgsl, to_u32, PRELUDE, ROUNDING};
+use super::elementwise::{broadcast_offsets, expr_wgsl, strides_meta, to_u32, PRELUDE, ROUNDING};
 use super::{bindings, Elem, Features, WgslError, WgslKernel};
 
 /// Length of the matmul meta (the fused epilogue's meta starts there).
@@ -147,18 +147,7 @@ pub fn gemm_fused(kind: GemmKind, p: GemmParams, epilogue: Option<&ElementwiseEx
         s += PRELUDE;
         s += ROUNDING;
         s += &format!("fn epilogue(o: u32, x0: f32) -> f32 {{\n    let rank = pm[{meta_len}u];\n    var rem = o;\n");
-        for k in 1..=extra {
-            s += &format!("    var o{k} = 0u;\n");
-        }
-        s += &format!(
-            "    for (var a = rank; a > 0u; a = a - 1u) {{\n        let ax = a - 1u;\n        \
-             let d = pm[{}u + ax];\n        let idx = rem % d;\n        rem = rem / d;\n",
-            meta_len + 1
-        );
-        for k in 1..=extra {
-            s += &format!("        o{k} = o{k} + idx * pm[{}u + {k}u * rank + ax];\n", meta_len + 1);
-        }
-        s += "    }\n";
+        s += &broadcast_offsets(meta_len + 1, (1..=extra).map(|k| (k, k)));
         for k in 1..=extra {
             s += &format!("    let x{k} = e{k}[o{k}];\n");
         }
@@ -344,15 +333,7 @@ pub fn matmul_meta(
 /// The fused epilogue's meta, appended to the family's: output dims and each extra input's
 /// broadcast strides over them.
 pub fn epilogue_meta(out_dims: &[usize], strides: &[Vec<usize>]) -> Result<Vec<u32>, WgslError> {
-    let mut v = vec![out_dims.len()];
-    v.extend_from_slice(out_dims);
-    for st in strides {
-        if st.len() != out_dims.len() {
-            return Err(WgslError::BadParams { kernel: "gemm epilogue".into(), reason: "stride rank mismatch".into() });
-        }
-        v.extend_from_slice(st);
-    }
-    to_u32(&v, "gemm epilogue")
+    strides_meta(out_dims, strides, "gemm epilogue")
 }
 
 /// Conv meta: x `[N, Ci, T, H, W]`, weight `[Co, Ci, kt, kh, kw]`, output spatial dims.

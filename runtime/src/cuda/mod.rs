@@ -264,20 +264,22 @@ impl CudaBackend {
                 pool: Mutex::new(Pool::default()),
                 modules: Mutex::new(HashMap::new()),
             }),
-            tuning: Arc::new(Tuning::new(info, None)),
+            tuning: Arc::new(Tuning::new(info, None).with_ptx_target(target)),
         })
     }
 
     /// The same device with `db` as its tuning database.
     pub fn with_db(&self, db: Option<TuneDb>) -> Self {
-        CudaBackend { dev: self.dev.clone(), tuning: Arc::new(Tuning::new(self.device_info(), db)) }
+        let t = Tuning::new(self.device_info(), db).with_ptx_target(self.dev.target);
+        CudaBackend { dev: self.dev.clone(), tuning: Arc::new(t) }
     }
 
     /// The same device, with every node of kernel family `family` (e.g. `matmul_mma_bf16`)
     /// compiled at parameter point `params` (how the tuner times a candidate). An invalid
     /// point, or one whose kernel cannot load or launch here, fails to compile.
     pub fn forcing(&self, family: &str, params: &str) -> Self {
-        CudaBackend { dev: self.dev.clone(), tuning: Arc::new(Tuning::forcing(self.device_info(), family, params)) }
+        let t = Tuning::forcing(self.device_info(), family, params).with_ptx_target(self.dev.target);
+        CudaBackend { dev: self.dev.clone(), tuning: Arc::new(t) }
     }
 
     /// What the tuning key records of this device.
@@ -448,18 +450,17 @@ fn lifetimes(graph: &Graph, plans: &[Lowered]) -> (Vec<usize>, Vec<usize>) {
             owner[i] = owner.get(src.index()).copied().unwrap_or(i);
         }
     }
+    // Each node's last reader (`Graph::last_uses`; `n` marks a graph output, kept to the end),
+    // folded onto the buffer's owner.
     let mut last_use: Vec<usize> = (0..n).collect();
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for x in &node.inputs {
-            if let Some(&o) = owner.get(x.index()) {
-                last_use[o] = last_use[o].max(i);
-            }
-        }
-    }
-    for (_, id) in &graph.outputs {
-        if let Some(&o) = owner.get(id.index()) {
-            last_use[o] = usize::MAX;
-        }
+    for (i, last) in graph.last_uses().into_iter().enumerate() {
+        let end = match last {
+            Some(p) if p >= n => usize::MAX,
+            Some(p) => p,
+            None => i,
+        };
+        let o = owner[i];
+        last_use[o] = last_use[o].max(end);
     }
     (owner, last_use)
 }

@@ -22,7 +22,7 @@ use vidrt_kernels::ptx::lower::lower_with;
 use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem};
 use vidrt_kernels::ptx::{emit, Target};
 
-use super::{alignment, bucket, Choice, DeviceInfo, Problem, TuneDb, TuneKey, Tuning};
+use super::{alignment, bucket, DeviceInfo, Problem, TuneDb, TuneKey, Tuning};
 
 /// What the simulator's tuning keys record of it.
 pub fn sim_device_info() -> DeviceInfo {
@@ -39,13 +39,9 @@ impl Tuning {
     pub fn ptx_key(&self, p: &TuneProblem<'_>) -> TuneKey {
         let shape: Vec<usize> = p.dims.iter().map(|&d| bucket(d)).collect();
         let variant = format!("{}|{}|{shape:?}|{}", p.family, p.dtypes, p.layout);
-        // Hashed as emitted for this device (sm_90a on Hopper, as the CUDA backend emits it), so
-        // an edit that changes only the Hopper text re-tunes there too.
-        let target = if self.device.backend == "cuda" && self.device.arch.starts_with("sm_9") {
-            Target::Sm90a
-        } else {
-            Target::Sm80
-        };
+        // Hashed as emitted for this device (the backend's target), so an edit that changes
+        // only the Hopper text re-tunes there too.
+        let target = self.ptx_target.unwrap_or(Target::Sm80);
         let kernel_hash = self.hash(&variant, || {
             p.space.iter().filter_map(|t| (p.representative)(t).ok()).map(|k| emit(&k, target)).collect()
         });
@@ -70,11 +66,7 @@ impl Chooser for Tuning {
         if self.db.as_ref().is_none_or(TuneDb::is_empty) {
             return Pick::Heuristic;
         }
-        match self.choose(&self.ptx_key(p)) {
-            Choice::Forced(t) => Pick::Forced(t),
-            Choice::Tuned(t) => Pick::Tuned(t),
-            Choice::Heuristic => Pick::Heuristic,
-        }
+        self.choose(&self.ptx_key(p))
     }
 
     fn record(&self, used: bool) {

@@ -17,6 +17,9 @@ pub struct Tuning {
     pub db: Option<TuneDb>,
     /// A parameter text used for every tunable node whose family matches (tuner runs).
     pub force: Option<(String, String)>,
+    /// The PTX target the backend emits for (CUDA: sm_90a on Hopper); `None`: sm_80 (the
+    /// simulator). PTX candidate hashes are taken over the text as emitted for it.
+    pub ptx_target: Option<vidrt_kernels::ptx::Target>,
     /// Candidate-set hashes per family variant (kernel texts are generated once).
     hashes: Mutex<HashMap<String, u64>>,
     /// Nodes compiled with a database winner, and winners found but invalid here.
@@ -24,14 +27,10 @@ pub struct Tuning {
     rejected: AtomicUsize,
 }
 
-/// What to use for one tunable node.
-pub(crate) enum Choice {
-    /// The tuner's point: an invalid one is an error (the candidate failed).
-    Forced(String),
-    /// The database's winner: an invalid one is ignored.
-    Tuned(String),
-    Heuristic,
-}
+/// What to use for one tunable node: the tuner's forced point (an invalid one is an error),
+/// the database's winner (an invalid one is ignored) or the heuristic. The PTX lowering's
+/// own type, shared by every backend.
+pub(crate) use vidrt_kernels::ptx::tune::Pick as Choice;
 
 impl Tuning {
     pub fn new(device: DeviceInfo, db: Option<TuneDb>) -> Self {
@@ -39,6 +38,7 @@ impl Tuning {
             device,
             db,
             force: None,
+            ptx_target: None,
             hashes: Mutex::new(HashMap::new()),
             hits: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
@@ -50,6 +50,12 @@ impl Tuning {
         let mut t = Tuning::new(device, None);
         t.force = Some((family.to_string(), params.to_string()));
         t
+    }
+
+    /// The same, for a backend that emits PTX for `target`.
+    pub fn with_ptx_target(mut self, target: vidrt_kernels::ptx::Target) -> Self {
+        self.ptx_target = Some(target);
+        self
     }
 
     /// Records whether a database winner was used (`true`) or was invalid on this device.

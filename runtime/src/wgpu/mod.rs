@@ -276,14 +276,18 @@ impl Backend for WgpuBackend {
 fn to_words(t: &Tensor, dtype: DType, st: Elem, name: &str) -> Result<Vec<u32>, RuntimeError> {
     if st == Elem::F16 {
         // Two halves per word, element 2i in the low half (little-endian, as WGSL reads it).
-        let bits: Vec<u16> = match t.cast(DType::F16).data() {
-            TensorData::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
-            _ => return Err(RuntimeError::Device("wgpu: internal: an f16 cast gave another dtype".into())),
+        let pack = |v: &[half::f16]| -> Vec<u32> {
+            v.chunks(2)
+                .map(|p| u32::from(p[0].to_bits()) | (u32::from(p.get(1).map_or(0, |h| h.to_bits())) << 16))
+                .collect()
         };
-        return Ok(bits
-            .chunks(2)
-            .map(|p| u32::from(p[0]) | (u32::from(p.get(1).copied().unwrap_or(0)) << 16))
-            .collect());
+        return match t.data() {
+            TensorData::F16(v) => Ok(pack(v)),
+            _ => match t.cast(DType::F16).data() {
+                TensorData::F16(v) => Ok(pack(v)),
+                _ => Err(RuntimeError::Device("wgpu: internal: an f16 cast gave another dtype".into())),
+            },
+        };
     }
     if dtype.is_int() {
         t.to_i64_vec()
@@ -321,7 +325,8 @@ fn from_words(w: Vec<u32>, shape: &vidrt_ir::Shape, dtype: DType, st: Elem) -> R
         }
         let t = Tensor::new(shape.clone(), TensorData::F16(halves))
             .map_err(|e| RuntimeError::Device(format!("wgpu: internal: {e}")))?;
-        return Ok(t.cast(dtype));
+        // An f16 node: the tensor is already of its dtype.
+        return Ok(if dtype == DType::F16 { t } else { t.cast(dtype) });
     }
     let data = match dtype {
         DType::I32 => TensorData::I32(w.into_iter().map(|x| x as i32).collect()),

@@ -3,9 +3,24 @@
 //! `conv3d_igemm_f32` ([`GemmParams::SPACE`]) and `attention_flash_f32` ([`AttnParams::space`]).
 
 use vidrt_kernels::wgsl::attention::{self, AttnParams};
+use vidrt_kernels::wgsl::f16::retype;
 use vidrt_kernels::wgsl::gemm::{self, GemmKind, GemmParams};
+use vidrt_kernels::wgsl::{Elem, WgslKernel};
 
 use crate::tune::{alignment, bucket, TuneKey, Tuning};
+
+/// The text a candidate runs as under operand storage `storage`: with f16 storage, retyped
+/// (every f32 binding f16), so that an edit of the retyping re-tunes the f16 keys too.
+fn as_stored(k: WgslKernel, storage: &str) -> String {
+    if !storage.contains("f16") {
+        return k.source;
+    }
+    let ins: Vec<bool> = k.inputs.iter().map(|&e| e == Elem::F32).collect();
+    match retype(&k, &ins, k.output == Elem::F32) {
+        Ok(r) => r.source,
+        Err(_) => k.source,
+    }
+}
 
 /// The wgpu families' keys.
 impl Tuning {
@@ -17,8 +32,8 @@ impl Tuning {
             GemmKind::Conv3d { .. } => "conv3d_igemm_f32",
         };
         let variant = format!("{kind:?}");
-        let kernel_hash = self.hash(&variant, || {
-            GemmParams::SPACE.iter().filter_map(|p| gemm::gemm(kind, *p).ok()).map(|k| k.source).collect()
+        let kernel_hash = self.hash(&format!("{variant} {storage}"), || {
+            GemmParams::SPACE.iter().filter_map(|p| gemm::gemm(kind, *p).ok()).map(|k| as_stored(k, storage)).collect()
         });
         let key = TuneKey {
             family: family.into(),
@@ -37,8 +52,9 @@ impl Tuning {
     pub fn attention_key(&self, base: &AttnParams, dims: [usize; 3], storage: &str) -> (TuneKey, Vec<String>) {
         let space = AttnParams::space(base.d, base.dv, base.bias, base.mask);
         let variant = format!("attn d{} dv{} bias{} mask{:?}", base.d, base.dv, base.bias, base.mask);
-        let kernel_hash = self
-            .hash(&variant, || space.iter().filter_map(|p| attention::attention(*p).ok()).map(|k| k.source).collect());
+        let kernel_hash = self.hash(&format!("{variant} {storage}"), || {
+            space.iter().filter_map(|p| attention::attention(*p).ok()).map(|k| as_stored(k, storage)).collect()
+        });
         let key = TuneKey {
             family: "attention_flash_f32".into(),
             dtypes: format!("{storage}->f32"),

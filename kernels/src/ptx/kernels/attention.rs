@@ -48,8 +48,7 @@ mod simt;
 pub use mma::attention_mma;
 pub use simt::attention_simt;
 
-/// Static shared memory available to one block.
-const SHARED_LIMIT: u32 = 48 * 1024;
+use crate::ptx::tune::SHARED_LIMIT;
 
 /// One attention problem: shapes, scale and the optional operands.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +77,17 @@ struct Dims {
 }
 
 impl AttnSpec {
+    /// The op and its layouts, as the kernels' headers state them (`dtype`: of q, k, v, out).
+    pub(crate) fn describe(&self, dtype: &str) -> String {
+        let (b, sq, sk, h, d, dv) = (self.batch, self.sq, self.sk, self.heads, self.d, self.dv);
+        format!(
+            "out[{b},{sq},{h},{dv}] {dtype} = softmax(scale*q.k^T{}{}) v; q [{b},{sq},{h},{d}], k [{b},{sk},{h},{d}], \
+             v [{b},{sk},{h},{dv}] {dtype}, row-major",
+            if self.bias.is_some() { " + bias" } else { "" },
+            if self.mask.is_some() { ", key mask" } else { "" },
+        )
+    }
+
     fn dims(&self) -> Result<Dims, KernelError> {
         let s = self;
         if [s.batch, s.sq, s.sk, s.heads, s.d, s.dv].contains(&0) {
@@ -250,9 +260,7 @@ pub fn mma_launch_dims(s: &AttnSpec, p: MmaAttnParams) -> (u32, u32) {
     (grid(s, p.bq()), p.threads())
 }
 
-fn imm(v: u32) -> Operand {
-    Operand::Int(i64::from(v))
-}
+use super::gemm::imm;
 
 fn round_up(x: u32, m: u32) -> u32 {
     x.div_ceil(m) * m

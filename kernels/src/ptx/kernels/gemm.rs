@@ -284,7 +284,7 @@ impl SimtParams {
         if self.bk == 0 || !(self.bm * self.bk).is_multiple_of(t) || !(self.bn * self.bk).is_multiple_of(t) {
             return bad("the tiles' elements must divide evenly among the threads");
         }
-        if 4 * self.bk * (self.bm + self.bn) > 48 * 1024 {
+        if 4 * self.bk * (self.bm + self.bn) > crate::ptx::tune::SHARED_LIMIT {
             return bad("more than 48 KiB of shared memory");
         }
         Ok(())
@@ -309,12 +309,17 @@ impl crate::ptx::tune::Point for SimtParams {
 /// Every SIMT parameter point (the tuning space of `matmul_simt` and `conv3d_simt`).
 pub fn simt_param_space() -> Vec<SimtParams> {
     vec![
-        SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 },
-        SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
+        SIMT_SMALL,
+        SIMT_LARGE,
         SimtParams { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4 },
         SimtParams { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
     ]
 }
+
+/// The lowering's heuristic SIMT point for small products.
+pub const SIMT_SMALL: SimtParams = SimtParams { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 };
+/// The lowering's heuristic SIMT point for the rest.
+pub const SIMT_LARGE: SimtParams = SimtParams { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
 
 /// (grid, block) of `matmul_simt` for `spec` at `p`.
 pub fn simt_launch_dims(spec: &GemmSpec, p: SimtParams) -> Result<(u32, u32), KernelError> {

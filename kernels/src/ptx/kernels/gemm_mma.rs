@@ -126,15 +126,13 @@ impl crate::ptx::tune::Point for MmaParams {
 /// registers and does not spill).
 pub fn param_space() -> Vec<MmaParams> {
     let p = |bm, bn, warps_m, warps_n, stages| MmaParams { bm, bn, bk: 32, warps_m, warps_n, stages };
-    vec![
-        p(32, 32, 1, 1, 2),
-        p(64, 64, 2, 2, 2),
-        p(128, 64, 4, 2, 2),
-        p(32, 32, 1, 1, 3),
-        p(128, 64, 4, 2, 3),
-        p(64, 64, 2, 2, 4),
-    ]
+    vec![SMALL, LARGE, p(128, 64, 4, 2, 2), p(32, 32, 1, 1, 3), p(128, 64, 4, 2, 3), p(64, 64, 2, 2, 4)]
 }
+
+/// The lowering's heuristic point for small products (M or N under 64).
+pub const SMALL: MmaParams = MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages: 2 };
+/// The lowering's heuristic point for the rest.
+pub const LARGE: MmaParams = MmaParams { bm: 64, bn: 64, bk: 32, warps_m: 2, warps_n: 2, stages: 2 };
 
 /// (grid, block) for an M×N product at parameter point `p`.
 pub fn launch_dims(m: usize, n: usize, p: MmaParams) -> (u32, u32) {
@@ -142,9 +140,7 @@ pub fn launch_dims(m: usize, n: usize, p: MmaParams) -> (u32, u32) {
     (u32::try_from(tiles).unwrap_or(u32::MAX), p.threads())
 }
 
-fn imm(v: u32) -> Operand {
-    Operand::Int(i64::from(v))
-}
+use super::gemm::imm;
 
 /// One 16-byte chunk a thread copies per stage: its row pointer at k = 0 (the row clamped
 /// into the matrix), its shared offset within a stage, its k offset (elements) and the bytes

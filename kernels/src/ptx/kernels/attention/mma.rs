@@ -103,24 +103,16 @@ pub fn attention_mma(name: &str, s: &AttnSpec, dtype: DType, p: MmaAttnParams) -
         )));
     }
     let header = format!(
-        "attention_flash mma {name}: out[{b},{sq},{h},{dv}] {dtype} = softmax(scale*q.k^T{}{}) v; q [{b},{sq},{h},{d}], \
-         k [{b},{sk},{h},{d}], v [{b},{sk},{h},{dv}] {dtype}, row-major\nmma.sync.m16n8k16 f32 accumulation, ldmatrix \
+        "attention_flash mma {name}: {}\nmma.sync.m16n8k16 f32 accumulation, ldmatrix \
          (.trans for V), {} K/V loads, online softmax in f32 (ex2.approx), P rounded to {dtype}; scale = {}; \
          minimum sm_80\n1-D grid of B*H*ceil(Sq/BQ) = {} blocks of {threads} threads, {bytes} B shared; params \
          warps={} (BQ={bq}) BKV={bkv} stages={}",
-        if s.bias.is_some() { " + bias" } else { "" },
-        if s.mask.is_some() { ", key mask" } else { "" },
+        s.describe(&dtype.to_string()),
         if dt.d.is_multiple_of(8) && dt.dv.is_multiple_of(8) { "cp.async" } else { "plain" },
         s.scale,
         mma_launch_dims(s, p).0,
         p.warps,
         p.stages,
-        b = s.batch,
-        sq = s.sq,
-        sk = s.sk,
-        h = s.heads,
-        d = s.d,
-        dv = s.dv,
     );
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);

@@ -89,22 +89,14 @@ pub fn attention_simt(name: &str, s: &AttnSpec, dtype: DType, p: SimtParams) -> 
         )));
     }
     let header = format!(
-        "attention_flash simt {name}: out[{b},{sq},{h},{dv}] f32 = softmax(scale*q.k^T{}{}) v; q [{b},{sq},{h},{d}], \
-         k [{b},{sk},{h},{d}], v [{b},{sk},{h},{dv}] f32, row-major\nonline softmax in f32 (ex2.approx), K/V tiles \
+        "attention_flash simt {name}: {}\nonline softmax in f32 (ex2.approx), K/V tiles \
          in shared memory, scale = {}\n1-D grid of B*H*ceil(Sq/BQ) = {} blocks of {threads} threads, {bytes} B shared; \
          params warps={} rows={} BK={bk}",
-        if s.bias.is_some() { " + bias" } else { "" },
-        if s.mask.is_some() { ", key mask" } else { "" },
+        s.describe("f32"),
         s.scale,
         simt_launch_dims(s, p).0,
         p.warps,
         p.rows,
-        b = s.batch,
-        sq = s.sq,
-        sk = s.sk,
-        h = s.heads,
-        d = s.d,
-        dv = s.dv,
     );
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);
