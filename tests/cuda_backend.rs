@@ -10,9 +10,8 @@
 
 mod common;
 
-use vidrt::harness::{all_cases, run_case, summary, support_table, Outcome};
 use vidrt::runtime::cuda::{CudaBackend, NO_DRIVER};
-use vidrt::runtime::{Backend, CpuBackend};
+use vidrt::runtime::CpuBackend;
 
 #[test]
 fn opening_without_a_driver_is_a_typed_error() {
@@ -51,21 +50,7 @@ fn cuda(test: &str) -> CudaBackend {
 fn harness_on_cuda() {
     let b = cuda("harness_on_cuda");
     eprintln!("harness_on_cuda: {}", b.device_name().unwrap_or_default());
-    let reference = CpuBackend::unoptimized();
-    eprintln!("{}", support_table(&[&b as &dyn Backend]));
-    let mut results = Vec::new();
-    for case in all_cases() {
-        let r = run_case(&case, &b, &reference);
-        if std::env::var_os("VIDRT_HARNESS_VERBOSE").is_some() || r.failed() {
-            eprintln!("{r}");
-        }
-        results.push(r);
-    }
-    let unsupported = results.iter().filter(|r| matches!(r.outcome, Outcome::Unsupported(_))).count();
-    eprintln!("harness_on_cuda: {} ({unsupported} unsupported on cuda)", summary(&results));
-    let failed: Vec<String> = results.iter().filter(|r| r.failed()).map(|r| r.to_string()).collect();
-    assert!(failed.is_empty(), "{} case(s) failed on cuda:\n{}", failed.len(), failed.join("\n"));
-    assert!(results.iter().any(|r| r.passed()), "no case ran on cuda");
+    common::harness_on(&b, &CpuBackend::unoptimized(), "cuda");
 }
 
 /// Every golden case folder on the GPU at the f32 tolerances (the same known deviations as on

@@ -9,19 +9,9 @@
 use vidrt::ir::{DType, Graph, Tensor, UnaryOp};
 use vidrt::runtime::{Backend, CheckEveryNode, CpuBackend, NoWeights, RunOptions, RuntimeError, SimBackend};
 
-/// `y = silu(x)` over `n` f32 values, the silu node called `act`.
-fn silu_graph(n: usize) -> Graph {
-    let mut g = Graph::new();
-    let x = g.input("x", [n], DType::F32).unwrap();
-    let y = g.silu(x).unwrap();
-    g.nodes[y.index()].name = "act".into();
-    g.set_output("y", y).unwrap();
-    g
-}
+mod common;
 
-fn ramp(n: usize) -> Tensor {
-    Tensor::from_f32([n], (0..n).map(|i| i as f32 / n as f32 - 0.5).collect()).unwrap()
-}
+use common::{ramp, silu_graph};
 
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())

@@ -9,7 +9,7 @@
 
 mod common;
 
-use vidrt::harness::{all_cases, run_case, summary, support_table, Outcome};
+use vidrt::harness::{all_cases, run_case};
 use vidrt::runtime::wgpu::WgpuBackend;
 use vidrt::runtime::{Backend, CpuBackend};
 
@@ -38,21 +38,7 @@ fn no_panic_and_a_typed_result_opening_the_backend() {
 #[test]
 fn harness_on_wgpu() {
     let b = backend("harness_on_wgpu");
-    let reference = CpuBackend::new();
-    eprintln!("{}", support_table(&[&b as &dyn Backend]));
-    let mut results = Vec::new();
-    for case in all_cases() {
-        let r = run_case(&case, &b, &reference);
-        if std::env::var_os("VIDRT_HARNESS_VERBOSE").is_some() || !r.passed() {
-            eprintln!("{r}");
-        }
-        results.push(r);
-    }
-    let unsupported = results.iter().filter(|r| matches!(r.outcome, Outcome::Unsupported(_))).count();
-    eprintln!("harness_on_wgpu: {} ({unsupported} unsupported on wgpu)", summary(&results));
-    let failed: Vec<String> = results.iter().filter(|r| r.failed()).map(|r| r.to_string()).collect();
-    assert!(failed.is_empty(), "{} case(s) failed on wgpu:\n{}", failed.len(), failed.join("\n"));
-    assert!(results.iter().any(|r| r.passed()), "no case ran on wgpu");
+    common::harness_on(&b, &CpuBackend::new(), "wgpu");
 }
 
 fn golden(name: &str) {
@@ -218,19 +204,7 @@ fn tune_end_to_end() {
 
 // --- Device faults and numerics checks (issue 9) ---
 
-/// `y = silu(x)` over `n` f32 values.
-fn silu_graph(n: usize) -> vidrt::ir::Graph {
-    let mut g = vidrt::ir::Graph::new();
-    let x = g.input("x", [n], vidrt::ir::DType::F32).expect("input");
-    g.nodes[x.index()].name = "x".into();
-    let y = g.silu(x).expect("silu");
-    g.set_output("y", y).expect("output");
-    g
-}
-
-fn ramp(n: usize) -> vidrt::ir::Tensor {
-    vidrt::ir::Tensor::from_f32([n], (0..n).map(|i| i as f32 / n as f32 - 0.5).collect()).expect("tensor")
-}
+use common::{ramp, silu_graph};
 
 /// Runs `silu_graph(64)` on `b` and compares it with the CPU.
 fn silu_matches_cpu(b: &dyn Backend) {

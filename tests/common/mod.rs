@@ -6,6 +6,42 @@ use vidrt::eval::run_case as eval_case;
 use vidrt::golden::{default_dir, Case};
 use vidrt::runtime::Backend;
 
+/// `y = silu(x)` over `n` f32 values: the input node called `x`, the silu node `act`.
+pub fn silu_graph(n: usize) -> vidrt::ir::Graph {
+    let mut g = vidrt::ir::Graph::new();
+    let x = g.input("x", [n], vidrt::ir::DType::F32).expect("input");
+    g.nodes[x.index()].name = "x".into();
+    let y = g.silu(x).expect("silu");
+    g.nodes[y.index()].name = "act".into();
+    g.set_output("y", y).expect("output");
+    g
+}
+
+/// `n` values ramping over [-0.5, 0.5).
+pub fn ramp(n: usize) -> vidrt::ir::Tensor {
+    vidrt::ir::Tensor::from_f32([n], (0..n).map(|i| i as f32 / n as f32 - 0.5).collect()).expect("tensor")
+}
+
+/// Every case of the cross-backend harness on `b` against `reference`: each case the backend
+/// supports must pass; unsupported ones are listed and counted, never as passes.
+pub fn harness_on(b: &dyn Backend, reference: &dyn Backend, label: &str) {
+    use vidrt::harness::{all_cases, run_case, summary, support_table, Outcome};
+    eprintln!("{}", support_table(&[b]));
+    let mut results = Vec::new();
+    for case in all_cases() {
+        let r = run_case(&case, b, reference);
+        if std::env::var_os("VIDRT_HARNESS_VERBOSE").is_some() || !r.passed() {
+            eprintln!("{r}");
+        }
+        results.push(r);
+    }
+    let unsupported = results.iter().filter(|r| matches!(r.outcome, Outcome::Unsupported(_))).count();
+    eprintln!("harness on {label}: {} ({unsupported} unsupported on {label})", summary(&results));
+    let failed: Vec<String> = results.iter().filter(|r| r.failed()).map(|r| r.to_string()).collect();
+    assert!(failed.is_empty(), "{} case(s) failed on {label}:\n{}", failed.len(), failed.join("\n"));
+    assert!(results.iter().any(|r| r.passed()), "no case ran on {label}");
+}
+
 /// Runs golden case folder `name` on `backend` through `vidrt::eval::run_case` and fails on
 /// any check that is neither a pass nor one of `vidrt::golden::KNOWN_DEVIATIONS` (those are
 /// printed as such, never as passes).
