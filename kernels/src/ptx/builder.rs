@@ -336,6 +336,30 @@ pub enum Inst {
     /// `cvt.rn.{bf16x2,f16x2}.f32 dst, hi, lo` (`ty` is `BF16` or `F16`): rounds two f32 to
     /// nearest even and packs them, `lo` in the low half.
     CvtPack { ty: Ty, dst: Reg, hi: Reg, lo: Reg },
+    /// `fence.proxy.async.shared::cta` (sm_90): orders this thread's prior generic-proxy
+    /// writes to shared memory (`st.shared`, landed `cp.async` copies) before later accesses
+    /// by the async proxy (`wgmma.mma_async` operand reads). Per thread.
+    FenceProxyAsync,
+    /// `wgmma.fence.sync.aligned` (sm_90a): warpgroup-collective (all 128 threads of the
+    /// warpgroup at the same instruction). Orders prior register accesses before the
+    /// accumulator accesses of later `wgmma.mma_async`; required before the first one and
+    /// after any other instruction touched an accumulator register.
+    WgmmaFence,
+    /// `wgmma.commit_group.sync.aligned` (sm_90a): warpgroup-collective; closes the
+    /// warpgroup's uncommitted `wgmma.mma_async` operations into one group.
+    WgmmaCommit,
+    /// `wgmma.wait_group.sync.aligned n` (sm_90a): warpgroup-collective; waits until at most
+    /// `n` committed groups are pending (older groups complete first). The accumulator
+    /// registers of a `wgmma.mma_async` hold its result only once a wait covers its group.
+    WgmmaWait { n: u32 },
+    /// `wgmma.mma_async.sync.aligned.m64n{n}k16.f32.<ab>.<ab> d, a-desc, b-desc, scale-d, 1, 1,
+    /// 0, 0` (sm_90a; `ab` is `BF16` or `F16`; `n` a multiple of 8 in 8..=256): warpgroup-
+    /// collective, asynchronous D = A·B + (scale_d ? D : 0) with A 64×16 and B 16×n read from
+    /// shared memory through the 64-bit matrix descriptors `a_desc`/`b_desc` (both K-major,
+    /// no transpose) and D 64×n f32 in `d` (`n / 2` registers per thread). Thread `t` of the
+    /// warpgroup (warp w = t / 32, lane l = t % 32) holds in `d[i]` element
+    /// (16·w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2). `scale_d` is a predicate.
+    Wgmma { ab: Ty, n: u32, d: Vec<Reg>, a_desc: Reg, b_desc: Reg, scale_d: Reg },
     /// `.pragma "nounroll";`: placed right after a loop's head label, tells ptxas not to
     /// unroll that loop (kernels unroll at generation time where they want to; ptxas unrolling
     /// a constant-trip-count loop on top of that can blow up register use and spill). No
@@ -690,6 +714,33 @@ impl KernelBuilder {
         let dst = self.reg(Ty::U32);
         self.push(Inst::CvtPack { ty, dst, hi, lo });
         dst
+    }
+
+    /// `fence.proxy.async.shared::cta` (see [`Inst::FenceProxyAsync`]).
+    pub fn fence_proxy_async(&mut self) {
+        self.push(Inst::FenceProxyAsync);
+    }
+
+    /// `wgmma.fence.sync.aligned`.
+    pub fn wgmma_fence(&mut self) {
+        self.push(Inst::WgmmaFence);
+    }
+
+    /// `wgmma.commit_group.sync.aligned`.
+    pub fn wgmma_commit(&mut self) {
+        self.push(Inst::WgmmaCommit);
+    }
+
+    /// `wgmma.wait_group.sync.aligned n`.
+    pub fn wgmma_wait(&mut self, n: u32) {
+        self.push(Inst::WgmmaWait { n });
+    }
+
+    /// `wgmma.mma_async` m64n{acc.len()·2}k16 accumulating in place into `acc` (f32
+    /// registers, see [`Inst::Wgmma`]) when `scale_d` is true.
+    pub fn wgmma(&mut self, ab: Ty, acc: &[Reg], a_desc: Reg, b_desc: Reg, scale_d: Reg) {
+        let n = 2 * acc.len() as u32;
+        self.push(Inst::Wgmma { ab, n, d: acc.to_vec(), a_desc, b_desc, scale_d });
     }
 
     /// Finishes with `ret`.

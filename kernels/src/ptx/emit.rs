@@ -1,5 +1,6 @@
 //! PTX text emission (ISA 8.0, for sm_80 and sm_90a). The tensor-core instructions
-//! (`ldmatrix`, `cp.async`, `mma.sync` m16n8k16 bf16/f16, `cvt.rn.bf16x2.f32`) need sm_80.
+//! (`ldmatrix`, `cp.async`, `mma.sync` m16n8k16 bf16/f16, `cvt.rn.bf16x2.f32`) need sm_80;
+//! `wgmma.*` and `fence.proxy.async` need sm_90a ([`try_emit`] rejects them for sm_80).
 
 use std::fmt::Write;
 
@@ -116,7 +117,57 @@ fn cvt_name(dst: Ty, src: Ty) -> String {
     format!("cvt{rnd}.{d}.{s}")
 }
 
-/// Emits the module text of `k` for `target`.
+/// An instruction the target does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernel `{kernel}`: instruction {pc} (`{inst}`) needs {needs}; cannot emit it for {target}")]
+pub struct TargetError {
+    pub kernel: String,
+    pub pc: usize,
+    pub inst: &'static str,
+    pub needs: &'static str,
+    pub target: &'static str,
+}
+
+impl From<TargetError> for super::KernelError {
+    fn from(e: TargetError) -> Self {
+        super::KernelError::Unsupported(e.to_string())
+    }
+}
+
+/// The name of `i` when only sm_90a has it (`wgmma.*`, `fence.proxy.async`), else `None`.
+pub fn sm90a_only(i: &Inst) -> Option<&'static str> {
+    match i {
+        Inst::FenceProxyAsync => Some("fence.proxy.async"),
+        Inst::WgmmaFence => Some("wgmma.fence"),
+        Inst::WgmmaCommit => Some("wgmma.commit_group"),
+        Inst::WgmmaWait { .. } => Some("wgmma.wait_group"),
+        Inst::Wgmma { .. } => Some("wgmma.mma_async"),
+        _ => None,
+    }
+}
+
+/// Checks that `target` has every instruction of `k`: the first one it lacks is the error.
+pub fn check_target(k: &Kernel, target: Target) -> Result<(), TargetError> {
+    if target == Target::Sm90a {
+        return Ok(());
+    }
+    match k.insts.iter().enumerate().find_map(|(pc, i)| sm90a_only(i).map(|n| (pc, n))) {
+        Some((pc, inst)) => {
+            Err(TargetError { kernel: k.name.clone(), pc, inst, needs: Target::Sm90a.name(), target: target.name() })
+        }
+        None => Ok(()),
+    }
+}
+
+/// [`emit`] after [`check_target`]: the module text, or the instruction `target` lacks.
+pub fn try_emit(k: &Kernel, target: Target) -> Result<String, TargetError> {
+    check_target(k, target)?;
+    Ok(emit(k, target))
+}
+
+/// Emits the module text of `k` for `target`. It does not check that the target has every
+/// instruction (a `wgmma` kernel emitted for sm_80 gives text ptxas rejects): callers that
+/// can meet such a kernel use [`try_emit`].
 pub fn emit(k: &Kernel, target: Target) -> String {
     let mut s = String::new();
     for line in k.header.lines() {
@@ -264,6 +315,18 @@ pub fn emit(k: &Kernel, target: Target) -> String {
                 )
             }
             Inst::CvtPack { ty, dst, hi, lo } => format!("cvt.rn.{}x2.f32 {dst}, {hi}, {lo};", ty.suffix()),
+            Inst::FenceProxyAsync => "fence.proxy.async.shared::cta;".to_string(),
+            Inst::WgmmaFence => "wgmma.fence.sync.aligned;".to_string(),
+            Inst::WgmmaCommit => "wgmma.commit_group.sync.aligned;".to_string(),
+            Inst::WgmmaWait { n } => format!("wgmma.wait_group.sync.aligned {n};"),
+            Inst::Wgmma { ab, n, d, a_desc, b_desc, scale_d } => {
+                let t = ab.suffix();
+                // imm-scale-a = imm-scale-b = 1, imm-trans-a = imm-trans-b = 0 (both K-major).
+                format!(
+                    "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{}}}, {a_desc}, {b_desc}, {scale_d}, 1, 1, 0, 0;",
+                    d.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+                )
+            }
             Inst::NoUnroll => ".pragma \"nounroll\";".to_string(),
             Inst::Ret => "ret;".to_string(),
         };

@@ -17,7 +17,7 @@ pub mod sim;
 pub mod tune;
 
 pub use builder::{Kernel, KernelBuilder, Target};
-pub use emit::{emit, text_hash};
+pub use emit::{emit, text_hash, try_emit, TargetError};
 
 /// An error generating a kernel.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

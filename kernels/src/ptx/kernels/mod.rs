@@ -9,4 +9,5 @@ pub mod elementwise;
 pub mod embed;
 pub mod gemm;
 pub mod gemm_mma;
+pub mod gemm_wgmma;
 pub mod rowwise;

@@ -5,6 +5,7 @@
 use half::{bf16, f16};
 
 use super::matrix::{self, AsyncState, Shared};
+use super::wgmma::{self, GroupWg, ThreadWg};
 use super::{check_args, ArgValue, GlobalMem, LaunchDims, SimError, OFFSET_BITS};
 use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, Operand, Reg, ShflMode, Space, Special, Ty, UnOp};
 
@@ -18,6 +19,8 @@ enum State {
     Bar(usize),
     /// Waiting at the warp-collective instruction (shuffle, `ldmatrix`, `mma`) at this pc.
     Warp(usize),
+    /// Waiting at the warpgroup-collective instruction (`wgmma.*`) at this pc.
+    Group(usize),
     Done,
 }
 
@@ -27,6 +30,7 @@ pub(super) struct Thread {
     state: State,
     steps: u64,
     asyncs: AsyncState,
+    pub(super) wg: ThreadWg,
 }
 
 fn mask(ty: Ty) -> u64 {
@@ -137,8 +141,10 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
             state: State::Run,
             steps: 0,
             asyncs: AsyncState::default(),
+            wg: ThreadWg::default(),
         })
         .collect();
+    let mut groups: Vec<GroupWg> = (0..n.div_ceil(128)).map(|_| GroupWg::default()).collect();
     loop {
         for (t, th) in threads.iter_mut().enumerate() {
             if th.state == State::Run {
@@ -170,6 +176,9 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
             progressed = true;
         }
         if progressed {
+            continue;
+        }
+        if warpgroups(ctx, &mut threads, &mut shared, &mut groups)? {
             continue;
         }
         let waiting: Vec<usize> = threads
@@ -204,6 +213,46 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
             th.pc = pc + 1;
         }
     }
+}
+
+/// Runs the warpgroup-collective instructions (`wgmma.*`) that every thread of their
+/// warpgroup (128 threads, warps 4g..4g+3) has reached; a warpgroup with only some of its
+/// threads at one is a divergence. Returns whether any ran.
+fn warpgroups(
+    ctx: &Ctx<'_>,
+    threads: &mut [Thread],
+    shared: &mut Shared,
+    groups: &mut [GroupWg],
+) -> Result<bool, SimError> {
+    let n = threads.len();
+    let mut progressed = false;
+    for (g, st) in groups.iter_mut().enumerate() {
+        let range = g * 128..(g * 128 + 128).min(n);
+        let first = threads[range.clone()].iter().find_map(|t| match t.state {
+            State::Group(pc) => Some(pc),
+            _ => None,
+        });
+        let Some(pc) = first else { continue };
+        if range.len() != 128 || threads[range.clone()].iter().any(|t| t.state != State::Group(pc)) {
+            let states: Vec<String> = threads[range.clone()].iter().map(|t| format!("{:?}", t.state)).collect();
+            return Err(SimError::Divergence {
+                kernel: ctx.k.name.clone(),
+                block: ctx.block,
+                what: format!(
+                    "warpgroup {g}: the warpgroup-collective instruction at {pc} needs all 128 threads of the \
+                     warpgroup, but they are at [{}]",
+                    states.join(", ")
+                ),
+            });
+        }
+        wgmma::collective(ctx, &mut threads[range.clone()], (g, pc), shared, st)?;
+        for th in &mut threads[range] {
+            th.pc = pc + 1;
+            th.state = State::Run;
+        }
+        progressed = true;
+    }
+    Ok(progressed)
 }
 
 fn collective_name(i: Option<&Inst>) -> &'static str {
@@ -333,6 +382,9 @@ fn run_thread(
         let Some(inst) = k.insts.get(pc) else {
             return Err(ctx.fault(t, pc, "ran off the end of the kernel"));
         };
+        if th.wg.busy() {
+            wgmma::check_regs(ctx, (t, pc), inst, &th.wg)?;
+        }
         let regs = &mut th.regs;
         let set = |regs: &mut Vec<u64>, r: &Reg, v: u64| regs[r.id as usize] = v & mask(r.ty);
         th.pc += 1;
@@ -409,6 +461,8 @@ fn run_thread(
                 access(ctx, (t, pc), *space, a, total as u32, shared.data.len(), mem)?;
                 if *space == Space::Shared {
                     shared.check_settled(ctx, (t, pc), a as usize, total, "st.shared")?;
+                    shared.check_wgmma_free(ctx, (t, pc), a as usize, total, "st.shared")?;
+                    wgmma::generic_write(&mut th.wg, shared, a as usize, total);
                 }
                 let bytes: Vec<u8> =
                     src.iter().flat_map(|r| regs[r.id as usize].to_le_bytes()[..size].to_vec()).collect();
@@ -588,6 +642,12 @@ fn run_thread(
                 th.state = State::Warp(pc);
                 return Ok(());
             }
+            Inst::WgmmaFence | Inst::WgmmaCommit | Inst::WgmmaWait { .. } | Inst::Wgmma { .. } => {
+                th.pc = pc;
+                th.state = State::Group(pc);
+                return Ok(());
+            }
+            Inst::FenceProxyAsync => wgmma::fence_proxy(&mut th.wg, &mut th.asyncs, shared),
             Inst::CpAsync { cache, dst, src, size, src_size } => {
                 let d = regs[dst.id as usize] & 0xFFFF_FFFF;
                 let s = regs[src.id as usize];

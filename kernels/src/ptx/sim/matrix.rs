@@ -19,11 +19,16 @@ use crate::ptx::builder::{CpCache, Reg, Space, Ty};
 pub(super) struct Shared {
     pub data: Vec<u8>,
     pending: Vec<u32>,
+    /// Per byte: pending `wgmma.mma_async` operand reads (see [`super::wgmma`]).
+    pub(super) wg_reads: Vec<u32>,
+    /// Per byte: generic-proxy writes (stores, landed copies) not yet covered by their
+    /// writer's `fence.proxy.async`.
+    pub(super) unfenced: Vec<u32>,
 }
 
 impl Shared {
     pub fn new(bytes: usize) -> Self {
-        Shared { data: vec![0xFF; bytes], pending: vec![0; bytes] }
+        Shared { data: vec![0xFF; bytes], pending: vec![0; bytes], wg_reads: vec![0; bytes], unfenced: vec![0; bytes] }
     }
 
     /// Errors when any of `len` bytes at `off` has a pending `cp.async` write.
@@ -65,6 +70,8 @@ struct Copy {
 pub(super) struct AsyncState {
     open: Vec<Copy>,
     groups: VecDeque<Vec<Copy>>,
+    /// Shared byte ranges of landed copies not yet covered by a `fence.proxy.async`.
+    pub(super) landed: Vec<(usize, usize)>,
 }
 
 impl AsyncState {
@@ -78,6 +85,7 @@ impl AsyncState {
         while self.groups.len() > n as usize {
             if let Some(g) = self.groups.pop_front() {
                 for c in g {
+                    self.landed.push((c.dst, c.data.len()));
                     complete(c, shared);
                 }
             }
@@ -99,6 +107,11 @@ fn complete(c: Copy, shared: &mut Shared) {
     if let Some(p) = shared.pending.get_mut(c.dst..end) {
         for x in p {
             *x = x.saturating_sub(1);
+        }
+    }
+    if let Some(u) = shared.unfenced.get_mut(c.dst..end) {
+        for x in u {
+            *x += 1;
         }
     }
 }
@@ -149,6 +162,7 @@ pub(super) fn cp_async(
     if dst.checked_add(u64::from(size)).is_none_or(|e| e > shared.data.len() as u64) {
         return Err(oob(Space::Shared, dst, size));
     }
+    shared.check_wgmma_free(ctx, (t, pc), d, size as usize, "cp.async")?;
     let mut data = vec![0u8; size as usize];
     if src_size > 0 {
         let Some(bytes) = mem.read(src, src_size as usize) else {

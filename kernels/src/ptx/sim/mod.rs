@@ -21,10 +21,14 @@
 //!   instruction), with the PTX ISA's fragment layouts; `mma` accumulates in f32 in k order;
 //! - `cp.async` reads its source at issue but writes shared memory only when a
 //!   `cp.async.wait_group`/`wait_all` covers its commit group (or the thread exits); touching
-//!   shared bytes with a pending copy is a [`SimError::AsyncHazard`].
+//!   shared bytes with a pending copy is a [`SimError::AsyncHazard`];
+//! - the sm_90a `wgmma.*` instructions are warpgroup-collective (128 threads), read their
+//!   shared operands through matrix descriptors and complete at `wgmma.wait_group`, with the
+//!   register and shared-memory hazards and the `fence.proxy.async` rule of [`wgmma`].
 
 mod exec;
 mod matrix;
+pub mod wgmma;
 
 use half::{bf16, f16};
 

@@ -1,0 +1,412 @@
+//! Hopper tensor-core GEMM (`matmul_wgmma`): `out = epilogue(A·B + bias)` for bf16 or f16 A
+//! and B, f32 accumulation through `wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16,f16}`
+//! with both operands read from shared memory through matrix descriptors; any output dtype
+//! and the same bias/epilogue/store path as [`super::gemm_mma`] (see
+//! [`super::gemm::GemmSpec`]). Minimum SM: sm_90a (the emitter refuses it for sm_80).
+//!
+//! **Not run on a GPU yet**: its numerics are checked only in vidrt's PTX simulator (whose
+//! wgmma semantics are written from the PTX ISA, [`crate::ptx::sim::wgmma`]) and its text
+//! only by ptxas. Treat the first hardware run as the real test.
+//!
+//! - Layouts: A is `[M, K]` row-major, B is stored `[N, K]` row-major (both K-major: what
+//!   wgmma reads without a transpose; B is the layout of a linear layer's `[out, in]`
+//!   weight); the output is `[batch…, M, N]` row-major. Parameters: a, b, [bias],
+//!   [epilogue inputs…], out. Shapes are generation-time constants.
+//! - Requirements: K a multiple of 8 (16-byte `cp.async` chunks), batch strides multiples
+//!   of 8; any M, N ≥ 1. Rows past M or N and k past K are zero-filled by `cp.async` with
+//!   `src-size` 0, and the store is guarded per element.
+//! - Launch: 1-D grid of `batch · ceil(M/BM) · ceil(N/BN)` blocks, `128 · BM/64` threads (one
+//!   warpgroup per 64 rows of the tile; see [`launch_dims`]). Static shared memory only:
+//!   `STAGES · (BM + BN) · BK · 2` bytes, within [`crate::ptx::tune::SHARED_LIMIT`] (48 KiB).
+//! - Shared layout (no swizzle, the ISA's "core matrices" of 8 rows × 16 bytes): per stage,
+//!   A then B, each stored as core matrices, core matrix (row block i, k block j) of an
+//!   operand with R rows at byte `(j·R/8 + i)·128`, its row r at `+ 16·r`. A wgmma k-step
+//!   (16 k) then reads, for warpgroup g, the A descriptor `start = A + (2s·BM/8 + 8g)·128`,
+//!   `LBO = BM/8·128` (the next 8 k), `SBO = 128` (the next 8 rows), and the B descriptor
+//!   `start = B + 2s·BN/8·128`, `LBO = BN/8·128`, `SBO = 128`, with N = BN. The 128-byte
+//!   swizzle (which fast kernels use) is not used yet: it needs 1024-byte aligned stages.
+//! - Pipeline: STAGES (2..=4) stages filled by 16-byte `cp.async.cg` (the copies of thread t
+//!   go to 16 consecutive bytes of a core matrix, 8 consecutive threads fill one), one commit
+//!   group per k-slice, as `matmul_mma`. Each k-step waits with `cp.async.wait_group
+//!   STAGES-2` (its slice has landed), runs `fence.proxy.async` (the landed copies were
+//!   written through the generic proxy; wgmma reads through the async proxy), synchronises
+//!   the block (every thread's slice is in and fenced; every warpgroup's wgmma of the
+//!   previous step has completed, so its stage is free), issues the slice STAGES-1 ahead into
+//!   that freed stage, then `wgmma.fence`, BK/16 `wgmma.mma_async` m64nBNk16 accumulating into
+//!   the BN/2 f32 registers per thread, `wgmma.commit_group` and `wgmma.wait_group 0`. The
+//!   copies overlap the MMAs; MMAs of consecutive steps do not overlap (that would need one
+//!   more stage of slack and `wgmma.wait_group 1`).
+//! - Tunables (generation time): BM (64 or 128: one or two warpgroups), BN (the wgmma N:
+//!   a multiple of 8 up to 256), BK (a multiple of 16) and STAGES; the points are in
+//!   [`param_space`] (text form `bm=..,bn=..,bk=..,stages=..`).
+//! - Not done: TMA (`cp.async.bulk.tensor` needs a host-side `CUtensorMap` per operand,
+//!   passed as a `.param .align 64 .b8[128]` kernel parameter, plus `mbarrier` completion
+//!   and a producer warp), the 128-byte swizzle, and dynamic shared memory for larger tiles.
+
+use vidrt_ir::DType;
+
+use super::common::{offset_of, u32_of};
+use super::gemm::{block_coords, imm, store_result, GemmSpec, OutPtrs};
+use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
+use crate::ptx::tune::SHARED_LIMIT;
+use crate::ptx::KernelError;
+
+/// Generation-time parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WgmmaParams {
+    /// Tile rows: 64 per warpgroup (64 or 128).
+    pub bm: u32,
+    /// Tile columns, the wgmma N (a multiple of 8, at most 256).
+    pub bn: u32,
+    /// K per stage (a multiple of 16).
+    pub bk: u32,
+    /// Shared-memory pipeline stages (2..=4).
+    pub stages: u32,
+}
+
+impl WgmmaParams {
+    pub fn warpgroups(self) -> u32 {
+        self.bm / 64
+    }
+
+    pub fn threads(self) -> u32 {
+        128 * self.warpgroups()
+    }
+
+    /// Bytes of one stage: A `[BM][BK]` and B `[BN][BK]` b16 elements, no padding.
+    fn stage_bytes(self) -> u32 {
+        self.bm.saturating_add(self.bn).saturating_mul(self.bk).saturating_mul(2)
+    }
+
+    /// Static shared memory of the pipeline.
+    pub fn shared_bytes(self) -> u32 {
+        self.stages.saturating_mul(self.stage_bytes())
+    }
+
+    fn check(self) -> Result<(), KernelError> {
+        let bad = |why: &str| Err(KernelError::Invalid(format!("gemm_wgmma parameters {self:?}: {why}")));
+        if !matches!(self.bm, 64 | 128) {
+            return bad("BM must be 64 or 128 (one or two warpgroups of 64 rows)");
+        }
+        if self.bn == 0 || self.bn > 256 || !self.bn.is_multiple_of(8) {
+            return bad("BN (the wgmma N) must be a multiple of 8 up to 256");
+        }
+        if self.bk == 0 || !self.bk.is_multiple_of(16) {
+            return bad("BK must be a multiple of 16");
+        }
+        if !(2..=4).contains(&self.stages) {
+            return bad("stages must be 2, 3 or 4");
+        }
+        let chunks = |rows: u32| rows * self.bk / 8;
+        if !chunks(self.bm).is_multiple_of(self.threads()) || !chunks(self.bn).is_multiple_of(self.threads()) {
+            return bad("the 16-byte chunks of a stage must divide evenly among the threads");
+        }
+        Ok(())
+    }
+}
+
+impl crate::ptx::tune::Point for WgmmaParams {
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages"];
+
+    fn values(self) -> Vec<u32> {
+        vec![self.bm, self.bn, self.bk, self.stages]
+    }
+
+    fn from_values(v: &[u32]) -> Option<Self> {
+        match *v {
+            [bm, bn, bk, stages] => Some(WgmmaParams { bm, bn, bk, stages }),
+            _ => None,
+        }
+    }
+}
+
+/// The lowering's heuristic point for small products (M or N under 128): one warpgroup.
+pub const SMALL: WgmmaParams = WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3 };
+/// The lowering's heuristic point for the rest: two warpgroups, 128×128.
+pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3 };
+
+/// Every parameter point of `matmul_wgmma` (the first two are the heuristic's). Each fills
+/// exactly 48 KiB of static shared memory except 64×256×32 (40 KiB). Left out because they
+/// do not fit 48 KiB without dynamic shared memory: 128×128 and 128×256 at BK = 64 (32 and
+/// 48 KiB per stage), and any 3- or 4-stage 128×256.
+pub fn param_space() -> Vec<WgmmaParams> {
+    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages };
+    vec![SMALL, LARGE, p(64, 128, 64, 2), p(64, 128, 32, 4), p(128, 256, 32, 2), p(64, 256, 32, 2)]
+}
+
+/// (grid, block) for an M×N product at parameter point `p` (per matrix of the batch).
+pub fn launch_dims(m: usize, n: usize, p: WgmmaParams) -> (u32, u32) {
+    let tiles = m.div_ceil(p.bm as usize) * n.div_ceil(p.bn as usize);
+    (u32::try_from(tiles).unwrap_or(u32::MAX), p.threads())
+}
+
+/// Why `spec` cannot run on the wgmma kernel, or `None` when it can.
+pub fn wgmma_unsupported(spec: &GemmSpec) -> Option<String> {
+    if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
+        return Some(format!("gemm_wgmma takes bf16 or f16 inputs, not {}", spec.in_dtype));
+    }
+    if spec.trans_a || !spec.trans_b {
+        return Some("gemm_wgmma needs A stored [M, K] and B stored [N, K] (K-major operands)".into());
+    }
+    if !spec.k.is_multiple_of(8) {
+        return Some(format!("gemm_wgmma needs K a multiple of 8 (16-byte cp.async chunks), got K = {}", spec.k));
+    }
+    if spec.a_batch.iter().chain(&spec.b_batch).any(|s| !s.is_multiple_of(8)) {
+        return Some("gemm_wgmma needs batch strides that keep 16-byte alignment".into());
+    }
+    None
+}
+
+/// One 16-byte chunk a thread copies per stage (as in `gemm_mma`): its row pointer (row
+/// clamped into the matrix, at the chunk's k offset), its shared offset within a stage, its
+/// k offset (elements) and the bytes to read for in-bounds rows (16, or 0 past the last row).
+struct Chunk {
+    ptr: Reg,
+    soff: Reg,
+    kel: Reg,
+    bytes: Reg,
+}
+
+/// One operand's global→shared copies in the core-matrix layout.
+struct Loader {
+    chunks: Vec<Chunk>,
+}
+
+impl Loader {
+    /// The chunks of a `rows`×BK slice from global row `row0` of a `[total, K]` matrix at
+    /// `base`, placed at byte `sbase` of a stage. Chunk c: row `8·(c / (8·BK/8)) + c % 8`, k
+    /// block `(c / 8) % (BK/8)`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        b: &mut KernelBuilder,
+        base: Reg,
+        tid: Reg,
+        row0: Reg,
+        (rows, total, k): (u32, u32, u32),
+        bk: u32,
+        sbase: u32,
+        threads: u32,
+    ) -> Loader {
+        let kblocks = bk / 8;
+        let mut chunks = Vec::new();
+        for i in 0..rows * kblocks / threads {
+            let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
+            let r8 = b.bin(BinOp::And, Ty::U32, c, imm(7));
+            let c8 = b.bin(BinOp::Shr, Ty::U32, c, imm(3));
+            let kb = b.bin(BinOp::Rem, Ty::U32, c8, imm(kblocks));
+            let rb = b.bin(BinOp::Div, Ty::U32, c8, imm(kblocks));
+            let r = b.fma(Ty::U32, rb, imm(8), r8);
+            let gr = b.bin(BinOp::Add, Ty::U32, row0, r);
+            let inside = b.setp(Cmp::Lt, gr, imm(total));
+            let bytes = b.selp(Ty::U32, imm(16), imm(0), inside);
+            let grc = b.bin(BinOp::Min, Ty::U32, gr, imm(total - 1));
+            let kel = b.bin(BinOp::Mul, Ty::U32, kb, imm(8));
+            let idx = b.fma(Ty::U32, grc, imm(k), kel);
+            let ptr = b.addr(base, idx, 2);
+            // Core matrix (rb, kb) at (kb·rows/8 + rb)·128, row r8 at +16·r8.
+            let cm = b.fma(Ty::U32, kb, imm(rows / 8), rb);
+            let soff = b.fma(Ty::U32, cm, imm(128), imm(sbase));
+            let soff = b.fma(Ty::U32, r8, imm(16), soff);
+            chunks.push(Chunk { ptr, soff, kel, bytes });
+        }
+        Loader { chunks }
+    }
+
+    /// Issues the copies of the slice at k offset `k0` into the stage at shared address `stage`.
+    fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
+        for c in &self.chunks {
+            // Past K nothing is read (src-size 0: zero-fill) and the source is the matrix base.
+            let gk = b.bin(BinOp::Add, Ty::U32, k0, c.kel);
+            let ok = b.setp(Cmp::Lt, gk, imm(k));
+            let step = b.mul_wide(k0, imm(2));
+            let moved = b.bin(BinOp::Add, Ty::U64, c.ptr, step);
+            let src = b.selp(Ty::U64, moved, base, ok);
+            let n = b.selp(Ty::U32, c.bytes, imm(0), ok);
+            let dst = b.bin(BinOp::Add, Ty::U32, stage, c.soff);
+            b.cp_async(CpCache::Cg, dst, src, 16, Some(Operand::Reg(n)));
+        }
+    }
+}
+
+/// A no-swizzle K-major matrix descriptor for the operand at shared address `addr` (a
+/// register) with the given LBO and SBO (bytes, multiples of 16).
+pub fn descriptor(b: &mut KernelBuilder, addr: Reg, lbo: u32, sbo: u32) -> Reg {
+    let enc = b.bin(BinOp::Shr, Ty::U32, addr, imm(4));
+    let enc = b.bin(BinOp::And, Ty::U32, enc, imm(0x3FFF));
+    let lo = b.bin(BinOp::Or, Ty::U32, enc, imm(((lbo >> 4) & 0x3FFF) << 16));
+    let lo = b.cvt(Ty::U64, lo);
+    b.bin(BinOp::Or, Ty::U64, lo, Operand::Int(i64::from((sbo >> 4) & 0x3FFF) << 32))
+}
+
+/// The wgmma GEMM for `spec` (see [`wgmma_unsupported`] for what it takes) at `p`.
+/// Parameters: a, b, [bias], [epilogue inputs…], out (as [`super::gemm_mma::gemm_mma_spec`]).
+pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Kernel, KernelError> {
+    spec.check()?;
+    if let Some(why) = wgmma_unsupported(spec) {
+        return Err(KernelError::Unsupported(why));
+    }
+    p.check()?;
+    if p.shared_bytes() > SHARED_LIMIT {
+        return Err(KernelError::Unsupported(format!(
+            "{name}: parameters {p:?} need {} bytes of shared memory; static shared memory stops at {SHARED_LIMIT} \
+             and dynamic shared memory is not supported yet",
+            p.shared_bytes()
+        )));
+    }
+    let st = spec.store();
+    let ab = if spec.in_dtype == DType::F16 { Ty::F16 } else { Ty::BF16 };
+    let (mu, nu, ku) = (u32_of(spec.m, "M")?, u32_of(spec.n, "N")?, u32_of(spec.k, "K")?);
+    let header = format!(
+        "matmul_wgmma {name}: A[{m},{k}] {dt} row-major x B stored [{n},{k}] {dt} row-major (both K-major); {}\n\
+         wgmma.mma_async m64n{bn}k16 f32 accumulation, A and B from shared memory (no-swizzle core matrices), \
+         cp.async {s}-stage pipeline; minimum sm_90a; NOT YET RUN ON A GPU (checked in vidrt's simulator and by ptxas)\n\
+         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads ({} warpgroups), {} bytes of static shared \
+         memory; params BM={} BN={bn} BK={} stages={s}",
+        spec.describe(),
+        launch_dims(spec.m, spec.n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
+        p.threads(),
+        p.warpgroups(),
+        p.shared_bytes(),
+        p.bm,
+        p.bk,
+        m = spec.m,
+        n = spec.n,
+        k = spec.k,
+        dt = spec.in_dtype,
+        bn = p.bn,
+        s = p.stages,
+    );
+    let tiles_n = nu.div_ceil(p.bn);
+    let threads = p.threads();
+    let mut b = KernelBuilder::new(name, header);
+    b.block(threads);
+    let (pa, pb) = (b.param(ParamTy::Ptr), b.param(ParamTy::Ptr));
+    let ptrs = OutPtrs::declare(&mut b, &st);
+
+    let a_bytes = p.bm * p.bk * 2;
+    let stage_bytes = p.stage_bytes();
+    let smem = b.shared(p.stages * stage_bytes);
+
+    let tid = b.special(Special::TidX);
+    let (bi, tm, tn) = block_coords(&mut b, mu.div_ceil(p.bm) * tiles_n, tiles_n);
+    let m0 = b.bin(BinOp::Mul, Ty::U32, tm, imm(p.bm));
+    let n0 = b.bin(BinOp::Mul, Ty::U32, tn, imm(p.bn));
+    let a_off = offset_of(&mut b, bi, &spec.batch, &spec.a_batch)?;
+    let b_off = offset_of(&mut b, bi, &spec.batch, &spec.b_batch)?;
+    let pa = b.addr(pa, a_off, 2);
+    let pb = b.addr(pb, b_off, 2);
+    let la = Loader::new(&mut b, pa, tid, m0, (p.bm, mu, ku), p.bk, 0, threads);
+    let lb = Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, a_bytes, threads);
+
+    let base = b.shared_base();
+    let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
+    let wg = b.bin(BinOp::Shr, Ty::U32, tid, imm(7));
+    // This warpgroup's A rows start at core-matrix row block 8·wg.
+    let a_wg = b.bin(BinOp::Mul, Ty::U32, wg, imm(8 * 128));
+    let a_wg = b.bin(BinOp::Add, Ty::U32, base, a_wg);
+    let b_at = b.bin(BinOp::Add, Ty::U32, base, imm(a_bytes));
+    let (lbo_a, lbo_b) = (p.bm / 8 * 128, p.bn / 8 * 128);
+    // Per k-step (16 k = two core matrices in K) the descriptors' start advances by 2·LBO.
+    let (step_a, step_b) = (u64::from(2 * lbo_a >> 4), u64::from(2 * lbo_b >> 4));
+
+    let zero = b.imm_f32(0.0);
+    let acc: Vec<Reg> = (0..p.bn / 2)
+        .map(|_| {
+            let r = b.reg(Ty::F32);
+            b.push(Inst::Mov { dst: r, src: Operand::Reg(zero) });
+            r
+        })
+        .collect();
+    let one = b.imm_u32(1);
+    let scale_d = b.setp(Cmp::Ne, one, imm(0));
+
+    // Prologue: slices 0..S-1 into stages 0..S-1, one commit group each.
+    let stages = p.stages;
+    let ring = stages * stage_bytes;
+    let k0 = b.imm_u32(0);
+    for s in 0..stages - 1 {
+        let at = b.bin(BinOp::Add, Ty::U32, base, imm(s * stage_bytes));
+        let ks = b.imm_u32(s * p.bk);
+        la.issue(&mut b, pa, ks, at, ku);
+        lb.issue(&mut b, pb, ks, at, ku);
+        b.cp_async_commit();
+    }
+    // The byte offset (from `base`) of the stage computed on; the one written is the one
+    // before it (read in the previous step), as in `gemm_mma`.
+    let stage = b.imm_u32(0);
+
+    let top = b.label();
+    b.place(top);
+    b.no_unroll();
+    b.cp_async_wait(stages - 2);
+    b.fence_proxy_async();
+    b.bar_sync();
+    let kn = b.bin(BinOp::Add, Ty::U32, k0, imm((stages - 1) * p.bk));
+    let first = b.setp(Cmp::Eq, stage, imm(0));
+    let back = b.bin(BinOp::Sub, Ty::U32, stage, imm(stage_bytes));
+    let write = b.selp(Ty::U32, imm(ring - stage_bytes), back, first);
+    let write = b.bin(BinOp::Add, Ty::U32, base, write);
+    la.issue(&mut b, pa, kn, write, ku);
+    lb.issue(&mut b, pb, kn, write, ku);
+    b.cp_async_commit();
+    let a_addr = b.bin(BinOp::Add, Ty::U32, a_wg, stage);
+    let b_addr = b.bin(BinOp::Add, Ty::U32, b_at, stage);
+    let da = descriptor(&mut b, a_addr, lbo_a, 128);
+    let db = descriptor(&mut b, b_addr, lbo_b, 128);
+    b.wgmma_fence();
+    for s in 0..u64::from(p.bk / 16) {
+        let (da_s, db_s) = if s == 0 {
+            (da, db)
+        } else {
+            let x = b.bin(BinOp::Add, Ty::U64, da, Operand::Int((s * step_a) as i64));
+            let y = b.bin(BinOp::Add, Ty::U64, db, Operand::Int((s * step_b) as i64));
+            (x, y)
+        };
+        b.wgmma(ab, &acc, da_s, db_s, scale_d);
+    }
+    b.wgmma_commit();
+    b.wgmma_wait(0);
+    let next = b.bin(BinOp::Add, Ty::U32, stage, imm(stage_bytes));
+    let wrap = b.setp(Cmp::Ge, next, imm(ring));
+    let next = b.selp(Ty::U32, imm(0), next, wrap);
+    b.push(Inst::Mov { dst: stage, src: Operand::Reg(next) });
+    let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(p.bk));
+    b.push(Inst::Mov { dst: k0, src: Operand::Reg(k1) });
+    let more = b.setp(Cmp::Lt, k0, imm(ku));
+    b.bra_if(top, more, false);
+    // The zero-fill slices past K still land in shared memory; nothing reads them.
+    b.cp_async_wait_all();
+
+    // Epilogue: thread t (warpgroup g, warp w = (t/32) % 4, lane l) holds in acc[i] element
+    // (64g + 16w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2) of the tile.
+    let lane = b.special(Special::LaneId);
+    let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
+    let w4 = b.bin(BinOp::And, Ty::U32, warp, imm(3));
+    let g = b.bin(BinOp::Shr, Ty::U32, lane, imm(2));
+    let q = b.bin(BinOp::And, Ty::U32, lane, imm(3));
+    let row_t = b.fma(Ty::U32, wg, imm(64), m0);
+    let row_t = b.fma(Ty::U32, w4, imm(16), row_t);
+    let row_t = b.bin(BinOp::Add, Ty::U32, row_t, g);
+    let col_t = b.fma(Ty::U32, q, imm(2), n0);
+    let out_base = b.bin(BinOp::Mul, Ty::U32, bi, imm(mu * nu));
+    for (i, &v) in acc.iter().enumerate() {
+        let i = i as u32;
+        let row = b.bin(BinOp::Add, Ty::U32, row_t, imm(8 * ((i / 2) % 2)));
+        let col = b.bin(BinOp::Add, Ty::U32, col_t, imm(8 * (i / 4) + i % 2));
+        store_result(&mut b, &st, &ptrs, out_base, (row, col), v)?;
+    }
+    Ok(b.finish())
+}
+
+/// The wgmma GEMM at shape (m, n, k) for `dtype` (BF16 or F16) at `p`: B stored `[N, K]`, C
+/// written as f32, no bias or epilogue. Parameters: a, b, c.
+pub fn gemm_wgmma(
+    name: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    dtype: DType,
+    p: WgmmaParams,
+) -> Result<Kernel, KernelError> {
+    gemm_wgmma_spec(name, &GemmSpec::plain(m, n, k, true, dtype, DType::F32), p)
+}

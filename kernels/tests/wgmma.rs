@@ -1,0 +1,359 @@
+//! The sm_90a warpgroup instructions in the simulator: one `wgmma.mma_async` m64nNk16 on
+//! known matrices against a host product, for bf16 and f16, several N, `scale-d` true and
+//! false, both operands K-major in shared memory through descriptors in the no-swizzle
+//! (core-matrix) mode with different LBO/SBO arrangements and in the 128-byte swizzle mode;
+//! the hazards the simulator reports (missing `fence.proxy.async`, missing `wgmma.fence`,
+//! touching an accumulator or an operand's shared bytes before `wgmma.wait_group`, a
+//! warpgroup that is not all at the same instruction); and the emitter's refusal of these
+//! instructions for sm_80.
+//!
+//! The host side writes the layouts out from the PTX ISA independently of the simulator's
+//! code: the accumulator fragment of m64nNk16 ("Register Fragments", Figure "WGMMA .m64nNk16
+//! register fragment layout for accumulator matrix D": thread t = 32·w + l holds in d[i]
+//! element (16w + l/4 + 8·((i/2)%2), 8·(i/4) + 2·(l%4) + i%2)), the no-swizzle K-major
+//! layout as 8×16-byte core matrices whose K neighbours are LBO apart and whose M/N
+//! neighbours are SBO apart, and the 128-byte swizzle as 128-byte rows whose 16-byte chunk j
+//! of row r sits at chunk j XOR (r % 8) within each 1024-byte group of 8 rows.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is a test failure
+
+mod common;
+
+use common::{round, Rng};
+
+use half::{bf16, f16};
+use vidrt_ir::DType;
+use vidrt_kernels::ptx::builder::{BinOp, Cmp, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty};
+use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
+use vidrt_kernels::ptx::{emit, try_emit, Target};
+
+fn imm(v: u32) -> Operand {
+    Operand::Int(i64::from(v))
+}
+
+/// The (row, col) of accumulator register `i` of warpgroup thread `t` (from the ISA figure).
+fn d_pos(t: usize, i: usize) -> (usize, usize) {
+    let (w, l) = (t / 32, t % 32);
+    (16 * w + l / 4 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * (l % 4) + i % 2)
+}
+
+/// How an operand (R rows × 16 k) sits in shared memory.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// No swizzle: core matrix (row block i, k block j) at `base + i·sbo + j·lbo`.
+    Interleave { base: usize, lbo: usize, sbo: usize },
+    /// 128-byte swizzle of a tile 64 k wide, 8-row groups `sbo` apart from `base` (1024-byte
+    /// aligned); the wgmma reads k columns `16·kstep .. 16·kstep + 16`.
+    Swizzle128 { base: usize, sbo: usize, kstep: usize },
+}
+
+impl Layout {
+    /// The byte offset of element (r, k), k in 0..16 of the operand the wgmma reads.
+    fn offset(self, r: usize, k: usize) -> usize {
+        match self {
+            Layout::Interleave { base, lbo, sbo } => base + (r / 8) * sbo + (k / 8) * lbo + (r % 8) * 16 + (k % 8) * 2,
+            Layout::Swizzle128 { base, sbo, kstep } => {
+                let kk = 16 * kstep + k;
+                base + (r / 8) * sbo + (r % 8) * 128 + (((kk / 8) ^ (r % 8)) * 16) + (kk % 8) * 2
+            }
+        }
+    }
+
+    /// The matrix descriptor (ISA bit layout: start 0–13, LBO 16–29, SBO 32–45, swizzle 62–63).
+    fn descriptor(self) -> u64 {
+        let enc = |x: usize| ((x as u64) & 0x3FFFF) >> 4;
+        match self {
+            Layout::Interleave { base, lbo, sbo } => enc(base) | (enc(lbo) << 16) | (enc(sbo) << 32),
+            // The k step moves the start 32 bytes per 16 k inside the swizzled rows (LBO unused:
+            // 1, as CUTLASS sets it).
+            Layout::Swizzle128 { base, sbo, kstep } => {
+                enc(base + 32 * kstep) | (1 << 16) | (enc(sbo) << 32) | (1u64 << 62)
+            }
+        }
+    }
+}
+
+fn bits(dtype: DType, x: f32) -> u16 {
+    match dtype {
+        DType::F16 => f16::from_f32(x).to_bits(),
+        _ => bf16::from_f32(x).to_bits(),
+    }
+}
+
+/// What a test kernel leaves out or adds (each a bug the simulator must catch).
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    no_proxy_fence: bool,
+    no_wgmma_fence: bool,
+    /// Reads an accumulator register between the issue and the wait.
+    read_accumulator_early: bool,
+    /// Stores into the A operand's first bytes between the issue and the wait.
+    store_operand_early: bool,
+    /// Threads 64..127 branch around the `wgmma.mma_async`.
+    skip_half: bool,
+}
+
+/// One warpgroup: copies the shared image (`image` bytes, a multiple of 2048) from global,
+/// `fence.proxy.async`, `bar.sync`, loads C (thread t's `n/2` values at `c[t·n/2..]`),
+/// `wgmma.fence`, one `wgmma.mma_async` with the given descriptors, commit, wait 0, and
+/// stores D the same way to `out`. Parameters: image, c, out.
+fn single_wgmma(ab: Ty, n: u32, image: usize, (a_desc, b_desc): (u64, u64), scale_d: bool, f: Faults) -> Kernel {
+    let mut b = KernelBuilder::new("wgmma_one", "one wgmma.mma_async");
+    b.block(128);
+    let img = b.param(ParamTy::Ptr);
+    let c = b.param(ParamTy::Ptr);
+    let out = b.param(ParamTy::Ptr);
+    let smem = b.shared(image as u32);
+    let tid = b.special(Special::TidX);
+    let base = b.shared_base();
+    let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
+    for i in 0..(image / 16 / 128) as u32 {
+        let chunk = b.bin(BinOp::Add, Ty::U32, tid, imm(128 * i));
+        let g = b.addr(img, chunk, 16);
+        let v = b.ld_vec(Space::Global, Ty::U32, g, 4);
+        let s = b.fma(Ty::U32, chunk, imm(16), base);
+        b.st_vec(Space::Shared, s, v);
+    }
+    if !f.no_proxy_fence {
+        b.fence_proxy_async();
+    }
+    b.bar_sync();
+    let half = n / 2;
+    let c0 = b.bin(BinOp::Mul, Ty::U32, tid, imm(half));
+    let acc: Vec<Reg> = (0..half)
+        .map(|i| {
+            let idx = b.bin(BinOp::Add, Ty::U32, c0, imm(i));
+            let ad = b.addr(c, idx, 4);
+            b.ld(Space::Global, Ty::F32, ad)
+        })
+        .collect();
+    let da = b.mov(Ty::U64, Operand::Int(a_desc as i64));
+    let db = b.mov(Ty::U64, Operand::Int(b_desc as i64));
+    let flag = b.imm_u32(u32::from(scale_d));
+    let p = b.setp(Cmp::Ne, flag, imm(0));
+    if !f.no_wgmma_fence {
+        b.wgmma_fence();
+    }
+    let skip = b.label();
+    if f.skip_half {
+        let hi = b.setp(Cmp::Ge, tid, imm(64));
+        b.bra_if(skip, hi, false);
+    }
+    b.wgmma(ab, &acc, da, db, p);
+    b.place(skip);
+    if f.read_accumulator_early {
+        b.bin(BinOp::Add, Ty::F32, acc[0], acc[0]);
+    }
+    if f.store_operand_early {
+        let z = b.imm_u32(0);
+        b.st(Space::Shared, base, z);
+    }
+    b.wgmma_commit();
+    b.wgmma_wait(0);
+    for (i, &r) in acc.iter().enumerate() {
+        let idx = b.bin(BinOp::Add, Ty::U32, c0, imm(i as u32));
+        let ad = b.addr(out, idx, 4);
+        b.st(Space::Global, ad, r);
+    }
+    b.finish()
+}
+
+struct Run {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    got: Result<Vec<f32>, SimError>,
+}
+
+/// Fills A (64×16) and B (n×16) with seeded values placed by `la`/`lb` in an image of
+/// `image` bytes (the rest NaN), C with seeded values, and runs [`single_wgmma`].
+#[allow(clippy::too_many_arguments)]
+fn run(dtype: DType, n: u32, (la, lb): (Layout, Layout), image: usize, scale_d: bool, f: Faults, seed: u64) -> Run {
+    let ab = if dtype == DType::F16 { Ty::F16 } else { Ty::BF16 };
+    let n = n as usize;
+    let mut rng = Rng(seed);
+    let a: Vec<f32> = (0..64 * 16).map(|_| round(dtype, rng.uniform())).collect();
+    let bm: Vec<f32> = (0..n * 16).map(|_| round(dtype, rng.uniform())).collect();
+    let cm: Vec<f32> = (0..64 * n).map(|_| rng.uniform()).collect();
+    let mut img = vec![0xFFu8; image];
+    let mut put = |off: usize, v: f32| {
+        assert!(img[off] == 0xFF && img[off + 1] == 0xFF, "layouts overlap at {off}");
+        img[off..off + 2].copy_from_slice(&bits(dtype, v).to_le_bytes());
+    };
+    for r in 0..64 {
+        for k in 0..16 {
+            put(la.offset(r, k), a[r * 16 + k]);
+        }
+    }
+    for r in 0..n {
+        for k in 0..16 {
+            put(lb.offset(r, k), bm[r * 16 + k]);
+        }
+    }
+    let half = n / 2;
+    let mut cbuf = vec![0f32; 128 * half];
+    for t in 0..128 {
+        for i in 0..half {
+            let (row, col) = d_pos(t, i);
+            cbuf[t * half + i] = cm[row * n + col];
+        }
+    }
+    let k = single_wgmma(ab, n as u32, image, (la.descriptor(), lb.descriptor()), scale_d, f);
+    let mut mem = GlobalMem::new();
+    let pimg = mem.alloc_with(img);
+    let pc = mem.alloc_with(cbuf.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let out = mem.alloc(128 * half * 4);
+    let args = [ArgValue::Ptr(pimg), ArgValue::Ptr(pc), ArgValue::Ptr(out)];
+    let got = launch(&k, LaunchDims { grid: 1, block: 128 }, &args, &mut mem).map(|()| {
+        let raw = mem.read(out, 128 * half * 4).expect("in bounds");
+        raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    });
+    Run { a, b: bm, c: cm, got }
+}
+
+/// Checks every thread's every accumulator register against the host product.
+fn check(r: &Run, n: usize, scale_d: bool, what: &str) {
+    let got = r.got.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let half = n / 2;
+    for t in 0..128 {
+        for i in 0..half {
+            let (row, col) = d_pos(t, i);
+            let mut want = if scale_d { f64::from(r.c[row * n + col]) } else { 0.0 };
+            let mut mag = want.abs();
+            for k in 0..16 {
+                let p = f64::from(r.a[row * 16 + k]) * f64::from(r.b[col * 16 + k]);
+                want += p;
+                mag += p.abs();
+            }
+            let g = f64::from(got[t * half + i]);
+            let tol = 18.0 * 2f64.powi(-24) * mag + 1e-30;
+            assert!((g - want).abs() <= tol, "{what}: thread {t} d[{i}] = D({row}, {col}) = {g}, want {want}");
+        }
+    }
+}
+
+/// No swizzle, three arrangements of the core matrices: K neighbours after all row blocks
+/// (LBO large, SBO 128), row blocks after both K blocks (LBO 128, SBO 256), and row blocks
+/// with a gap between them (SBO 384: the gap is NaN and must not be read); every N kind.
+#[test]
+fn one_wgmma_no_swizzle_matches_the_host_product() {
+    for dtype in [DType::BF16, DType::F16] {
+        for n in [8u32, 64, 256] {
+            let nb = n as usize / 8;
+            // A: 64 rows = 8 row blocks; B after A at 2048 (or at 3072 past the padded A).
+            let arrangements = [
+                (
+                    Layout::Interleave { base: 0, lbo: 8 * 128, sbo: 128 },
+                    Layout::Interleave { base: 2048, lbo: nb * 128, sbo: 128 },
+                ),
+                (
+                    Layout::Interleave { base: 0, lbo: 128, sbo: 256 },
+                    Layout::Interleave { base: 2048, lbo: 128, sbo: 256 },
+                ),
+                (
+                    Layout::Interleave { base: 0, lbo: 128, sbo: 384 },
+                    Layout::Interleave { base: 3072, lbo: 128, sbo: 384 },
+                ),
+            ];
+            for (j, &(la, lb)) in arrangements.iter().enumerate() {
+                let image = (3072 + nb * 384).div_ceil(2048) * 2048;
+                for scale_d in [true, false] {
+                    let what = format!("{dtype} n={n} arrangement {j} scale_d={scale_d}");
+                    let r = run(dtype, n, (la, lb), image, scale_d, Faults::default(), 7 + j as u64);
+                    check(&r, n as usize, scale_d, &what);
+                }
+            }
+        }
+    }
+}
+
+/// 128-byte swizzle: A (64 rows) and B (n rows) as 64-k-wide swizzled tiles (8 rows per
+/// 1024 bytes), read at k steps 0 and 2 (the descriptor's start 64 bytes into the rows).
+#[test]
+fn one_wgmma_128_byte_swizzle_matches_the_host_product() {
+    for dtype in [DType::BF16, DType::F16] {
+        for n in [16u32, 128] {
+            for kstep in [0, 2] {
+                let la = Layout::Swizzle128 { base: 0, sbo: 1024, kstep };
+                let lb = Layout::Swizzle128 { base: 8 * 1024, sbo: 1024, kstep };
+                let image = 8 * 1024 + n as usize / 8 * 1024;
+                let what = format!("{dtype} n={n} kstep {kstep}");
+                let r = run(dtype, n, (la, lb), image, true, Faults::default(), 40 + kstep as u64);
+                check(&r, n as usize, true, &what);
+            }
+        }
+    }
+}
+
+fn hazard(f: Faults) -> SimError {
+    let la = Layout::Interleave { base: 0, lbo: 1024, sbo: 128 };
+    let lb = Layout::Interleave { base: 2048, lbo: 1024, sbo: 128 };
+    let r = run(DType::BF16, 64, (la, lb), 4096, true, f, 3);
+    match r.got {
+        Err(e) => e,
+        Ok(_) => panic!("{f:?}: the simulator accepted the kernel"),
+    }
+}
+
+#[test]
+fn wgmma_hazards_are_caught() {
+    let ok = {
+        let la = Layout::Interleave { base: 0, lbo: 1024, sbo: 128 };
+        let lb = Layout::Interleave { base: 2048, lbo: 1024, sbo: 128 };
+        run(DType::BF16, 64, (la, lb), 4096, true, Faults::default(), 3)
+    };
+    check(&ok, 64, true, "the kernel without faults");
+    let cases: [(Faults, &str); 4] = [
+        (Faults { no_proxy_fence: true, ..Faults::default() }, "fence.proxy.async"),
+        (Faults { no_wgmma_fence: true, ..Faults::default() }, "wgmma.fence"),
+        (Faults { read_accumulator_early: true, ..Faults::default() }, "accumulator of a pending wgmma"),
+        (Faults { store_operand_early: true, ..Faults::default() }, "st.shared"),
+    ];
+    for (f, needle) in cases {
+        match hazard(f) {
+            SimError::AsyncHazard { what, .. } => assert!(what.contains(needle), "{f:?}: {what}"),
+            other => panic!("{f:?}: {other:?}"),
+        }
+    }
+    match hazard(Faults { skip_half: true, ..Faults::default() }) {
+        SimError::Divergence { what, .. } => assert!(what.contains("warpgroup 0"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A block that is not a whole warpgroup cannot run a warpgroup-collective instruction.
+#[test]
+fn a_partial_warpgroup_diverges() {
+    let k = single_wgmma(Ty::BF16, 8, 2048, (0, 0), true, Faults::default());
+    let mut mem = GlobalMem::new();
+    let img = mem.alloc_with(vec![0; 2048]);
+    let c = mem.alloc_with(vec![0; 128 * 4 * 4]);
+    let out = mem.alloc(128 * 4 * 4);
+    // 96 threads copy only part of the image, which does not matter before the first wgmma.
+    let e = launch(
+        &k,
+        LaunchDims { grid: 1, block: 96 },
+        &[ArgValue::Ptr(img), ArgValue::Ptr(c), ArgValue::Ptr(out)],
+        &mut mem,
+    );
+    assert!(matches!(e, Err(SimError::Divergence { .. })), "{e:?}");
+}
+
+#[test]
+fn wgmma_text_is_emitted_for_sm90a_and_refused_for_sm80() {
+    let k = single_wgmma(Ty::BF16, 64, 4096, (0, 0), true, Faults::default());
+    let text = try_emit(&k, Target::Sm90a).expect("sm_90a has wgmma");
+    for want in [
+        "fence.proxy.async.shared::cta;",
+        "wgmma.fence.sync.aligned;",
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%f",
+        "wgmma.commit_group.sync.aligned;",
+        "wgmma.wait_group.sync.aligned 0;",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+    assert_eq!(text, emit(&k, Target::Sm90a));
+    let e = try_emit(&k, Target::Sm80).expect_err("sm_80 has no wgmma");
+    assert_eq!(e.inst, "fence.proxy.async");
+    assert!(e.to_string().contains("sm_90a") && e.to_string().contains("sm_80"), "{e}");
+}
