@@ -3,7 +3,9 @@
 //! residual, gelu-tanh) and f32/bf16/f16 inputs and outputs, including K that is not a multiple
 //! of 8; and `matmul_mma` with batch, bias, epilogue and 16-bit outputs at every point, and at
 //! every pipeline stage count on K tails, M/N tails, fewer K slices than stages and K long
-//! enough to wrap the stage ring; a wrong `cp.async.wait_group` count is caught.
+//! enough to wrap the stage ring; a wrong `cp.async.wait_group` count is caught; and the
+//! sm_90a `matmul_wgmma` at every point on the same kinds of cases (its missing
+//! `fence.proxy.async` or `wgmma.wait_group` is caught).
 //!
 //! Tolerance per element: the f32-accumulation bound K·2⁻²⁴·Σ|a·b| (scaled by the epilogue's
 //! gain), plus, ahead of an epilogue, one rounding of the intermediate to the input dtype (the unfused matmul's
@@ -16,12 +18,14 @@ mod common;
 use common::{decode, encode, round, unit, Rng};
 
 use vidrt_ir::{BinaryOp, DType, UnaryOp};
+use vidrt_kernels::ptx::builder::Inst;
 use vidrt_kernels::ptx::kernels::common::contiguous;
 use vidrt_kernels::ptx::kernels::elementwise::{broadcast_strides, EwInput, Expr};
 use vidrt_kernels::ptx::kernels::gemm::{self, GemmEpilogue, GemmSpec};
 use vidrt_kernels::ptx::kernels::gemm_mma::{self, MmaParams};
+use vidrt_kernels::ptx::kernels::gemm_wgmma::{self, WgmmaParams};
 use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
-use vidrt_kernels::ptx::{emit, Kernel, KernelError, Target};
+use vidrt_kernels::ptx::{emit, try_emit, Kernel, KernelError, Target};
 
 /// The epilogues the tests use, with their host form and gain (a bound on |∂out/∂acc|).
 #[derive(Clone, Copy, Debug)]
@@ -353,4 +357,102 @@ fn matmul_mma_rejects_bad_stage_counts_and_oversized_pipelines() {
     let fits = MmaParams { stages: 3, ..big };
     let k = gemm_mma::gemm_mma_spec("x", &case.spec, fits).expect("46080 bytes fit");
     assert_eq!(k.shared_bytes, 46_080);
+}
+
+/// The wgmma cases: M, N and K tails (K a multiple of 8, not of BK); batch with a broadcast
+/// B, bias and gate·acc + residual to bf16; M past 128 with a 16-bit output; gelu; K long
+/// enough to wrap every stage ring.
+fn wgmma_cases() -> Vec<Case> {
+    use DType::{BF16, F16, F32};
+    vec![
+        spec((37, 29, 40), &[], (&[], &[]), (false, true), (BF16, F32), false, Epi::None),
+        spec((33, 40, 24), &[2], (&[2], &[1]), (false, true), (BF16, BF16), true, Epi::GateResidual),
+        spec((130, 72, 96), &[], (&[], &[]), (false, true), (F16, F16), true, Epi::None),
+        spec((20, 24, 16), &[3], (&[3], &[3]), (false, true), (BF16, F32), false, Epi::Gelu),
+        spec((65, 200, 264), &[], (&[], &[]), (false, true), (F16, F32), true, Epi::None),
+    ]
+}
+
+fn wgmma_dims(case: &Case, p: WgmmaParams) -> (u32, u32) {
+    let (tiles, block) = gemm_wgmma::launch_dims(case.spec.m, case.spec.n, p);
+    (tiles * case.spec.batch_count() as u32, block)
+}
+
+#[test]
+fn matmul_wgmma_matches_the_host_at_every_parameter_point() {
+    for (pi, p) in gemm_wgmma::param_space().into_iter().enumerate() {
+        for (ci, case) in wgmma_cases().iter().enumerate() {
+            assert_eq!(gemm_wgmma::wgmma_unsupported(&case.spec), None);
+            let kern = gemm_wgmma::gemm_wgmma_spec(&format!("wgmma_{pi}_{ci}"), &case.spec, p).expect("generates");
+            let text = emit(&kern, Target::Sm90a);
+            assert!(text.contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16.f32", p.bn)), "{p:?}");
+            assert_eq!(text.matches("\twgmma.mma_async").count(), (p.bk / 16) as usize, "{p:?}");
+            assert!(try_emit(&kern, Target::Sm80).is_err());
+            let worst = check(case, &kern, wgmma_dims(case, p), 400 + ci as u64);
+            println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
+        }
+    }
+}
+
+/// The kernel without its `fence.proxy.async` (the landed cp.async data is not made visible
+/// to wgmma's async proxy), or without its `wgmma.wait_group` (the epilogue reads pending
+/// accumulators, or the next step overwrites a stage a pending wgmma reads): the simulator
+/// reports the hazard.
+#[test]
+fn matmul_wgmma_without_its_fences_or_waits_is_caught() {
+    let case = &wgmma_cases()[0];
+    for p in [gemm_wgmma::SMALL, gemm_wgmma::LARGE] {
+        let kern = gemm_wgmma::gemm_wgmma_spec("wgmma", &case.spec, p).expect("generates");
+        check(case, &kern, wgmma_dims(case, p), 9);
+        for (drop, needle) in [("fence.proxy.async", "fence.proxy.async"), ("wgmma.wait_group", "pending")] {
+            let mut bad = kern.clone();
+            bad.insts.retain(|i| match i {
+                Inst::FenceProxyAsync => drop != "fence.proxy.async",
+                Inst::WgmmaWait { .. } => drop != "wgmma.wait_group",
+                _ => true,
+            });
+            assert!(bad.insts.len() < kern.insts.len());
+            match try_check(case, &bad, wgmma_dims(case, p), 9) {
+                Err(SimError::AsyncHazard { what, .. }) => assert!(what.contains(needle), "{drop}: {what}"),
+                other => panic!("{p:?} without {drop}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// What the wgmma kernel cannot take is refused with the reason (the lowering then falls
+/// back), bad points are invalid, and a point past 48 KiB is unsupported with its bytes.
+#[test]
+fn matmul_wgmma_refuses_what_it_cannot_take() {
+    use DType::{BF16, F32};
+    let k_odd = spec((8, 8, 12), &[], (&[], &[]), (false, true), (BF16, BF16), false, Epi::None);
+    let b_kn = spec((8, 8, 16), &[], (&[], &[]), (false, false), (BF16, BF16), false, Epi::None);
+    let f32_in = spec((8, 8, 16), &[], (&[], &[]), (false, true), (F32, F32), false, Epi::None);
+    for c in [k_odd, b_kn, f32_in] {
+        assert!(gemm_wgmma::wgmma_unsupported(&c.spec).is_some());
+        assert!(matches!(
+            gemm_wgmma::gemm_wgmma_spec("x", &c.spec, gemm_wgmma::SMALL),
+            Err(KernelError::Unsupported(_))
+        ));
+    }
+    let case = spec((64, 64, 64), &[], (&[], &[]), (false, true), (BF16, F32), false, Epi::None);
+    for bad in [
+        WgmmaParams { bm: 32, ..gemm_wgmma::SMALL },
+        WgmmaParams { bn: 12, ..gemm_wgmma::SMALL },
+        WgmmaParams { bn: 264, ..gemm_wgmma::SMALL },
+        WgmmaParams { bk: 24, ..gemm_wgmma::SMALL },
+        WgmmaParams { stages: 1, ..gemm_wgmma::SMALL },
+        WgmmaParams { stages: 5, ..gemm_wgmma::SMALL },
+    ] {
+        assert!(matches!(gemm_wgmma::gemm_wgmma_spec("x", &case.spec, bad), Err(KernelError::Invalid(_))), "{bad:?}");
+    }
+    let big = WgmmaParams { bm: 128, bn: 128, bk: 64, stages: 2 };
+    assert_eq!(big.shared_bytes(), 65_536);
+    match gemm_wgmma::gemm_wgmma_spec("x", &case.spec, big) {
+        Err(KernelError::Unsupported(why)) => assert!(why.contains("65536"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    for p in gemm_wgmma::param_space() {
+        assert!(p.shared_bytes() <= 48 * 1024, "{p:?}");
+    }
 }
