@@ -1,8 +1,11 @@
 //! ptxas check: every kernel of `ptx::catalog::all_kernels` (every family at every parameter
-//! point) assembles for sm_80 and sm_90a with no spills, and so does a kernel using every form
-//! of the tensor-core instructions (`cp.async` ca/cg with and without src-size, commit/wait,
-//! `ldmatrix` x1/x2/x4 with and without `.trans`, `cvt.rn.{bf16,f16}x2.f32`, `mma.sync`
-//! m16n8k16 bf16 and f16).
+//! point) assembles for sm_80 and sm_90a with no spills (the sm_90a-only `matmul_wgmma` for
+//! sm_90a alone: the emitter refuses it for sm_80, and that is checked too), and so does a
+//! kernel using every form of the tensor-core instructions (`cp.async` ca/cg with and without
+//! src-size, commit/wait, `ldmatrix` x1/x2/x4 with and without `.trans`,
+//! `cvt.rn.{bf16,f16}x2.f32`, `mma.sync` m16n8k16 bf16 and f16), and one with the sm_90a
+//! forms (`fence.proxy.async`, `wgmma.fence`/`commit_group`/`wait_group`, `wgmma.mma_async`
+//! bf16 and f16 at N = 8, 64, 256).
 //!
 //! ptxas is found through `VIDRT_PTXAS`, then `PATH`, then the pip package installed by
 //! `scripts/install-ptxas.sh`. Without it these tests fail (a check that did not run is never
@@ -14,6 +17,7 @@ use std::process::Command;
 
 use vidrt_kernels::ptx::builder::{BinOp, CpCache, KernelBuilder, Operand, ParamTy, Space, Ty};
 use vidrt_kernels::ptx::catalog::all_kernels;
+use vidrt_kernels::ptx::emit::check_target;
 use vidrt_kernels::ptx::{emit, Kernel, Target};
 
 fn find_ptxas() -> Option<PathBuf> {
@@ -100,16 +104,23 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "matmul_mma_f16_5",
         "conv3d_mma_causal_bf16_1",
         "attention_flash_mma_bf16_d128_0",
+        "matmul_wgmma_bf16_0",
+        "matmul_wgmma_epilogue_1",
     ] {
         let Some(k) = kernels.iter().find(|k| k.name == family) else {
             failures.push(format!("{family}: not in the catalog"));
             continue;
         };
-        let mut want = vec!["HMMA", "LDSM"];
+        let wgmma = family.starts_with("matmul_wgmma");
+        // wgmma reads shared memory itself: HGMMA, no LDSM.
+        let mut want = if wgmma { vec!["HGMMA"] } else { vec!["HMMA", "LDSM"] };
         if family.starts_with("matmul") {
             want.push("LDGSTS");
         }
         for target in Target::ALL {
+            if wgmma && target != Target::Sm90a {
+                continue;
+            }
             let src = dir.join(format!("{}_{}.ptx", k.name, target.name()));
             let bin = dir.join(format!("{}_{}.cubin", k.name, target.name()));
             std::fs::write(&src, emit(k, target)).expect("write ptx");
@@ -150,9 +161,18 @@ fn every_kernel_assembles_without_spills() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut failures = Vec::new();
     let mut checked = 0;
+    let mut refused = 0;
     for target in Target::ALL {
         // One module per kernel keeps failures attributable.
         for k in &kernels {
+            if let Err(e) = check_target(k, target) {
+                // Only the sm_90a-only family is refused, and only for sm_80.
+                if !(k.name.starts_with("matmul_wgmma") && target == Target::Sm80) {
+                    failures.push(format!("{} ({}): {e}", k.name, target.name()));
+                }
+                refused += 1;
+                continue;
+            }
             let text = emit(k, target);
             let src = dir.join(format!("{}_{}.ptx", k.name, target.name()));
             std::fs::write(&src, &text).expect("write ptx");
@@ -185,7 +205,14 @@ fn every_kernel_assembles_without_spills() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("ptxas {}: {checked} kernel builds checked, {} failed", ptxas.display(), failures.len());
+    let wgmma = kernels.iter().filter(|k| k.name.starts_with("matmul_wgmma")).count();
+    assert!(wgmma > 0, "no matmul_wgmma kernel in the catalog");
+    assert_eq!(refused, wgmma, "every matmul_wgmma kernel is refused for sm_80, nothing else");
+    println!(
+        "ptxas {}: {checked} kernel builds checked, {} failed, {refused} refused for sm_80",
+        ptxas.display(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -241,4 +268,69 @@ fn every_tensor_core_instruction_form_assembles() {
         assert!(log.contains("0 bytes spill stores, 0 bytes spill loads"), "{}: {log}", target.name());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every sm_90a form: `fence.proxy.async`, the wgmma fence/commit/wait and `wgmma.mma_async`
+/// bf16 and f16 at N = 8, 64 and 256, with descriptors computed at run time.
+fn wgmma_forms() -> Kernel {
+    use vidrt_kernels::ptx::builder::{Cmp, Special};
+    use vidrt_kernels::ptx::kernels::gemm_wgmma::descriptor;
+    let mut b = KernelBuilder::new("wgmma_forms", "every form of fence.proxy.async and wgmma");
+    b.block(128);
+    let out = b.param(ParamTy::Ptr);
+    b.shared(16 * 1024);
+    let s = b.shared_base();
+    let tid = b.special(Special::TidX);
+    let a = b.bin(BinOp::Add, Ty::U32, s, tid);
+    let z = b.imm_u32(0);
+    b.st(Space::Shared, a, z);
+    b.fence_proxy_async();
+    b.bar_sync();
+    let da = descriptor(&mut b, s, 1024, 128);
+    let sb = b.bin(BinOp::Add, Ty::U32, s, Operand::Int(2048));
+    let db = descriptor(&mut b, sb, 4096, 128);
+    let one = b.imm_u32(1);
+    let p = b.setp(Cmp::Ne, one, Operand::Int(0));
+    let zero = b.imm_f32(0.0);
+    let mut all = Vec::new();
+    for (ty, n) in [(Ty::BF16, 8), (Ty::F16, 64), (Ty::BF16, 256)] {
+        let acc: Vec<_> = (0..n / 2).map(|_| b.mov(Ty::F32, zero)).collect();
+        b.wgmma_fence();
+        b.wgmma(ty, &acc, da, db, p);
+        b.wgmma_commit();
+        all.push(acc);
+    }
+    b.wgmma_wait(1);
+    b.wgmma_wait(0);
+    let mut sum = zero;
+    for r in all.iter().flatten() {
+        sum = b.bin(BinOp::Add, Ty::F32, sum, *r);
+    }
+    let o = b.mul_wide(tid, Operand::Int(4));
+    let o = b.bin(BinOp::Add, Ty::U64, out, o);
+    b.st(Space::Global, o, sum);
+    b.finish()
+}
+
+#[test]
+fn every_wgmma_instruction_form_assembles_for_sm90a() {
+    let ptxas = ptxas();
+    let k = wgmma_forms();
+    assert!(check_target(&k, Target::Sm80).is_err());
+    let dir = std::env::temp_dir().join(format!("vidrt-ptxas-wgmma-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let src = dir.join("wgmma_forms.ptx");
+    std::fs::write(&src, emit(&k, Target::Sm90a)).expect("write ptx");
+    let out = Command::new(&ptxas)
+        .arg("-arch=sm_90a")
+        .arg("-v")
+        .arg("-o")
+        .arg(dir.join("out.cubin"))
+        .arg(&src)
+        .output()
+        .expect("run ptxas");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "ptxas failed:\n{log}");
+    assert!(log.contains("0 bytes spill stores, 0 bytes spill loads"), "{log}");
 }

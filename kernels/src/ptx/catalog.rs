@@ -1,5 +1,6 @@
 //! Every kernel family at every point of its parameter space, on representative shapes and
-//! dtypes: what the ptxas test assembles. The tunable families' points are the same spaces the
+//! dtypes: what the ptxas test assembles (each for every target that has its instructions:
+//! `matmul_wgmma` for sm_90a only, see [`super::emit::check_target`]). The tunable families' points are the same spaces the
 //! tuner enumerates (`ptx::tune`), so every tuning candidate is covered here.
 
 use vidrt_ir::{BinaryOp, DType, ReduceOp, RmsStyle, UnaryOp};
@@ -11,6 +12,7 @@ use super::kernels::elementwise::{self, broadcast_strides, EwInput, Expr};
 use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec};
 use super::kernels::gemm_mma;
+use super::kernels::gemm_wgmma;
 use super::kernels::rowwise::{self, RowLayout, RowOp};
 use super::{Kernel, KernelError};
 
@@ -125,6 +127,17 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
         // Batched, with bias and a gate·acc + residual epilogue, bf16 out (the DiT's FFN out).
         out.push(gemm_mma::gemm_mma_spec(
             &format!("matmul_mma_epilogue_{i}"),
+            &gemm_epilogue_spec(DType::BF16, true),
+            p,
+        )?);
+    }
+    // sm_90a wgmma GEMM (emitted for sm_90a only): the same shapes per dtype and point.
+    for (i, p) in gemm_wgmma::param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            out.push(gemm_wgmma::gemm_wgmma(&format!("matmul_wgmma_{}_{i}", dtype.name()), 37, 29, 40, dtype, p)?);
+        }
+        out.push(gemm_wgmma::gemm_wgmma_spec(
+            &format!("matmul_wgmma_epilogue_{i}"),
             &gemm_epilogue_spec(DType::BF16, true),
             p,
         )?);
