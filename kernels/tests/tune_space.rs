@@ -1,5 +1,5 @@
 //! The tuning spaces of the PTX families: through the lowering's tuning hook, every point of
-//! every tunable family (matmul mma/simt, conv3d mma/simt, attention mma/simt) either
+//! every tunable family (matmul wgmma (sm_90a)/mma/simt, conv3d mma/simt, attention mma/simt) either
 //! generates a kernel whose PTX text is well formed and within the shared-memory limit, or
 //! returns a typed error; never a panic. Random small shapes.
 
@@ -9,11 +9,12 @@ use proptest::prelude::*;
 use vidrt_ir::{DType, Op};
 use vidrt_kernels::ptx::lower::{lower_with, Lowered};
 use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem, SHARED_LIMIT};
-use vidrt_kernels::ptx::{emit, KernelError, Target};
+use vidrt_kernels::ptx::{try_emit, KernelError, Target};
 
 /// Forces one point (by its index in the family's space) and records the problem it saw.
 struct Force {
     index: usize,
+    target: Target,
     seen: RefCell<Option<(String, Vec<String>)>>,
 }
 
@@ -25,17 +26,32 @@ impl Chooser for Force {
             None => Pick::Heuristic,
         }
     }
+
+    fn target(&self) -> Target {
+        self.target
+    }
 }
 
 /// Lowers the node at every point of its family's space; returns (family, points that
 /// generated, points that were typed errors).
 fn every_point(op: &Op, ins: &[(&[usize], DType)], out: &[usize], dtype: DType) -> (String, usize, usize) {
+    every_point_for(op, ins, out, dtype, Target::Sm80)
+}
+
+/// [`every_point`] lowering for `target` (the text is emitted for it).
+fn every_point_for(
+    op: &Op,
+    ins: &[(&[usize], DType)],
+    out: &[usize],
+    dtype: DType,
+    target: Target,
+) -> (String, usize, usize) {
     let mut ok = 0;
     let mut err = 0;
     let mut family = String::new();
     let mut index = 0;
     loop {
-        let f = Force { index, seen: RefCell::new(None) };
+        let f = Force { index, target, seen: RefCell::new(None) };
         let r = lower_with(op, ins, out, dtype, "t", &f);
         let Some((fam, space)) = f.seen.into_inner() else {
             // Not a tunable node for this dtype/shape: a typed error before any choice.
@@ -50,7 +66,7 @@ fn every_point(op: &Op, ins: &[(&[usize], DType)], out: &[usize], dtype: DType) 
             Ok(Lowered::Launches(ls)) => {
                 for l in &ls {
                     assert!(l.kernel.shared_bytes <= SHARED_LIMIT, "{}: {} bytes", space[index], l.kernel.shared_bytes);
-                    let text = emit(&l.kernel, Target::Sm80);
+                    let text = try_emit(&l.kernel, target).unwrap_or_else(|e| panic!("the lowering picked {e}"));
                     assert!(text.contains(".entry") && text.contains(&l.kernel.name), "{}", space[index]);
                     assert!(l.block > 0 && l.grid > 0);
                 }
@@ -85,8 +101,16 @@ proptest! {
         }
         let op = Op::MatMul { trans_a: false, trans_b, bias };
         let (family, ok, _) = every_point(&op, &ins, &[m, n], dtype);
-        prop_assert!(family.starts_with("matmul_"), "{family}");
+        prop_assert!(family.starts_with("matmul_") && !family.starts_with("matmul_wgmma"), "{family}");
         prop_assert!(ok > 0, "no point of {family} generates for {m}x{n}x{k}");
+        // On sm_90a the K-major 16-bit products take the wgmma family, the rest what sm_80 takes.
+        let (hopper, ok, _) = every_point_for(&op, &ins, &[m, n], dtype, Target::Sm90a);
+        let wgmma = dtype != DType::F32 && trans_b && !odd_k;
+        prop_assert_eq!(hopper.starts_with("matmul_wgmma_"), wgmma, "{}", hopper);
+        if !wgmma {
+            prop_assert_eq!(&hopper, &family);
+        }
+        prop_assert!(ok > 0, "no point of {hopper} generates for {m}x{n}x{k}");
     }
 
     #[test]
@@ -135,4 +159,30 @@ fn integer_matmul_is_typed_error() {
         DType::I32,
     );
     assert_eq!((ok, err), (0, 1));
+}
+
+/// The heuristic lowering of a bf16 linear layer: `matmul_wgmma` on sm_90a, `matmul_mma` on
+/// sm_80 (unchanged), and the sm_90a kernel is refused for sm_80.
+#[test]
+fn sm90a_lowers_16_bit_matmuls_to_wgmma() {
+    use vidrt_kernels::ptx::lower::lower;
+    use vidrt_kernels::ptx::tune::HeuristicsFor;
+    let (a, w, bias) = ([2, 77, 64], [96, 64], [96]);
+    let ins: Vec<(&[usize], DType)> = vec![(&a, DType::BF16), (&w, DType::BF16), (&bias, DType::BF16)];
+    let op = Op::MatMul { trans_a: false, trans_b: true, bias: true };
+    let kernel = |l: Lowered| match l {
+        Lowered::Launches(mut ls) if ls.len() == 1 => ls.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let hopper = kernel(lower_with(&op, &ins, &[2, 77, 96], DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    assert!(hopper.kernel.name.ends_with("_wgmma"), "{}", hopper.kernel.name);
+    assert_eq!(hopper.block, 128);
+    // 2 batches × ceil(77/64) × ceil(96/64) tiles of the small point.
+    assert_eq!(hopper.grid, 2 * 2 * 2);
+    assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("wgmma.mma_async"));
+    assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
+    let ampere = kernel(lower(&op, &ins, &[2, 77, 96], DType::BF16, "t").unwrap());
+    assert!(ampere.kernel.name.ends_with("_mma"), "{}", ampere.kernel.name);
+    let same = kernel(lower_with(&op, &ins, &[2, 77, 96], DType::BF16, "t", &HeuristicsFor(Target::Sm80)).unwrap());
+    assert_eq!(same, ampere);
 }

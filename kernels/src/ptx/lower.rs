@@ -15,9 +15,10 @@ use super::kernels::elementwise::{self, broadcast_strides, EwInput, EwParams, Ex
 use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec, SimtParams};
 use super::kernels::gemm_mma::{self, MmaParams};
+use super::kernels::gemm_wgmma::{self, WgmmaParams};
 use super::kernels::rowwise::{self, Post, RowLayout, RowOp, RowParams};
 use super::tune::{bucket, within_shared_limit, Chooser, Heuristics, Pick, Point, TuneProblem};
-use super::{Kernel, KernelError};
+use super::{Kernel, KernelError, Target};
 
 /// A kernel argument in a launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,8 +233,9 @@ fn tuned<P: Point>(
 /// The name a representative kernel has (the candidate-set hash must not depend on the node).
 const REPRESENTATIVE: &str = "tune_candidate";
 
-/// The matmul kernel for `spec`: tensor cores where [`gemm_mma::mma_unsupported`] allows,
-/// the SIMT kernel otherwise.
+/// The matmul kernel for `spec`: on sm_90a the wgmma kernel where
+/// [`gemm_wgmma::wgmma_unsupported`] allows, then tensor cores where
+/// [`gemm_mma::mma_unsupported`] allows, the SIMT kernel otherwise.
 fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, KernelError> {
     let inputs = 2 + usize::from(spec.bias) + spec.epilogue.as_ref().map_or(0, |e| e.extra.len());
     let args: Vec<Arg> = (0..inputs).map(Arg::Input).chain([Arg::Output]).collect();
@@ -260,6 +262,27 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
         bias: spec.bias,
         ..GemmSpec::plain(bucket(spec.m), bucket(spec.n), bucket(spec.k), spec.trans_b, spec.in_dtype, spec.out_dtype)
     };
+    if chooser.target() == Target::Sm90a && gemm_wgmma::wgmma_unsupported(spec).is_none() {
+        let big = spec.m >= 128 && spec.n >= 128;
+        let heuristic = if big { gemm_wgmma::LARGE } else { gemm_wgmma::SMALL };
+        let build = |p: WgmmaParams| -> Result<Built, KernelError> {
+            let k = gemm_wgmma::gemm_wgmma_spec(&format!("{name}_wgmma"), spec, p)?;
+            let (tiles, block) = gemm_wgmma::launch_dims(spec.m, spec.n, p);
+            let grid = tiles
+                .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
+                .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+            Ok((k, grid, block))
+        };
+        let (k, grid, block) = tuned(
+            chooser,
+            desc("matmul_wgmma"),
+            &gemm_wgmma::param_space(),
+            &build,
+            &|p| gemm_wgmma::gemm_wgmma_spec(REPRESENTATIVE, &rep, p),
+            &|| build(heuristic),
+        )?;
+        return Ok(one(k, grid, block, args, work));
+    }
     if gemm_mma::mma_unsupported(spec).is_none() {
         let big = spec.m >= 64 && spec.n >= 64;
         let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };

@@ -1,7 +1,7 @@
 //! The tuning hook of the PTX lowering ([`super::lower::lower_with`]).
 //!
-//! Every tunable family (`matmul_mma`, `matmul_simt`, `conv3d_mma`, `conv3d_simt`,
-//! `attention_mma`, `attention_simt`) declares its parameter space (`param_space()`,
+//! Every tunable family (`matmul_wgmma` (sm_90a), `matmul_mma`, `matmul_simt`, `conv3d_mma`,
+//! `conv3d_simt`, `attention_mma`, `attention_simt`) declares its parameter space (`param_space()`,
 //! `simt_param_space()`, `mma_param_space()` in its kernel module) and gives each point a text
 //! form ([`Point::to_text`], [`Point::from_text`]: `bm=64,bn=64,bk=32,warps_m=2,warps_n=2`).
 //! For every tunable node the lowering describes the problem ([`TuneProblem`]) and asks a
@@ -15,7 +15,7 @@
 //! (the candidate failed); a database winner that does not generate is ignored and the
 //! heuristic is used ([`Chooser::record`] is told which).
 
-use super::{Kernel, KernelError};
+use super::{Kernel, KernelError, Target};
 
 /// Static shared memory one block may declare (48 KiB on every sm_80+ device).
 pub const SHARED_LIMIT: u32 = 48 * 1024;
@@ -113,17 +113,37 @@ pub enum Pick {
 pub trait Chooser {
     fn pick(&self, problem: &TuneProblem<'_>) -> Pick;
 
+    /// The PTX target the kernels are lowered for, which decides the eligible families
+    /// (`matmul_wgmma` on [`Target::Sm90a`] only). sm_80 unless the chooser says otherwise.
+    fn target(&self) -> Target {
+        Target::Sm80
+    }
+
     /// Told whether a [`Pick::Tuned`] point was used (`true`) or was invalid here.
     fn record(&self, _used: bool) {}
 }
 
-/// The deterministic heuristics alone.
+/// The deterministic heuristics alone (for sm_80).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Heuristics;
 
 impl Chooser for Heuristics {
     fn pick(&self, _: &TuneProblem<'_>) -> Pick {
         Pick::Heuristic
+    }
+}
+
+/// The deterministic heuristics for a given target.
+#[derive(Clone, Copy, Debug)]
+pub struct HeuristicsFor(pub Target);
+
+impl Chooser for HeuristicsFor {
+    fn pick(&self, _: &TuneProblem<'_>) -> Pick {
+        Pick::Heuristic
+    }
+
+    fn target(&self) -> Target {
+        self.0
     }
 }
 
@@ -157,6 +177,7 @@ mod tests {
         round_trips(&gemm_simt_space());
         round_trips(&simt_param_space());
         round_trips(&mma_param_space());
+        round_trips(&crate::ptx::kernels::gemm_wgmma::param_space());
         let p = param_space()[0];
         assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");
         type M = crate::ptx::kernels::gemm_mma::MmaParams;

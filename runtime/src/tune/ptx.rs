@@ -72,6 +72,10 @@ impl Chooser for Tuning {
     fn record(&self, used: bool) {
         Tuning::record(self, used);
     }
+
+    fn target(&self) -> Target {
+        self.ptx_target.unwrap_or(Target::Sm80)
+    }
 }
 
 /// Records the problem of the node being lowered (and lets the heuristic lower it).
@@ -86,6 +90,10 @@ impl Chooser for Recorder<'_> {
         let candidates = p.space.iter().filter(|t| (p.generate)(t).is_ok()).cloned().collect();
         *self.found.borrow_mut() = Some((key, candidates));
         Pick::Heuristic
+    }
+
+    fn target(&self) -> Target {
+        Chooser::target(self.tuning)
     }
 }
 

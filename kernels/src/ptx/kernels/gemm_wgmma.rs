@@ -307,7 +307,7 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     let b_at = b.bin(BinOp::Add, Ty::U32, base, imm(a_bytes));
     let (lbo_a, lbo_b) = (p.bm / 8 * 128, p.bn / 8 * 128);
     // Per k-step (16 k = two core matrices in K) the descriptors' start advances by 2·LBO.
-    let (step_a, step_b) = (u64::from(2 * lbo_a >> 4), u64::from(2 * lbo_b >> 4));
+    let (step_a, step_b) = (u64::from((2 * lbo_a) >> 4), u64::from((2 * lbo_b) >> 4));
 
     let zero = b.imm_f32(0.0);
     let acc: Vec<Reg> = (0..p.bn / 2)
