@@ -395,20 +395,26 @@ fn matmul_wgmma_matches_the_host_at_every_parameter_point() {
 }
 
 /// The kernel without its `fence.proxy.async` (the landed cp.async data is not made visible
-/// to wgmma's async proxy), or without its `wgmma.wait_group` (the epilogue reads pending
-/// accumulators, or the next step overwrites a stage a pending wgmma reads): the simulator
-/// reports the hazard.
+/// to wgmma's async proxy), without its `wgmma.wait_group` (the epilogue reads pending
+/// accumulators, or the next step overwrites a stage a pending wgmma reads), or without its
+/// `wgmma.fence` (the zeroed accumulators are not ordered before the first wgmma): the
+/// simulator reports the hazard.
 #[test]
 fn matmul_wgmma_without_its_fences_or_waits_is_caught() {
     let case = &wgmma_cases()[0];
     for p in [gemm_wgmma::SMALL, gemm_wgmma::LARGE] {
         let kern = gemm_wgmma::gemm_wgmma_spec("wgmma", &case.spec, p).expect("generates");
         check(case, &kern, wgmma_dims(case, p), 9);
-        for (drop, needle) in [("fence.proxy.async", "fence.proxy.async"), ("wgmma.wait_group", "pending")] {
+        for (drop, needle) in [
+            ("fence.proxy.async", "fence.proxy.async"),
+            ("wgmma.wait_group", "pending"),
+            ("wgmma.fence", "wgmma.fence"),
+        ] {
             let mut bad = kern.clone();
             bad.insts.retain(|i| match i {
                 Inst::FenceProxyAsync => drop != "fence.proxy.async",
                 Inst::WgmmaWait { .. } => drop != "wgmma.wait_group",
+                Inst::WgmmaFence => drop != "wgmma.fence",
                 _ => true,
             });
             assert!(bad.insts.len() < kern.insts.len());

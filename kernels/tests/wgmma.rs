@@ -3,7 +3,8 @@
 //! false, both operands K-major in shared memory through descriptors in the no-swizzle
 //! (core-matrix) mode with different LBO/SBO arrangements and in the 128-byte swizzle mode;
 //! the hazards the simulator reports (missing `fence.proxy.async`, missing `wgmma.fence`,
-//! touching an accumulator or an operand's shared bytes before `wgmma.wait_group`, a
+//! touching an accumulator or writing an operand's shared bytes (`st.shared`, `cp.async`)
+//! before `wgmma.wait_group`, a
 //! warpgroup that is not all at the same instruction); and the emitter's refusal of these
 //! instructions for sm_80.
 //!
@@ -89,6 +90,8 @@ struct Faults {
     read_accumulator_early: bool,
     /// Stores into the A operand's first bytes between the issue and the wait.
     store_operand_early: bool,
+    /// Issues a `cp.async` into the B operand's first bytes between the issue and the wait.
+    copy_operand_early: bool,
     /// Threads 64..127 branch around the `wgmma.mma_async`.
     skip_half: bool,
 }
@@ -147,6 +150,11 @@ fn single_wgmma(ab: Ty, n: u32, image: usize, (a_desc, b_desc): (u64, u64), scal
     if f.store_operand_early {
         let z = b.imm_u32(0);
         b.st(Space::Shared, base, z);
+    }
+    if f.copy_operand_early {
+        let at = b.bin(BinOp::Add, Ty::U32, base, imm(2048));
+        b.cp_async(vidrt_kernels::ptx::builder::CpCache::Cg, at, img, 16, None);
+        b.cp_async_wait_all();
     }
     b.wgmma_commit();
     b.wgmma_wait(0);
@@ -303,11 +311,12 @@ fn wgmma_hazards_are_caught() {
         run(DType::BF16, 64, (la, lb), 4096, true, Faults::default(), 3)
     };
     check(&ok, 64, true, "the kernel without faults");
-    let cases: [(Faults, &str); 4] = [
+    let cases: [(Faults, &str); 5] = [
         (Faults { no_proxy_fence: true, ..Faults::default() }, "fence.proxy.async"),
         (Faults { no_wgmma_fence: true, ..Faults::default() }, "wgmma.fence"),
         (Faults { read_accumulator_early: true, ..Faults::default() }, "accumulator of a pending wgmma"),
         (Faults { store_operand_early: true, ..Faults::default() }, "st.shared"),
+        (Faults { copy_operand_early: true, ..Faults::default() }, "cp.async of 16 bytes"),
     ];
     for (f, needle) in cases {
         match hazard(f) {

@@ -5,8 +5,11 @@
 //!
 //! The builder, emitter and simulator have the sm_80 tensor-core instructions (`ldmatrix`,
 //! `cp.async` with commit/wait groups, `mma.sync` m16n8k16 bf16/f16, `cvt.rn.{bf16,f16}x2.f32`);
-//! `kernels::gemm_mma` is a tensor-core GEMM built on them. Not there yet: the matmul lowering
-//! onto it, and the attention and conv3d kernels.
+//! `kernels::gemm_mma` is a tensor-core GEMM built on them. For sm_90a they also have
+//! `wgmma.mma_async` (shared-memory descriptors) with its fence/commit/wait and
+//! `fence.proxy.async` ([`emit::try_emit`] refuses those for sm_80); `kernels::gemm_wgmma`
+//! is the Hopper GEMM built on them, chosen by the lowering when the target is sm_90a
+//! ([`tune::Chooser::target`]). Not there yet: TMA (`cp.async.bulk.tensor`) and mbarriers.
 
 pub mod builder;
 pub mod catalog;
