@@ -14,7 +14,7 @@ use vidrt_ir::{DType, Graph, Node, Op, Tensor, TensorData};
 use vidrt_kernels::ptx::lower::{lower_with, unsupported_reason, Arg, Lowered};
 use vidrt_kernels::ptx::sim::{self, ArgValue, GlobalMem, LaunchDims};
 use vidrt_kernels::ptx::tune::Chooser;
-use vidrt_kernels::ptx::KernelError;
+use vidrt_kernels::ptx::{KernelError, Target};
 
 use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
 use crate::tune::ptx::sim_device_info;
@@ -54,9 +54,29 @@ impl SimBackend {
         SimBackend { memory_limit: None, tuning: Arc::new(Tuning::new(sim_device_info(), None)) }
     }
 
+    /// The simulator lowering as the CUDA backend does on Hopper (PTX target sm_90a, so the
+    /// 16-bit matmuls take the `matmul_wgmma` kernel), no tuning database. Its tuning key's
+    /// device says `sm_90a (simulated)`.
+    pub fn hopper() -> Self {
+        let mut dev = sim_device_info();
+        dev.arch = "sm_90a (simulated)".into();
+        SimBackend { memory_limit: None, tuning: Arc::new(Tuning::new(dev, None).with_ptx_target(Target::Sm90a)) }
+    }
+
     /// The same backend with `db` as its tuning database.
     pub fn with_db(&self, db: Option<TuneDb>) -> Self {
-        SimBackend { memory_limit: self.memory_limit, tuning: Arc::new(Tuning::new(self.device_info(), db)) }
+        SimBackend {
+            memory_limit: self.memory_limit,
+            tuning: Arc::new(self.retuned(Tuning::new(self.device_info(), db))),
+        }
+    }
+
+    /// `t` with this backend's PTX target.
+    fn retuned(&self, t: Tuning) -> Tuning {
+        match self.tuning.ptx_target {
+            Some(target) => t.with_ptx_target(target),
+            None => t,
+        }
     }
 
     /// The same backend, with every node of kernel family `family` (e.g. `matmul_simt_f32`)
@@ -65,7 +85,7 @@ impl SimBackend {
     pub fn forcing(&self, family: &str, params: &str) -> Self {
         SimBackend {
             memory_limit: self.memory_limit,
-            tuning: Arc::new(Tuning::forcing(self.device_info(), family, params)),
+            tuning: Arc::new(self.retuned(Tuning::forcing(self.device_info(), family, params))),
         }
     }
 
