@@ -21,8 +21,18 @@
 //!
 //! Optional adapter features are used where the adapter has them
 //! ([`WgpuBackend::kernel_features`]): f16 storage, and subgroups for the lane reductions
-//! (softmax, norms, reductions). Not done yet: splitting work that exceeds a storage binding
-//! or the grid limits (such nodes are refused with a typed error).
+//! (softmax, norms, reductions).
+//!
+//! Adapter limits: buffers may be as large as `max_buffer_size`; a kernel binds at most
+//! `max_storage_buffer_binding_size` ([`WgpuBackend::binding_limit`]). A node with a larger
+//! tensor is computed in chunks that bind aligned windows of its buffers (`split`: chunks of
+//! the output's outer axes for elementwise ops, norms, matmul rows and batches, attention
+//! batches and query rows, rope, conv3d batches and output channels), and copies split
+//! their iteration space into boxes; the results are the same bits. What cannot split (a
+//! conv3d whose input for one batch exceeds a binding, reductions, a matmul weight past a
+//! binding) is refused with [`RuntimeError::OutOfMemory`] saying why. Grids: elementwise
+//! launches fold into 2-D, a conv's column tiles into z; a grid still past 65535 workgroups
+//! per dimension is refused.
 //!
 //! Faults: a buffer past the adapter's binding or buffer size limit, or one the device has no
 //! memory for, is [`RuntimeError::OutOfMemory`] naming the node; validation failures are
@@ -33,9 +43,10 @@
 
 mod device;
 mod lower;
+mod split;
 mod tuning;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use vidrt_ir::{DType, Graph, Op, Tensor, TensorData};
@@ -59,6 +70,10 @@ pub struct WgpuBackend {
     tuning: Arc<Tuning>,
     /// The optional kernel features compiled graphs use (at most the device's).
     features: Features,
+    /// The largest storage binding compiled graphs use, in bytes (at most the adapter's).
+    binding_limit: u64,
+    /// Nodes compiled in chunks (past one binding) by this backend and its clones.
+    split_nodes: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -84,7 +99,14 @@ impl WgpuBackend {
         let ctx = Arc::new(Ctx::open()?);
         let dev = device_info(&ctx);
         let features = ctx.features;
-        Ok(WgpuBackend { ctx, tuning: Arc::new(Tuning::new(dev, None)), features })
+        let binding_limit = ctx.binding_limit();
+        Ok(WgpuBackend {
+            ctx,
+            tuning: Arc::new(Tuning::new(dev, None)),
+            features,
+            binding_limit,
+            split_nodes: Arc::default(),
+        })
     }
 
     /// The same adapter with `db` as its tuning database.
@@ -93,6 +115,8 @@ impl WgpuBackend {
             ctx: self.ctx.clone(),
             tuning: Arc::new(Tuning::new(self.device_info(), db)),
             features: self.features,
+            binding_limit: self.binding_limit,
+            split_nodes: self.split_nodes.clone(),
         }
     }
 
@@ -103,6 +127,8 @@ impl WgpuBackend {
             ctx: self.ctx.clone(),
             tuning: Arc::new(Tuning::forcing(self.device_info(), family, params)),
             features: self.features,
+            binding_limit: self.binding_limit,
+            split_nodes: self.split_nodes.clone(),
         }
     }
 
@@ -117,7 +143,28 @@ impl WgpuBackend {
     /// driver). A feature the device lacks stays off.
     pub fn with_kernel_features(&self, f: Features) -> Self {
         let have = self.ctx.features;
-        WgpuBackend { ctx: self.ctx.clone(), tuning: self.tuning.clone(), features: f.and(have) }
+        WgpuBackend { features: f.and(have), ..self.clone() }
+    }
+
+    /// The largest storage binding compiled graphs use, in bytes: the adapter's
+    /// `max_storage_buffer_binding_size` (within `max_buffer_size`), unless narrowed by
+    /// [`WgpuBackend::with_binding_limit`]. A node whose tensors are larger is computed in
+    /// chunks that each bind windows of them (see the module docs).
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    /// The same device, compiling as if its storage binding limit were at most `bytes`: to
+    /// exercise splitting with small tensors, or to keep every binding small. Buffers may
+    /// still be as large as the adapter allows.
+    pub fn with_binding_limit(&self, bytes: u64) -> Self {
+        WgpuBackend { binding_limit: bytes.min(self.ctx.binding_limit()), ..self.clone() }
+    }
+
+    /// How many nodes this backend (and the backends made from it) compiled in chunks or
+    /// boxes because their tensors exceed one binding.
+    pub fn split_nodes(&self) -> usize {
+        self.split_nodes.load(Ordering::Relaxed)
     }
 
     /// The adapter's name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
@@ -268,7 +315,10 @@ impl Backend for WgpuBackend {
                 });
             }
         }
-        Planner::new(self.ctx.clone(), self.tuning.clone(), self.features, graph).build(weights)
+        let planner = Planner::new(self.ctx.clone(), self.tuning.clone(), self.features, self.binding_limit, graph);
+        let (exe, split) = planner.build(weights)?;
+        self.split_nodes.fetch_add(split, Ordering::Relaxed);
+        Ok(exe)
     }
 }
 
@@ -337,13 +387,25 @@ fn from_words(w: Vec<u32>, shape: &vidrt_ir::Shape, dtype: DType, st: Elem) -> R
     Ok(if dtype.is_float() && dtype != DType::F32 { t.cast(dtype) } else { t })
 }
 
+/// A buffer of the plan, or a window of one (what a chunk of a split node binds).
+struct Slot {
+    buffer: wgpu::Buffer,
+    /// The words it holds (a window: the words it binds).
+    words: usize,
+    /// Where a window starts in `buffer`, in bytes (0 for a whole buffer).
+    offset: u64,
+    /// The plan's buffer this is (a window of): its own index for a whole buffer.
+    root: Buf,
+}
+
 /// Buffer planning and launch recording.
 struct Planner<'g> {
     ctx: Arc<Ctx>,
     tuning: Arc<Tuning>,
     features: Features,
+    binding_limit: u64,
     g: &'g Graph,
-    bufs: Vec<(wgpu::Buffer, usize)>,
+    bufs: Vec<Slot>,
     free: Vec<Buf>,
     scratch: Vec<Buf>,
 }
@@ -366,6 +428,30 @@ impl Alloc for Planner<'_> {
     fn features(&self) -> Features {
         self.features
     }
+
+    fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    fn offset_align(&self) -> u64 {
+        u64::from(self.ctx.limits.min_storage_buffer_offset_alignment).max(4).next_multiple_of(4)
+    }
+
+    fn binding_bytes(&self, b: Buf) -> u64 {
+        let s = &self.bufs[b];
+        if s.root == b {
+            s.buffer.size()
+        } else {
+            (s.words as u64 * 4).max(4)
+        }
+    }
+
+    fn window(&mut self, b: Buf, offset: usize, words: usize) -> Buf {
+        let (buffer, root) = (self.bufs[b].buffer.clone(), self.bufs[b].root);
+        let offset = self.bufs[b].offset + offset as u64 * 4;
+        self.bufs.push(Slot { buffer, words, offset, root });
+        self.bufs.len() - 1
+    }
 }
 
 struct Launch {
@@ -377,8 +463,42 @@ struct Launch {
 }
 
 impl<'g> Planner<'g> {
-    fn new(ctx: Arc<Ctx>, tuning: Arc<Tuning>, features: Features, g: &'g Graph) -> Self {
-        Planner { ctx, tuning, features, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
+    fn new(ctx: Arc<Ctx>, tuning: Arc<Tuning>, features: Features, binding_limit: u64, g: &'g Graph) -> Self {
+        Planner { ctx, tuning, features, binding_limit, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
+    }
+
+    /// A new whole buffer in the plan.
+    fn push(&mut self, buffer: wgpu::Buffer, words: usize) -> Buf {
+        let root = self.bufs.len();
+        self.bufs.push(Slot { buffer, words, offset: 0, root });
+        root
+    }
+
+    /// Window `w` of buffer `b`, whose elements are stored as `e` (`b` itself for the
+    /// whole buffer). Window offsets are aligned by [`split::chunks`].
+    fn chunk_window(&mut self, b: Buf, w: split::Window, e: Elem) -> Buf {
+        match w {
+            split::Window::Whole => b,
+            split::Window::Range { offset, len } => self.window(b, e.words(offset), e.words(len)),
+        }
+    }
+
+    /// The binding of `b`, refused past the binding limit.
+    fn binding(&self, b: Buf, what: &str) -> Result<wgpu::BindingResource<'_>, RuntimeError> {
+        let s = &self.bufs[b];
+        let size = self.binding_bytes(b);
+        if size > self.binding_limit {
+            return Err(RuntimeError::OutOfMemory {
+                what: format!("{what} (one storage binding)"),
+                needed: size,
+                available: self.binding_limit,
+            });
+        }
+        Ok(wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &s.buffer,
+            offset: s.offset,
+            size: std::num::NonZeroU64::new(size),
+        }))
     }
 
     /// A buffer of at least `words` words: the smallest free one that fits, else a new one.
@@ -387,31 +507,29 @@ impl<'g> Planner<'g> {
             .free
             .iter()
             .enumerate()
-            .filter(|(_, &b)| self.bufs[b].1 >= words && self.bufs[b].1 <= words.saturating_mul(2).max(1024))
-            .min_by_key(|(_, &b)| self.bufs[b].1)
+            .filter(|(_, &b)| self.bufs[b].words >= words && self.bufs[b].words <= words.saturating_mul(2).max(1024))
+            .min_by_key(|(_, &b)| self.bufs[b].words)
             .map(|(k, _)| k);
         if let Some(k) = best {
             return Ok(self.free.swap_remove(k));
         }
         let b = self.ctx.storage((words as u64).saturating_mul(4), what)?;
-        self.bufs.push((b, words));
-        Ok(self.bufs.len() - 1)
+        Ok(self.push(b, words))
     }
 
     /// A new buffer of `words` words (wgpu zero-fills new buffers).
     fn new_zeroed(&mut self, words: usize, what: &str) -> Result<Buf, RuntimeError> {
         let b = self.ctx.storage((words as u64).saturating_mul(4), what)?;
-        self.bufs.push((b, words));
-        Ok(self.bufs.len() - 1)
+        Ok(self.push(b, words))
     }
 
     fn new_init(&mut self, words: &[u32], what: &str) -> Result<Buf, RuntimeError> {
         let b = self.ctx.storage_init(words, what)?;
-        self.bufs.push((b, words.len()));
-        Ok(self.bufs.len() - 1)
+        Ok(self.push(b, words.len()))
     }
 
-    fn build(mut self, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
+    /// The executable, and how many of its nodes were split past one binding.
+    fn build(mut self, weights: &dyn WeightSource) -> Result<(Box<dyn Executable>, usize), RuntimeError> {
         let g = self.g;
         let n = g.len();
         let last = g.last_uses();
@@ -436,6 +554,7 @@ impl<'g> Planner<'g> {
         let mut inputs = Vec::new();
         let mut launches = Vec::new();
         let mut computed = Vec::new();
+        let mut split_nodes = 0;
         let features = self.features;
         let st = |d: DType| lower::storage(d, features);
         for (i, node) in g.nodes.iter().enumerate() {
@@ -481,7 +600,42 @@ impl<'g> Planner<'g> {
                             || RuntimeError::Device(format!("wgpu: internal: {what}: input has no buffer")),
                         )?;
                     let out = self.take(words, &what)?;
-                    let steps = lower::lower(g, i, &ins, out, &mut self)?;
+                    let largest = split::largest_binding(g, i, &st);
+                    // Copies split themselves, into boxes of any shape (see `lower::copy_steps`).
+                    let copy = matches!(
+                        node.op,
+                        Op::Permute { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Upsample { .. }
+                    );
+                    let steps = if largest <= self.binding_limit || copy {
+                        lower::lower(g, i, &ins, out, &mut self)?
+                    } else {
+                        // Past one binding: chunks of the output, each binding windows.
+                        let chunks =
+                            split::chunks(g, i, self.binding_limit, self.offset_align(), &st).map_err(|why| {
+                                RuntimeError::OutOfMemory {
+                                    what: format!(
+                                        "{what} ({} {}, past one storage binding, and it cannot be split: {why})",
+                                        node.op.name(),
+                                        node.shape
+                                    ),
+                                    needed: largest,
+                                    available: self.binding_limit,
+                                }
+                            })?;
+                        let mut steps = Vec::new();
+                        for c in &chunks {
+                            let mut cins = Vec::with_capacity(ins.len());
+                            for ((w, id), &b) in c.ins.iter().zip(&node.inputs).zip(&ins) {
+                                cins.push(self.chunk_window(b, *w, st(g.dtype(*id))));
+                            }
+                            let cout = self.chunk_window(out, c.out, st(node.dtype));
+                            steps.extend(lower::lower(&c.graph, c.node, &cins, cout, &mut self)?);
+                            // The next chunk's launches run after this one's: its scratch is free.
+                            let scratch = std::mem::take(&mut self.scratch);
+                            self.free.extend(scratch);
+                        }
+                        steps
+                    };
                     // f16 storage: every kernel reading an f16 input or writing an f16 output
                     // is retyped (the generators write f32 kernels).
                     let half_in: Vec<Buf> = node
@@ -492,9 +646,14 @@ impl<'g> Planner<'g> {
                         .map(|(_, b)| *b)
                         .chain((st(node.dtype) == Elem::F16).then_some(out))
                         .collect();
+                    let is_window = |b: &Buf| self.bufs[*b].root != *b;
+                    if steps.iter().any(|s| s.ins.iter().chain([&s.out]).any(is_window)) {
+                        split_nodes += 1;
+                    }
                     for mut s in steps {
-                        let reads: Vec<bool> = s.ins.iter().map(|b| half_in.contains(b)).collect();
-                        let writes = s.out == out && st(node.dtype) == Elem::F16;
+                        let root = |b: &Buf| self.bufs[*b].root;
+                        let reads: Vec<bool> = s.ins.iter().map(|b| half_in.contains(&root(b))).collect();
+                        let writes = root(&s.out) == out && st(node.dtype) == Elem::F16;
                         if writes || reads.iter().any(|&r| r) {
                             s.kernel = retype(&s.kernel, &reads, writes)
                                 .map_err(|e| RuntimeError::Device(format!("wgpu: {what}: {e}")))?;
@@ -502,16 +661,12 @@ impl<'g> Planner<'g> {
                         let pipeline = self.ctx.pipeline(&s.kernel)?;
                         let meta = self.ctx.storage_init(&s.meta, "meta")?;
                         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: meta.as_entire_binding() }];
-                        for (k, b) in s.ins.iter().enumerate() {
+                        for (k, b) in s.ins.iter().chain([&s.out]).enumerate() {
                             entries.push(wgpu::BindGroupEntry {
                                 binding: k as u32 + 1,
-                                resource: self.bufs[*b].0.as_entire_binding(),
+                                resource: self.binding(*b, &what)?,
                             });
                         }
-                        entries.push(wgpu::BindGroupEntry {
-                            binding: s.ins.len() as u32 + 1,
-                            resource: self.bufs[s.out].0.as_entire_binding(),
-                        });
                         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
                         let group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                             label: Some(&s.kernel.entry),
@@ -569,18 +724,26 @@ impl<'g> Planner<'g> {
             (q, b)
         });
         self.ctx.check_uncaptured()?;
-        Ok(Box::new(WgpuExecutable {
+        let exe = Box::new(WgpuExecutable {
             features,
             ctx: self.ctx,
             graph: g.clone(),
-            bufs: self.bufs.into_iter().map(|b| b.0).collect(),
+            device_bytes: self
+                .bufs
+                .iter()
+                .enumerate()
+                .filter(|(k, s)| s.root == *k)
+                .map(|(_, s)| s.buffer.size())
+                .sum(),
+            bufs: self.bufs.into_iter().map(|s| s.buffer).collect(),
             inputs,
             outputs,
             launches,
             computed,
             timer,
             last_kernel: None,
-        }))
+        });
+        Ok((exe, split_nodes))
     }
 }
 
@@ -590,7 +753,10 @@ pub struct WgpuExecutable {
     /// The kernel features it was compiled with (they decide each node's storage).
     features: Features,
     graph: Graph,
+    /// By [`Buf`] (a window's entry is its buffer).
     bufs: Vec<wgpu::Buffer>,
+    /// The bytes of the buffers (windows not counted again).
+    device_bytes: u64,
     /// (input name, node, buffer)
     inputs: Vec<(String, usize, Buf)>,
     /// (output name, node, buffer)
@@ -658,7 +824,7 @@ impl Executable for WgpuExecutable {
     }
 
     fn device_bytes(&self) -> Option<u64> {
-        Some(self.bufs.iter().map(wgpu::Buffer::size).sum())
+        Some(self.device_bytes)
     }
 
     fn run_with(
