@@ -585,3 +585,57 @@ fn a_conv3d_past_65535_column_tiles_folds_its_grid() {
     let worst = cpu.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(worst <= 1e-6, "max |wgpu - cpu| = {worst}");
 }
+
+/// Wan2.1-T2V-1.3B at 832×480×81 within lavapipe's (and WebGPU's default) 128 MiB storage
+/// bindings, planned without a device: the DiT with classifier-free guidance as one batch
+/// of 2 (32,760 tokens; f32, bf16 in f32 words, f16 storage), a steady VAE decoder chunk
+/// and the umT5-XXL text encoder at 512 tokens. Every node fits or splits.
+#[test]
+fn wan_1_3b_at_832x480x81_plans_within_128_mib_bindings() {
+    use vidrt::graph::umt5::{build_umt5, Umt5Options};
+    use vidrt::graph::wan_dit::{build_dit, DitOptions, DitShape};
+    use vidrt::graph::wan_vae::{build_decoder_chunk, ChunkKind, ChunkOptions};
+    use vidrt::ir::{passes::reduce_precision, DType};
+    use vidrt::runtime::wgpu::{plan_bindings, Features};
+    let cfg = vidrt::graph::config::ModelConfig::wan21_t2v_1_3b();
+    let (limit, align) = (128 << 20, 256);
+    let shape = DitShape { batch: 2, frames: 21, height: 60, width: 104, text_len: 512 };
+    let dit = build_dit(&cfg.dit, &shape, &DitOptions::default()).expect("dit");
+    let vae = build_decoder_chunk(&cfg.vae, ChunkKind::Steady, &ChunkOptions::new(1, 60, 104)).expect("vae").graph;
+    let text = build_umt5(&cfg.text, 1, 512, &Umt5Options::default()).expect("umt5");
+    for (name, g) in [("dit", dit), ("vae decoder chunk", vae), ("text encoder", text)] {
+        for (dtype, f16) in [(DType::F32, false), (DType::BF16, false), (DType::F16, true)] {
+            let g = if dtype == DType::F32 { g.clone() } else { reduce_precision(&g, dtype).expect("precision") };
+            let f = Features { f16, subgroups: false };
+            let split = plan_bindings(&g, limit, align, f).unwrap_or_else(|e| panic!("{name} in {dtype}: {e}"));
+            eprintln!("{name} in {dtype}: {split} nodes split");
+            assert!(split > 0, "{name} in {dtype}: nothing past 128 MiB?");
+        }
+    }
+}
+
+/// An embedding gather from a table larger than one binding (umT5-XXL's is 2 GiB in f16):
+/// the table is read in windows of rows, each launch writing the ids that fall in it.
+#[test]
+fn a_gather_from_a_table_past_the_binding_limit_reads_it_in_windows() {
+    use std::collections::HashMap;
+    use vidrt::ir::{DType, Graph, Op, Tensor};
+    let b = backend("a_gather_from_a_table_past_the_binding_limit_reads_it_in_windows");
+    let (v, d) = (1000, 16);
+    let mut g = Graph::new();
+    let table = g.weight("table", [v, d], DType::F32).expect("table");
+    let ids = g.input("ids", [3, 7], DType::I64).expect("ids");
+    let y = g.add(Op::Gather, &[table, ids]).expect("gather");
+    g.set_output("y", y).expect("out");
+    let weights: HashMap<String, Tensor> = [("table".to_string(), ramp(v * d).reshape([v, d]).expect("t"))].into();
+    let id: Vec<i64> = (0..21).map(|k| (k * 389 + 7) % v as i64).chain([0, 999]).take(21).collect();
+    let feeds = [("ids", Tensor::new(vidrt::ir::Shape(vec![3, 7]), vidrt::ir::TensorData::I64(id)).expect("ids"))];
+    let run =
+        |be: &dyn Backend| be.compile(&g, &weights).expect("compiles").run(&feeds).expect("runs")[0].1.to_f32_vec();
+    // 64 000 bytes of table in windows of at most 16 KiB.
+    let small = b.with_binding_limit(16 << 10);
+    let before = small.split_nodes();
+    let (cpu, split) = (run(&CpuBackend::new()), run(&small));
+    assert!(small.split_nodes() > before, "the gather was not split");
+    assert_eq!(cpu, split);
+}

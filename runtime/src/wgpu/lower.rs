@@ -131,6 +131,14 @@ fn copy_step(
     Ok(Step { kernel, meta, ins: vec![src.0], out: dst.0, grid: linear(dims.iter().product()) })
 }
 
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// At most this many launches for one copy split into boxes.
 const MAX_COPY_BOXES: usize = 1 << 16;
 
@@ -138,7 +146,7 @@ const MAX_COPY_BOXES: usize = 1 << 16;
 /// binding: the iteration space is bisected into boxes until both footprints (the element
 /// range a box touches, from its aligned start) fit a binding, and each box copies between
 /// windows, its bases relative to them. One launch when both buffers fit.
-fn copy_steps(
+pub(crate) fn copy_steps(
     alloc: &mut dyn Alloc,
     es: (Elem, Elem),
     dims: &[usize],
@@ -455,8 +463,29 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
                 return Err(unsupported(g, i, "gather of an integer table"));
             }
             let t = in_shape(0).dims();
-            let meta = misc::gather_meta(node.shape.numel(), t[0], t[1]).map_err(kerr)?;
-            Ok(vec![Step { kernel: misc::gather(), meta, ins: ins.to_vec(), out, grid: linear(node.shape.numel()) }])
+            let (v, d, n) = (t[0], t[1], node.shape.numel());
+            let e = storage(in_dtype(0), features);
+            // A table past one binding: windows of rows, each launch writing the ids in it.
+            let limit = alloc.binding_limit();
+            let row_bytes = (d as u64 * if e == Elem::F16 { 2 } else { 4 }).max(1);
+            let rows = if alloc.binding_bytes(ins[0]) <= limit {
+                v
+            } else {
+                let align = alloc.offset_align();
+                let gran = (align / gcd(align, row_bytes)) as usize;
+                (limit / row_bytes) as usize / gran * gran
+            };
+            if rows == 0 {
+                return Err(unsupported(g, i, "one aligned group of table rows exceeds a storage binding"));
+            }
+            let mut steps = Vec::new();
+            for row0 in (0..v).step_by(rows) {
+                let len = rows.min(v - row0);
+                let table = if len == v { ins[0] } else { alloc.window(ins[0], e.words(row0 * d), e.words(len * d)) };
+                let meta = misc::gather_meta(n, v, d, row0, len).map_err(kerr)?;
+                steps.push(Step { kernel: misc::gather(), meta, ins: vec![table, ins[1]], out, grid: linear(n) });
+            }
+            Ok(steps)
         }
         Op::TimestepEmbedding { dim, flip_sin_to_cos, downscale_freq_shift, max_period } => {
             if elem(in_dtype(0)) != Some(Elem::F32) {

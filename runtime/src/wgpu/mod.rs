@@ -25,14 +25,18 @@
 //!
 //! Adapter limits: buffers may be as large as `max_buffer_size`; a kernel binds at most
 //! `max_storage_buffer_binding_size` ([`WgpuBackend::binding_limit`]). A node with a larger
-//! tensor is computed in chunks that bind aligned windows of its buffers (`split`: chunks of
-//! the output's outer axes for elementwise ops, norms, matmul rows and batches, attention
-//! batches and query rows, rope, conv3d batches and output channels), and copies split
-//! their iteration space into boxes; the results are the same bits. What cannot split (a
-//! conv3d whose input for one batch exceeds a binding, reductions, a matmul weight past a
-//! binding) is refused with [`RuntimeError::OutOfMemory`] saying why. Grids: elementwise
-//! launches fold into 2-D, a conv's column tiles into z; a grid still past 65535 workgroups
-//! per dimension is refused.
+//! tensor is computed in chunks (`split`): where the op's parts are contiguous, chunks bind
+//! aligned windows of its buffers (elementwise ops, norms, matmul rows and batches,
+//! attention batches and query rows, rope, conv3d batches and output channels); otherwise
+//! boxes are staged through scratch copies (attention by heads, conv3d by output rows with
+//! their input halo, matmul by columns, elementwise ops and norms along any other axis).
+//! Copies split their iteration space into boxes; a gather reads a large table in windows
+//! of rows. The results are the same bits as unsplit ones. What cannot split (reductions,
+//! an operand that must be bound whole and is too large) is refused with
+//! [`RuntimeError::OutOfMemory`] saying why; [`plan_bindings`] checks a graph without a
+//! device (Wan2.1-1.3B at 832×480×81 fits 128 MiB bindings). Grids: elementwise launches
+//! fold into 2-D, a conv's column tiles into z; a grid still past 65535 workgroups per
+//! dimension is refused.
 //!
 //! Faults: a buffer past the adapter's binding or buffer size limit, or one the device has no
 //! memory for, is [`RuntimeError::OutOfMemory`] naming the node; validation failures are
@@ -322,6 +326,71 @@ impl Backend for WgpuBackend {
     }
 }
 
+/// How node `i` is computed within bindings of `limit` bytes at `align`-byte offsets
+/// (`st`: each dtype's storage): `None` for one launch sequence over whole buffers (also
+/// copies, which split themselves into boxes, see `lower::copy_steps`, and a gather from a
+/// table past one binding, which reads it in windows of rows), else its chunks;
+/// [`RuntimeError::OutOfMemory`] saying why for a node that cannot split.
+fn split_node(
+    g: &Graph,
+    i: usize,
+    limit: u64,
+    align: u64,
+    st: &dyn Fn(DType) -> Elem,
+    what: &str,
+) -> Result<Option<Vec<split::Chunk>>, RuntimeError> {
+    let node = &g.nodes[i];
+    let largest = split::largest_binding(g, i, st);
+    let copy = matches!(node.op, Op::Permute { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Upsample { .. });
+    // A gather from a table past one binding reads it in windows of rows (lowering).
+    let table = |k: usize| st(g.dtype(node.inputs[k])).words(g.shape(node.inputs[k]).numel()) as u64 * 4;
+    let big_table = matches!(node.op, Op::Gather) && table(0) > limit;
+    if largest <= limit || copy || big_table {
+        return Ok(None);
+    }
+    split::chunks(g, i, limit, align, st).map(Some).map_err(|why| RuntimeError::OutOfMemory {
+        what: format!(
+            "{what} ({} {}, past one storage binding, and it cannot be split: {why})",
+            node.op.name(),
+            node.shape
+        ),
+        needed: largest,
+        available: limit,
+    })
+}
+
+/// A dry run of the planner's splitting, with no device: how many nodes of `graph` (after
+/// the compiler's passes, as [`WgpuBackend`] compiles it) would run in chunks with storage
+/// bindings of at most `binding_limit` bytes at offsets aligned to `offset_align`, tensors
+/// stored as `features` allow (f16 storage); the error a compile would give for a node
+/// that cannot split. Whether a graph at a large shape fits an adapter's limits (lavapipe
+/// and WebGPU's default: 128 MiB), without allocating it.
+pub fn plan_bindings(
+    graph: &Graph,
+    binding_limit: u64,
+    offset_align: u64,
+    features: Features,
+) -> Result<usize, RuntimeError> {
+    vidrt_ir::verify(graph)?;
+    let (g, _) = crate::cpu::optimize(graph, &vidrt_ir::passes::PassOptions::default())?;
+    let st = |d: DType| lower::storage(d, features);
+    let mut split = 0;
+    for (i, node) in g.nodes.iter().enumerate() {
+        if node.op.is_leaf()
+            || matches!(node.op, Op::Reshape { .. } | Op::RopeTable { .. } | Op::RelPositionBucket { .. })
+        {
+            continue;
+        }
+        let what = format!("node %{i} `{}`", node.name);
+        // Copies and gathers past one binding split themselves when lowered.
+        let chunked = split_node(&g, i, binding_limit, offset_align.max(4), &st, &what)?.is_some();
+        if chunked || split::largest_binding(&g, i, &st) > binding_limit {
+            split += 1;
+        }
+    }
+    Ok(split)
+}
+
 /// A host tensor as device words for a node of `dtype` stored as `st`.
 fn to_words(t: &Tensor, dtype: DType, st: Elem, name: &str) -> Result<Vec<u32>, RuntimeError> {
     if st == Elem::F16 {
@@ -474,13 +543,79 @@ impl<'g> Planner<'g> {
         root
     }
 
-    /// Window `w` of buffer `b`, whose elements are stored as `e` (`b` itself for the
-    /// whole buffer). Window offsets are aligned by [`split::chunks`].
-    fn chunk_window(&mut self, b: Buf, w: split::Window, e: Elem) -> Buf {
+    /// What a chunk binds for part `w` of buffer `b` (a tensor of `dims` stored as `e`): `b`
+    /// itself, a window (offsets aligned by [`split::chunks`]), or a scratch buffer for a
+    /// staged box, with the copy into it appended to `steps` for an input (`Some(true)` is
+    /// returned for a staged part). f16 scratch joins `half`.
+    #[allow(clippy::too_many_arguments)] // one part: buffer, window, tensor, direction, outputs
+    fn chunk_part(
+        &mut self,
+        (b, w): (Buf, &split::Window),
+        (dims, e): (&[usize], Elem),
+        input: bool,
+        steps: &mut Vec<lower::Step>,
+        half: &mut Vec<Buf>,
+    ) -> Result<Buf, RuntimeError> {
         match w {
-            split::Window::Whole => b,
-            split::Window::Range { offset, len } => self.window(b, e.words(offset), e.words(len)),
+            split::Window::Whole => Ok(b),
+            split::Window::Range { offset, len } => Ok(self.window(b, e.words(*offset), e.words(*len))),
+            split::Window::Staged(bx) => {
+                let bdims: Vec<usize> = bx.iter().map(|r| r.1 - r.0).collect();
+                let tmp = self.scratch(e.words(bdims.iter().product()))?;
+                if e == Elem::F16 {
+                    half.push(tmp);
+                }
+                if input {
+                    let st = vidrt_ir::Shape(dims.to_vec()).strides();
+                    let base = bx.iter().zip(&st).map(|(r, s)| r.0 * s).sum();
+                    let dst = vidrt_ir::Shape(bdims.clone()).strides();
+                    steps.extend(lower::copy_steps(self, (e, e), &bdims, (b, base, &st), (tmp, 0, &dst))?);
+                }
+                Ok(tmp)
+            }
         }
+    }
+
+    /// The launch of step `s` of node `node` (`what`): its kernel retyped where it reads or
+    /// writes a buffer of `half` (one holding f16 values), its pipeline and bind group.
+    fn record(&mut self, mut s: lower::Step, half: &[Buf], what: &str, node: usize) -> Result<Launch, RuntimeError> {
+        let root = |b: &Buf| self.bufs[*b].root;
+        let reads: Vec<bool> = s.ins.iter().map(|b| half.contains(&root(b))).collect();
+        let writes = half.contains(&root(&s.out));
+        if writes || reads.iter().any(|&r| r) {
+            s.kernel =
+                retype(&s.kernel, &reads, writes).map_err(|e| RuntimeError::Device(format!("wgpu: {what}: {e}")))?;
+        }
+        let pipeline = self.ctx.pipeline(&s.kernel)?;
+        let meta = self.ctx.storage_init(&s.meta, "meta")?;
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: meta.as_entire_binding() }];
+        for (k, b) in s.ins.iter().chain([&s.out]).enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: k as u32 + 1, resource: self.binding(*b, what)? });
+        }
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&s.kernel.entry),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(RuntimeError::Device(format!("wgpu: {what}: binding `{}`: {e}", s.kernel.entry)));
+        }
+        Ok(Launch { pipeline, group, grid: s.grid, node })
+    }
+
+    /// The copy of a staged output box from its scratch `tmp` into `out` (of `dims`).
+    fn unstage(
+        &mut self,
+        tmp: Buf,
+        bx: &[(usize, usize)],
+        (out, dims, e): (Buf, &[usize], Elem),
+    ) -> Result<Vec<lower::Step>, RuntimeError> {
+        let bdims: Vec<usize> = bx.iter().map(|r| r.1 - r.0).collect();
+        let st = vidrt_ir::Shape(dims.to_vec()).strides();
+        let base = bx.iter().zip(&st).map(|(r, s)| r.0 * s).sum();
+        let src = vidrt_ir::Shape(bdims.clone()).strides();
+        lower::copy_steps(self, (e, e), &bdims, (tmp, 0, &src), (out, base, &st))
     }
 
     /// The binding of `b`, refused past the binding limit.
@@ -600,45 +735,10 @@ impl<'g> Planner<'g> {
                             || RuntimeError::Device(format!("wgpu: internal: {what}: input has no buffer")),
                         )?;
                     let out = self.take(words, &what)?;
-                    let largest = split::largest_binding(g, i, &st);
-                    // Copies split themselves, into boxes of any shape (see `lower::copy_steps`).
-                    let copy = matches!(
-                        node.op,
-                        Op::Permute { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Upsample { .. }
-                    );
-                    let steps = if largest <= self.binding_limit || copy {
-                        lower::lower(g, i, &ins, out, &mut self)?
-                    } else {
-                        // Past one binding: chunks of the output, each binding windows.
-                        let chunks =
-                            split::chunks(g, i, self.binding_limit, self.offset_align(), &st).map_err(|why| {
-                                RuntimeError::OutOfMemory {
-                                    what: format!(
-                                        "{what} ({} {}, past one storage binding, and it cannot be split: {why})",
-                                        node.op.name(),
-                                        node.shape
-                                    ),
-                                    needed: largest,
-                                    available: self.binding_limit,
-                                }
-                            })?;
-                        let mut steps = Vec::new();
-                        for c in &chunks {
-                            let mut cins = Vec::with_capacity(ins.len());
-                            for ((w, id), &b) in c.ins.iter().zip(&node.inputs).zip(&ins) {
-                                cins.push(self.chunk_window(b, *w, st(g.dtype(*id))));
-                            }
-                            let cout = self.chunk_window(out, c.out, st(node.dtype));
-                            steps.extend(lower::lower(&c.graph, c.node, &cins, cout, &mut self)?);
-                            // The next chunk's launches run after this one's: its scratch is free.
-                            let scratch = std::mem::take(&mut self.scratch);
-                            self.free.extend(scratch);
-                        }
-                        steps
-                    };
-                    // f16 storage: every kernel reading an f16 input or writing an f16 output
-                    // is retyped (the generators write f32 kernels).
-                    let half_in: Vec<Buf> = node
+                    // f16 storage: every kernel reading or writing a buffer of f16 values (an
+                    // f16 input or output, or its staged copy) is retyped (the generators
+                    // write f32 kernels).
+                    let mut half: Vec<Buf> = node
                         .inputs
                         .iter()
                         .zip(&ins)
@@ -646,40 +746,47 @@ impl<'g> Planner<'g> {
                         .map(|(_, b)| *b)
                         .chain((st(node.dtype) == Elem::F16).then_some(out))
                         .collect();
-                    let is_window = |b: &Buf| self.bufs[*b].root != *b;
-                    if steps.iter().any(|s| s.ins.iter().chain([&s.out]).any(is_window)) {
-                        split_nodes += 1;
+                    let chunks = split_node(g, i, self.binding_limit, self.offset_align(), &st, &what)?;
+                    let is_window = |p: &Self, b: &Buf| p.bufs[*b].root != *b;
+                    let mut was_split = chunks.is_some();
+                    match chunks {
+                        None => {
+                            let steps = lower::lower(g, i, &ins, out, &mut self)?;
+                            // Copies split themselves into windows.
+                            was_split |=
+                                steps.iter().any(|s| s.ins.iter().chain([&s.out]).any(|b| is_window(&self, b)));
+                            for s in steps {
+                                launches.push(self.record(s, &half, &what, i)?);
+                            }
+                        }
+                        Some(chunks) => {
+                            let whole = half.len();
+                            for c in &chunks {
+                                let mut steps = Vec::new();
+                                let mut cins = Vec::with_capacity(ins.len());
+                                for ((w, id), &b) in c.ins.iter().zip(&node.inputs).zip(&ins) {
+                                    let t = (g.shape(*id).dims(), st(g.dtype(*id)));
+                                    cins.push(self.chunk_part((b, w), t, true, &mut steps, &mut half)?);
+                                }
+                                let t = (node.shape.dims(), st(node.dtype));
+                                let cout = self.chunk_part((out, &c.out), t, false, &mut steps, &mut half)?;
+                                steps.extend(lower::lower(&c.graph, c.node, &cins, cout, &mut self)?);
+                                if let split::Window::Staged(bx) = &c.out {
+                                    steps.extend(self.unstage(cout, bx, (out, t.0, t.1))?);
+                                }
+                                // Recorded now: which scratch holds f16 values holds for this chunk.
+                                for s in steps {
+                                    launches.push(self.record(s, &half, &what, i)?);
+                                }
+                                // The next chunk's launches run after this one's: its scratch is free.
+                                half.truncate(whole);
+                                let scratch = std::mem::take(&mut self.scratch);
+                                self.free.extend(scratch);
+                            }
+                        }
                     }
-                    for mut s in steps {
-                        let root = |b: &Buf| self.bufs[*b].root;
-                        let reads: Vec<bool> = s.ins.iter().map(|b| half_in.contains(&root(b))).collect();
-                        let writes = root(&s.out) == out && st(node.dtype) == Elem::F16;
-                        if writes || reads.iter().any(|&r| r) {
-                            s.kernel = retype(&s.kernel, &reads, writes)
-                                .map_err(|e| RuntimeError::Device(format!("wgpu: {what}: {e}")))?;
-                        }
-                        let pipeline = self.ctx.pipeline(&s.kernel)?;
-                        let meta = self.ctx.storage_init(&s.meta, "meta")?;
-                        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: meta.as_entire_binding() }];
-                        for (k, b) in s.ins.iter().chain([&s.out]).enumerate() {
-                            entries.push(wgpu::BindGroupEntry {
-                                binding: k as u32 + 1,
-                                resource: self.binding(*b, &what)?,
-                            });
-                        }
-                        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                        let group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some(&s.kernel.entry),
-                            layout: &pipeline.layout,
-                            entries: &entries,
-                        });
-                        if let Some(e) = pollster::block_on(scope.pop()) {
-                            return Err(RuntimeError::Device(format!(
-                                "wgpu: {what}: binding `{}`: {e}",
-                                s.kernel.entry
-                            )));
-                        }
-                        launches.push(Launch { pipeline, group, grid: s.grid, node: i });
+                    if was_split {
+                        split_nodes += 1;
                     }
                     let scratch = std::mem::take(&mut self.scratch);
                     self.free.extend(scratch);
