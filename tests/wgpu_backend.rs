@@ -639,3 +639,14 @@ fn a_gather_from_a_table_past_the_binding_limit_reads_it_in_windows() {
     assert!(small.split_nodes() > before, "the gather was not split");
     assert_eq!(cpu, split);
 }
+
+/// The tiny VAE golden case (decoder and encoder chunks) with every binding at most 64 KiB:
+/// its convolutions stage output rows with their input halo, its channel norms stage
+/// spatial rows, and it passes at the same tolerances.
+#[test]
+fn golden_vae_on_wgpu_past_a_small_binding_limit() {
+    let b = backend("golden_vae_on_wgpu_past_a_small_binding_limit").with_binding_limit(64 << 10);
+    common::golden_on(&b, "vae");
+    assert!(b.split_nodes() > 0, "no node of the VAE was split at 64 KiB");
+    eprintln!("{} nodes split", b.split_nodes());
+}

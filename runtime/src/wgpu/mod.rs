@@ -461,6 +461,8 @@ struct Slot {
     buffer: wgpu::Buffer,
     /// The words it holds (a window: the words it binds).
     words: usize,
+    /// The words its current tensor takes (a reused buffer may be larger): what it binds.
+    used: usize,
     /// Where a window starts in `buffer`, in bytes (0 for a whole buffer).
     offset: u64,
     /// The plan's buffer this is (a window of): its own index for a whole buffer.
@@ -507,18 +509,13 @@ impl Alloc for Planner<'_> {
     }
 
     fn binding_bytes(&self, b: Buf) -> u64 {
-        let s = &self.bufs[b];
-        if s.root == b {
-            s.buffer.size()
-        } else {
-            (s.words as u64 * 4).max(4)
-        }
+        (self.bufs[b].used as u64 * 4).max(4)
     }
 
     fn window(&mut self, b: Buf, offset: usize, words: usize) -> Buf {
         let (buffer, root) = (self.bufs[b].buffer.clone(), self.bufs[b].root);
         let offset = self.bufs[b].offset + offset as u64 * 4;
-        self.bufs.push(Slot { buffer, words, offset, root });
+        self.bufs.push(Slot { buffer, words, used: words, offset, root });
         self.bufs.len() - 1
     }
 }
@@ -539,7 +536,7 @@ impl<'g> Planner<'g> {
     /// A new whole buffer in the plan.
     fn push(&mut self, buffer: wgpu::Buffer, words: usize) -> Buf {
         let root = self.bufs.len();
-        self.bufs.push(Slot { buffer, words, offset: 0, root });
+        self.bufs.push(Slot { buffer, words, used: words, offset: 0, root });
         root
     }
 
@@ -590,7 +587,10 @@ impl<'g> Planner<'g> {
         let meta = self.ctx.storage_init(&s.meta, "meta")?;
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: meta.as_entire_binding() }];
         for (k, b) in s.ins.iter().chain([&s.out]).enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: k as u32 + 1, resource: self.binding(*b, what)? });
+            let n = &self.g.nodes[node];
+            let what =
+                format!("{what} ({} {}): binding {} of kernel `{}`", n.op.name(), n.shape, k + 1, s.kernel.entry);
+            entries.push(wgpu::BindGroupEntry { binding: k as u32 + 1, resource: self.binding(*b, &what)? });
         }
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -646,7 +646,9 @@ impl<'g> Planner<'g> {
             .min_by_key(|(_, &b)| self.bufs[b].words)
             .map(|(k, _)| k);
         if let Some(k) = best {
-            return Ok(self.free.swap_remove(k));
+            let b = self.free.swap_remove(k);
+            self.bufs[b].used = words;
+            return Ok(b);
         }
         let b = self.ctx.storage((words as u64).saturating_mul(4), what)?;
         Ok(self.push(b, words))
