@@ -505,29 +505,7 @@ fn staged(g: &Graph, i: usize, limit: u64, st: &dyn Fn(DType) -> Elem) -> Option
             if cols == 0 {
                 return Err(format!("one column takes {per_col} bytes"));
             }
-            let mut chunks = Vec::new();
-            for n0 in (0..n).step_by(cols.min(n)) {
-                let n1 = (n0 + cols).min(n);
-                let mut dims = Vec::new();
-                let mut wins = Vec::new();
-                for (k, ax) in axes.iter().enumerate() {
-                    let mut bx = full(&shape(k));
-                    match ax {
-                        Some(ax) => {
-                            bx[*ax] = (n0, n1);
-                            wins.push(Window::Staged(bx.clone()));
-                        }
-                        None => wins.push(Window::Whole),
-                    }
-                    dims.push(bx.iter().map(|r| r.1 - r.0).collect());
-                }
-                let mut ob = full(&out);
-                ob[r - 1] = (n0, n1);
-                let want: Vec<usize> = ob.iter().map(|r| r.1 - r.0).collect();
-                let (graph, sub) = sub_graph(g, i, node.op.clone(), dims, &want)?;
-                chunks.push(Chunk { graph, node: sub, ins: wins, out: Window::Staged(ob) });
-            }
-            Ok(chunks)
+            staged_along(g, i, r - 1, cols, &axes)
         })()),
         Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } | Op::Modulate | Op::Fused { .. } => {
             Some(staged_broadcast(g, i, limit, st, None))
@@ -540,6 +518,37 @@ fn staged(g: &Graph, i: usize, limit: u64, st: &dyn Fn(DType) -> Elem) -> Option
         }
         _ => None,
     }
+}
+
+/// Staged chunks of node `i` along output axis `a`, `step` rows each: input `k` is boxed
+/// alike along its axis `axes[k]`, or bound whole for `None`; the op is unchanged.
+fn staged_along(g: &Graph, i: usize, a: usize, step: usize, axes: &[Option<usize>]) -> Result<Vec<Chunk>, String> {
+    let node = &g.nodes[i];
+    let full = |d: &[usize]| d.iter().map(|&x| (0, x)).collect::<Vec<_>>();
+    let extent = node.shape.dims()[a];
+    let mut chunks = Vec::new();
+    for r0 in (0..extent).step_by(step.clamp(1, extent.max(1))) {
+        let r1 = (r0 + step).min(extent);
+        let mut dims = Vec::new();
+        let mut wins = Vec::new();
+        for (&id, ax) in node.inputs.iter().zip(axes) {
+            let mut bx = full(g.shape(id).dims());
+            match ax {
+                Some(ax) => {
+                    bx[*ax] = (r0, r1);
+                    wins.push(Window::Staged(bx.clone()));
+                }
+                None => wins.push(Window::Whole),
+            }
+            dims.push(bx.iter().map(|r| r.1 - r.0).collect());
+        }
+        let mut ob = full(node.shape.dims());
+        ob[a] = (r0, r1);
+        let want: Vec<usize> = ob.iter().map(|r| r.1 - r.0).collect();
+        let (graph, sub) = sub_graph(g, i, node.op.clone(), dims, &want)?;
+        chunks.push(Chunk { graph, node: sub, ins: wins, out: Window::Staged(ob) });
+    }
+    Ok(chunks)
 }
 
 /// Staged chunks of an op whose inputs broadcast to its output (elementwise ops and the
@@ -555,7 +564,6 @@ fn staged_broadcast(
     let node = &g.nodes[i];
     let out = node.shape.dims().to_vec();
     let r = out.len();
-    let full = |d: &[usize]| d.iter().map(|&x| (0, x)).collect::<Vec<_>>();
     let numel = |d: &[usize]| d.iter().product::<usize>() as u64;
     let mut why = String::from("no axis to split");
     for a in (0..r).filter(|&a| Some(a) != lane && out[a] > 1) {
@@ -578,30 +586,7 @@ fn staged_broadcast(
             why = format!("along axis {a}: {} bytes per row, {whole} bytes bound whole", per_row);
             continue;
         }
-        let mut chunks = Vec::new();
-        for r0 in (0..out[a]).step_by(rows.min(out[a])) {
-            let r1 = (r0 + rows).min(out[a]);
-            let mut dims = Vec::new();
-            let mut wins = Vec::new();
-            for (&id, ax) in node.inputs.iter().zip(&axes) {
-                let d = g.shape(id).dims();
-                let mut bx = full(d);
-                match ax {
-                    Some(ax) => {
-                        bx[*ax] = (r0, r1);
-                        wins.push(Window::Staged(bx.clone()));
-                    }
-                    None => wins.push(Window::Whole),
-                }
-                dims.push(bx.iter().map(|r| r.1 - r.0).collect());
-            }
-            let mut ob = full(&out);
-            ob[a] = (r0, r1);
-            let want: Vec<usize> = ob.iter().map(|r| r.1 - r.0).collect();
-            let (graph, sub) = sub_graph(g, i, node.op.clone(), dims, &want)?;
-            chunks.push(Chunk { graph, node: sub, ins: wins, out: Window::Staged(ob) });
-        }
-        return Ok(chunks);
+        return staged_along(g, i, a, rows, &axes);
     }
     Err(why)
 }
