@@ -409,7 +409,7 @@ impl Target {
     /// dynamic shared memory only: sm_80 (A100) 163 KiB, sm_90a (H100/H200) 227 KiB. The other
     /// sm_8x devices run the sm_80 text with less (sm_86/sm_89: 99 KiB); the CUDA backend
     /// checks the device's own value.
-    pub fn max_shared(self) -> u32 {
+    pub const fn max_shared(self) -> u32 {
         match self {
             Target::Sm80 => 163 * 1024,
             Target::Sm90a => 227 * 1024,
@@ -421,9 +421,9 @@ impl Target {
 /// kernel's shared memory is dynamic (see [`KernelBuilder::shared`]).
 pub const STATIC_SHARED_MAX: u32 = 48 * 1024;
 
-/// The largest [`Target::max_shared`]: what a kernel generator may ask for at most (the
-/// lowering then keeps the points that fit the target it lowers for).
-pub const MAX_SHARED: u32 = 227 * 1024;
+/// The largest [`Target::max_shared`] (sm_90a's): what a kernel generator may ask for at most
+/// (the lowering then keeps the points that fit the target it lowers for).
+pub const MAX_SHARED: u32 = Target::Sm90a.max_shared();
 
 /// A finished kernel: the instruction list and everything the emitter and simulator need.
 #[derive(Clone, Debug, PartialEq)]
