@@ -386,6 +386,42 @@ fn tune_cli_in_bf16_gives_the_winners_a_bf16_compile_looks_up() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// `matmul_mma` points in dynamic shared memory (past 48 KiB) are candidates on the simulator
+/// backend, which launches them with their dynamic bytes at the limit its kernels are chosen
+/// for (sm_80: 163 KiB), and they match the CPU; the sm_90a-only point (216 KiB) is not a
+/// candidate there, and forcing it fails to compile with a typed error.
+#[test]
+fn dynamic_shared_memory_points_on_the_simulator() {
+    use vidrt::ir::{DType, Graph};
+    use vidrt::runtime::Backend;
+    let mut g = Graph::new();
+    let a = g.input("a", [130, 72], DType::BF16).unwrap();
+    let w = g.input("w", [136, 72], DType::BF16).unwrap();
+    let y = g.linear(a, w, None).unwrap();
+    g.set_output("y", y).unwrap();
+    let sim = SimBackend::without_tuning();
+    let problems = sim.problems(&g);
+    let p = problems.iter().find(|p| p.key.family == "matmul_mma_bf16").expect("a tensor-core matmul");
+    // 60 KiB (128x128x32, 3 stages) and 162 KiB (128x256x64, 3 stages).
+    let dynamic =
+        ["bm=128,bn=128,bk=32,warps_m=4,warps_n=2,stages=3", "bm=128,bn=256,bk=64,warps_m=2,warps_n=4,stages=3"];
+    for c in dynamic {
+        assert!(p.candidates.iter().any(|x| x == c), "{c} not in {:?}", p.candidates);
+    }
+    let sm90_only = "bm=128,bn=256,bk=64,warps_m=2,warps_n=4,stages=4";
+    assert!(!p.candidates.iter().any(|x| x == sm90_only), "{:?}", p.candidates);
+    let ins = vidrt::tune::seeded_inputs(&g, 5);
+    let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let want = CpuBackend::new().compile(&g, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+    for c in dynamic {
+        let got = sim.forcing(&p.key.family, c).compile(&g, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
+        let cmp = vidrt::golden::compare(&got[0].1, &want[0].1).unwrap();
+        assert!(cmp.rel_l2 < 2e-2, "{c}: {cmp:?}");
+    }
+    let e = sim.forcing(&p.key.family, sm90_only).compile(&g, &vidrt::runtime::NoWeights).err();
+    assert!(e.as_ref().is_some_and(|e| e.to_string().contains("shared memory")), "{e:?}");
+}
+
 /// The simulator lowering as on Hopper (sm_90a): the bf16 matmul takes `matmul_wgmma` (its
 /// own tuning family), everything else what sm_80 takes; the graph matches the CPU; every
 /// wgmma candidate runs in the tuner; and the tuning keys name the simulated sm_90a device.

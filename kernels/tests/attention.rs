@@ -342,8 +342,8 @@ fn bad_points_and_requests_are_typed_errors() {
     let mp = mma_param_space()[0];
     assert!(matches!(attention_mma("x", &s, DType::F32, mp), Err(KernelError::Unsupported(_))));
     assert!(matches!(attention_simt("x", &s, DType::BF16, simt_param_space()[0]), Err(KernelError::Unsupported(_))));
-    // Tiles that do not fit 48 KiB of shared memory for a large head dim.
-    let big = AttnSpec { d: 512, dv: 512, ..s.clone() };
+    // Tiles that do not fit the largest target's shared memory (227 KiB) for a large head dim.
+    let big = AttnSpec { d: 1024, dv: 1024, ..s.clone() };
     assert!(matches!(attention_mma("x", &big, DType::BF16, mp), Err(KernelError::Unsupported(_))));
     let empty = AttnSpec { sk: 0, ..s };
     assert!(matches!(attention_mma("x", &empty, DType::BF16, mp), Err(KernelError::Invalid(_))));

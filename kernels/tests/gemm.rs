@@ -338,8 +338,9 @@ fn matmul_mma_with_a_wrong_wait_count_is_caught() {
     }
 }
 
-/// Stage counts outside 2..=4 are invalid; a point whose stages exceed 48 KiB of static shared
-/// memory (there is no dynamic shared memory yet) is unsupported, with the byte count named.
+/// Stage counts outside 2..=4 are invalid; a point whose stages exceed 48 KiB uses dynamic
+/// shared memory, and one past every target's maximum (227 KiB) is unsupported, with the byte
+/// count named.
 #[test]
 fn matmul_mma_rejects_bad_stage_counts_and_oversized_pipelines() {
     use DType::{BF16, F32};
@@ -348,15 +349,21 @@ fn matmul_mma_rejects_bad_stage_counts_and_oversized_pipelines() {
         let p = MmaParams { bm: 32, bn: 32, bk: 32, warps_m: 1, warps_n: 1, stages };
         assert!(matches!(gemm_mma::gemm_mma_spec("x", &case.spec, p), Err(KernelError::Invalid(_))), "{stages}");
     }
+    // Past 48 KiB the pipeline is in dynamic shared memory; past the largest target's 227 KiB
+    // it is refused.
     let big = MmaParams { bm: 128, bn: 64, bk: 32, warps_m: 4, warps_n: 2, stages: 4 };
     assert_eq!(big.shared_bytes(), 61_440);
-    match gemm_mma::gemm_mma_spec("x", &case.spec, big) {
-        Err(KernelError::Unsupported(why)) => assert!(why.contains("61440"), "{why}"),
+    let k = gemm_mma::gemm_mma_spec("x", &case.spec, big).expect("61440 bytes of dynamic shared memory");
+    assert_eq!((k.shared_bytes, k.dynamic_shared), (0, 61_440));
+    let huge = MmaParams { bm: 256, bn: 256, bk: 64, warps_m: 4, warps_n: 4, stages: 4 };
+    assert_eq!(huge.shared_bytes(), 294_912);
+    match gemm_mma::gemm_mma_spec("x", &case.spec, huge) {
+        Err(KernelError::Unsupported(why)) => assert!(why.contains("294912"), "{why}"),
         other => panic!("{other:?}"),
     }
     let fits = MmaParams { stages: 3, ..big };
     let k = gemm_mma::gemm_mma_spec("x", &case.spec, fits).expect("46080 bytes fit");
-    assert_eq!(k.shared_bytes, 46_080);
+    assert_eq!((k.shared_bytes, k.dynamic_shared), (46_080, 0));
 }
 
 /// The wgmma cases: M, N and K tails (K a multiple of 8, not of BK); batch with a broadcast

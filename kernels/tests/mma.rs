@@ -2,7 +2,8 @@
 //! without `.trans`, x1/x2/x4), `mma.sync.m16n8k16` fragment layouts for bf16 and f16 (every
 //! element's position), `cp.async` zero-fill and wait-group semantics (a missing wait is
 //! caught), `cvt.rn.bf16x2.f32`, and the `matmul_mma` GEMM against a host reference on odd
-//! and multi-tile shapes at every parameter point.
+//! and multi-tile shapes at every parameter point (the large tiles in dynamic shared memory,
+//! refused on a device with too little).
 //!
 //! The fragment layouts the host side uses here are written out from the PTX ISA
 //! ("Matrix Fragments for mma.m16n8k16 with floating point type", and `ldmatrix`), independent
@@ -12,9 +13,10 @@
 
 use half::{bf16, f16};
 use vidrt_ir::DType;
+use vidrt_kernels::ptx::builder::STATIC_SHARED_MAX;
 use vidrt_kernels::ptx::builder::{BinOp, Cmp, CpCache, KernelBuilder, Operand, ParamTy, Space, Special, Ty};
 use vidrt_kernels::ptx::kernels::gemm_mma::{self, MmaParams};
-use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
+use vidrt_kernels::ptx::sim::{launch, launch_with, ArgValue, DeviceLimits, GlobalMem, LaunchDims, SimError};
 use vidrt_kernels::ptx::{emit, KernelError, Target};
 
 fn u32s(mem: &GlobalMem, addr: u64, n: usize) -> Vec<u32> {
@@ -529,6 +531,49 @@ fn gemm_mma_matches_the_host_on_odd_and_multi_tile_shapes() {
             }
         }
     }
+}
+
+/// The points past 48 KiB (dynamic shared memory, 128×128 to 256×128 tiles) on a shape with
+/// several tiles and a tail on every axis for each of them: M = 260 (3 tiles of 128, 2 of
+/// 256), N = 264, K = 136 (4¼ slices of 32, 2⅛ of 64).
+#[test]
+fn gemm_mma_large_tiles_match_the_host_on_multi_tile_shapes() {
+    let large: Vec<MmaParams> =
+        gemm_mma::param_space().into_iter().filter(|p| p.shared_bytes() > STATIC_SHARED_MAX).collect();
+    assert_eq!(large.len(), 6);
+    for (i, p) in large.into_iter().enumerate() {
+        let dtype = if i % 2 == 0 { DType::BF16 } else { DType::F16 };
+        let worst = check_gemm(260, 264, 136, dtype, p, 31 + i as u64);
+        println!("260x264x136 {dtype} {p:?}: max |err| / sum|a*b| = {worst:.2e}");
+        assert!(worst < 1e-6, "{p:?}: {worst:e}");
+    }
+}
+
+/// Every point's kernel holds its pipeline in static shared memory up to 48 KiB and in dynamic
+/// shared memory past it (declared `.extern`); a device with less shared memory per block than
+/// a point needs refuses the launch as a typed error (the 216 KiB point on an sm_80 device).
+#[test]
+fn gemm_mma_shared_memory_is_static_or_dynamic_by_size() {
+    for p in gemm_mma::param_space() {
+        let k = gemm_mma::gemm_mma("g", 37, 29, 40, DType::BF16, p).unwrap();
+        let dynamic = p.shared_bytes() > STATIC_SHARED_MAX;
+        assert_eq!(k.shared_total(), p.shared_bytes(), "{p:?}");
+        assert_eq!(k.dynamic_shared, if dynamic { p.shared_bytes() } else { 0 }, "{p:?}");
+        assert_eq!(emit(&k, Target::Sm90a).contains(".extern .shared .align 16 .b8 g_smem[];"), dynamic, "{p:?}");
+    }
+    let p = MmaParams { bm: 128, bn: 256, bk: 64, warps_m: 2, warps_n: 4, stages: 4 };
+    assert!(gemm_mma::param_space().contains(&p));
+    assert_eq!(p.shared_bytes(), 221_184);
+    let k = gemm_mma::gemm_mma("g", 16, 8, 8, DType::BF16, p).unwrap();
+    let mut mem = GlobalMem::new();
+    let args = [ArgValue::Ptr(mem.alloc(256)), ArgValue::Ptr(mem.alloc(128)), ArgValue::Ptr(mem.alloc(512))];
+    let (grid, block) = gemm_mma::launch_dims(16, 8, p);
+    let dims = LaunchDims { grid, block };
+    let err = launch_with(&k, dims, &args, &mut mem, DeviceLimits::of(Target::Sm80)).unwrap_err();
+    assert!(matches!(&err, SimError::BadLaunch(why, name) if name == "g" && why.contains("221184")), "{err}");
+    // Larger than any target: refused when generated.
+    let huge = MmaParams { bm: 256, bn: 256, bk: 64, warps_m: 4, warps_n: 2, stages: 4 };
+    assert!(matches!(gemm_mma::gemm_mma("g", 16, 8, 8, DType::BF16, huge), Err(KernelError::Unsupported(_))));
 }
 
 #[test]

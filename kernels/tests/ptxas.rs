@@ -96,12 +96,15 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut checked = 0;
     let mut failures = Vec::new();
-    // matmul_mma points 0 and 1 have 2 stages, 4 has 3 and 5 has 4 (gemm_mma::param_space).
+    // matmul_mma points 0 and 1 have 2 stages, 4 has 3 and 5 has 4; 10 is the 128×256×64 tile
+    // in dynamic shared memory (gemm_mma::param_space); attention point 4 is dynamic at d128.
     for family in [
         "matmul_mma_bf16_0",
         "matmul_mma_epilogue_1",
         "matmul_mma_epilogue_4",
         "matmul_mma_f16_5",
+        "matmul_mma_epilogue_10",
+        "attention_flash_mma_f16_d128_4",
         "conv3d_mma_causal_bf16_1",
         "attention_flash_mma_bf16_d128_0",
         "matmul_wgmma_bf16_0",

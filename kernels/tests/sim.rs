@@ -6,11 +6,12 @@
 
 use half::bf16;
 use vidrt_ir::{DType, ReduceOp, UnaryOp};
+use vidrt_kernels::ptx::builder::STATIC_SHARED_MAX;
 use vidrt_kernels::ptx::builder::{BinOp, Cmp, KernelBuilder, Operand, ParamTy, ShflMode, Space, Special, Ty};
 use vidrt_kernels::ptx::kernels::common::contiguous;
 use vidrt_kernels::ptx::kernels::elementwise::{self, EwInput, Expr};
 use vidrt_kernels::ptx::kernels::rowwise::{self, RowLayout, RowOp};
-use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
+use vidrt_kernels::ptx::sim::{launch, launch_with, ArgValue, DeviceLimits, GlobalMem, LaunchDims, SimError};
 use vidrt_kernels::ptx::{emit, Target};
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -201,4 +202,117 @@ fn emitted_text_names_the_target_and_isa() {
         assert!(s.contains(&format!(".target {}", t.name())));
         assert!(s.contains(".visible .entry shifted("));
     }
+}
+
+/// Threads of [`reversal`].
+const REV_THREADS: u32 = 256;
+
+/// `out[i] = x[n - 1 - i + shift]` for the `n = bytes / 4` words of one block, through shared
+/// memory: each of 256 threads stores words `t + 256·j` of `x` at the same shared index, then
+/// after a barrier reads them back reversed (index `n - 1 - i + shift`). Touches every byte of
+/// its `bytes` of shared memory; with `shift = 1` thread 0 reads one word past the end.
+fn reversal(bytes: u32, shift: u32) -> vidrt_kernels::ptx::Kernel {
+    let n = bytes / 4;
+    let mut b = KernelBuilder::new("reversal", "test: reverse through shared memory");
+    b.block(REV_THREADS);
+    let x = b.param(ParamTy::Ptr);
+    let o = b.param(ParamTy::Ptr);
+    let off = b.shared(bytes);
+    let t = b.special(Special::TidX);
+    let base = b.shared_base();
+    let base = b.bin(BinOp::Add, Ty::U32, base, Operand::Int(i64::from(off)));
+    for j in 0..n / REV_THREADS {
+        let i = b.bin(BinOp::Add, Ty::U32, t, Operand::Int(i64::from(j * REV_THREADS)));
+        let xa = b.addr(x, i, 4);
+        let v = b.ld(Space::Global, Ty::F32, xa);
+        let sa = b.fma(Ty::U32, i, Operand::Int(4), base);
+        b.st(Space::Shared, sa, v);
+    }
+    b.bar_sync();
+    for j in 0..n / REV_THREADS {
+        let i = b.bin(BinOp::Add, Ty::U32, t, Operand::Int(i64::from(j * REV_THREADS)));
+        // n - 1 - i + shift
+        let r = b.bin(BinOp::Sub, Ty::U32, Operand::Int(i64::from(n - 1 + shift)), i);
+        let sa = b.fma(Ty::U32, r, Operand::Int(4), base);
+        let v = b.ld(Space::Shared, Ty::F32, sa);
+        let oa = b.addr(o, i, 4);
+        b.st(Space::Global, oa, v);
+    }
+    b.finish()
+}
+
+/// Runs [`reversal`] on a ramp; returns the output or the simulator's error.
+fn run_reversal(k: &vidrt_kernels::ptx::Kernel, n: usize, limits: DeviceLimits) -> Result<Vec<f32>, SimError> {
+    let mut mem = GlobalMem::new();
+    let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 + 1.0).collect();
+    let px = mem.alloc_with(f32_bytes(&x));
+    let po = mem.alloc(4 * n);
+    let dims = LaunchDims { grid: 1, block: REV_THREADS };
+    launch_with(k, dims, &[ArgValue::Ptr(px), ArgValue::Ptr(po)], &mut mem, limits)?;
+    Ok(read_f32(&mem, po, n))
+}
+
+/// Past 48 KiB a kernel's shared memory is dynamic: recorded on the kernel, declared
+/// `.extern`, and the simulator gives the block exactly that much: a 96 KiB round trip through
+/// every byte of it is exact; small kernels stay static.
+#[test]
+fn shared_memory_past_48_kib_is_dynamic_and_fully_usable() {
+    let bytes = 96 * 1024;
+    let k = reversal(bytes, 0);
+    assert_eq!((k.shared_bytes, k.dynamic_shared, k.shared_total()), (0, bytes, bytes));
+    let text = emit(&k, Target::Sm80);
+    assert!(text.contains(".extern .shared .align 16 .b8 reversal_smem[];"), "{text}");
+    assert!(!text.contains("\t.shared"), "{text}");
+    let n = (bytes / 4) as usize;
+    let got = run_reversal(&k, n, DeviceLimits::of(Target::Sm80)).expect("runs");
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(*g, (n - 1 - i) as f32 * 0.5 + 1.0, "out[{i}]");
+    }
+    // At the static limit: still static, declared in the kernel.
+    let s = reversal(STATIC_SHARED_MAX, 0);
+    assert_eq!((s.shared_bytes, s.dynamic_shared), (STATIC_SHARED_MAX, 0));
+    let text = emit(&s, Target::Sm90a);
+    assert!(text.contains(&format!("\t.shared .align 16 .b8 reversal_smem[{STATIC_SHARED_MAX}];")), "{text}");
+    assert!(!text.contains(".extern"), "{text}");
+    let got = run_reversal(&s, (STATIC_SHARED_MAX / 4) as usize, DeviceLimits::default()).expect("runs");
+    assert_eq!(got[0], (STATIC_SHARED_MAX / 4 - 1) as f32 * 0.5 + 1.0);
+}
+
+/// One word past the dynamic size is an out-of-bounds shared access, not a read of
+/// neighbouring memory.
+#[test]
+fn accesses_past_the_dynamic_shared_size_are_caught() {
+    let bytes = 64 * 1024;
+    let err = run_reversal(&reversal(bytes, 1), (bytes / 4) as usize, DeviceLimits::default()).unwrap_err();
+    assert!(
+        matches!(err, SimError::OutOfBounds { space: "shared", addr, bytes: 4, thread: 0, .. } if addr == 64 * 1024),
+        "{err}"
+    );
+}
+
+/// A kernel needing more shared memory than the device's per-block maximum is a typed bad
+/// launch (sm_80: 163 KiB, sm_90: 227 KiB), before any thread runs.
+#[test]
+fn launches_past_the_per_block_shared_maximum_are_refused() {
+    let sm80 = DeviceLimits::of(Target::Sm80);
+    assert_eq!(sm80.max_shared, 166_912);
+    assert_eq!(DeviceLimits::default(), DeviceLimits::of(Target::Sm90a));
+    assert_eq!(DeviceLimits::default().max_shared, 232_448);
+    let k = reversal(200 * 1024, 0);
+    let n = (200 * 1024 / 4) as usize;
+    let err = run_reversal(&k, n, sm80).unwrap_err();
+    assert!(matches!(&err, SimError::BadLaunch(why, name) if name == "reversal" && why.contains("166912")), "{err}");
+    // The same kernel fits an sm_90 device.
+    let got = run_reversal(&k, n, DeviceLimits::default()).expect("fits sm_90");
+    assert_eq!(got[n - 1], 1.0);
+    // Past sm_90's maximum, and past a configured smaller one.
+    let over = reversal(232_448 + 1024, 0);
+    let err = run_reversal(&over, (over.dynamic_shared / 4) as usize, DeviceLimits::default()).unwrap_err();
+    assert!(matches!(err, SimError::BadLaunch(..)), "{err}");
+    let small = DeviceLimits { max_shared: 64 * 1024 };
+    let err = run_reversal(&reversal(96 * 1024, 0), 96 * 256, small).unwrap_err();
+    assert!(matches!(err, SimError::BadLaunch(..)), "{err}");
+    // Exactly the maximum is allowed.
+    let edge = reversal(64 * 1024, 0);
+    run_reversal(&edge, 64 * 256, small).expect("exactly the maximum");
 }

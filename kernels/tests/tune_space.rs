@@ -1,17 +1,21 @@
 //! The tuning spaces of the PTX families: through the lowering's tuning hook, every point of
-//! every tunable family (matmul wgmma (sm_90a)/mma/simt, conv3d mma/simt, attention mma/simt) either
-//! generates a kernel whose PTX text is well formed and within the shared-memory limit, or
-//! returns a typed error; never a panic. Random small shapes.
+//! every tunable family (matmul wgmma (sm_90a only)/mma/simt, conv3d mma/simt, attention mma/simt) either
+//! generates a kernel whose PTX text is well formed and within the shared-memory limits of
+//! the target it is lowered for (static ≤ 48 KiB, static + dynamic ≤ the target's opt-in
+//! maximum: 163 KiB on sm_80, 227 KiB on sm_90a), or returns a typed error; never a panic.
+//! Random small shapes, on both targets.
 
 use std::cell::RefCell;
 
 use proptest::prelude::*;
 use vidrt_ir::{DType, Op};
+use vidrt_kernels::ptx::builder::STATIC_SHARED_MAX;
 use vidrt_kernels::ptx::lower::{lower_with, Lowered};
-use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem, SHARED_LIMIT};
+use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem};
 use vidrt_kernels::ptx::{try_emit, KernelError, Target};
 
-/// Forces one point (by its index in the family's space) and records the problem it saw.
+/// Forces one point (by its index in the family's space) on `target` and records the problem
+/// it saw.
 struct Force {
     index: usize,
     target: Target,
@@ -32,19 +36,24 @@ impl Chooser for Force {
     }
 }
 
-/// Lowers the node at every point of its family's space; returns (family, points that
-/// generated, points that were typed errors).
+/// [`every_point_on`] on both targets; the counts are summed.
 fn every_point(op: &Op, ins: &[(&[usize], DType)], out: &[usize], dtype: DType) -> (String, usize, usize) {
-    every_point_for(op, ins, out, dtype, Target::Sm80)
+    let mut sums = (String::new(), 0, 0);
+    for target in Target::ALL {
+        let (family, ok, err) = every_point_on(target, op, ins, out, dtype);
+        sums = (family, sums.1 + ok, sums.2 + err);
+    }
+    sums
 }
 
-/// [`every_point`] lowering for `target` (the text is emitted for it).
-fn every_point_for(
+/// Lowers the node for `target` at every point of its family's space; returns (family, points
+/// that generated, points that were typed errors).
+fn every_point_on(
+    target: Target,
     op: &Op,
     ins: &[(&[usize], DType)],
     out: &[usize],
     dtype: DType,
-    target: Target,
 ) -> (String, usize, usize) {
     let mut ok = 0;
     let mut err = 0;
@@ -65,9 +74,14 @@ fn every_point_for(
         match r {
             Ok(Lowered::Launches(ls)) => {
                 for l in &ls {
-                    assert!(l.kernel.shared_bytes <= SHARED_LIMIT, "{}: {} bytes", space[index], l.kernel.shared_bytes);
-                    let text = try_emit(&l.kernel, target).unwrap_or_else(|e| panic!("the lowering picked {e}"));
-                    assert!(text.contains(".entry") && text.contains(&l.kernel.name), "{}", space[index]);
+                    let k = &l.kernel;
+                    let what = format!("{} on {}", space[index], target.name());
+                    assert!(k.shared_bytes <= STATIC_SHARED_MAX, "{what}: {} static bytes", k.shared_bytes);
+                    assert!(k.shared_total() <= target.max_shared(), "{what}: {} bytes", k.shared_total());
+                    assert!(k.shared_bytes == 0 || k.dynamic_shared == 0, "{what}: static and dynamic");
+                    let text = try_emit(k, target).unwrap_or_else(|e| panic!("{what}: the lowering picked {e}"));
+                    assert!(text.contains(".entry") && text.contains(&k.name), "{what}");
+                    assert_eq!(text.contains(".extern .shared"), k.dynamic_shared > 0, "{what}");
                     assert!(l.block > 0 && l.grid > 0);
                 }
                 ok += 1;
@@ -100,11 +114,11 @@ proptest! {
             ins.push((&bias_d, dtype));
         }
         let op = Op::MatMul { trans_a: false, trans_b, bias };
-        let (family, ok, _) = every_point(&op, &ins, &[m, n], dtype);
+        let (family, ok, _) = every_point_on(Target::Sm80, &op, &ins, &[m, n], dtype);
         prop_assert!(family.starts_with("matmul_") && !family.starts_with("matmul_wgmma"), "{family}");
         prop_assert!(ok > 0, "no point of {family} generates for {m}x{n}x{k}");
         // On sm_90a the K-major 16-bit products take the wgmma family, the rest what sm_80 takes.
-        let (hopper, ok, _) = every_point_for(&op, &ins, &[m, n], dtype, Target::Sm90a);
+        let (hopper, ok, _) = every_point_on(Target::Sm90a, &op, &ins, &[m, n], dtype);
         let wgmma = dtype != DType::F32 && trans_b && !odd_k;
         prop_assert_eq!(hopper.starts_with("matmul_wgmma_"), wgmma, "{}", hopper);
         if !wgmma {
@@ -152,13 +166,72 @@ proptest! {
 #[test]
 fn integer_matmul_is_typed_error() {
     let a = [4, 8];
-    let (_, ok, err) = every_point(
-        &Op::MatMul { trans_a: false, trans_b: false, bias: false },
-        &[(&a, DType::I32), (&a, DType::I32)],
-        &[4, 8],
-        DType::I32,
-    );
-    assert_eq!((ok, err), (0, 1));
+    for target in Target::ALL {
+        let (_, ok, err) = every_point_on(
+            target,
+            &Op::MatMul { trans_a: false, trans_b: false, bias: false },
+            &[(&a, DType::I32), (&a, DType::I32)],
+            &[4, 8],
+            DType::I32,
+        );
+        assert_eq!((ok, err), (0, 1), "{}", target.name());
+    }
+}
+
+/// The points past 48 KiB are dynamic shared memory where the target allows them: on a
+/// 256×256×128 bf16 product every `matmul_mma` point generates for sm_90a, the 216 KiB one
+/// (`bm=128,bn=256,bk=64,..,stages=4`) is refused for sm_80 as `Unsupported`, and the
+/// 162 KiB one (CUTLASS's sm_80 default tile) fits both. (On sm_90a the lowering takes
+/// `matmul_wgmma` for this product, so there the `matmul_mma` points are generated directly
+/// and held to the sm_90a limit.)
+#[test]
+fn dynamic_shared_points_follow_the_target() {
+    let a = [256, 128];
+    let ins: Vec<(&[usize], DType)> = vec![(&a, DType::BF16), (&a, DType::BF16)];
+    let op = Op::MatMul { trans_a: false, trans_b: true, bias: false };
+    let out = [256, 256];
+    let space = vidrt_kernels::ptx::kernels::gemm_mma::param_space();
+    let mut dynamic = [0, 0];
+    for (ti, target) in Target::ALL.into_iter().enumerate() {
+        for (index, p) in space.iter().enumerate() {
+            let f = Force { index, target, seen: RefCell::new(None) };
+            let lowered = lower_with(&op, &ins, &out, DType::BF16, "t", &f);
+            let r = if target == Target::Sm90a {
+                let family = f.seen.into_inner().map(|(fam, _)| fam);
+                assert_eq!(family.as_deref(), Some("matmul_wgmma_bf16"));
+                let spec =
+                    vidrt_kernels::ptx::kernels::gemm::GemmSpec::plain(256, 256, 128, true, DType::BF16, DType::BF16);
+                vidrt_kernels::ptx::kernels::gemm_mma::gemm_mma_spec("t", &spec, *p)
+                    .and_then(|k| vidrt_kernels::ptx::tune::within_shared_limit(k, target.max_shared()))
+                    .map(|kernel| {
+                        Lowered::Launches(vec![vidrt_kernels::ptx::lower::Launch {
+                            kernel,
+                            grid: 1,
+                            block: 1,
+                            args: vec![],
+                        }])
+                    })
+            } else {
+                lowered
+            };
+            let fits = p.shared_bytes() <= target.max_shared();
+            match r {
+                Ok(Lowered::Launches(ls)) => {
+                    assert!(fits, "{p:?} generated on {}", target.name());
+                    let k = &ls[0].kernel;
+                    assert_eq!(k.shared_total(), p.shared_bytes(), "{p:?}");
+                    assert_eq!(k.dynamic_shared > 0, p.shared_bytes() > STATIC_SHARED_MAX, "{p:?}");
+                    dynamic[ti] += usize::from(k.dynamic_shared > 0);
+                }
+                Err(KernelError::Unsupported(why)) => {
+                    assert!(!fits && why.contains("shared memory"), "{p:?} on {}: {why}", target.name())
+                }
+                other => panic!("{p:?} on {}: {other:?}", target.name()),
+            }
+        }
+    }
+    // sm_80: 60, 80, 90, 90 and 162 KiB; sm_90a: also 216 KiB.
+    assert_eq!(dynamic, [5, 6]);
 }
 
 /// The heuristic lowering of a bf16 linear layer: `matmul_wgmma` on sm_90a, `matmul_mma` on

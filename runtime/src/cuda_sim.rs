@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use vidrt_ir::{DType, Graph, Node, Op, Tensor, TensorData};
 use vidrt_kernels::ptx::lower::{lower_with, unsupported_reason, Arg, Lowered};
-use vidrt_kernels::ptx::sim::{self, ArgValue, GlobalMem, LaunchDims};
+use vidrt_kernels::ptx::sim::{self, ArgValue, DeviceLimits, GlobalMem, LaunchDims};
 use vidrt_kernels::ptx::tune::Chooser;
 use vidrt_kernels::ptx::{KernelError, Target};
 
@@ -267,7 +267,9 @@ impl Backend for SimBackend {
         let graph = &optimized;
         let plans = lower_graph(graph, "ptx-sim", &*self.tuning)?;
         let weights = bind_weights(graph, weights)?;
-        Ok(Box::new(SimExecutable { graph: graph.clone(), plans, weights, memory_limit: self.memory_limit }))
+        // The simulated device's per-block limit is the one the kernels were chosen for.
+        let limits = DeviceLimits { max_shared: Chooser::max_shared(&*self.tuning) };
+        Ok(Box::new(SimExecutable { graph: graph.clone(), plans, weights, memory_limit: self.memory_limit, limits }))
     }
 }
 
@@ -277,6 +279,7 @@ pub struct SimExecutable {
     plans: Vec<Lowered>,
     weights: Vec<Option<Tensor>>,
     memory_limit: Option<u64>,
+    limits: DeviceLimits,
 }
 
 impl Executable for SimExecutable {
@@ -332,9 +335,11 @@ impl Executable for SimExecutable {
                                 Arg::Output => Ok(ArgValue::Ptr(out)),
                             })
                             .collect::<Result<Vec<_>, _>>()?;
-                        sim::launch(&l.kernel, LaunchDims { grid: l.grid, block: l.block }, &args, &mut mem).map_err(
-                            |e| RuntimeError::Device(format!("node %{i} `{}` ({}): {e}", node.name, node.op.name())),
-                        )?;
+                        // With the kernel's dynamic shared memory, as the CUDA launch passes it.
+                        let dims = LaunchDims { grid: l.grid, block: l.block };
+                        sim::launch_with(&l.kernel, dims, &args, &mut mem, self.limits).map_err(|e| {
+                            RuntimeError::Device(format!("node %{i} `{}` ({}): {e}", node.name, node.op.name()))
+                        })?;
                     }
                     if opts.check_intermediates {
                         let bytes = mem

@@ -427,7 +427,27 @@ impl Target {
             Target::Sm80 | Target::Sm90a => "8.0",
         }
     }
+
+    /// The most shared memory one block may use here, static and dynamic together: the opt-in
+    /// maximum (`CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`), reached through
+    /// dynamic shared memory only: sm_80 (A100) 163 KiB, sm_90a (H100/H200) 227 KiB. The other
+    /// sm_8x devices run the sm_80 text with less (sm_86/sm_89: 99 KiB); the CUDA backend
+    /// checks the device's own value.
+    pub const fn max_shared(self) -> u32 {
+        match self {
+            Target::Sm80 => 163 * 1024,
+            Target::Sm90a => 227 * 1024,
+        }
+    }
 }
+
+/// Static shared memory (`.shared`) one kernel may declare on every target: 48 KiB. Past it a
+/// kernel's shared memory is dynamic (see [`KernelBuilder::shared`]).
+pub const STATIC_SHARED_MAX: u32 = 48 * 1024;
+
+/// The largest [`Target::max_shared`] (sm_90a's): what a kernel generator may ask for at most
+/// (the lowering then keeps the points that fit the target it lowers for).
+pub const MAX_SHARED: u32 = Target::Sm90a.max_shared();
 
 /// A finished kernel: the instruction list and everything the emitter and simulator need.
 #[derive(Clone, Debug, PartialEq)]
@@ -440,11 +460,22 @@ pub struct Kernel {
     pub insts: Vec<Inst>,
     /// Every register, indexed by `Reg::id`.
     pub regs: Vec<Reg>,
-    /// Static shared memory in bytes.
+    /// Static shared memory in bytes (`.shared`, at most [`STATIC_SHARED_MAX`]).
     pub shared_bytes: u32,
+    /// Dynamic shared memory in bytes (`.extern .shared`, sized by the launch), 0 for a kernel
+    /// with static shared memory only. A kernel has one or the other (see
+    /// [`KernelBuilder::shared`]); [`Kernel::shared_total`] is what it addresses.
+    pub dynamic_shared: u32,
     pub consts: Vec<ConstTable>,
     /// The block size the kernel is written for (`.maxntid`), if fixed.
     pub block: Option<u32>,
+}
+
+impl Kernel {
+    /// The shared memory the kernel addresses from [`Inst::SharedBase`]: static plus dynamic.
+    pub fn shared_total(&self) -> u32 {
+        self.shared_bytes.saturating_add(self.dynamic_shared)
+    }
 }
 
 /// Builds one kernel.
@@ -475,6 +506,7 @@ impl KernelBuilder {
                 insts: Vec::new(),
                 regs: Vec::new(),
                 shared_bytes: 0,
+                dynamic_shared: 0,
                 consts: Vec::new(),
                 block: None,
             },
@@ -488,10 +520,22 @@ impl KernelBuilder {
         self.k.block = Some(threads);
     }
 
-    /// Reserves `bytes` of static shared memory (16-byte aligned) and returns its offset.
+    /// Reserves `bytes` of shared memory (16-byte aligned) and returns its offset from
+    /// [`Inst::SharedBase`].
+    ///
+    /// The kernel's shared memory is one buffer, static while its total stays within
+    /// [`STATIC_SHARED_MAX`] and dynamic past it ([`KernelBuilder::finish`] decides:
+    /// [`Kernel::dynamic_shared`] then holds the whole size). Decided here, not by each
+    /// generator, because nothing in a kernel's code depends on it: every access is
+    /// `SharedBase + offset` either way, and only the declaration and the launch differ. So
+    /// small kernels stay static (no launch attribute, no driver call, ptxas sees their size),
+    /// no generator can declare static memory past the limit that ptxas and the driver refuse,
+    /// and the bytes a launch passes are exactly the bytes the kernel addresses. Whether a
+    /// size fits a device is the lowering's rule ([`crate::ptx::tune::within_shared_limit`]),
+    /// checked again where a kernel is launched (the simulator, the CUDA backend's load).
     pub fn shared(&mut self, bytes: u32) -> u32 {
         let off = self.k.shared_bytes.div_ceil(16) * 16;
-        self.k.shared_bytes = off + bytes;
+        self.k.shared_bytes = off.saturating_add(bytes);
         off
     }
 
@@ -743,9 +787,14 @@ impl KernelBuilder {
         self.push(Inst::Wgmma { ab, n, d: acc.to_vec(), a_desc, b_desc, scale_d });
     }
 
-    /// Finishes with `ret`.
+    /// Finishes with `ret`; shared memory past [`STATIC_SHARED_MAX`] becomes dynamic (see
+    /// [`KernelBuilder::shared`]).
     pub fn finish(mut self) -> Kernel {
         self.push(Inst::Ret);
+        if self.k.shared_bytes > STATIC_SHARED_MAX {
+            self.k.dynamic_shared = self.k.shared_bytes;
+            self.k.shared_bytes = 0;
+        }
         self.k
     }
 }

@@ -178,6 +178,10 @@ pub fn emit(k: &Kernel, target: Target) -> String {
         let words: Vec<String> = t.words.iter().map(|w| format!("0x{w:08X}")).collect();
         let _ = writeln!(s, ".const .align 4 .b32 {}[{}] = {{{}}};", t.name, t.words.len().max(1), words.join(", "));
     }
+    if k.dynamic_shared > 0 {
+        // Sized by the launch (`Kernel::dynamic_shared` bytes).
+        let _ = writeln!(s, ".extern .shared .align 16 .b8 {}_smem[];", k.name);
+    }
     let params: Vec<String> = k
         .params
         .iter()

@@ -201,9 +201,12 @@ fn tuned<P: Point>(
     let parse = |t: &str| {
         P::from_text(t).ok_or_else(|| KernelError::Invalid(format!("`{t}` is not a parameter point of {family}")))
     };
-    let checked = |p: P| exact(p).and_then(|(k, g, b)| Ok((within_shared_limit(k)?, g, b)));
+    // Points are valid where their shared memory fits the device the chooser picks for.
+    let max = chooser.max_shared();
+    let fits = |(k, g, b): Built| Ok((within_shared_limit(k, max)?, g, b));
+    let checked = |p: P| exact(p).and_then(fits);
     let generate = |t: &str| parse(t).and_then(checked).map(|b| b.0);
-    let rep = |t: &str| parse(t).and_then(representative).and_then(within_shared_limit);
+    let rep = |t: &str| parse(t).and_then(representative).and_then(|k| within_shared_limit(k, max));
     let problem = TuneProblem {
         family: desc.family,
         dtypes: desc.dtypes,
@@ -223,10 +226,10 @@ fn tuned<P: Point>(
             }
             Err(_) => {
                 chooser.record(false);
-                heuristic()
+                heuristic().and_then(fits)
             }
         },
-        Pick::Heuristic => heuristic(),
+        Pick::Heuristic => heuristic().and_then(fits),
     }
 }
 
@@ -407,7 +410,8 @@ fn conv(
 }
 
 /// An attention node: f32 runs the SIMT variant, bf16/f16 the tensor-core one; the heuristic
-/// is the first point of the family's space (in order of preference) whose tiles fit.
+/// is the first point of the family's space (in order of preference) whose tiles fit static
+/// shared memory (48 KiB), else the first whose dynamic shared memory fits the device.
 fn attention(
     name: &str,
     ins: &[(&[usize], DType)],
@@ -436,19 +440,24 @@ fn attention(
         bias: spec.bias.map(|st| [0, 0, if st[2] != 0 { sk } else { 0 }, usize::from(st[3] != 0)]),
         ..spec.clone()
     };
+    // The first point whose kernel has static shared memory only, else the first whose
+    // dynamic shared memory fits here (`max`).
+    let max = chooser.max_shared();
     fn first<P: Copy>(
         space: &[P],
         build: &dyn Fn(P) -> Result<Built, KernelError>,
-        dtype: DType,
+        (dtype, max): (DType, u32),
     ) -> Result<Built, KernelError> {
         let mut last = KernelError::Unsupported(format!("no attention kernel for {dtype}"));
+        let mut dynamic = None;
         for p in space {
-            match build(*p) {
-                Ok(b) => return Ok(b),
+            match build(*p).and_then(|(k, g, b)| Ok((within_shared_limit(k, max)?, g, b))) {
+                Ok(b) if b.0.dynamic_shared == 0 => return Ok(b),
+                Ok(b) => dynamic = dynamic.or(Some(b)),
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        dynamic.ok_or(last)
     }
     match dtype {
         DType::F32 => {
@@ -464,7 +473,7 @@ fn attention(
                 &space,
                 &build,
                 &|p| at::attention_simt(REPRESENTATIVE, &rep, dtype, p),
-                &|| first(&space, &build, dtype),
+                &|| first(&space, &build, (dtype, max)),
             )
         }
         DType::BF16 | DType::F16 => {
@@ -480,7 +489,7 @@ fn attention(
                 &space,
                 &build,
                 &|p| at::attention_mma(REPRESENTATIVE, &rep, dtype, p),
-                &|| first(&space, &build, dtype),
+                &|| first(&space, &build, (dtype, max)),
             )
         }
         DType::I32 | DType::I64 => Err(KernelError::Unsupported(format!("no attention kernel for {dtype}"))),

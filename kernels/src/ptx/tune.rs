@@ -10,15 +10,16 @@
 //! [`super::lower::lower`] uses). The chooser lives in the runtime, which owns the database.
 //!
 //! Validity is decided by rules, never by a crash: a point whose generator returns an error
-//! for the shape, or whose static shared memory exceeds [`SHARED_LIMIT`], is not a candidate
-//! ([`TuneProblem::generate`] fails for it). A forced point that does not generate is an error
-//! (the candidate failed); a database winner that does not generate is ignored and the
-//! heuristic is used ([`Chooser::record`] is told which).
+//! for the shape, or whose shared memory exceeds what one block may use where the kernels
+//! will run ([`Chooser::max_shared`]: the target's opt-in maximum, [`Target::max_shared`],
+//! 163 KiB on sm_80 and 227 KiB on sm_90a, or the device's own lower value), is not a
+//! candidate ([`TuneProblem::generate`] fails for it). Past 48 KiB
+//! ([`super::builder::STATIC_SHARED_MAX`]) a kernel's shared memory is dynamic. A forced point
+//! that does not generate is an error (the candidate failed); a database winner that does not
+//! generate is ignored and the heuristic is used ([`Chooser::record`] is told which).
 
+use super::builder::STATIC_SHARED_MAX;
 use super::{Kernel, KernelError, Target};
-
-/// Static shared memory one block may declare (48 KiB on every sm_80+ device).
-pub const SHARED_LIMIT: u32 = 48 * 1024;
 
 /// Rounds a dimension up to its tuning bucket: exact up to 64, then the next power of two.
 /// The key of a problem holds its dimensions bucketed, and the candidate-set hash is taken
@@ -91,7 +92,7 @@ pub struct TuneProblem<'a> {
     /// The text of every point of the family's space.
     pub space: Vec<String>,
     /// The kernel of a point at this problem's exact shape; an error for a point that is
-    /// invalid here (bad tile for the shape, shared memory past [`SHARED_LIMIT`]).
+    /// invalid here (bad tile for the shape, shared memory past [`Chooser::max_shared`]).
     pub generate: &'a Generate<'a>,
     /// The kernel of a point at the representative problem: the same layout facts at the
     /// bucketed dimensions, with a fixed name (what the candidate-set hash is taken over).
@@ -121,6 +122,13 @@ pub trait Chooser {
 
     /// Told whether a [`Pick::Tuned`] point was used (`true`) or was invalid here.
     fn record(&self, _used: bool) {}
+
+    /// The most shared memory one block may use where the kernels will run: a point needing
+    /// more is not valid. The target's opt-in maximum unless the chooser knows the device's
+    /// (lower) value.
+    fn max_shared(&self) -> u32 {
+        self.target().max_shared()
+    }
 }
 
 /// The deterministic heuristics alone (for sm_80).
@@ -147,12 +155,16 @@ impl Chooser for HeuristicsFor {
     }
 }
 
-/// `k`, or `Unsupported` when its static shared memory exceeds [`SHARED_LIMIT`].
-pub fn within_shared_limit(k: Kernel) -> Result<Kernel, KernelError> {
-    if k.shared_bytes > SHARED_LIMIT {
+/// `k`, or `Unsupported` when it needs more shared memory than `max` bytes per block (see
+/// [`Chooser::max_shared`]) or declares more than [`STATIC_SHARED_MAX`] statically.
+pub fn within_shared_limit(k: Kernel, max: u32) -> Result<Kernel, KernelError> {
+    if k.shared_bytes > STATIC_SHARED_MAX || k.shared_total() > max {
         return Err(KernelError::Unsupported(format!(
-            "kernel `{}` declares {} bytes of static shared memory (the limit is {SHARED_LIMIT})",
-            k.name, k.shared_bytes
+            "kernel `{}` needs {} bytes of shared memory ({} dynamic); the limit here is {max} \
+             ({STATIC_SHARED_MAX} static)",
+            k.name,
+            k.shared_total(),
+            k.dynamic_shared
         )));
     }
     Ok(k)
@@ -196,6 +208,25 @@ mod tests {
             assert_eq!(M::from_text(bad), None, "{bad}");
         }
         assert_eq!(M::from_text("bm=-1,bn=32,bk=32,warps_m=1,warps_n=1"), None);
+    }
+
+    #[test]
+    fn shared_limits_per_target() {
+        use crate::ptx::builder::{KernelBuilder, MAX_SHARED};
+        assert_eq!((Target::Sm80.max_shared(), Target::Sm90a.max_shared()), (166_912, 232_448));
+        assert_eq!(Target::ALL.iter().map(|t| t.max_shared()).max(), Some(MAX_SHARED));
+        let with = |bytes| {
+            let mut b = KernelBuilder::new("k", "");
+            b.shared(bytes);
+            b.finish()
+        };
+        for t in Target::ALL {
+            let max = t.max_shared();
+            assert!(within_shared_limit(with(STATIC_SHARED_MAX), max).is_ok());
+            assert!(within_shared_limit(with(max), max).is_ok_and(|k| k.dynamic_shared == max));
+            let e = within_shared_limit(with(max + 16), max).unwrap_err();
+            assert!(matches!(&e, KernelError::Unsupported(m) if m.contains("`k`") && m.contains(&max.to_string())));
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! Each workgroup computes a `bm × bn` tile of C with `(bn/tn) × (bm/tm)` threads; each
 //! thread holds a `tm × tn` accumulator in registers. K advances by `bk`: the A tile
 //! (`bk × bm`) and B tile (`bk × bn`) are staged in workgroup memory.
-//! Launch: `[ceil(N/bn), ceil(M/bm), batch]` workgroups.
+//! Launch: `[ceil(N/bn), ceil(M/bm), batch]` workgroups; a conv's column tiles (N counts
+//! every output position of every frame) fold into z past [`super::MAX_GROUPS_PER_DIM`]:
+//! `[ceil(tiles/z), ceil(M/bm), z]`, tile `wg.z · nwg.x + wg.x` ([`conv_grid`]).
 //! Meta (matmul): `[M, N, K, batch, a_sm, a_sk, b_sk, b_sn, nb, bdims[4], a_bstr[4], b_bstr[4]]`.
 //! Meta (conv): `[M=Co, N, K, Ci, T, H, W, kt, kh, kw, To, Ho, Wo, st, sh, sw, pt, ph, pw]`.
 //!
@@ -29,6 +31,14 @@ use super::{bindings, Elem, Features, WgslError, WgslKernel};
 pub const MATMUL_META_LEN: usize = 21;
 /// Length of the conv meta.
 pub const CONV_META_LEN: usize = 19;
+
+/// The launch grid of a conv's implicit GEMM with `tiles_n` column and `tiles_m` row tiles:
+/// column tiles folded into z past the per-dimension limit (see the module docs).
+pub fn conv_grid(tiles_n: usize, tiles_m: usize) -> [usize; 3] {
+    let max = super::MAX_GROUPS_PER_DIM as usize;
+    let z = tiles_n.div_ceil(max).max(1);
+    [tiles_n.div_ceil(z), tiles_m, z]
+}
 
 /// Tile parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -233,12 +243,12 @@ pub fn gemm_fused(kind: GemmKind, p: GemmParams, epilogue: Option<&ElementwiseEx
     s += &format!(
         "@compute @workgroup_size({wx}, {wy}, 1)
 fn {entry}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {{
+        @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3<u32>) {{
     let m_all = pm[0];
     let n_all = pm[1];
     let k_all = pm[2];
     let m0 = wg.y * {bm}u;
-    let n0 = wg.x * {bn}u;
+    let n0 = {n_tile} * {bn}u;
 {prologue}    var acc: array<f32, {tmn}>;
     for (var k0 = 0u; k0 < k_all; k0 = k0 + {bk}u) {{
         for (var e = li; e < {abk}u; e = e + {nt}u) {{
@@ -288,6 +298,8 @@ fn {entry}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         tmn = tm * tn,
         abk = bm * bk,
         bbk = bn * bk,
+        // A conv's column tiles continue in z past the 65535 workgroups of x (its z is free).
+        n_tile = if matches!(kind, GemmKind::Conv3d { .. }) { "(wg.z * nwg.x + wg.x)" } else { "wg.x" },
     );
     Ok(WgslKernel {
         entry,

@@ -69,7 +69,11 @@ pub fn rope_meta(n: usize, s: usize, h: usize, hd: usize) -> Result<Vec<u32>, su
     to_u32(&[n, s, h, hd], "rope_interleaved_f32")
 }
 
-/// Embedding gather (rows of 32-bit words).
+/// Embedding gather (rows of 32-bit words) from a window of the table: rows
+/// `row0..row0 + rows` of a `[v, d]` table are bound; an output element whose id falls in
+/// them is written, others are left to the launches of the other windows (an id outside
+/// `0..v` is written as NaN by the window at row 0). Meta: `[n, v, d, row0, rows]`; one
+/// window of all rows is the plain gather.
 pub fn gather() -> WgslKernel {
     kernel(
         "gather_rows_f32",
@@ -77,20 +81,21 @@ pub fn gather() -> WgslKernel {
         Elem::F32,
         "    let v = pm[1];
     let d = pm[2];
+    let row0 = pm[3];
     let id = ids[i / d];
     if (id < 0 || u32(id) >= v) {
-        out[i] = bitcast<f32>(0x7fc00000u);
-    } else {
-        out[i] = table[u32(id) * d + i % d];
+        if (row0 == 0u) { out[i] = bitcast<f32>(0x7fc00000u); }
+    } else if (u32(id) >= row0 && u32(id) - row0 < pm[4]) {
+        out[i] = table[(u32(id) - row0) * d + i % d];
     }
 ",
         "",
     )
 }
 
-/// Gather meta.
-pub fn gather_meta(n: usize, v: usize, d: usize) -> Result<Vec<u32>, super::WgslError> {
-    to_u32(&[n, v, d], "gather_rows_f32")
+/// Gather meta for the window of `rows` table rows from `row0` (see [`gather`]).
+pub fn gather_meta(n: usize, v: usize, d: usize, row0: usize, rows: usize) -> Result<Vec<u32>, super::WgslError> {
+    to_u32(&[n, v, d, row0, rows], "gather_rows_f32")
 }
 
 /// Sinusoidal timestep embedding; frequencies come in the meta buffer (computed on the

@@ -8,10 +8,16 @@
 //!   driver's out-of-memory becomes [`RuntimeError::OutOfMemory`].
 //! - Modules: cached by the hash of the kernel's PTX text (an edited kernel never meets a
 //!   stale module).
-//! - Launches: 1-D geometry with dynamic shared memory (0 for the current kernels, which use
-//!   static shared memory). At compile time every loaded function is checked against its
-//!   launch: a block larger than the function's `MAX_THREADS_PER_BLOCK` (registers decide it)
-//!   is an error naming the kernel, never a failed launch later.
+//! - Shared memory: a kernel's is static up to 48 KiB and dynamic past it
+//!   (`Kernel::dynamic_shared`). [`CudaBackend::new`] reads the device's
+//!   `MAX_SHARED_MEMORY_PER_BLOCK_OPTIN` (A100 163 KiB, H100/H200 227 KiB, sm_86/89 99 KiB);
+//!   the lowering keeps only the tuning points that fit it, and loading a kernel that needs
+//!   more is an error naming the kernel. For a kernel with more than 48 KiB of dynamic shared
+//!   memory the load raises the function's `MAX_DYNAMIC_SHARED_SIZE_BYTES` to its size.
+//! - Launches: 1-D geometry, passing the kernel's dynamic shared bytes (0 for static-only
+//!   kernels). At compile time every loaded function is checked against its launch: a block
+//!   larger than the function's `MAX_THREADS_PER_BLOCK` (registers decide it) is an error
+//!   naming the kernel, never a failed launch later.
 //! - Tuning (see [`crate::tune::ptx`]): [`CudaBackend::new`] reads the device's tuning
 //!   database (key: device name, compute capability `sm_XY`, driver version, and the hash of
 //!   every candidate's PTX text); [`CudaBackend::forcing`] and [`CudaBackend::problems`]
@@ -28,6 +34,7 @@ use cudarc::driver::result as cu;
 use cudarc::driver::sys::{self as cusys, CUdeviceptr, CUfunction, CUmodule};
 use cudarc::driver::{CudaContext, CudaStream, DriverError};
 use vidrt_ir::{DType, Graph, Op, Tensor};
+use vidrt_kernels::ptx::builder::STATIC_SHARED_MAX;
 use vidrt_kernels::ptx::lower::{unsupported_reason, Arg, Lowered};
 use vidrt_kernels::ptx::{emit, text_hash, Kernel, Target};
 
@@ -91,6 +98,8 @@ struct Device {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     target: Target,
+    /// The most shared memory one block may use (the device's opt-in maximum).
+    max_shared: u32,
     pool: Mutex<Pool>,
     modules: Mutex<HashMap<u64, (CUmodule, CUfunction)>>,
 }
@@ -170,8 +179,11 @@ impl Device {
         }
     }
 
-    /// The function of `k`, loading its module on first use (cached by text hash).
+    /// The function of `k`, loading its module on first use (cached by text hash), with its
+    /// dynamic shared memory allowed (see [`dynamic_shared_attribute`]).
     fn function(&self, k: &Kernel) -> Result<CUfunction, RuntimeError> {
+        // Before anything is loaded: a kernel that cannot run here is refused by name.
+        let dynamic = dynamic_shared_attribute(k, self.max_shared)?;
         let text = emit(k, self.target);
         let key = text_hash(&text);
         let mut m = self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()))?;
@@ -187,9 +199,38 @@ impl Device {
         // SAFETY: `module` was just loaded.
         let f = unsafe { cu::module::get_function(module, name) }
             .map_err(|e| driver(&format!("finding `{}`", k.name), e))?;
+        if let Some(bytes) = dynamic {
+            use cusys::CUfunction_attribute_enum as A;
+            // SAFETY: `f` is a function of the module just loaded in the bound context.
+            unsafe {
+                cu::function::set_function_attribute(f, A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)
+            }
+            .map_err(|e| driver(&format!("allowing {bytes} bytes of dynamic shared memory for `{}`", k.name), e))?;
+        }
         m.insert(key, (module, f));
         Ok(f)
     }
+}
+
+/// What loading `k` on a device whose blocks may use `max_shared` bytes of shared memory
+/// needs: an error naming the kernel when it needs more, else the value to raise the
+/// function's `MAX_DYNAMIC_SHARED_SIZE_BYTES` to (`Some` for more than 48 KiB of dynamic
+/// shared memory, which the driver refuses at launch without it).
+fn dynamic_shared_attribute(k: &Kernel, max_shared: u32) -> Result<Option<i32>, RuntimeError> {
+    if k.shared_total() > max_shared {
+        return Err(RuntimeError::Device(format!(
+            "kernel `{}` needs {} bytes of shared memory per block ({} dynamic), but this device allows {max_shared}",
+            k.name,
+            k.shared_total(),
+            k.dynamic_shared
+        )));
+    }
+    if k.dynamic_shared <= STATIC_SHARED_MAX {
+        return Ok(None);
+    }
+    i32::try_from(k.dynamic_shared)
+        .map(Some)
+        .map_err(|_| RuntimeError::Device(format!("kernel `{}`: {} bytes of shared memory", k.name, k.dynamic_shared)))
 }
 
 /// Checks that `f` (the loaded function of kernel `name`) can launch blocks of `block`
@@ -249,6 +290,11 @@ impl CudaBackend {
             return Err(RuntimeError::Device(format!("compute capability {major}.x: sm_80 or newer is needed")));
         }
         let target = if major == 9 { Target::Sm90a } else { Target::Sm80 };
+        let optin = ctx
+            .attribute(cusys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(|e| driver("max shared memory per block (opt-in)", e))?;
+        // Never more than the target's rule, so that a device reporting more changes nothing.
+        let max_shared = u32::try_from(optin).unwrap_or(0).min(target.max_shared());
         let stream = ctx.default_stream();
         let info = DeviceInfo {
             backend: "cuda".into(),
@@ -261,16 +307,18 @@ impl CudaBackend {
                 ctx,
                 stream,
                 target,
+                max_shared,
                 pool: Mutex::new(Pool::default()),
                 modules: Mutex::new(HashMap::new()),
             }),
-            tuning: Arc::new(Tuning::new(info, None).with_ptx_target(target)),
+            tuning: Arc::new(Tuning::new(info, None).with_ptx_target(target).with_max_shared(max_shared)),
         })
     }
 
     /// The same device with `db` as its tuning database.
     pub fn with_db(&self, db: Option<TuneDb>) -> Self {
-        let t = Tuning::new(self.device_info(), db).with_ptx_target(self.dev.target);
+        let t =
+            Tuning::new(self.device_info(), db).with_ptx_target(self.dev.target).with_max_shared(self.dev.max_shared);
         CudaBackend { dev: self.dev.clone(), tuning: Arc::new(t) }
     }
 
@@ -278,7 +326,9 @@ impl CudaBackend {
     /// compiled at parameter point `params` (how the tuner times a candidate). An invalid
     /// point, or one whose kernel cannot load or launch here, fails to compile.
     pub fn forcing(&self, family: &str, params: &str) -> Self {
-        let t = Tuning::forcing(self.device_info(), family, params).with_ptx_target(self.dev.target);
+        let t = Tuning::forcing(self.device_info(), family, params)
+            .with_ptx_target(self.dev.target)
+            .with_max_shared(self.dev.max_shared);
         CudaBackend { dev: self.dev.clone(), tuning: Arc::new(t) }
     }
 
@@ -569,7 +619,7 @@ impl Executable for CudaExecutable {
                                 f,
                                 (l.grid, 1, 1),
                                 (l.block, 1, 1),
-                                0,
+                                l.kernel.dynamic_shared,
                                 dev.stream.cu_stream(),
                                 &mut params,
                             )
@@ -643,6 +693,34 @@ mod tests {
         assert_eq!(last[4], usize::MAX, "the output is kept");
         assert_eq!(last[5], 5, "an unread node is released right after it runs");
         let _ = dead;
+    }
+
+    /// A kernel with `bytes` of shared memory (static up to 48 KiB, dynamic past it).
+    fn kernel_with_shared(bytes: u32) -> Kernel {
+        let mut b = vidrt_kernels::ptx::KernelBuilder::new("smem", "test");
+        b.shared(bytes);
+        b.finish()
+    }
+
+    #[test]
+    fn dynamic_shared_memory_is_allowed_at_load_or_refused_by_name() {
+        let h100 = Target::Sm90a.max_shared();
+        // Static: nothing to raise.
+        assert_eq!(dynamic_shared_attribute(&kernel_with_shared(48 * 1024), h100).unwrap(), None);
+        assert_eq!(dynamic_shared_attribute(&kernel_with_shared(0), h100).unwrap(), None);
+        // Dynamic past 48 KiB: raised to exactly its size, up to the device's maximum.
+        let k = kernel_with_shared(90 * 1024);
+        assert_eq!(k.dynamic_shared, 90 * 1024);
+        assert_eq!(dynamic_shared_attribute(&k, h100).unwrap(), Some(90 * 1024));
+        assert_eq!(dynamic_shared_attribute(&kernel_with_shared(h100), h100).unwrap(), Some(h100 as i32));
+        // More than the device allows (an sm_86 at 99 KiB; an A100 for an sm_90a-only size).
+        for (bytes, max) in [(100 * 1024, 99 * 1024), (h100, Target::Sm80.max_shared())] {
+            let e = dynamic_shared_attribute(&kernel_with_shared(bytes), max).unwrap_err();
+            assert!(
+                matches!(&e, RuntimeError::Device(m) if m.contains("`smem`") && m.contains(&max.to_string())),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ use vidrt_ir::Graph;
 use crate::backend::Backend;
 
 pub use timing::{time_candidate, time_runs, Timed, TimingSettings};
+#[cfg(feature = "wgpu")]
 pub(crate) use tuning::Choice;
 pub use tuning::Tuning;
 pub use vidrt_kernels::ptx::tune::bucket;

@@ -10,7 +10,8 @@
 //! simulator), and a hash over every candidate's PTX text generated at the bucketed shape.
 //!
 //! Candidates: the points of the family's space that generate for the problem's exact shape
-//! (a generator error or static shared memory past 48 KiB drops a point). On CUDA a point
+//! (a generator error, or shared memory past what one block may use on the device, drops a
+//! point: [`Tuning::max_shared`], else the target's opt-in maximum). On CUDA a point
 //! whose loaded function cannot launch its block (registers, threads) fails to compile and is
 //! kept with no time.
 
@@ -76,6 +77,10 @@ impl Chooser for Tuning {
     fn target(&self) -> Target {
         self.ptx_target.unwrap_or(Target::Sm80)
     }
+
+    fn max_shared(&self) -> u32 {
+        self.max_shared.unwrap_or_else(|| Chooser::target(self).max_shared())
+    }
 }
 
 /// Records the problem of the node being lowered (and lets the heuristic lower it).
@@ -94,6 +99,10 @@ impl Chooser for Recorder<'_> {
 
     fn target(&self) -> Target {
         Chooser::target(self.tuning)
+    }
+
+    fn max_shared(&self) -> u32 {
+        Chooser::max_shared(self.tuning)
     }
 }
 

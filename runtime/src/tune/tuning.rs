@@ -20,6 +20,10 @@ pub struct Tuning {
     /// The PTX target the backend emits for (CUDA: sm_90a on Hopper); `None`: sm_80 (the
     /// simulator). PTX candidate hashes are taken over the text as emitted for it.
     pub ptx_target: Option<vidrt_kernels::ptx::Target>,
+    /// The most shared memory one block may use on the device (CUDA: its opt-in maximum);
+    /// `None`: the PTX target's ([`vidrt_kernels::ptx::Target::max_shared`]). PTX points
+    /// needing more are not candidates.
+    pub max_shared: Option<u32>,
     /// Candidate-set hashes per family variant (kernel texts are generated once).
     hashes: Mutex<HashMap<String, u64>>,
     /// Nodes compiled with a database winner, and winners found but invalid here.
@@ -39,6 +43,7 @@ impl Tuning {
             db,
             force: None,
             ptx_target: None,
+            max_shared: None,
             hashes: Mutex::new(HashMap::new()),
             hits: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
@@ -55,6 +60,12 @@ impl Tuning {
     /// The same, for a backend that emits PTX for `target`.
     pub fn with_ptx_target(mut self, target: vidrt_kernels::ptx::Target) -> Self {
         self.ptx_target = Some(target);
+        self
+    }
+
+    /// The same, on a device whose blocks may use at most `bytes` of shared memory.
+    pub fn with_max_shared(mut self, bytes: u32) -> Self {
+        self.max_shared = Some(bytes);
         self
     }
 

@@ -216,13 +216,19 @@ impl Ctx {
         Ok(p)
     }
 
-    /// A storage buffer of `bytes` (at least 4), checked against the binding limit.
+    /// The largest storage binding, in bytes.
+    pub fn binding_limit(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// A storage buffer of `bytes` (at least 4), checked against the buffer size limit
+    /// (kernels bind it whole, or in windows where it is larger than one binding).
     pub fn storage(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer, RuntimeError> {
         let bytes = bytes.max(4).saturating_add(3) / 4 * 4;
-        let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let max = self.limits.max_buffer_size;
         if bytes > max {
             return Err(RuntimeError::OutOfMemory {
-                what: format!("{what} (one storage binding; splitting is not implemented)"),
+                what: format!("{what} (one buffer, past the adapter's buffer size limit)"),
                 needed: bytes,
                 available: max,
             });

@@ -35,6 +35,15 @@ pub(crate) trait Alloc {
     /// The optional kernel features to use (the device's, or fewer where the backend was
     /// told so).
     fn features(&self) -> Features;
+    /// The largest storage binding, in bytes.
+    fn binding_limit(&self) -> u64;
+    /// The alignment of a binding's offset, in bytes (a multiple of 4).
+    fn offset_align(&self) -> u64;
+    /// The bytes binding `b` whole takes.
+    fn binding_bytes(&self, b: Buf) -> u64;
+    /// The window of `words` words of `b` starting at word `offset` (aligned by the caller),
+    /// bound as a buffer of its own.
+    fn window(&mut self, b: Buf, offset: usize, words: usize) -> Buf;
 }
 
 pub(crate) const BACKEND: &str = "wgpu";
@@ -120,6 +129,90 @@ fn copy_step(
     let meta = copy::meta(dims, src.1, src.2, dst.1, dst.2).map_err(kerr)?;
     let kernel = if src_e == Elem::F16 { copy::strided_typed(src_e, dst_e).map_err(kerr)? } else { copy::strided() };
     Ok(Step { kernel, meta, ins: vec![src.0], out: dst.0, grid: linear(dims.iter().product()) })
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// At most this many launches for one copy split into boxes.
+const MAX_COPY_BOXES: usize = 1 << 16;
+
+/// A strided copy (as [`copy_step`]) whose source or destination is larger than one
+/// binding: the iteration space is bisected into boxes until both footprints (the element
+/// range a box touches, from its aligned start) fit a binding, and each box copies between
+/// windows, its bases relative to them. One launch when both buffers fit.
+pub(crate) fn copy_steps(
+    alloc: &mut dyn Alloc,
+    es: (Elem, Elem),
+    dims: &[usize],
+    src: (Buf, usize, &[usize]),
+    dst: (Buf, usize, &[usize]),
+) -> Result<Vec<Step>, RuntimeError> {
+    let limit = alloc.binding_limit();
+    if alloc.binding_bytes(src.0) <= limit && alloc.binding_bytes(dst.0) <= limit {
+        return Ok(vec![copy_step(es, dims, src, dst)?]);
+    }
+    let align = alloc.offset_align();
+    // (first element, element count, first word) of the aligned window a box touches.
+    let footprint = |e: Elem, base: usize, st: &[usize], bx: &[(usize, usize)]| {
+        let lo = base + bx.iter().zip(st).map(|(r, s)| r.0 * s).sum::<usize>();
+        let hi = base + bx.iter().zip(st).map(|(r, s)| (r.1 - 1) * s).sum::<usize>() + 1;
+        let per_align = (align / 4) as usize * if e == Elem::F16 { 2 } else { 1 };
+        let start = lo / per_align * per_align;
+        (start, hi - start)
+    };
+    let fits = |e: Elem, (_, n): (usize, usize)| e.words(n) as u64 * 4 <= limit;
+    let mut boxes = vec![dims.iter().map(|&d| (0, d)).collect::<Vec<_>>()];
+    let mut steps = Vec::new();
+    while let Some(bx) = boxes.pop() {
+        if bx.iter().any(|r| r.1 == r.0) {
+            continue;
+        }
+        let (fs, fd) = (footprint(es.0, src.1, src.2, &bx), footprint(es.1, dst.1, dst.2, &bx));
+        if fits(es.0, fs) && fits(es.1, fd) {
+            let word = |e: Elem, start: usize| if e == Elem::F16 { start / 2 } else { start };
+            let sw = alloc.window(src.0, word(es.0, fs.0), es.0.words(fs.1));
+            let dw = alloc.window(dst.0, word(es.1, fd.0), es.1.words(fd.1));
+            let rel = |base: usize, st: &[usize], start: usize| {
+                base + bx.iter().zip(st).map(|(r, s)| r.0 * s).sum::<usize>() - start
+            };
+            let bdims: Vec<usize> = bx.iter().map(|r| r.1 - r.0).collect();
+            let (s_rel, d_rel) = (rel(src.1, src.2, fs.0), rel(dst.1, dst.2, fd.0));
+            steps.push(copy_step(es, &bdims, (sw, s_rel, src.2), (dw, d_rel, dst.2))?);
+            if steps.len() > MAX_COPY_BOXES {
+                break;
+            }
+            continue;
+        }
+        // Bisect the axis that spans the most elements of either buffer.
+        let span = |a: usize| (bx[a].1 - bx[a].0 - 1) * src.2[a].max(dst.2[a]);
+        let Some(a) = (0..bx.len()).filter(|&a| bx[a].1 - bx[a].0 > 1).max_by_key(|&a| span(a)) else {
+            return Err(RuntimeError::OutOfMemory {
+                what: "one element of a copy (past one storage binding)".into(),
+                needed: fs.1.max(fd.1) as u64 * 4,
+                available: limit,
+            });
+        };
+        let mid = (bx[a].0 + bx[a].1) / 2;
+        let (mut left, mut right) = (bx.clone(), bx);
+        left[a].1 = mid;
+        right[a].0 = mid;
+        boxes.push(right);
+        boxes.push(left);
+    }
+    if steps.len() > MAX_COPY_BOXES {
+        return Err(RuntimeError::OutOfMemory {
+            what: format!("a copy past one storage binding (more than {MAX_COPY_BOXES} windows)"),
+            needed: alloc.binding_bytes(src.0).max(alloc.binding_bytes(dst.0)),
+            available: limit,
+        });
+    }
+    Ok(steps)
 }
 
 /// A lane kernel over `axis` of `x`: the subgroup variant where `features` has subgroups.
@@ -253,11 +346,11 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
         Op::Permute { perm } => {
             let st = in_shape(0).strides();
             let src: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-            Ok(vec![copy_step(same, out_dims, (ins[0], 0, &src), (out, 0, &contiguous(out_dims)))?])
+            copy_steps(alloc, same, out_dims, (ins[0], 0, &src), (out, 0, &contiguous(out_dims)))
         }
         Op::Slice { axis, start, .. } => {
             let st = in_shape(0).strides();
-            Ok(vec![copy_step(same, out_dims, (ins[0], start * st[*axis], &st), (out, 0, &contiguous(out_dims)))?])
+            copy_steps(alloc, same, out_dims, (ins[0], start * st[*axis], &st), (out, 0, &contiguous(out_dims)))
         }
         Op::Concat { axis } => {
             let ost = contiguous(out_dims);
@@ -266,7 +359,13 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             for (k, &src) in ins.iter().enumerate().take(node.inputs.len()) {
                 let d = in_shape(k).dims().to_vec();
                 if d.iter().product::<usize>() > 0 {
-                    steps.push(copy_step(same, &d, (src, 0, &contiguous(&d)), (out, off * ost[*axis], &ost))?);
+                    steps.extend(copy_steps(
+                        alloc,
+                        same,
+                        &d,
+                        (src, 0, &contiguous(&d)),
+                        (out, off * ost[*axis], &ost),
+                    )?);
                 }
                 off += d[*axis];
             }
@@ -280,7 +379,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let [fh, fw] = *factors;
             let dims = [outer, h, fh, w, fw];
             let src = [h * w, w, 0, 1, 0];
-            Ok(vec![copy_step(same, &dims, (ins[0], 0, &src), (out, 0, &contiguous(&dims)))?])
+            copy_steps(alloc, same, &dims, (ins[0], 0, &src), (out, 0, &contiguous(&dims)))
         }
         Op::Softmax { axis } => {
             Ok(vec![lane_step(LaneOp::Softmax, in_shape(0).dims(), *axis, 0.0, alloc.features(), ins.to_vec(), out)?])
@@ -324,7 +423,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             ax.dedup();
             if ax.is_empty() {
                 let n = d.iter().product::<usize>();
-                return Ok(vec![copy_step(same, &[n], (ins[0], 0, &[1]), (out, 0, &[1]))?]);
+                return copy_steps(alloc, same, &[n], (ins[0], 0, &[1]), (out, 0, &[1]));
             }
             let consecutive = ax.windows(2).all(|w| w[1] == w[0] + 1);
             if consecutive {
@@ -344,10 +443,11 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let tmp = alloc.scratch(n)?;
             // Into an f32 scratch (widened from f16 storage).
             let to_f32 = (storage(in_dtype(0), features), Elem::F32);
-            let c = copy_step(to_f32, &pd, (ins[0], 0, &src), (tmp, 0, &contiguous(&pd)))?;
+            let mut steps = copy_steps(alloc, to_f32, &pd, (ins[0], 0, &src), (tmp, 0, &contiguous(&pd)))?;
             let outer: usize = kept.iter().map(|&a| d[a]).product();
             let len: usize = ax.iter().map(|&a| d[a]).product();
-            Ok(vec![c, lane_step(lop, &[outer, len], 1, 0.0, alloc.features(), vec![tmp], out)?])
+            steps.push(lane_step(lop, &[outer, len], 1, 0.0, alloc.features(), vec![tmp], out)?);
+            Ok(steps)
         }
         Op::Rope => {
             let d = in_shape(0).dims();
@@ -363,8 +463,29 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
                 return Err(unsupported(g, i, "gather of an integer table"));
             }
             let t = in_shape(0).dims();
-            let meta = misc::gather_meta(node.shape.numel(), t[0], t[1]).map_err(kerr)?;
-            Ok(vec![Step { kernel: misc::gather(), meta, ins: ins.to_vec(), out, grid: linear(node.shape.numel()) }])
+            let (v, d, n) = (t[0], t[1], node.shape.numel());
+            let e = storage(in_dtype(0), features);
+            // A table past one binding: windows of rows, each launch writing the ids in it.
+            let limit = alloc.binding_limit();
+            let row_bytes = (d as u64 * if e == Elem::F16 { 2 } else { 4 }).max(1);
+            let rows = if alloc.binding_bytes(ins[0]) <= limit {
+                v
+            } else {
+                let align = alloc.offset_align();
+                let gran = (align / gcd(align, row_bytes)) as usize;
+                (limit / row_bytes) as usize / gran * gran
+            };
+            if rows == 0 {
+                return Err(unsupported(g, i, "one aligned group of table rows exceeds a storage binding"));
+            }
+            let mut steps = Vec::new();
+            for row0 in (0..v).step_by(rows) {
+                let len = rows.min(v - row0);
+                let table = if len == v { ins[0] } else { alloc.window(ins[0], e.words(row0 * d), e.words(len * d)) };
+                let meta = misc::gather_meta(n, v, d, row0, len).map_err(kerr)?;
+                steps.push(Step { kernel: misc::gather(), meta, ins: vec![table, ins[1]], out, grid: linear(n) });
+            }
+            Ok(steps)
         }
         Op::TimestepEmbedding { dim, flip_sin_to_cos, downscale_freq_shift, max_period } => {
             if elem(in_dtype(0)) != Some(Elem::F32) {
@@ -420,7 +541,7 @@ fn lower_f32(g: &Graph, i: usize, ins: &[Buf], out: Buf, alloc: &mut dyn Alloc) 
             let heur = pick_gemm(w[0], ngemm, alloc.shared_limit());
             let p = tuned_gemm(alloc, kind, dims, &layout, heur, g, i)?;
             let kernel = gemm::gemm_fused(kind, p, epi.map(|e| e.0)).map_err(kerr)?;
-            let grid = [ngemm.div_ceil(p.bn as usize), w[0].div_ceil(p.bm as usize), 1];
+            let grid = gemm::conv_grid(ngemm.div_ceil(p.bn as usize), w[0].div_ceil(p.bm as usize));
             Ok(vec![Step { kernel, meta, ins: ins.to_vec(), out, grid: grid3(g, i, grid)? }])
         }
         Op::Attention { scale, bias, mask } => {
@@ -531,7 +652,8 @@ fn gemm_epilogue(
     Ok(Some((expr, gemm::epilogue_meta(dims, &strides).map_err(kerr)?)))
 }
 
-/// A 3-D grid within the per-dimension limit (work past it is refused, not split yet).
+/// A 3-D grid within the per-dimension limit (a conv folds its columns into z; past that,
+/// refused).
 fn grid3(g: &Graph, i: usize, grid: [usize; 3]) -> Result<[u32; 3], RuntimeError> {
     let max = vidrt_kernels::wgsl::MAX_GROUPS_PER_DIM as usize;
     if grid.iter().any(|&x| x > max) {

@@ -21,8 +21,22 @@
 //!
 //! Optional adapter features are used where the adapter has them
 //! ([`WgpuBackend::kernel_features`]): f16 storage, and subgroups for the lane reductions
-//! (softmax, norms, reductions). Not done yet: splitting work that exceeds a storage binding
-//! or the grid limits (such nodes are refused with a typed error).
+//! (softmax, norms, reductions).
+//!
+//! Adapter limits: buffers may be as large as `max_buffer_size`; a kernel binds at most
+//! `max_storage_buffer_binding_size` ([`WgpuBackend::binding_limit`]). A node with a larger
+//! tensor is computed in chunks (`split`): where the op's parts are contiguous, chunks bind
+//! aligned windows of its buffers (elementwise ops, norms, matmul rows and batches,
+//! attention batches and query rows, rope, conv3d batches and output channels); otherwise
+//! boxes are staged through scratch copies (attention by heads, conv3d by output rows with
+//! their input halo, matmul by columns, elementwise ops and norms along any other axis).
+//! Copies split their iteration space into boxes; a gather reads a large table in windows
+//! of rows. The results are the same bits as unsplit ones. What cannot split (reductions,
+//! an operand that must be bound whole and is too large) is refused with
+//! [`RuntimeError::OutOfMemory`] saying why; [`plan_bindings`] checks a graph without a
+//! device (Wan2.1-1.3B at 832×480×81 fits 128 MiB bindings). Grids: elementwise launches
+//! fold into 2-D, a conv's column tiles into z; a grid still past 65535 workgroups per
+//! dimension is refused.
 //!
 //! Faults: a buffer past the adapter's binding or buffer size limit, or one the device has no
 //! memory for, is [`RuntimeError::OutOfMemory`] naming the node; validation failures are
@@ -33,9 +47,10 @@
 
 mod device;
 mod lower;
+mod split;
 mod tuning;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use vidrt_ir::{DType, Graph, Op, Tensor, TensorData};
@@ -59,6 +74,10 @@ pub struct WgpuBackend {
     tuning: Arc<Tuning>,
     /// The optional kernel features compiled graphs use (at most the device's).
     features: Features,
+    /// The largest storage binding compiled graphs use, in bytes (at most the adapter's).
+    binding_limit: u64,
+    /// Nodes compiled in chunks (past one binding) by this backend and its clones.
+    split_nodes: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -84,7 +103,14 @@ impl WgpuBackend {
         let ctx = Arc::new(Ctx::open()?);
         let dev = device_info(&ctx);
         let features = ctx.features;
-        Ok(WgpuBackend { ctx, tuning: Arc::new(Tuning::new(dev, None)), features })
+        let binding_limit = ctx.binding_limit();
+        Ok(WgpuBackend {
+            ctx,
+            tuning: Arc::new(Tuning::new(dev, None)),
+            features,
+            binding_limit,
+            split_nodes: Arc::default(),
+        })
     }
 
     /// The same adapter with `db` as its tuning database.
@@ -93,6 +119,8 @@ impl WgpuBackend {
             ctx: self.ctx.clone(),
             tuning: Arc::new(Tuning::new(self.device_info(), db)),
             features: self.features,
+            binding_limit: self.binding_limit,
+            split_nodes: self.split_nodes.clone(),
         }
     }
 
@@ -103,6 +131,8 @@ impl WgpuBackend {
             ctx: self.ctx.clone(),
             tuning: Arc::new(Tuning::forcing(self.device_info(), family, params)),
             features: self.features,
+            binding_limit: self.binding_limit,
+            split_nodes: self.split_nodes.clone(),
         }
     }
 
@@ -117,7 +147,28 @@ impl WgpuBackend {
     /// driver). A feature the device lacks stays off.
     pub fn with_kernel_features(&self, f: Features) -> Self {
         let have = self.ctx.features;
-        WgpuBackend { ctx: self.ctx.clone(), tuning: self.tuning.clone(), features: f.and(have) }
+        WgpuBackend { features: f.and(have), ..self.clone() }
+    }
+
+    /// The largest storage binding compiled graphs use, in bytes: the adapter's
+    /// `max_storage_buffer_binding_size` (within `max_buffer_size`), unless narrowed by
+    /// [`WgpuBackend::with_binding_limit`]. A node whose tensors are larger is computed in
+    /// chunks that each bind windows of them (see the module docs).
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    /// The same device, compiling as if its storage binding limit were at most `bytes`: to
+    /// exercise splitting with small tensors, or to keep every binding small. Buffers may
+    /// still be as large as the adapter allows.
+    pub fn with_binding_limit(&self, bytes: u64) -> Self {
+        WgpuBackend { binding_limit: bytes.min(self.ctx.binding_limit()), ..self.clone() }
+    }
+
+    /// How many nodes this backend (and the backends made from it) compiled in chunks or
+    /// boxes because their tensors exceed one binding.
+    pub fn split_nodes(&self) -> usize {
+        self.split_nodes.load(Ordering::Relaxed)
     }
 
     /// The adapter's name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
@@ -268,8 +319,76 @@ impl Backend for WgpuBackend {
                 });
             }
         }
-        Planner::new(self.ctx.clone(), self.tuning.clone(), self.features, graph).build(weights)
+        let planner = Planner::new(self.ctx.clone(), self.tuning.clone(), self.features, self.binding_limit, graph);
+        let (exe, split) = planner.build(weights)?;
+        self.split_nodes.fetch_add(split, Ordering::Relaxed);
+        Ok(exe)
     }
+}
+
+/// How node `i` is computed within bindings of `limit` bytes at `align`-byte offsets
+/// (`st`: each dtype's storage): `None` for one launch sequence over whole buffers (also
+/// copies, which split themselves into boxes, see `lower::copy_steps`, and a gather from a
+/// table past one binding, which reads it in windows of rows), else its chunks;
+/// [`RuntimeError::OutOfMemory`] saying why for a node that cannot split.
+fn split_node(
+    g: &Graph,
+    i: usize,
+    limit: u64,
+    align: u64,
+    st: &dyn Fn(DType) -> Elem,
+    what: &str,
+) -> Result<Option<Vec<split::Chunk>>, RuntimeError> {
+    let node = &g.nodes[i];
+    let largest = split::largest_binding(g, i, st);
+    let copy = matches!(node.op, Op::Permute { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Upsample { .. });
+    // A gather from a table past one binding reads it in windows of rows (lowering).
+    let table = |k: usize| st(g.dtype(node.inputs[k])).words(g.shape(node.inputs[k]).numel()) as u64 * 4;
+    let big_table = matches!(node.op, Op::Gather) && table(0) > limit;
+    if largest <= limit || copy || big_table {
+        return Ok(None);
+    }
+    split::chunks(g, i, limit, align, st).map(Some).map_err(|why| RuntimeError::OutOfMemory {
+        what: format!(
+            "{what} ({} {}, past one storage binding, and it cannot be split: {why})",
+            node.op.name(),
+            node.shape
+        ),
+        needed: largest,
+        available: limit,
+    })
+}
+
+/// A dry run of the planner's splitting, with no device: how many nodes of `graph` (after
+/// the compiler's passes, as [`WgpuBackend`] compiles it) would run in chunks with storage
+/// bindings of at most `binding_limit` bytes at offsets aligned to `offset_align`, tensors
+/// stored as `features` allow (f16 storage); the error a compile would give for a node
+/// that cannot split. Whether a graph at a large shape fits an adapter's limits (lavapipe
+/// and WebGPU's default: 128 MiB), without allocating it.
+pub fn plan_bindings(
+    graph: &Graph,
+    binding_limit: u64,
+    offset_align: u64,
+    features: Features,
+) -> Result<usize, RuntimeError> {
+    vidrt_ir::verify(graph)?;
+    let (g, _) = crate::cpu::optimize(graph, &vidrt_ir::passes::PassOptions::default())?;
+    let st = |d: DType| lower::storage(d, features);
+    let mut split = 0;
+    for (i, node) in g.nodes.iter().enumerate() {
+        if node.op.is_leaf()
+            || matches!(node.op, Op::Reshape { .. } | Op::RopeTable { .. } | Op::RelPositionBucket { .. })
+        {
+            continue;
+        }
+        let what = format!("node %{i} `{}`", node.name);
+        // Copies and gathers past one binding split themselves when lowered.
+        let chunked = split_node(&g, i, binding_limit, offset_align.max(4), &st, &what)?.is_some();
+        if chunked || split::largest_binding(&g, i, &st) > binding_limit {
+            split += 1;
+        }
+    }
+    Ok(split)
 }
 
 /// A host tensor as device words for a node of `dtype` stored as `st`.
@@ -337,13 +456,27 @@ fn from_words(w: Vec<u32>, shape: &vidrt_ir::Shape, dtype: DType, st: Elem) -> R
     Ok(if dtype.is_float() && dtype != DType::F32 { t.cast(dtype) } else { t })
 }
 
+/// A buffer of the plan, or a window of one (what a chunk of a split node binds).
+struct Slot {
+    buffer: wgpu::Buffer,
+    /// The words it holds (a window: the words it binds).
+    words: usize,
+    /// The words its current tensor takes (a reused buffer may be larger): what it binds.
+    used: usize,
+    /// Where a window starts in `buffer`, in bytes (0 for a whole buffer).
+    offset: u64,
+    /// The plan's buffer this is (a window of): its own index for a whole buffer.
+    root: Buf,
+}
+
 /// Buffer planning and launch recording.
 struct Planner<'g> {
     ctx: Arc<Ctx>,
     tuning: Arc<Tuning>,
     features: Features,
+    binding_limit: u64,
     g: &'g Graph,
-    bufs: Vec<(wgpu::Buffer, usize)>,
+    bufs: Vec<Slot>,
     free: Vec<Buf>,
     scratch: Vec<Buf>,
 }
@@ -366,6 +499,25 @@ impl Alloc for Planner<'_> {
     fn features(&self) -> Features {
         self.features
     }
+
+    fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    fn offset_align(&self) -> u64 {
+        u64::from(self.ctx.limits.min_storage_buffer_offset_alignment).max(4).next_multiple_of(4)
+    }
+
+    fn binding_bytes(&self, b: Buf) -> u64 {
+        (self.bufs[b].used as u64 * 4).max(4)
+    }
+
+    fn window(&mut self, b: Buf, offset: usize, words: usize) -> Buf {
+        let (buffer, root) = (self.bufs[b].buffer.clone(), self.bufs[b].root);
+        let offset = self.bufs[b].offset + offset as u64 * 4;
+        self.bufs.push(Slot { buffer, words, used: words, offset, root });
+        self.bufs.len() - 1
+    }
 }
 
 struct Launch {
@@ -377,8 +529,111 @@ struct Launch {
 }
 
 impl<'g> Planner<'g> {
-    fn new(ctx: Arc<Ctx>, tuning: Arc<Tuning>, features: Features, g: &'g Graph) -> Self {
-        Planner { ctx, tuning, features, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
+    fn new(ctx: Arc<Ctx>, tuning: Arc<Tuning>, features: Features, binding_limit: u64, g: &'g Graph) -> Self {
+        Planner { ctx, tuning, features, binding_limit, g, bufs: Vec::new(), free: Vec::new(), scratch: Vec::new() }
+    }
+
+    /// A new whole buffer in the plan.
+    fn push(&mut self, buffer: wgpu::Buffer, words: usize) -> Buf {
+        let root = self.bufs.len();
+        self.bufs.push(Slot { buffer, words, used: words, offset: 0, root });
+        root
+    }
+
+    /// What a chunk binds for part `w` of buffer `b` (a tensor of `dims` stored as `e`): `b`
+    /// itself, a window (offsets aligned by [`split::chunks`]), or a scratch buffer for a
+    /// staged box, with the copy into it appended to `steps` for an input (`Some(true)` is
+    /// returned for a staged part). f16 scratch joins `half`.
+    #[allow(clippy::too_many_arguments)] // one part: buffer, window, tensor, direction, outputs
+    fn chunk_part(
+        &mut self,
+        (b, w): (Buf, &split::Window),
+        (dims, e): (&[usize], Elem),
+        input: bool,
+        steps: &mut Vec<lower::Step>,
+        half: &mut Vec<Buf>,
+    ) -> Result<Buf, RuntimeError> {
+        match w {
+            split::Window::Whole => Ok(b),
+            split::Window::Range { offset, len } => Ok(self.window(b, e.words(*offset), e.words(*len))),
+            split::Window::Staged(bx) => {
+                let bdims: Vec<usize> = bx.iter().map(|r| r.1 - r.0).collect();
+                let tmp = self.scratch(e.words(bdims.iter().product()))?;
+                if e == Elem::F16 {
+                    half.push(tmp);
+                }
+                if input {
+                    let st = vidrt_ir::Shape(dims.to_vec()).strides();
+                    let base = bx.iter().zip(&st).map(|(r, s)| r.0 * s).sum();
+                    let dst = vidrt_ir::Shape(bdims.clone()).strides();
+                    steps.extend(lower::copy_steps(self, (e, e), &bdims, (b, base, &st), (tmp, 0, &dst))?);
+                }
+                Ok(tmp)
+            }
+        }
+    }
+
+    /// The launch of step `s` of node `node` (`what`): its kernel retyped where it reads or
+    /// writes a buffer of `half` (one holding f16 values), its pipeline and bind group.
+    fn record(&mut self, mut s: lower::Step, half: &[Buf], what: &str, node: usize) -> Result<Launch, RuntimeError> {
+        let root = |b: &Buf| self.bufs[*b].root;
+        let reads: Vec<bool> = s.ins.iter().map(|b| half.contains(&root(b))).collect();
+        let writes = half.contains(&root(&s.out));
+        if writes || reads.iter().any(|&r| r) {
+            s.kernel =
+                retype(&s.kernel, &reads, writes).map_err(|e| RuntimeError::Device(format!("wgpu: {what}: {e}")))?;
+        }
+        let pipeline = self.ctx.pipeline(&s.kernel)?;
+        let meta = self.ctx.storage_init(&s.meta, "meta")?;
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: meta.as_entire_binding() }];
+        for (k, b) in s.ins.iter().chain([&s.out]).enumerate() {
+            let n = &self.g.nodes[node];
+            let what =
+                format!("{what} ({} {}): binding {} of kernel `{}`", n.op.name(), n.shape, k + 1, s.kernel.entry);
+            entries.push(wgpu::BindGroupEntry { binding: k as u32 + 1, resource: self.binding(*b, &what)? });
+        }
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&s.kernel.entry),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(RuntimeError::Device(format!("wgpu: {what}: binding `{}`: {e}", s.kernel.entry)));
+        }
+        Ok(Launch { pipeline, group, grid: s.grid, node })
+    }
+
+    /// The copy of a staged output box from its scratch `tmp` into `out` (of `dims`).
+    fn unstage(
+        &mut self,
+        tmp: Buf,
+        bx: &[(usize, usize)],
+        (out, dims, e): (Buf, &[usize], Elem),
+    ) -> Result<Vec<lower::Step>, RuntimeError> {
+        let bdims: Vec<usize> = bx.iter().map(|r| r.1 - r.0).collect();
+        let st = vidrt_ir::Shape(dims.to_vec()).strides();
+        let base = bx.iter().zip(&st).map(|(r, s)| r.0 * s).sum();
+        let src = vidrt_ir::Shape(bdims.clone()).strides();
+        lower::copy_steps(self, (e, e), &bdims, (tmp, 0, &src), (out, base, &st))
+    }
+
+    /// The binding of `b`, refused past the binding limit.
+    fn binding(&self, b: Buf, what: &str) -> Result<wgpu::BindingResource<'_>, RuntimeError> {
+        let s = &self.bufs[b];
+        let size = self.binding_bytes(b);
+        if size > self.binding_limit {
+            return Err(RuntimeError::OutOfMemory {
+                what: format!("{what} (one storage binding)"),
+                needed: size,
+                available: self.binding_limit,
+            });
+        }
+        Ok(wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &s.buffer,
+            offset: s.offset,
+            size: std::num::NonZeroU64::new(size),
+        }))
     }
 
     /// A buffer of at least `words` words: the smallest free one that fits, else a new one.
@@ -387,31 +642,31 @@ impl<'g> Planner<'g> {
             .free
             .iter()
             .enumerate()
-            .filter(|(_, &b)| self.bufs[b].1 >= words && self.bufs[b].1 <= words.saturating_mul(2).max(1024))
-            .min_by_key(|(_, &b)| self.bufs[b].1)
+            .filter(|(_, &b)| self.bufs[b].words >= words && self.bufs[b].words <= words.saturating_mul(2).max(1024))
+            .min_by_key(|(_, &b)| self.bufs[b].words)
             .map(|(k, _)| k);
         if let Some(k) = best {
-            return Ok(self.free.swap_remove(k));
+            let b = self.free.swap_remove(k);
+            self.bufs[b].used = words;
+            return Ok(b);
         }
         let b = self.ctx.storage((words as u64).saturating_mul(4), what)?;
-        self.bufs.push((b, words));
-        Ok(self.bufs.len() - 1)
+        Ok(self.push(b, words))
     }
 
     /// A new buffer of `words` words (wgpu zero-fills new buffers).
     fn new_zeroed(&mut self, words: usize, what: &str) -> Result<Buf, RuntimeError> {
         let b = self.ctx.storage((words as u64).saturating_mul(4), what)?;
-        self.bufs.push((b, words));
-        Ok(self.bufs.len() - 1)
+        Ok(self.push(b, words))
     }
 
     fn new_init(&mut self, words: &[u32], what: &str) -> Result<Buf, RuntimeError> {
         let b = self.ctx.storage_init(words, what)?;
-        self.bufs.push((b, words.len()));
-        Ok(self.bufs.len() - 1)
+        Ok(self.push(b, words.len()))
     }
 
-    fn build(mut self, weights: &dyn WeightSource) -> Result<Box<dyn Executable>, RuntimeError> {
+    /// The executable, and how many of its nodes were split past one binding.
+    fn build(mut self, weights: &dyn WeightSource) -> Result<(Box<dyn Executable>, usize), RuntimeError> {
         let g = self.g;
         let n = g.len();
         let last = g.last_uses();
@@ -436,6 +691,7 @@ impl<'g> Planner<'g> {
         let mut inputs = Vec::new();
         let mut launches = Vec::new();
         let mut computed = Vec::new();
+        let mut split_nodes = 0;
         let features = self.features;
         let st = |d: DType| lower::storage(d, features);
         for (i, node) in g.nodes.iter().enumerate() {
@@ -481,10 +737,10 @@ impl<'g> Planner<'g> {
                             || RuntimeError::Device(format!("wgpu: internal: {what}: input has no buffer")),
                         )?;
                     let out = self.take(words, &what)?;
-                    let steps = lower::lower(g, i, &ins, out, &mut self)?;
-                    // f16 storage: every kernel reading an f16 input or writing an f16 output
-                    // is retyped (the generators write f32 kernels).
-                    let half_in: Vec<Buf> = node
+                    // f16 storage: every kernel reading or writing a buffer of f16 values (an
+                    // f16 input or output, or its staged copy) is retyped (the generators
+                    // write f32 kernels).
+                    let mut half: Vec<Buf> = node
                         .inputs
                         .iter()
                         .zip(&ins)
@@ -492,39 +748,47 @@ impl<'g> Planner<'g> {
                         .map(|(_, b)| *b)
                         .chain((st(node.dtype) == Elem::F16).then_some(out))
                         .collect();
-                    for mut s in steps {
-                        let reads: Vec<bool> = s.ins.iter().map(|b| half_in.contains(b)).collect();
-                        let writes = s.out == out && st(node.dtype) == Elem::F16;
-                        if writes || reads.iter().any(|&r| r) {
-                            s.kernel = retype(&s.kernel, &reads, writes)
-                                .map_err(|e| RuntimeError::Device(format!("wgpu: {what}: {e}")))?;
+                    let chunks = split_node(g, i, self.binding_limit, self.offset_align(), &st, &what)?;
+                    let is_window = |p: &Self, b: &Buf| p.bufs[*b].root != *b;
+                    let mut was_split = chunks.is_some();
+                    match chunks {
+                        None => {
+                            let steps = lower::lower(g, i, &ins, out, &mut self)?;
+                            // Copies split themselves into windows.
+                            was_split |=
+                                steps.iter().any(|s| s.ins.iter().chain([&s.out]).any(|b| is_window(&self, b)));
+                            for s in steps {
+                                launches.push(self.record(s, &half, &what, i)?);
+                            }
                         }
-                        let pipeline = self.ctx.pipeline(&s.kernel)?;
-                        let meta = self.ctx.storage_init(&s.meta, "meta")?;
-                        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: meta.as_entire_binding() }];
-                        for (k, b) in s.ins.iter().enumerate() {
-                            entries.push(wgpu::BindGroupEntry {
-                                binding: k as u32 + 1,
-                                resource: self.bufs[*b].0.as_entire_binding(),
-                            });
+                        Some(chunks) => {
+                            let whole = half.len();
+                            for c in &chunks {
+                                let mut steps = Vec::new();
+                                let mut cins = Vec::with_capacity(ins.len());
+                                for ((w, id), &b) in c.ins.iter().zip(&node.inputs).zip(&ins) {
+                                    let t = (g.shape(*id).dims(), st(g.dtype(*id)));
+                                    cins.push(self.chunk_part((b, w), t, true, &mut steps, &mut half)?);
+                                }
+                                let t = (node.shape.dims(), st(node.dtype));
+                                let cout = self.chunk_part((out, &c.out), t, false, &mut steps, &mut half)?;
+                                steps.extend(lower::lower(&c.graph, c.node, &cins, cout, &mut self)?);
+                                if let split::Window::Staged(bx) = &c.out {
+                                    steps.extend(self.unstage(cout, bx, (out, t.0, t.1))?);
+                                }
+                                // Recorded now: which scratch holds f16 values holds for this chunk.
+                                for s in steps {
+                                    launches.push(self.record(s, &half, &what, i)?);
+                                }
+                                // The next chunk's launches run after this one's: its scratch is free.
+                                half.truncate(whole);
+                                let scratch = std::mem::take(&mut self.scratch);
+                                self.free.extend(scratch);
+                            }
                         }
-                        entries.push(wgpu::BindGroupEntry {
-                            binding: s.ins.len() as u32 + 1,
-                            resource: self.bufs[s.out].0.as_entire_binding(),
-                        });
-                        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                        let group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some(&s.kernel.entry),
-                            layout: &pipeline.layout,
-                            entries: &entries,
-                        });
-                        if let Some(e) = pollster::block_on(scope.pop()) {
-                            return Err(RuntimeError::Device(format!(
-                                "wgpu: {what}: binding `{}`: {e}",
-                                s.kernel.entry
-                            )));
-                        }
-                        launches.push(Launch { pipeline, group, grid: s.grid, node: i });
+                    }
+                    if was_split {
+                        split_nodes += 1;
                     }
                     let scratch = std::mem::take(&mut self.scratch);
                     self.free.extend(scratch);
@@ -569,18 +833,26 @@ impl<'g> Planner<'g> {
             (q, b)
         });
         self.ctx.check_uncaptured()?;
-        Ok(Box::new(WgpuExecutable {
+        let exe = Box::new(WgpuExecutable {
             features,
             ctx: self.ctx,
             graph: g.clone(),
-            bufs: self.bufs.into_iter().map(|b| b.0).collect(),
+            device_bytes: self
+                .bufs
+                .iter()
+                .enumerate()
+                .filter(|(k, s)| s.root == *k)
+                .map(|(_, s)| s.buffer.size())
+                .sum(),
+            bufs: self.bufs.into_iter().map(|s| s.buffer).collect(),
             inputs,
             outputs,
             launches,
             computed,
             timer,
             last_kernel: None,
-        }))
+        });
+        Ok((exe, split_nodes))
     }
 }
 
@@ -590,7 +862,10 @@ pub struct WgpuExecutable {
     /// The kernel features it was compiled with (they decide each node's storage).
     features: Features,
     graph: Graph,
+    /// By [`Buf`] (a window's entry is its buffer).
     bufs: Vec<wgpu::Buffer>,
+    /// The bytes of the buffers (windows not counted again).
+    device_bytes: u64,
     /// (input name, node, buffer)
     inputs: Vec<(String, usize, Buf)>,
     /// (output name, node, buffer)
@@ -658,7 +933,7 @@ impl Executable for WgpuExecutable {
     }
 
     fn device_bytes(&self) -> Option<u64> {
-        Some(self.bufs.iter().map(wgpu::Buffer::size).sum())
+        Some(self.device_bytes)
     }
 
     fn run_with(

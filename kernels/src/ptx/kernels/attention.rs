@@ -27,8 +27,11 @@
 //!
 //! Launch: 1-D grid of `B·H·ceil(Sq/BQ)` blocks (block `i`: query tile `i % ceil(Sq/BQ)` of head
 //! `(i / ceil(Sq/BQ)) % H` of batch `i / (ceil(Sq/BQ)·H)`), `32·WARPS` threads; see
-//! [`simt_launch_dims`], [`mma_launch_dims`]. Static shared memory ≤ 48 KiB: a point whose
-//! tiles do not fit the head dims is `Unsupported` for that shape.
+//! [`simt_launch_dims`], [`mma_launch_dims`]. Shared memory of the mma variant: static up to
+//! 48 KiB, dynamic past it (the builder decides, [`KernelBuilder::shared`]), at most 227 KiB
+//! ([`MAX_SHARED`]); the lowering keeps the points that fit its target (163 KiB on sm_80).
+//! The SIMT variant stays within 48 KiB of static shared memory. A point whose tiles are too
+//! large for the head dims is `Unsupported` for that shape.
 //!
 //! Tunables (generation time): SIMT: WARPS, ROWS per warp (BQ = WARPS·ROWS), BK keys per tile
 //! ([`simt_param_space`]); mma: WARPS (BQ = 16·WARPS), BKV keys per tile, STAGES
@@ -48,7 +51,7 @@ mod simt;
 pub use mma::attention_mma;
 pub use simt::attention_simt;
 
-use crate::ptx::tune::SHARED_LIMIT;
+use crate::ptx::builder::MAX_SHARED;
 
 /// One attention problem: shapes, scale and the optional operands.
 #[derive(Clone, Debug, PartialEq)]
@@ -236,12 +239,16 @@ impl MmaAttnParams {
 }
 
 /// Every tensor-core parameter point, in the lowering's order of preference (the tuning space
-/// of `attention_mma`).
+/// of `attention_mma`). The last two double-buffer 64-key tiles for 64 and 128 query rows
+/// (FlashAttention-2's sm_80 tile for head dim 128): 68 KiB of dynamic shared memory at head
+/// dim 128, static 36 KiB at 64; `(2, 64, 2)` too is dynamic at head dim 128.
 pub fn mma_param_space() -> Vec<MmaAttnParams> {
     vec![
         MmaAttnParams { warps: 4, bkv: 32, stages: 2 },
         MmaAttnParams { warps: 4, bkv: 64, stages: 1 },
         MmaAttnParams { warps: 2, bkv: 64, stages: 2 },
+        MmaAttnParams { warps: 4, bkv: 64, stages: 2 },
+        MmaAttnParams { warps: 8, bkv: 64, stages: 2 },
     ]
 }
 

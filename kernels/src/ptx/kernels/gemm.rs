@@ -284,7 +284,7 @@ impl SimtParams {
         if self.bk == 0 || !(self.bm * self.bk).is_multiple_of(t) || !(self.bn * self.bk).is_multiple_of(t) {
             return bad("the tiles' elements must divide evenly among the threads");
         }
-        if 4 * self.bk * (self.bm + self.bn) > crate::ptx::tune::SHARED_LIMIT {
+        if 4 * self.bk * (self.bm + self.bn) > crate::ptx::builder::STATIC_SHARED_MAX {
             return bad("more than 48 KiB of shared memory");
         }
         Ok(())

@@ -14,10 +14,13 @@
 //!   guarded per element.
 //! - Launch: 1-D grid of `batch · ceil(M/BM) · ceil(N/BN)` blocks (block `i`: batch
 //!   `i / tiles`, then tile row and column), `32 · WARPS_M · WARPS_N` threads; see
-//!   [`launch_dims`] (per matrix). Static shared memory only: `STAGES · (BM + BN) · (BK + 8) · 2`
-//!   bytes, which must stay within [`crate::ptx::tune::SHARED_LIMIT`] (48 KiB; the builder,
-//!   the simulator and the CUDA launch have no dynamic shared memory yet, so a larger point is
-//!   an `Unsupported` error, never a failed launch).
+//!   [`launch_dims`] (per matrix). Shared memory: `STAGES · (BM + BN) · (BK + 8) · 2` bytes
+//!   ([`MmaParams::shared_bytes`]), static up to 48 KiB and dynamic past it (the builder
+//!   decides, [`KernelBuilder::shared`]; the CUDA backend raises the function's dynamic limit
+//!   at load and passes the bytes at launch). A point needs at most 227 KiB
+//!   ([`MAX_SHARED`], sm_90a); the lowering keeps the points that fit its target (163 KiB on
+//!   sm_80, [`crate::ptx::Target::max_shared`]), so a larger one is an `Unsupported` error,
+//!   never a failed launch.
 //! - Pipeline: STAGES (2..=4) shared-memory stages, CUTLASS's multistage scheme. The prologue
 //!   issues slices 0..STAGES-1 of A and B with 16-byte `cp.async.cg`, one commit group per
 //!   slice. Each k-step `k` then waits with `cp.async.wait_group STAGES-2` (slice `k` has
@@ -31,7 +34,9 @@
 //!   k-step. Shared rows are padded by 16 bytes against bank conflicts.
 //! - Tunables (generation time): BM×BN×BK, the warp grid WARPS_M×WARPS_N and STAGES; the
 //!   points are in [`param_space`] (text form `bm=..,bn=..,bk=..,warps_m=..,warps_n=..,stages=..`;
-//!   a text without `stages`, as older tuning databases hold, reads as 2 stages).
+//!   a text without `stages`, as older tuning databases hold, reads as 2 stages): tiles up to
+//!   128×64 in static shared memory, and CUTLASS's sm_80 bf16 tiles (128×128, 128×256,
+//!   256×128, 8 warps) in dynamic shared memory.
 
 use vidrt_ir::DType;
 
@@ -42,7 +47,7 @@ use super::gemm::{
 use crate::ptx::builder::{
     BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty,
 };
-use crate::ptx::tune::SHARED_LIMIT;
+use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
 /// Generation-time parameters.
@@ -67,7 +72,8 @@ impl MmaParams {
         (self.bk + 8) * 2
     }
 
-    /// Static shared memory of the pipeline: `stages` stages of A `[BM][BK+8]` and B `[BN][BK+8]`.
+    /// Shared memory of the pipeline: `stages` stages of A `[BM][BK+8]` and B `[BN][BK+8]`
+    /// (static up to 48 KiB, dynamic past it).
     pub fn shared_bytes(self) -> u32 {
         self.stages.saturating_mul(self.bm.saturating_add(self.bn)).saturating_mul(self.row_bytes())
     }
@@ -118,15 +124,39 @@ impl crate::ptx::tune::Point for MmaParams {
 
 /// Every parameter point of `matmul_mma` (the first two are the lowering's heuristic picks for
 /// small and large problems; `conv3d_mma` takes the two-stage points,
-/// [`super::conv3d::mma_param_space`]). Every point assembles with no spills (the ptxas test)
-/// and fits 48 KiB of static shared memory: per stage 5 KiB (32×32), 10 KiB (64×64), 15 KiB
-/// (128×64), so 128×64 stops at 3 stages. Left out because they spill with the batched
-/// gate·acc + residual epilogue on sm_90a (ptxas holds them at 80 registers there):
-/// `bm=64,bn=32,warps 2x1`, and 64×64 at 3 stages (8 bytes; at 4 stages ptxas takes 96
+/// [`super::conv3d::mma_param_space`]). Every point assembles with no spills (the ptxas test).
+///
+/// The first six fit 48 KiB of static shared memory: per stage 5 KiB (32×32), 10 KiB
+/// (64×64), 15 KiB (128×64), so 128×64 stops at 3 stages. Left out because they spill with
+/// the batched gate·acc + residual epilogue on sm_90a (ptxas holds them at 80 registers
+/// there): `bm=64,bn=32,warps 2x1`, and 64×64 at 3 stages (8 bytes; at 4 stages ptxas takes 96
 /// registers and does not spill).
+///
+/// The rest use dynamic shared memory, 8 warps each: CUTLASS's sm_80 bf16 tensor-op tiles
+/// (128×128×32 at 3 and 4 stages with 32×64 warp tiles; 128×256×32 and 256×128×32 at 3 with
+/// 64×64 warp tiles; its default, 128×256×64 at 3 stages, 162 KiB with our padded rows, fits
+/// sm_80's 163 KiB) and 128×256×64 at 4 stages (216 KiB, sm_90a only: valid where the target
+/// allows it, [`crate::ptx::Target::max_shared`]). Left out because they spill on sm_90a:
+/// 128×128 with 64×32 warp tiles (8 bytes with the epilogue, ptxas holds it at 128
+/// registers) and with 4 warps of 64×64 (16 bytes at 168 registers, also at BK = 64).
 pub fn param_space() -> Vec<MmaParams> {
     let p = |bm, bn, warps_m, warps_n, stages| MmaParams { bm, bn, bk: 32, warps_m, warps_n, stages };
-    vec![SMALL, LARGE, p(128, 64, 4, 2, 2), p(32, 32, 1, 1, 3), p(128, 64, 4, 2, 3), p(64, 64, 2, 2, 4)]
+    let p64 = |bm, bn, warps_m, warps_n, stages| MmaParams { bk: 64, ..p(bm, bn, warps_m, warps_n, stages) };
+    vec![
+        SMALL,
+        LARGE,
+        p(128, 64, 4, 2, 2),
+        p(32, 32, 1, 1, 3),
+        p(128, 64, 4, 2, 3),
+        p(64, 64, 2, 2, 4),
+        // Dynamic shared memory: 60, 80, 90, 90, 162 and 216 KiB.
+        p(128, 128, 4, 2, 3),
+        p(128, 128, 4, 2, 4),
+        p(128, 256, 2, 4, 3),
+        p(256, 128, 4, 2, 3),
+        p64(128, 256, 2, 4, 3),
+        p64(128, 256, 2, 4, 4),
+    ]
 }
 
 /// The lowering's heuristic point for small products (M or N under 64).
@@ -265,13 +295,14 @@ pub fn gemm_mma_spec_waiting(name: &str, spec: &GemmSpec, p: MmaParams, wait: u3
     let header = format!(
         "matmul_mma {name}: A[{m},{k}] {dtype} row-major x B stored [{n},{k}] {dtype} row-major \
          (K x N column-major); {}\nmma.sync.m16n8k16 f32 accumulation, cp.async {}-stage pipeline, ldmatrix; minimum sm_80\n\
-         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads, {} bytes of static shared memory; \
+         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads, {} bytes of {} shared memory; \
          params BM={} BN={} BK={} warps {}x{} stages={}",
         spec.describe(),
         p.stages,
         launch_dims(m, n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
         p.threads(),
         p.shared_bytes(),
+        if p.shared_bytes() > STATIC_SHARED_MAX { "dynamic" } else { "static" },
         p.bm,
         p.bn,
         p.bk,
@@ -379,10 +410,9 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
         )));
     }
     let (wm, wn) = p.check()?;
-    if p.shared_bytes() > SHARED_LIMIT {
+    if p.shared_bytes() > MAX_SHARED {
         return Err(KernelError::Unsupported(format!(
-            "{name}: parameters {p:?} need {} bytes of shared memory; static shared memory stops at {SHARED_LIMIT} \
-             and dynamic shared memory is not supported yet",
+            "{name}: parameters {p:?} need {} bytes of shared memory; no target allows more than {MAX_SHARED} per block",
             p.shared_bytes()
         )));
     }

@@ -17,7 +17,9 @@
 //!   `src-size` 0, and the store is guarded per element.
 //! - Launch: 1-D grid of `batch · ceil(M/BM) · ceil(N/BN)` blocks, `128 · BM/64` threads (one
 //!   warpgroup per 64 rows of the tile; see [`launch_dims`]). Static shared memory only:
-//!   `STAGES · (BM + BN) · BK · 2` bytes, within [`crate::ptx::tune::SHARED_LIMIT`] (48 KiB).
+//!   `STAGES · (BM + BN) · BK · 2` bytes, within 48 KiB
+//!   ([`crate::ptx::builder::STATIC_SHARED_MAX`]; written before dynamic shared memory existed:
+//!   larger tiles are a follow-up).
 //! - Shared layout (no swizzle, the ISA's "core matrices" of 8 rows × 16 bytes): per stage,
 //!   A then B, each stored as core matrices, core matrix (row block i, k block j) of an
 //!   operand with R rows at byte `(j·R/8 + i)·128`, its row r at `+ 16·r`. A wgmma k-step
@@ -47,8 +49,8 @@ use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, imm, store_result, GemmSpec, OutPtrs};
+use crate::ptx::builder::STATIC_SHARED_MAX;
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
-use crate::ptx::tune::SHARED_LIMIT;
 use crate::ptx::KernelError;
 
 /// Generation-time parameters.
@@ -246,10 +248,10 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
         return Err(KernelError::Unsupported(why));
     }
     p.check()?;
-    if p.shared_bytes() > SHARED_LIMIT {
+    if p.shared_bytes() > STATIC_SHARED_MAX {
         return Err(KernelError::Unsupported(format!(
-            "{name}: parameters {p:?} need {} bytes of shared memory; static shared memory stops at {SHARED_LIMIT} \
-             and dynamic shared memory is not supported yet",
+            "{name}: parameters {p:?} need {} bytes of shared memory; matmul_wgmma stays within \
+             {STATIC_SHARED_MAX} bytes of static shared memory (its dynamic-shared-memory points are not written yet)",
             p.shared_bytes()
         )));
     }

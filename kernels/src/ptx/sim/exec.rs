@@ -6,7 +6,7 @@ use half::{bf16, f16};
 
 use super::matrix::{self, AsyncState, Shared};
 use super::wgmma::{self, GroupWg, ThreadWg};
-use super::{check_args, ArgValue, GlobalMem, LaunchDims, SimError, OFFSET_BITS};
+use super::{check_args, check_shared, ArgValue, DeviceLimits, GlobalMem, LaunchDims, SimError, OFFSET_BITS};
 use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, Operand, Reg, ShflMode, Space, Special, Ty, UnOp};
 
 /// Instructions one thread may execute in one launch before it is declared runaway.
@@ -102,9 +102,23 @@ fn val(regs: &[u64], o: &Operand, ty: Ty) -> u64 {
     }
 }
 
-/// Runs `k` over the grid. Global memory is read and written in place.
+/// Runs `k` over the grid on an sm_90 device ([`DeviceLimits::default`]). Global memory is
+/// read and written in place.
 pub fn launch(k: &Kernel, dims: LaunchDims, args: &[ArgValue], mem: &mut GlobalMem) -> Result<(), SimError> {
+    launch_with(k, dims, args, mem, DeviceLimits::default())
+}
+
+/// [`launch`] on a device with `limits`: a kernel needing more shared memory per block is a
+/// [`SimError::BadLaunch`].
+pub fn launch_with(
+    k: &Kernel,
+    dims: LaunchDims,
+    args: &[ArgValue],
+    mem: &mut GlobalMem,
+    limits: DeviceLimits,
+) -> Result<(), SimError> {
     check_args(k, args)?;
+    check_shared(k, limits)?;
     if dims.block == 0 || dims.block > 1024 {
         return Err(SimError::BadLaunch(format!("block size {} not in 1..=1024", dims.block), k.name.clone()));
     }
@@ -133,7 +147,7 @@ pub fn launch(k: &Kernel, dims: LaunchDims, args: &[ArgValue], mem: &mut GlobalM
 fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
     let k = ctx.k;
     let n = ctx.dims.block as usize;
-    let mut shared = Shared::new(k.shared_bytes as usize);
+    let mut shared = Shared::new(k.shared_total() as usize);
     let mut threads: Vec<Thread> = (0..n)
         .map(|_| Thread {
             pc: 0,

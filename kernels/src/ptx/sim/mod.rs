@@ -16,7 +16,10 @@
 //!   compute the correctly rounded f32 result; the hardware's documented error bounds are
 //!   below the tolerances the kernels are tested with;
 //! - shared memory starts filled with 0xFF bytes (NaN in every float type) to expose reads
-//!   of unwritten data;
+//!   of unwritten data; a block gets the kernel's static or dynamic shared memory
+//!   ([`Kernel::shared_total`]: a launch passes exactly the dynamic bytes the kernel records),
+//!   and a kernel needing more than the device's per-block maximum ([`DeviceLimits`]) is a
+//!   [`SimError::BadLaunch`], as the driver refuses it;
 //! - `ldmatrix` and `mma.sync` are warp-collective like `shfl.sync` (all 32 lanes at the same
 //!   instruction), with the PTX ISA's fragment layouts; `mma` accumulates in f32 in k order;
 //! - `cp.async` reads its source at issue but writes shared memory only when a
@@ -32,9 +35,9 @@ pub mod wgmma;
 
 use half::{bf16, f16};
 
-use super::builder::Kernel;
+use super::builder::{Kernel, Target, STATIC_SHARED_MAX};
 
-pub use exec::launch;
+pub use exec::{launch, launch_with};
 
 /// Bits of an address that hold the offset inside a buffer; the buffer index + 1 sits above.
 pub const OFFSET_BITS: u32 = 40;
@@ -65,6 +68,28 @@ pub enum ArgValue {
     Ptr(u64),
     U32(u32),
     F32(f32),
+}
+
+/// Per-block limits of the simulated device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// The most shared memory (static plus dynamic) one block may use: the device's opt-in
+    /// maximum ([`Target::max_shared`]).
+    pub max_shared: u32,
+}
+
+impl DeviceLimits {
+    /// The limits of `target`'s devices (sm_80: 163 KiB of shared memory, sm_90a: 227 KiB).
+    pub fn of(target: Target) -> Self {
+        DeviceLimits { max_shared: target.max_shared() }
+    }
+}
+
+impl Default for DeviceLimits {
+    /// An sm_90 device (227 KiB of shared memory per block).
+    fn default() -> Self {
+        DeviceLimits::of(Target::Sm90a)
+    }
 }
 
 /// Launch geometry (1-D).
@@ -131,6 +156,28 @@ pub fn f16_bits(x: f32) -> u16 {
 /// f32 → bf16 bits, round to nearest even.
 pub fn bf16_bits(x: f32) -> u16 {
     bf16::from_f32(x).to_bits()
+}
+
+/// Checks a kernel's shared memory against the static limit and the device's maximum.
+pub(crate) fn check_shared(k: &Kernel, limits: DeviceLimits) -> Result<(), SimError> {
+    if k.shared_bytes > STATIC_SHARED_MAX {
+        return Err(SimError::BadLaunch(
+            format!("{} bytes of static shared memory (static stops at {STATIC_SHARED_MAX})", k.shared_bytes),
+            k.name.clone(),
+        ));
+    }
+    if k.shared_total() > limits.max_shared {
+        return Err(SimError::BadLaunch(
+            format!(
+                "{} bytes of shared memory ({} dynamic), more than the device's {} per block",
+                k.shared_total(),
+                k.dynamic_shared,
+                limits.max_shared
+            ),
+            k.name.clone(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a launch's arguments against the kernel's parameters.

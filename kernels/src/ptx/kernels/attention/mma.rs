@@ -5,7 +5,7 @@ use vidrt_ir::DType;
 
 use super::{
     and, block_setup, imm, inv_sum, ld_or_zero, mma_launch_dims, online_step, round_up, set, st_if, warp_reduce, when,
-    AttnSpec, MmaAttnParams, SHARED_LIMIT,
+    AttnSpec, MmaAttnParams, MAX_SHARED,
 };
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, Reg, Space, Special, Ty};
 use crate::ptx::kernels::common::from_f32;
@@ -96,7 +96,7 @@ pub fn attention_mma(name: &str, s: &AttnSpec, dtype: DType, p: MmaAttnParams) -
     let q_bytes = bq * kst;
     let stage_bytes = bkv * (kst + vst);
     let bytes = q_bytes.max(p.stages * stage_bytes);
-    if bytes > SHARED_LIMIT {
+    if bytes > MAX_SHARED {
         return Err(KernelError::Unsupported(format!(
             "attention_mma {p:?} needs {bytes} bytes of shared memory for D = {}, Dv = {}",
             dt.d, dt.dv
