@@ -434,7 +434,8 @@ fn matmul_wgmma_without_its_fences_or_waits_is_caught() {
 }
 
 /// What the wgmma kernel cannot take is refused with the reason (the lowering then falls
-/// back), bad points are invalid, and a point past 48 KiB is unsupported with its bytes.
+/// back), bad points are invalid, a point past 227 KiB is unsupported with its bytes, and
+/// the points past 48 KiB use dynamic shared memory.
 #[test]
 fn matmul_wgmma_refuses_what_it_cannot_take() {
     use DType::{BF16, F32};
@@ -459,13 +460,19 @@ fn matmul_wgmma_refuses_what_it_cannot_take() {
     ] {
         assert!(matches!(gemm_wgmma::gemm_wgmma_spec("x", &case.spec, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }
-    let big = WgmmaParams { bm: 128, bn: 128, bk: 64, stages: 2 };
-    assert_eq!(big.shared_bytes(), 65_536);
+    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3 };
+    assert_eq!(big.shared_bytes(), 294_912);
     match gemm_wgmma::gemm_wgmma_spec("x", &case.spec, big) {
-        Err(KernelError::Unsupported(why)) => assert!(why.contains("65536"), "{why}"),
+        Err(KernelError::Unsupported(why)) => assert!(why.contains("294912"), "{why}"),
         other => panic!("{other:?}"),
     }
+    // Past 48 KiB a point's shared memory is dynamic, up to sm_90a's 227 KiB.
+    let mut dynamic = 0;
     for p in gemm_wgmma::param_space() {
-        assert!(p.shared_bytes() <= 48 * 1024, "{p:?}");
+        let k = gemm_wgmma::gemm_wgmma_spec("x", &case.spec, p).expect("generates");
+        assert_eq!(k.shared_total(), p.shared_bytes(), "{p:?}");
+        assert!(p.shared_bytes() <= Target::Sm90a.max_shared(), "{p:?}");
+        dynamic += usize::from(k.dynamic_shared > 0);
     }
+    assert_eq!(dynamic, 4);
 }

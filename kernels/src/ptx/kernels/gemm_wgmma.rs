@@ -16,10 +16,9 @@
 //!   of 8; any M, N ≥ 1. Rows past M or N and k past K are zero-filled by `cp.async` with
 //!   `src-size` 0, and the store is guarded per element.
 //! - Launch: 1-D grid of `batch · ceil(M/BM) · ceil(N/BN)` blocks, `128 · BM/64` threads (one
-//!   warpgroup per 64 rows of the tile; see [`launch_dims`]). Static shared memory only:
-//!   `STAGES · (BM + BN) · BK · 2` bytes, within 48 KiB
-//!   ([`crate::ptx::builder::STATIC_SHARED_MAX`]; written before dynamic shared memory existed:
-//!   larger tiles are a follow-up).
+//!   warpgroup per 64 rows of the tile; see [`launch_dims`]). Shared memory:
+//!   `STAGES · (BM + BN) · BK · 2` bytes, static up to 48 KiB and dynamic past it (the
+//!   builder decides), at most sm_90a's 227 KiB ([`crate::ptx::builder::MAX_SHARED`]).
 //! - Shared layout (no swizzle, the ISA's "core matrices" of 8 rows × 16 bytes): per stage,
 //!   A then B, each stored as core matrices, core matrix (row block i, k block j) of an
 //!   operand with R rows at byte `(j·R/8 + i)·128`, its row r at `+ 16·r`. A wgmma k-step
@@ -49,8 +48,8 @@ use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, imm, store_result, GemmSpec, OutPtrs};
-use crate::ptx::builder::STATIC_SHARED_MAX;
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
+use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
 /// Generation-time parameters.
@@ -127,13 +126,24 @@ pub const SMALL: WgmmaParams = WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3 }
 /// The lowering's heuristic point for the rest: two warpgroups, 128×128.
 pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3 };
 
-/// Every parameter point of `matmul_wgmma` (the first two are the heuristic's). Each fills
-/// exactly 48 KiB of static shared memory except 64×256×32 (40 KiB). Left out because they
-/// do not fit 48 KiB without dynamic shared memory: 128×128 and 128×256 at BK = 64 (32 and
-/// 48 KiB per stage), and any 3- or 4-stage 128×256.
+/// Every parameter point of `matmul_wgmma` (the first two are the heuristic's). The first six
+/// fill 48 KiB of static shared memory (64×256×32: 40 KiB); the last four are dynamic shared
+/// memory: 128×128×64 at 3 stages (96 KiB), 128×256×64 at 3 and 4 (144 and 192 KiB, the
+/// shape of CUTLASS's Hopper defaults) and 64×256×64 at 4 (160 KiB).
 pub fn param_space() -> Vec<WgmmaParams> {
     let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages };
-    vec![SMALL, LARGE, p(64, 128, 64, 2), p(64, 128, 32, 4), p(128, 256, 32, 2), p(64, 256, 32, 2)]
+    vec![
+        SMALL,
+        LARGE,
+        p(64, 128, 64, 2),
+        p(64, 128, 32, 4),
+        p(128, 256, 32, 2),
+        p(64, 256, 32, 2),
+        p(128, 128, 64, 3),
+        p(128, 256, 64, 3),
+        p(128, 256, 64, 4),
+        p(64, 256, 64, 4),
+    ]
 }
 
 /// (grid, block) for an M×N product at parameter point `p` (per matrix of the batch).
@@ -248,10 +258,9 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
         return Err(KernelError::Unsupported(why));
     }
     p.check()?;
-    if p.shared_bytes() > STATIC_SHARED_MAX {
+    if p.shared_bytes() > MAX_SHARED {
         return Err(KernelError::Unsupported(format!(
-            "{name}: parameters {p:?} need {} bytes of shared memory; matmul_wgmma stays within \
-             {STATIC_SHARED_MAX} bytes of static shared memory (its dynamic-shared-memory points are not written yet)",
+            "{name}: parameters {p:?} need {} bytes of shared memory; no target allows more than {MAX_SHARED} per block",
             p.shared_bytes()
         )));
     }
@@ -262,13 +271,14 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
         "matmul_wgmma {name}: A[{m},{k}] {dt} row-major x B stored [{n},{k}] {dt} row-major (both K-major); {}\n\
          wgmma.mma_async m64n{bn}k16 f32 accumulation, A and B from shared memory (no-swizzle core matrices), \
          cp.async {s}-stage pipeline; minimum sm_90a; NOT YET RUN ON A GPU (checked in vidrt's simulator and by ptxas)\n\
-         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads ({} warpgroups), {} bytes of static shared \
+         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads ({} warpgroups), {} bytes of {} shared \
          memory; params BM={} BN={bn} BK={} stages={s}",
         spec.describe(),
         launch_dims(spec.m, spec.n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
         p.threads(),
         p.warpgroups(),
         p.shared_bytes(),
+        if p.shared_bytes() > STATIC_SHARED_MAX { "dynamic" } else { "static" },
         p.bm,
         p.bk,
         m = spec.m,
