@@ -258,4 +258,20 @@ fn sm90a_lowers_16_bit_matmuls_to_wgmma() {
     assert!(ampere.kernel.name.ends_with("_mma"), "{}", ampere.kernel.name);
     let same = kernel(lower_with(&op, &ins, &[2, 77, 96], DType::BF16, "t", &HeuristicsFor(Target::Sm80)).unwrap());
     assert_eq!(same, ampere);
+    // A chooser that keeps wgmma off (the CUDA backend's default) lowers to mma.sync on Hopper.
+    struct NoWgmma;
+    impl vidrt_kernels::ptx::tune::Chooser for NoWgmma {
+        fn pick(&self, _: &vidrt_kernels::ptx::tune::TuneProblem<'_>) -> vidrt_kernels::ptx::tune::Pick {
+            vidrt_kernels::ptx::tune::Pick::Heuristic
+        }
+        fn target(&self) -> Target {
+            Target::Sm90a
+        }
+        fn wgmma(&self) -> bool {
+            false
+        }
+    }
+    let off = kernel(lower_with(&op, &ins, &[2, 77, 96], DType::BF16, "t", &NoWgmma).unwrap());
+    assert!(off.kernel.name.ends_with("_mma"), "{}", off.kernel.name);
+    assert!(try_emit(&off.kernel, Target::Sm90a).is_ok());
 }

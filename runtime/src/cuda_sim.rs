@@ -60,7 +60,8 @@ impl SimBackend {
     pub fn hopper() -> Self {
         let mut dev = sim_device_info();
         dev.arch = "sm_90a (simulated)".into();
-        SimBackend { memory_limit: None, tuning: Arc::new(Tuning::new(dev, None).with_ptx_target(Target::Sm90a)) }
+        let t = Tuning::new(dev, None).with_ptx_target(Target::Sm90a).with_wgmma(true);
+        SimBackend { memory_limit: None, tuning: Arc::new(t) }
     }
 
     /// The same backend with `db` as its tuning database.
@@ -73,6 +74,7 @@ impl SimBackend {
 
     /// `t` with this backend's PTX target.
     fn retuned(&self, t: Tuning) -> Tuning {
+        let t = t.with_wgmma(self.tuning.wgmma);
         match self.tuning.ptx_target {
             Some(target) => t.with_ptx_target(target),
             None => t,

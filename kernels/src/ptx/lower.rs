@@ -265,7 +265,7 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
         bias: spec.bias,
         ..GemmSpec::plain(bucket(spec.m), bucket(spec.n), bucket(spec.k), spec.trans_b, spec.in_dtype, spec.out_dtype)
     };
-    if chooser.target() == Target::Sm90a && gemm_wgmma::wgmma_unsupported(spec).is_none() {
+    if chooser.target() == Target::Sm90a && chooser.wgmma() && gemm_wgmma::wgmma_unsupported(spec).is_none() {
         let big = spec.m >= 128 && spec.n >= 128;
         let heuristic = if big { gemm_wgmma::LARGE } else { gemm_wgmma::SMALL };
         let build = |p: WgmmaParams| -> Result<Built, KernelError> {

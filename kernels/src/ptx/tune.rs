@@ -120,6 +120,13 @@ pub trait Chooser {
         Target::Sm80
     }
 
+    /// Whether 16-bit matmuls lower to `matmul_wgmma` on [`Target::Sm90a`] (else to
+    /// `matmul_mma`): on by default for that target here; the runtime turns it on only where
+    /// asked (the kernel has not run on hardware yet, see `runtime::cuda`).
+    fn wgmma(&self) -> bool {
+        self.target() == Target::Sm90a
+    }
+
     /// Told whether a [`Pick::Tuned`] point was used (`true`) or was invalid here.
     fn record(&self, _used: bool) {}
 

@@ -23,6 +23,13 @@
 //!   every candidate's PTX text); [`CudaBackend::forcing`] and [`CudaBackend::problems`]
 //!   serve `vidrt tune --backend cuda`, timed with CUDA events around the kernels.
 //!
+//! - Hopper's `wgmma` GEMM (`matmul_wgmma`) is opt-in: with [`WGMMA_ENV`]`=1` the sm_90a
+//!   lowering takes it for 16-bit matmuls; otherwise they use `matmul_mma` (`mma.sync`) as on
+//!   sm_80. It passes the simulator and ptxas but has never run on a GPU, and its shared
+//!   memory descriptors are the part of the ISA a simulator cannot settle; it becomes the
+//!   default once the harness passes with it on an H100/H200 (`scripts/device/run.sh` runs
+//!   the CUDA tests both ways).
+//!
 //! Status: untested on a GPU in this change (no device on the development machine); the
 //! kernels' numerics are tested through [`crate::SimBackend`].
 
@@ -44,6 +51,15 @@ use crate::cuda_sim::{
 };
 use crate::tune::{default_db_path, DeviceInfo, Problem, Tunable, TuneDb, Tuning};
 use crate::RuntimeError;
+
+/// Environment variable: `1` lets sm_90a devices lower 16-bit matmuls to `matmul_wgmma`
+/// (see the module docs).
+pub const WGMMA_ENV: &str = "VIDRT_CUDA_WGMMA";
+
+/// Whether [`WGMMA_ENV`] asks for the wgmma GEMM.
+fn wgmma_from_env() -> bool {
+    std::env::var(WGMMA_ENV).is_ok_and(|v| v == "1")
+}
 
 /// The message of the error [`CudaBackend::new`] returns on a machine without a driver.
 pub const NO_DRIVER: &str = "no CUDA driver found (libcuda.so could not be loaded)";
@@ -311,14 +327,21 @@ impl CudaBackend {
                 pool: Mutex::new(Pool::default()),
                 modules: Mutex::new(HashMap::new()),
             }),
-            tuning: Arc::new(Tuning::new(info, None).with_ptx_target(target).with_max_shared(max_shared)),
+            tuning: Arc::new(
+                Tuning::new(info, None)
+                    .with_ptx_target(target)
+                    .with_max_shared(max_shared)
+                    .with_wgmma(wgmma_from_env()),
+            ),
         })
     }
 
     /// The same device with `db` as its tuning database.
     pub fn with_db(&self, db: Option<TuneDb>) -> Self {
-        let t =
-            Tuning::new(self.device_info(), db).with_ptx_target(self.dev.target).with_max_shared(self.dev.max_shared);
+        let t = Tuning::new(self.device_info(), db)
+            .with_ptx_target(self.dev.target)
+            .with_max_shared(self.dev.max_shared)
+            .with_wgmma(self.tuning.wgmma);
         CudaBackend { dev: self.dev.clone(), tuning: Arc::new(t) }
     }
 
@@ -328,7 +351,8 @@ impl CudaBackend {
     pub fn forcing(&self, family: &str, params: &str) -> Self {
         let t = Tuning::forcing(self.device_info(), family, params)
             .with_ptx_target(self.dev.target)
-            .with_max_shared(self.dev.max_shared);
+            .with_max_shared(self.dev.max_shared)
+            .with_wgmma(self.tuning.wgmma);
         CudaBackend { dev: self.dev.clone(), tuning: Arc::new(t) }
     }
 

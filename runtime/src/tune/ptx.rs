@@ -78,6 +78,10 @@ impl Chooser for Tuning {
         self.ptx_target.unwrap_or(Target::Sm80)
     }
 
+    fn wgmma(&self) -> bool {
+        self.wgmma
+    }
+
     fn max_shared(&self) -> u32 {
         self.max_shared.unwrap_or_else(|| Chooser::target(self).max_shared())
     }
@@ -99,6 +103,10 @@ impl Chooser for Recorder<'_> {
 
     fn target(&self) -> Target {
         Chooser::target(self.tuning)
+    }
+
+    fn wgmma(&self) -> bool {
+        Chooser::wgmma(self.tuning)
     }
 
     fn max_shared(&self) -> u32 {

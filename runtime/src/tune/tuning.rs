@@ -24,6 +24,8 @@ pub struct Tuning {
     /// `None`: the PTX target's ([`vidrt_kernels::ptx::Target::max_shared`]). PTX points
     /// needing more are not candidates.
     pub max_shared: Option<u32>,
+    /// Whether 16-bit matmuls take `matmul_wgmma` on an sm_90a target (off unless asked).
+    pub wgmma: bool,
     /// Candidate-set hashes per family variant (kernel texts are generated once).
     hashes: Mutex<HashMap<String, u64>>,
     /// Nodes compiled with a database winner, and winners found but invalid here.
@@ -44,6 +46,7 @@ impl Tuning {
             force: None,
             ptx_target: None,
             max_shared: None,
+            wgmma: false,
             hashes: Mutex::new(HashMap::new()),
             hits: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
@@ -60,6 +63,12 @@ impl Tuning {
     /// The same, for a backend that emits PTX for `target`.
     pub fn with_ptx_target(mut self, target: vidrt_kernels::ptx::Target) -> Self {
         self.ptx_target = Some(target);
+        self
+    }
+
+    /// The same, lowering 16-bit matmuls to `matmul_wgmma` on sm_90a where `on`.
+    pub fn with_wgmma(mut self, on: bool) -> Self {
+        self.wgmma = on;
         self
     }
 
