@@ -345,10 +345,7 @@ fn split_node(
     // A gather from a table past one binding reads it in windows of rows (lowering).
     let table = |k: usize| st(g.dtype(node.inputs[k])).words(g.shape(node.inputs[k]).numel()) as u64 * 4;
     let big_table = matches!(node.op, Op::Gather) && table(0) > limit;
-    if largest <= limit || copy || big_table {
-        return Ok(None);
-    }
-    split::chunks(g, i, limit, align, st).map(Some).map_err(|why| RuntimeError::OutOfMemory {
+    let refuse = |why: String| RuntimeError::OutOfMemory {
         what: format!(
             "{what} ({} {}, past one storage binding, and it cannot be split: {why})",
             node.op.name(),
@@ -356,19 +353,33 @@ fn split_node(
         ),
         needed: largest,
         available: limit,
-    })
+    };
+    if big_table {
+        // The ids and the output are bound whole by every window's launch.
+        let out = st(node.dtype).words(node.shape.numel()) as u64 * 4;
+        if table(1) > limit || out > limit {
+            return Err(refuse("a gather splits its table, not its ids or output as well".into()));
+        }
+        return Ok(None);
+    }
+    if largest <= limit || copy {
+        return Ok(None);
+    }
+    split::chunks(g, i, limit, align, st).map(Some).map_err(refuse)
 }
 
 /// A dry run of the planner's splitting, with no device: how many nodes of `graph` (after
 /// the compiler's passes, as [`WgpuBackend`] compiles it) would run in chunks with storage
 /// bindings of at most `binding_limit` bytes at offsets aligned to `offset_align`, tensors
-/// stored as `features` allow (f16 storage); the error a compile would give for a node
-/// that cannot split. Whether a graph at a large shape fits an adapter's limits (lavapipe
-/// and WebGPU's default: 128 MiB), without allocating it.
+/// stored as `features` allow (f16 storage) in buffers of at most `max_buffer` bytes; the
+/// error for a node that cannot split or a tensor past `max_buffer`. Whether a graph at a
+/// large shape fits an adapter's limits, without allocating it. Not checked: scratch a
+/// lowering allocates inside a node (e.g. a reduction's f32 copy of its input).
 pub fn plan_bindings(
     graph: &Graph,
     binding_limit: u64,
     offset_align: u64,
+    max_buffer: u64,
     features: Features,
 ) -> Result<usize, RuntimeError> {
     vidrt_ir::verify(graph)?;
@@ -376,12 +387,20 @@ pub fn plan_bindings(
     let st = |d: DType| lower::storage(d, features);
     let mut split = 0;
     for (i, node) in g.nodes.iter().enumerate() {
+        let what = format!("node %{i} `{}`", node.name);
+        let bytes = st(node.dtype).words(node.shape.numel()) as u64 * 4;
+        if bytes > max_buffer {
+            return Err(RuntimeError::OutOfMemory {
+                what: format!("{what} ({} {}, one buffer)", node.op.name(), node.shape),
+                needed: bytes,
+                available: max_buffer,
+            });
+        }
         if node.op.is_leaf()
             || matches!(node.op, Op::Reshape { .. } | Op::RopeTable { .. } | Op::RelPositionBucket { .. })
         {
             continue;
         }
-        let what = format!("node %{i} `{}`", node.name);
         // Copies and gathers past one binding split themselves when lowered.
         let chunked = split_node(&g, i, binding_limit, offset_align.max(4), &st, &what)?.is_some();
         if chunked || split::largest_binding(&g, i, &st) > binding_limit {

@@ -19,8 +19,13 @@
 //! A chunk's windows start at multiples of the adapter's storage offset alignment, so the
 //! chunk length is a multiple of a granularity in rows. Per-element arithmetic is unchanged
 //! by the split, so results are the same bits as an unsplit run. Ops that cannot split
-//! (reductions, norms along the split axis, a matmul with one row or a transposed A, a
-//! conv3d whose input per batch exceeds one binding) are refused with the reason.
+//! (reductions, a norm of a single lane, a transposed A past one binding, an operand that
+//! must be bound whole and is too large) are refused with the reason.
+//!
+//! Where the parts are not contiguous, boxes are staged instead ([`staged`]): copied into
+//! contiguous scratch before the chunk and out of it after. "Same bits" holds with the same
+//! kernel parameters: chunks have their own shapes, so a tuning database may pick other tiles
+//! for them than for the whole node.
 
 use vidrt_ir::{DType, Graph, NodeId, Op, Shape};
 use vidrt_kernels::wgsl::Elem;
@@ -280,6 +285,9 @@ pub(crate) fn chunks(
     align: u64,
     st: &dyn Fn(DType) -> Elem,
 ) -> Result<Vec<Chunk>, String> {
+    if g.nodes[i].shape.numel() == 0 || g.nodes[i].inputs.iter().any(|id| g.shape(*id).numel() == 0) {
+        return Err("an empty tensor (nothing to split; an operand bound whole is too large)".into());
+    }
     windowed(g, i, limit, align, st).or_else(|why| match staged(g, i, limit, st) {
         Some(Ok(c)) => Ok(c),
         Some(Err(also)) => Err(format!("{why}; staged: {also}")),
@@ -339,7 +347,8 @@ fn staged(g: &Graph, i: usize, limit: u64, st: &dyn Fn(DType) -> Elem) -> Option
             // The bias's head axis (it broadcasts to [B, H, Sq, Sk]), if it has one.
             let bias_axis = bias.then(|| {
                 let b = shape(3);
-                let ax = (b.len() + 3).checked_sub(4).filter(|&ax| ax < b.len() && b[ax] == h);
+                // Right-aligned to [B, H, Sq, Sk]: a bias of rank n has its head axis at n - 3.
+                let ax = b.len().checked_sub(3).filter(|&ax| b[ax] == h && h > 1);
                 match ax {
                     Some(_) => per_head.push(numel(&b) / h as u64 * eb(3)),
                     None => whole.push(numel(&b) * eb(3)),
@@ -731,6 +740,14 @@ mod tests {
             }
         }
         assert_eq!(covered, node.shape.numel(), "output windows do not cover the output");
+        // Staged output boxes are pairwise disjoint (with the count above: they tile it).
+        let boxes: Vec<&Vec<(usize, usize)>> =
+            chunks.iter().filter_map(|c| if let Window::Staged(b) = &c.out { Some(b) } else { None }).collect();
+        for (x, a) in boxes.iter().enumerate() {
+            for b in &boxes[x + 1..] {
+                assert!(a.iter().zip(b.iter()).any(|(p, q)| p.1 <= q.0 || q.1 <= p.0), "boxes {a:?} and {b:?} overlap");
+            }
+        }
         Ok(chunks.len())
     }
 
