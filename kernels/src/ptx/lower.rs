@@ -15,7 +15,7 @@ use super::kernels::elementwise::{self, broadcast_strides, EwInput, EwParams, Ex
 use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec, SimtParams};
 use super::kernels::gemm_mma::{self, MmaParams};
-use super::kernels::gemm_wgmma::{self, WgmmaParams};
+use super::kernels::gemm_wgmma;
 use super::kernels::rowwise::{self, Post, RowLayout, RowOp, RowParams};
 use super::tune::{bucket, within_shared_limit, Chooser, Heuristics, Pick, Point, TuneProblem};
 use super::{Kernel, KernelError, Target};
@@ -236,6 +236,35 @@ fn tuned<P: Point>(
 /// The name a representative kernel has (the candidate-set hash must not depend on the node).
 const REPRESENTATIVE: &str = "tune_candidate";
 
+/// A tensor-core GEMM family (`matmul_mma`, `matmul_wgmma`): its tuning description, space
+/// and heuristic point, its generator and its launch geometry per matrix.
+struct TensorCore<'a, P> {
+    desc: Desc,
+    space: &'a [P],
+    heuristic: P,
+    generate: &'a dyn Fn(&str, &GemmSpec, P) -> Result<Kernel, KernelError>,
+    launch_dims: &'a dyn Fn(usize, usize, P) -> (u32, u32),
+}
+
+impl<P: Point> TensorCore<'_, P> {
+    /// The kernel `name` for `spec` at the chosen point, with its grid over every matrix of
+    /// the batch; `rep` is the representative problem the candidate hash is taken over.
+    fn tuned(self, chooser: &dyn Chooser, name: &str, spec: &GemmSpec, rep: &GemmSpec) -> Result<Built, KernelError> {
+        let build = |p: P| -> Result<Built, KernelError> {
+            let k = (self.generate)(name, spec, p)?;
+            let (tiles, block) = (self.launch_dims)(spec.m, spec.n, p);
+            let grid = tiles
+                .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
+                .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+            Ok((k, grid, block))
+        };
+        let heuristic = self.heuristic;
+        tuned(chooser, self.desc, self.space, &build, &|p| (self.generate)(REPRESENTATIVE, rep, p), &|| {
+            build(heuristic)
+        })
+    }
+}
+
 /// The matmul kernel for `spec`: on sm_90a the wgmma kernel where
 /// [`gemm_wgmma::wgmma_unsupported`] allows, then tensor cores where
 /// [`gemm_mma::mma_unsupported`] allows, the SIMT kernel otherwise.
@@ -267,44 +296,26 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
     };
     if chooser.target() == Target::Sm90a && chooser.wgmma() && gemm_wgmma::wgmma_unsupported(spec).is_none() {
         let big = spec.m >= 128 && spec.n >= 128;
-        let heuristic = if big { gemm_wgmma::LARGE } else { gemm_wgmma::SMALL };
-        let build = |p: WgmmaParams| -> Result<Built, KernelError> {
-            let k = gemm_wgmma::gemm_wgmma_spec(&format!("{name}_wgmma"), spec, p)?;
-            let (tiles, block) = gemm_wgmma::launch_dims(spec.m, spec.n, p);
-            let grid = tiles
-                .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
-                .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
-            Ok((k, grid, block))
+        let family = TensorCore {
+            desc: desc("matmul_wgmma"),
+            space: &gemm_wgmma::param_space(),
+            heuristic: if big { gemm_wgmma::LARGE } else { gemm_wgmma::SMALL },
+            generate: &gemm_wgmma::gemm_wgmma_spec,
+            launch_dims: &gemm_wgmma::launch_dims,
         };
-        let (k, grid, block) = tuned(
-            chooser,
-            desc("matmul_wgmma"),
-            &gemm_wgmma::param_space(),
-            &build,
-            &|p| gemm_wgmma::gemm_wgmma_spec(REPRESENTATIVE, &rep, p),
-            &|| build(heuristic),
-        )?;
+        let (k, grid, block) = family.tuned(chooser, &format!("{name}_wgmma"), spec, &rep)?;
         return Ok(one(k, grid, block, args, work));
     }
     if gemm_mma::mma_unsupported(spec).is_none() {
         let big = spec.m >= 64 && spec.n >= 64;
-        let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };
-        let build = |p: MmaParams| -> Result<Built, KernelError> {
-            let k = gemm_mma::gemm_mma_spec(&format!("{name}_mma"), spec, p)?;
-            let (tiles, block) = gemm_mma::launch_dims(spec.m, spec.n, p);
-            let grid = tiles
-                .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
-                .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
-            Ok((k, grid, block))
+        let family = TensorCore {
+            desc: desc("matmul_mma"),
+            space: &gemm_mma::param_space(),
+            heuristic: if big { gemm_mma::LARGE } else { gemm_mma::SMALL },
+            generate: &gemm_mma::gemm_mma_spec,
+            launch_dims: &gemm_mma::launch_dims,
         };
-        let (k, grid, block) = tuned(
-            chooser,
-            desc("matmul_mma"),
-            &gemm_mma::param_space(),
-            &build,
-            &|p| gemm_mma::gemm_mma_spec(REPRESENTATIVE, &rep, p),
-            &|| build(heuristic),
-        )?;
+        let (k, grid, block) = family.tuned(chooser, &format!("{name}_mma"), spec, &rep)?;
         return Ok(one(k, grid, block, args, work));
     }
     let small = spec.m <= 32 || spec.n <= 32;

@@ -172,14 +172,37 @@ pub fn launch_dims(m: usize, n: usize, p: MmaParams) -> (u32, u32) {
 
 use super::gemm::imm;
 
-/// One 16-byte chunk a thread copies per stage: its row pointer at k = 0 (the row clamped
-/// into the matrix), its shared offset within a stage, its k offset (elements) and the bytes
-/// to read for in-bounds rows (16, or 0 past the last row).
-struct Chunk {
+/// One 16-byte chunk a thread copies per stage: its row pointer at its k offset (the row
+/// clamped into the matrix), its shared offset within a stage, its k offset (elements) and
+/// the bytes to read for in-bounds rows (16, or 0 past the last row). Shared with
+/// `gemm_wgmma`, which places chunks in its core-matrix layout.
+pub(super) struct Chunk {
     ptr: Reg,
     soff: Reg,
     kel: Reg,
     bytes: Reg,
+}
+
+impl Chunk {
+    /// The chunk of slice row `r`, k block `kb` (8 elements) of a `[total, K]` matrix at
+    /// `base` read from global row `row0`; `soff` gives its shared offset.
+    pub(super) fn at(
+        b: &mut KernelBuilder,
+        (base, row0): (Reg, Reg),
+        (r, kb): (Reg, Reg),
+        (total, k): (u32, u32),
+        soff: impl FnOnce(&mut KernelBuilder) -> Reg,
+    ) -> Chunk {
+        let gr = b.bin(BinOp::Add, Ty::U32, row0, r);
+        let inside = b.setp(Cmp::Lt, gr, imm(total));
+        let bytes = b.selp(Ty::U32, imm(16), imm(0), inside);
+        let grc = b.bin(BinOp::Min, Ty::U32, gr, imm(total - 1));
+        let kel = b.bin(BinOp::Mul, Ty::U32, kb, imm(8));
+        let idx = b.fma(Ty::U32, grc, imm(k), kel);
+        let ptr = b.addr(base, idx, 2);
+        let soff = soff(b);
+        Chunk { ptr, soff, kel, bytes }
+    }
 }
 
 /// How B reaches shared memory.
@@ -198,8 +221,8 @@ impl BLoad<'_> {
 }
 
 /// Per-thread state of one operand's global→shared copies.
-struct Loader {
-    chunks: Vec<Chunk>,
+pub(super) struct Loader {
+    pub(super) chunks: Vec<Chunk>,
 }
 
 impl Loader {
@@ -223,23 +246,17 @@ impl Loader {
             let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
             let r = b.bin(BinOp::Div, Ty::U32, c, imm(per_row));
             let kc = b.bin(BinOp::Rem, Ty::U32, c, imm(per_row));
-            let gr = b.bin(BinOp::Add, Ty::U32, row0, r);
-            let inside = b.setp(Cmp::Lt, gr, imm(total));
-            let bytes = b.selp(Ty::U32, imm(16), imm(0), inside);
-            let grc = b.bin(BinOp::Min, Ty::U32, gr, imm(total - 1));
-            let kel = b.bin(BinOp::Mul, Ty::U32, kc, imm(8));
-            let idx = b.fma(Ty::U32, grc, imm(k), kel);
-            let ptr = b.addr(base, idx, 2);
-            let soff = b.fma(Ty::U32, r, imm(stride), imm(sbase));
-            let soff = b.fma(Ty::U32, kc, imm(16), soff);
-            chunks.push(Chunk { ptr, soff, kel, bytes });
+            chunks.push(Chunk::at(b, (base, row0), (r, kc), (total, k), |b| {
+                let soff = b.fma(Ty::U32, r, imm(stride), imm(sbase));
+                b.fma(Ty::U32, kc, imm(16), soff)
+            }));
         }
         Loader { chunks }
     }
 
     /// Issues the copies of the slice at k offset `k0` (elements) into the stage at shared
     /// address `stage`.
-    fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
+    pub(super) fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
         for c in &self.chunks {
             // Past K nothing is read (src-size 0: zero-fill) and the source is the matrix base.
             let gk = b.bin(BinOp::Add, Ty::U32, k0, c.kel);

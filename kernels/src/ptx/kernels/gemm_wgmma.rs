@@ -48,7 +48,8 @@ use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, imm, store_result, GemmSpec, OutPtrs};
-use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
+use super::gemm_mma::{Chunk, Loader};
+use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
@@ -169,75 +170,38 @@ pub fn wgmma_unsupported(spec: &GemmSpec) -> Option<String> {
     None
 }
 
-/// One 16-byte chunk a thread copies per stage (as in `gemm_mma`): its row pointer (row
-/// clamped into the matrix, at the chunk's k offset), its shared offset within a stage, its
-/// k offset (elements) and the bytes to read for in-bounds rows (16, or 0 past the last row).
-struct Chunk {
-    ptr: Reg,
-    soff: Reg,
-    kel: Reg,
-    bytes: Reg,
-}
-
-/// One operand's global→shared copies in the core-matrix layout.
-struct Loader {
-    chunks: Vec<Chunk>,
-}
-
-impl Loader {
-    /// The chunks of a `rows`×BK slice from global row `row0` of a `[total, K]` matrix at
-    /// `base`, placed at byte `sbase` of a stage. Chunk c: row `8·(c / (8·BK/8)) + c % 8`, k
-    /// block `(c / 8) % (BK/8)`.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        b: &mut KernelBuilder,
-        base: Reg,
-        tid: Reg,
-        row0: Reg,
-        (rows, total, k): (u32, u32, u32),
-        bk: u32,
-        sbase: u32,
-        threads: u32,
-    ) -> Loader {
-        let kblocks = bk / 8;
-        let mut chunks = Vec::new();
-        for i in 0..rows * kblocks / threads {
-            let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
-            let r8 = b.bin(BinOp::And, Ty::U32, c, imm(7));
-            let c8 = b.bin(BinOp::Shr, Ty::U32, c, imm(3));
-            let kb = b.bin(BinOp::Rem, Ty::U32, c8, imm(kblocks));
-            let rb = b.bin(BinOp::Div, Ty::U32, c8, imm(kblocks));
-            let r = b.fma(Ty::U32, rb, imm(8), r8);
-            let gr = b.bin(BinOp::Add, Ty::U32, row0, r);
-            let inside = b.setp(Cmp::Lt, gr, imm(total));
-            let bytes = b.selp(Ty::U32, imm(16), imm(0), inside);
-            let grc = b.bin(BinOp::Min, Ty::U32, gr, imm(total - 1));
-            let kel = b.bin(BinOp::Mul, Ty::U32, kb, imm(8));
-            let idx = b.fma(Ty::U32, grc, imm(k), kel);
-            let ptr = b.addr(base, idx, 2);
+/// One operand's global→shared copies in the core-matrix layout: the chunks of a `rows`×BK
+/// slice from global row `row0` of a `[total, K]` matrix at `base`, placed at byte `sbase`
+/// of a stage. Chunk c: row `8·(c / (8·BK/8)) + c % 8`, k block `(c / 8) % (BK/8)`; the
+/// copies are `gemm_mma`'s.
+#[allow(clippy::too_many_arguments)]
+fn core_matrix_loader(
+    b: &mut KernelBuilder,
+    base: Reg,
+    tid: Reg,
+    row0: Reg,
+    (rows, total, k): (u32, u32, u32),
+    bk: u32,
+    sbase: u32,
+    threads: u32,
+) -> Loader {
+    let kblocks = bk / 8;
+    let mut chunks = Vec::new();
+    for i in 0..rows * kblocks / threads {
+        let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
+        let r8 = b.bin(BinOp::And, Ty::U32, c, imm(7));
+        let c8 = b.bin(BinOp::Shr, Ty::U32, c, imm(3));
+        let kb = b.bin(BinOp::Rem, Ty::U32, c8, imm(kblocks));
+        let rb = b.bin(BinOp::Div, Ty::U32, c8, imm(kblocks));
+        let r = b.fma(Ty::U32, rb, imm(8), r8);
+        chunks.push(Chunk::at(b, (base, row0), (r, kb), (total, k), |b| {
             // Core matrix (rb, kb) at (kb·rows/8 + rb)·128, row r8 at +16·r8.
             let cm = b.fma(Ty::U32, kb, imm(rows / 8), rb);
             let soff = b.fma(Ty::U32, cm, imm(128), imm(sbase));
-            let soff = b.fma(Ty::U32, r8, imm(16), soff);
-            chunks.push(Chunk { ptr, soff, kel, bytes });
-        }
-        Loader { chunks }
+            b.fma(Ty::U32, r8, imm(16), soff)
+        }));
     }
-
-    /// Issues the copies of the slice at k offset `k0` into the stage at shared address `stage`.
-    fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
-        for c in &self.chunks {
-            // Past K nothing is read (src-size 0: zero-fill) and the source is the matrix base.
-            let gk = b.bin(BinOp::Add, Ty::U32, k0, c.kel);
-            let ok = b.setp(Cmp::Lt, gk, imm(k));
-            let step = b.mul_wide(k0, imm(2));
-            let moved = b.bin(BinOp::Add, Ty::U64, c.ptr, step);
-            let src = b.selp(Ty::U64, moved, base, ok);
-            let n = b.selp(Ty::U32, c.bytes, imm(0), ok);
-            let dst = b.bin(BinOp::Add, Ty::U32, stage, c.soff);
-            b.cp_async(CpCache::Cg, dst, src, 16, Some(Operand::Reg(n)));
-        }
-    }
+    Loader { chunks }
 }
 
 /// A no-swizzle K-major matrix descriptor for the operand at shared address `addr` (a
@@ -307,8 +271,8 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     let b_off = offset_of(&mut b, bi, &spec.batch, &spec.b_batch)?;
     let pa = b.addr(pa, a_off, 2);
     let pb = b.addr(pb, b_off, 2);
-    let la = Loader::new(&mut b, pa, tid, m0, (p.bm, mu, ku), p.bk, 0, threads);
-    let lb = Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, a_bytes, threads);
+    let la = core_matrix_loader(&mut b, pa, tid, m0, (p.bm, mu, ku), p.bk, 0, threads);
+    let lb = core_matrix_loader(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, a_bytes, threads);
 
     let base = b.shared_base();
     let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
