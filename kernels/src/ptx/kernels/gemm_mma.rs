@@ -279,17 +279,23 @@ pub fn gemm_mma(name: &str, m: usize, n: usize, k: usize, dtype: DType, p: MmaPa
 
 /// Why `spec` cannot run on the tensor-core kernel, or `None` when it can.
 pub fn mma_unsupported(spec: &GemmSpec) -> Option<String> {
+    cp_async_operands_unsupported("gemm_mma", spec)
+}
+
+/// What both tensor-core kernels (`kernel`: gemm_mma, gemm_wgmma) need of `spec`: 16-bit
+/// inputs, K-major A `[M, K]` and B `[N, K]`, and 16-byte aligned cp.async rows.
+pub(super) fn cp_async_operands_unsupported(kernel: &str, spec: &GemmSpec) -> Option<String> {
     if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
-        return Some(format!("gemm_mma takes bf16 or f16 inputs, not {}", spec.in_dtype));
+        return Some(format!("{kernel} takes bf16 or f16 inputs, not {}", spec.in_dtype));
     }
     if spec.trans_a || !spec.trans_b {
-        return Some("gemm_mma needs A stored [M, K] and B stored [N, K] (K-contiguous operands)".into());
+        return Some(format!("{kernel} needs A stored [M, K] and B stored [N, K] (K-major operands)"));
     }
     if !spec.k.is_multiple_of(8) {
-        return Some(format!("gemm_mma needs K a multiple of 8 (16-byte cp.async rows), got K = {}", spec.k));
+        return Some(format!("{kernel} needs K a multiple of 8 (16-byte cp.async rows), got K = {}", spec.k));
     }
     if spec.a_batch.iter().chain(&spec.b_batch).any(|s| !s.is_multiple_of(8)) {
-        return Some("gemm_mma needs batch strides that keep 16-byte alignment".into());
+        return Some(format!("{kernel} needs batch strides that keep 16-byte alignment"));
     }
     None
 }

@@ -155,19 +155,7 @@ pub fn launch_dims(m: usize, n: usize, p: WgmmaParams) -> (u32, u32) {
 
 /// Why `spec` cannot run on the wgmma kernel, or `None` when it can.
 pub fn wgmma_unsupported(spec: &GemmSpec) -> Option<String> {
-    if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
-        return Some(format!("gemm_wgmma takes bf16 or f16 inputs, not {}", spec.in_dtype));
-    }
-    if spec.trans_a || !spec.trans_b {
-        return Some("gemm_wgmma needs A stored [M, K] and B stored [N, K] (K-major operands)".into());
-    }
-    if !spec.k.is_multiple_of(8) {
-        return Some(format!("gemm_wgmma needs K a multiple of 8 (16-byte cp.async chunks), got K = {}", spec.k));
-    }
-    if spec.a_batch.iter().chain(&spec.b_batch).any(|s| !s.is_multiple_of(8)) {
-        return Some("gemm_wgmma needs batch strides that keep 16-byte alignment".into());
-    }
-    None
+    super::gemm_mma::cp_async_operands_unsupported("gemm_wgmma", spec)
 }
 
 /// One operand's global→shared copies in the core-matrix layout: the chunks of a `rows`×BK
