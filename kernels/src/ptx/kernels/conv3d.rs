@@ -13,10 +13,14 @@
 //!   `[B, Cout, To, Ho, Wo]`, all row-major; f32, f16 or bf16, arithmetic in f32.
 //! - `conv3d_mma`: the `matmul_mma` pipeline (`ldmatrix`, `mma.sync.m16n8k16`, f32
 //!   accumulation) with the weight slice copied by `cp.async` (needs K a multiple of 8) and
-//!   the im2col slice gathered by plain (synchronous) 16-bit loads into the `[BN][BK]` stage
-//!   (each thread keeps one output position, `n = tid % BN`, and walks k); tunables
-//!   [`MmaParams`] with BN dividing the block's threads, the two-stage points only
-//!   ([`mma_param_space`]: with a synchronous gather, deeper stages only buy the weight copy). See [`mma_unsupported`] and [`mma_launch_dims`].
+//!   the im2col slice gathered by 16-bit loads into the `[BN][BK]` stage (each thread keeps
+//!   one output position, `n = tid % BN`, and walks k). The gather is staged through
+//!   registers: the loads of slice k+1 are issued before the MMAs of slice k and stored to
+//!   shared memory after them, so they are in flight while the tensor cores work (cp.async
+//!   cannot gather 2-byte elements). Tunables [`MmaParams`] with BN dividing the block's
+//!   threads, the two-stage points only ([`mma_param_space`]: the register-staged gather
+//!   runs one slice ahead, so deeper stages would only buy the weight copy). See
+//!   [`mma_unsupported`] and [`mma_launch_dims`].
 //! - Launch and tunables of `conv3d_simt`: those of `matmul_simt`
 //!   ([`super::gemm::SimtParams`]) with the batch axis = B, M = Cout, N = To·Ho·Wo; see
 //!   [`launch_dims`]. Minimum SM: sm_80.
@@ -239,7 +243,7 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
     let (grid, block) = mma_launch_dims(spec, p)?;
     let g = &spec.geom;
     let header = format!(
-        "conv3d_mma {name}: {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered into shared memory, \
+        "conv3d_mma {name}: {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through registers (loads overlap the MMAs), \
          ldmatrix + mma.sync.m16n8k16 f32 accumulation, {} stages; minimum sm_80\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{} stages={}",
         spec.describe(),

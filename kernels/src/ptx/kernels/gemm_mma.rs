@@ -212,11 +212,29 @@ enum BLoad<'a> {
 }
 
 impl BLoad<'_> {
-    fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
+    /// Starts the slice at `k0` towards the stage at `stage`: `cp.async` copies for a stored
+    /// B (nothing left to do), or the gather's global loads into registers, returned for
+    /// [`BLoad::finish`] to store once the MMAs they overlap have been issued.
+    fn start(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) -> Vec<Reg> {
         match self {
-            BLoad::Async(l) => l.issue(b, base, k0, stage, k),
-            BLoad::Gather(g, geom) => g.issue(b, base, k0, stage, geom),
+            BLoad::Async(l) => {
+                l.issue(b, base, k0, stage, k);
+                Vec::new()
+            }
+            BLoad::Gather(g, geom) => g.load(b, base, k0, geom),
         }
+    }
+
+    /// Completes [`BLoad::start`] into the stage at `stage`.
+    fn finish(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
+        if let BLoad::Gather(g, _) = self {
+            g.store(b, vals, stage);
+        }
+    }
+
+    fn issue(&self, b: &mut KernelBuilder, base: Reg, k0: Reg, stage: Reg, k: u32) {
+        let vals = self.start(b, base, k0, stage, k);
+        self.finish(b, &vals, stage);
     }
 }
 
@@ -396,16 +414,26 @@ impl Gather {
         Ok(Gather { pos, kk0, soff, per: p.bk / step, step })
     }
 
-    /// Gathers the slice at `k0` of the input at `x` into the stage at shared address `stage`.
-    fn issue(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, stage: Reg, g: &ConvGeom) {
+    /// Loads this thread's elements of the slice at `k0` of the input at `x` into registers
+    /// (zero in the padding and past K or N). The loads are not waited on here: the values
+    /// are first used by [`Gather::store`].
+    fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
         let gk0 = b.bin(BinOp::Add, Ty::U32, k0, self.kk0);
+        (0..self.per)
+            .map(|i| {
+                let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i * self.step));
+                let (idx, ok) = im2col_index(b, &self.pos, gk, g);
+                let ad = b.addr(x, idx, 2);
+                let v = b.ld(Space::Global, Ty::B16, ad);
+                b.selp(Ty::B16, v, Operand::Int(0), ok)
+            })
+            .collect()
+    }
+
+    /// Stores values from [`Gather::load`] into the stage at shared address `stage`.
+    fn store(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
         let dst0 = b.bin(BinOp::Add, Ty::U32, stage, self.soff);
-        for i in 0..self.per {
-            let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i * self.step));
-            let (idx, ok) = im2col_index(b, &self.pos, gk, g);
-            let ad = b.addr(x, idx, 2);
-            let v = b.ld(Space::Global, Ty::B16, ad);
-            let v = b.selp(Ty::B16, v, Operand::Int(0), ok);
+        for (i, &v) in (0u32..).zip(vals) {
             let dst = b.bin(BinOp::Add, Ty::U32, dst0, imm(2 * i * self.step));
             b.st(Space::Shared, dst, v);
         }
@@ -539,7 +567,10 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
     let write = b.selp(Ty::U32, imm(ring - stage_bytes), back, first);
     let write = b.bin(BinOp::Add, Ty::U32, base, write);
     la.issue(&mut b, pa, kn, write, ku);
-    lb.issue(&mut b, pb, kn, write, ku);
+    // A gathered B slice is loaded into registers here and stored after the MMAs, so that
+    // its global loads are in flight while the tensor cores work (the stage it goes to is
+    // not read in this step; the next step's barrier publishes it).
+    let gathered = lb.start(&mut b, pb, kn, write, ku);
     b.cp_async_commit();
     for kk in 0..p.bk / 16 {
         let abase = b.bin(BinOp::Add, Ty::U32, stage, a_lane);
@@ -562,6 +593,7 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
             }
         }
     }
+    lb.finish(&mut b, &gathered, write);
     let next = b.bin(BinOp::Add, Ty::U32, stage, imm(stage_bytes));
     let wrap = b.setp(Cmp::Ge, next, imm(ring));
     let next = b.selp(Ty::U32, imm(0), next, wrap);
@@ -574,6 +606,16 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
     b.cp_async_wait_all();
 
     // Epilogue: lane (g, q) holds C(g, 2q..2q+1) and C(g+8, 2q..2q+1) of each 16×8 tile.
+    // The block's and warp's coordinates are recomputed here rather than held across the
+    // k loop (fewer live registers through it: ptxas spilled one of them otherwise).
+    let (bi, tm, tn) = block_coords(&mut b, mu.div_ceil(p.bm) * tiles_n, tiles_n);
+    let m0 = b.bin(BinOp::Mul, Ty::U32, tm, imm(p.bm));
+    let n0 = b.bin(BinOp::Mul, Ty::U32, tn, imm(p.bn));
+    let tid = b.special(Special::TidX);
+    let lane = b.special(Special::LaneId);
+    let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
+    let wy = b.bin(BinOp::Div, Ty::U32, warp, imm(p.warps_n));
+    let wx = b.bin(BinOp::Rem, Ty::U32, warp, imm(p.warps_n));
     let g = b.bin(BinOp::Shr, Ty::U32, lane, imm(2));
     let q = b.bin(BinOp::And, Ty::U32, lane, imm(3));
     let row_w = b.fma(Ty::U32, wy, imm(wm), m0);
