@@ -394,6 +394,10 @@ fn matmul_wgmma_matches_the_host_at_every_parameter_point() {
             let text = emit(&kern, Target::Sm90a);
             assert!(text.contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16.f32", p.bn)), "{p:?}");
             assert_eq!(text.matches("\twgmma.mma_async").count(), (p.bk / 16) as usize, "{p:?}");
+            // Swizzled points: 1024-byte aligned shared memory and mode-1 descriptors.
+            let align = if p.swizzle { 1024 } else { 16 };
+            assert_eq!(kern.shared_align, align, "{p:?}");
+            assert!(text.contains(&format!(".shared .align {align} .b8 wgmma_{pi}_{ci}_smem")), "{p:?}");
             assert!(try_emit(&kern, Target::Sm80).is_err());
             let worst = check(case, &kern, wgmma_dims(case, p), 400 + ci as u64);
             println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
@@ -457,10 +461,11 @@ fn matmul_wgmma_refuses_what_it_cannot_take() {
         WgmmaParams { bk: 24, ..gemm_wgmma::SMALL },
         WgmmaParams { stages: 1, ..gemm_wgmma::SMALL },
         WgmmaParams { stages: 5, ..gemm_wgmma::SMALL },
+        WgmmaParams { swizzle: true, ..gemm_wgmma::LARGE },
     ] {
         assert!(matches!(gemm_wgmma::gemm_wgmma_spec("x", &case.spec, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }
-    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3 };
+    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3, swizzle: false };
     assert_eq!(big.shared_bytes(), 294_912);
     match gemm_wgmma::gemm_wgmma_spec("x", &case.spec, big) {
         Err(KernelError::Unsupported(why)) => assert!(why.contains("294912"), "{why}"),
@@ -474,5 +479,22 @@ fn matmul_wgmma_refuses_what_it_cannot_take() {
         assert!(p.shared_bytes() <= Target::Sm90a.max_shared(), "{p:?}");
         dynamic += usize::from(k.dynamic_shared > 0);
     }
-    assert_eq!(dynamic, 4);
+    assert_eq!(dynamic, 6);
+}
+
+/// A swizzled point with its shared memory declared only 16-byte aligned: the simulator
+/// places the block's shared memory at address 16, the 128-byte swizzle (applied by wgmma on
+/// address bits) no longer matches what the copies wrote, and the product is wrong or faults.
+/// The declared `.align 1024` is what makes the swizzled kernel correct.
+#[test]
+fn matmul_wgmma_swizzle_needs_its_declared_alignment() {
+    let case = &wgmma_cases()[0];
+    for p in gemm_wgmma::param_space().into_iter().filter(|p| p.swizzle) {
+        let kern = gemm_wgmma::gemm_wgmma_spec("wgmma_sw", &case.spec, p).expect("generates");
+        check(case, &kern, wgmma_dims(case, p), 5);
+        let mut bad = kern.clone();
+        bad.shared_align = 16;
+        let r = std::panic::catch_unwind(|| try_check(case, &bad, wgmma_dims(case, p), 5));
+        assert!(!matches!(r, Ok(Ok(_))), "{p:?}: an unaligned swizzled kernel passed");
+    }
 }

@@ -469,6 +469,12 @@ pub struct Kernel {
     pub consts: Vec<ConstTable>,
     /// The block size the kernel is written for (`.maxntid`), if fixed.
     pub block: Option<u32>,
+    /// The alignment (bytes, a power of two, at least 16) of the shared buffer's base, as
+    /// declared (`.shared .align N` / `.extern .shared .align N`): 16 unless a generator asked
+    /// for more with [`KernelBuilder::shared_aligned`] (1024 for 128-byte-swizzled tiles, whose
+    /// 8-row atoms the swizzle pattern addresses from 1024-byte boundaries). The simulator
+    /// places a block's shared memory at exactly this alignment.
+    pub shared_align: u32,
 }
 
 impl Kernel {
@@ -509,6 +515,7 @@ impl KernelBuilder {
                 dynamic_shared: 0,
                 consts: Vec::new(),
                 block: None,
+                shared_align: 16,
             },
             counts: [0; 5],
             labels: 0,
@@ -534,7 +541,16 @@ impl KernelBuilder {
     /// size fits a device is the lowering's rule ([`crate::ptx::tune::within_shared_limit`]),
     /// checked again where a kernel is launched (the simulator, the CUDA backend's load).
     pub fn shared(&mut self, bytes: u32) -> u32 {
-        let off = self.k.shared_bytes.div_ceil(16) * 16;
+        self.shared_aligned(bytes, 16)
+    }
+
+    /// [`KernelBuilder::shared`] with the reservation aligned to `align` bytes (a power of two;
+    /// at least 16 is used) from an equally aligned base: the kernel's shared buffer is then
+    /// declared with that alignment ([`Kernel::shared_align`], the largest asked for).
+    pub fn shared_aligned(&mut self, bytes: u32, align: u32) -> u32 {
+        let align = align.max(16).next_power_of_two();
+        self.k.shared_align = self.k.shared_align.max(align);
+        let off = self.k.shared_bytes.div_ceil(align) * align;
         self.k.shared_bytes = off.saturating_add(bytes);
         off
     }

@@ -180,7 +180,7 @@ pub fn emit(k: &Kernel, target: Target) -> String {
     }
     if k.dynamic_shared > 0 {
         // Sized by the launch (`Kernel::dynamic_shared` bytes).
-        let _ = writeln!(s, ".extern .shared .align 16 .b8 {}_smem[];", k.name);
+        let _ = writeln!(s, ".extern .shared .align {} .b8 {}_smem[];", k.shared_align, k.name);
     }
     let params: Vec<String> = k
         .params
@@ -208,7 +208,7 @@ pub fn emit(k: &Kernel, target: Target) -> String {
         }
     }
     if k.shared_bytes > 0 {
-        let _ = writeln!(s, "\t.shared .align 16 .b8 {}_smem[{}];", k.name, k.shared_bytes);
+        let _ = writeln!(s, "\t.shared .align {} .b8 {}_smem[{}];", k.shared_align, k.name, k.shared_bytes);
     }
     for i in &k.insts {
         let line = match i {

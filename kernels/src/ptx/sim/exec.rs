@@ -147,7 +147,7 @@ pub fn launch_with(
 fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
     let k = ctx.k;
     let n = ctx.dims.block as usize;
-    let mut shared = Shared::new(k.shared_total() as usize);
+    let mut shared = Shared::new(super::shared_window(k) as usize, k.shared_total() as usize);
     let mut threads: Vec<Thread> = (0..n)
         .map(|_| Thread {
             pc: 0,
@@ -327,7 +327,7 @@ fn access(
     space: Space,
     addr: u64,
     bytes: u32,
-    shared_len: usize,
+    shared: &Shared,
     mem: &GlobalMem,
 ) -> Result<(), SimError> {
     let oob = || SimError::OutOfBounds {
@@ -352,7 +352,7 @@ fn access(
     }
     let ok = match space {
         Space::Global => mem.read(addr, bytes as usize).is_some(),
-        Space::Shared => addr.checked_add(u64::from(bytes)).is_some_and(|e| e <= shared_len as u64),
+        Space::Shared => shared.in_bounds(addr, u64::from(bytes)),
         Space::Const => {
             let tab = (addr >> OFFSET_BITS) as usize;
             let off = addr & ((1u64 << OFFSET_BITS) - 1);
@@ -439,7 +439,7 @@ fn run_thread(
                 };
                 set(regs, dst, u64::from(v));
             }
-            Inst::SharedBase { dst } => set(regs, dst, 0),
+            Inst::SharedBase { dst } => set(regs, dst, shared.base as u64),
             Inst::ConstBase { dst, table } => set(regs, dst, ((*table as u64) + 1) << OFFSET_BITS),
             Inst::Ld { space, dst, addr, offset, guard } => {
                 if let Some(g) = guard {
@@ -451,7 +451,7 @@ fn run_thread(
                 let size = first.ty.bytes();
                 let total = size * dst.len() as u32;
                 let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
-                access(ctx, (t, pc), *space, a, total, shared.data.len(), mem)?;
+                access(ctx, (t, pc), *space, a, total, shared, mem)?;
                 if *space == Space::Shared {
                     shared.check_settled(ctx, (t, pc), a as usize, total as usize, "ld.shared")?;
                 }
@@ -472,7 +472,7 @@ fn run_thread(
                 let size = first.ty.bytes() as usize;
                 let total = size * src.len();
                 let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
-                access(ctx, (t, pc), *space, a, total as u32, shared.data.len(), mem)?;
+                access(ctx, (t, pc), *space, a, total as u32, shared, mem)?;
                 if *space == Space::Shared {
                     shared.check_settled(ctx, (t, pc), a as usize, total, "st.shared")?;
                     shared.check_wgmma_free(ctx, (t, pc), a as usize, total, "st.shared")?;

@@ -17,6 +17,11 @@ use crate::ptx::builder::{CpCache, Reg, Space, Ty};
 
 /// A block's shared memory with its pending-copy counts.
 pub(super) struct Shared {
+    /// The shared address of the block's first byte ([`Kernel::shared_align`]); `data` is
+    /// indexed by shared address, and the `base` bytes below it are out of bounds.
+    ///
+    /// [`Kernel::shared_align`]: crate::ptx::builder::Kernel::shared_align
+    pub base: usize,
     pub data: Vec<u8>,
     pending: Vec<u32>,
     /// Per byte: pending `wgmma.mma_async` operand reads (see [`super::wgmma`]).
@@ -27,8 +32,15 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(bytes: usize) -> Self {
-        Shared { data: vec![0xFF; bytes], pending: vec![0; bytes], wg_reads: vec![0; bytes], unfenced: vec![0; bytes] }
+    /// `bytes` of shared memory at shared address `base`.
+    pub fn new(base: usize, bytes: usize) -> Self {
+        let end = base + bytes;
+        Shared { base, data: vec![0xFF; end], pending: vec![0; end], wg_reads: vec![0; end], unfenced: vec![0; end] }
+    }
+
+    /// Whether the `len` bytes at shared address `addr` are the block's.
+    pub fn in_bounds(&self, addr: u64, len: u64) -> bool {
+        addr >= self.base as u64 && addr.checked_add(len).is_some_and(|e| e <= self.data.len() as u64)
     }
 
     /// Errors when any of `len` bytes at `off` has a pending `cp.async` write.
@@ -159,7 +171,7 @@ pub(super) fn cp_async(
         pc,
     };
     let d = dst as usize;
-    if dst.checked_add(u64::from(size)).is_none_or(|e| e > shared.data.len() as u64) {
+    if !shared.in_bounds(dst, u64::from(size)) {
         return Err(oob(Space::Shared, dst, size));
     }
     shared.check_wgmma_free(ctx, (t, pc), d, size as usize, "cp.async")?;
@@ -215,7 +227,7 @@ pub(super) fn ldmatrix(
             });
         }
         let off = a as usize;
-        let Some(row) = shared.data.get(off..off + 16) else {
+        let Some(row) = shared.data.get(off..off + 16).filter(|_| shared.in_bounds(a, 16)) else {
             return Err(SimError::OutOfBounds {
                 kernel: ctx.k.name.clone(),
                 space: "shared",

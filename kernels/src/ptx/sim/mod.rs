@@ -19,7 +19,9 @@
 //!   of unwritten data; a block gets the kernel's static or dynamic shared memory
 //!   ([`Kernel::shared_total`]: a launch passes exactly the dynamic bytes the kernel records),
 //!   and a kernel needing more than the device's per-block maximum ([`DeviceLimits`]) is a
-//!   [`SimError::BadLaunch`], as the driver refuses it;
+//!   [`SimError::BadLaunch`], as the driver refuses it; the block's shared memory sits at
+//!   shared address [`shared_window`] (the kernel's declared alignment, 16 unless it asks for
+//!   more, and the addresses below it are out of bounds), so an undeclared alignment shows;
 //! - `ldmatrix` and `mma.sync` are warp-collective like `shfl.sync` (all 32 lanes at the same
 //!   instruction), with the PTX ISA's fragment layouts; `mma` accumulates in f32 in k order;
 //! - `cp.async` reads its source at issue but writes shared memory only when a
@@ -158,8 +160,25 @@ pub fn bf16_bits(x: f32) -> u16 {
     bf16::from_f32(x).to_bits()
 }
 
+/// The shared address at which the simulator places a block's shared memory: the kernel's
+/// declared alignment ([`Kernel::shared_align`], at least 16) and no more (an address aligned to
+/// `A` but not `2A`), so code that assumes more alignment than it declares (a 128-byte swizzle
+/// on a buffer declared `.align 16`) computes wrong addresses here, as it may on hardware.
+pub fn shared_window(k: &Kernel) -> u32 {
+    k.shared_align.max(16)
+}
+
+/// The largest shared alignment the simulator accepts (the 128-byte swizzle's 1024-byte atoms).
+pub const MAX_SHARED_ALIGN: u32 = 1024;
+
 /// Checks a kernel's shared memory against the static limit and the device's maximum.
 pub(crate) fn check_shared(k: &Kernel, limits: DeviceLimits) -> Result<(), SimError> {
+    if !k.shared_align.is_power_of_two() || !(16..=MAX_SHARED_ALIGN).contains(&k.shared_align) {
+        return Err(SimError::BadLaunch(
+            format!("shared alignment {} (a power of two from 16 to {MAX_SHARED_ALIGN})", k.shared_align),
+            k.name.clone(),
+        ));
+    }
     if k.shared_bytes > STATIC_SHARED_MAX {
         return Err(SimError::BadLaunch(
             format!("{} bytes of static shared memory (static stops at {STATIC_SHARED_MAX})", k.shared_bytes),
