@@ -29,13 +29,25 @@ pub(super) struct Shared {
     /// Per byte: generic-proxy writes (stores, landed copies) not yet covered by their
     /// writer's `fence.proxy.async`.
     pub(super) unfenced: Vec<u32>,
+    /// Per byte: pending `cp.async.bulk.tensor` writes (see [`super::tma`]).
+    pub(super) bulk_pending: Vec<u32>,
+    /// The block's mbarriers and bulk copies in flight.
+    pub(super) tma: super::tma::BlockTma,
 }
 
 impl Shared {
     /// `bytes` of shared memory at shared address `base`.
     pub fn new(base: usize, bytes: usize) -> Self {
         let end = base + bytes;
-        Shared { base, data: vec![0xFF; end], pending: vec![0; end], wg_reads: vec![0; end], unfenced: vec![0; end] }
+        Shared {
+            base,
+            data: vec![0xFF; end],
+            pending: vec![0; end],
+            wg_reads: vec![0; end],
+            unfenced: vec![0; end],
+            bulk_pending: vec![0; end],
+            tma: super::tma::BlockTma::default(),
+        }
     }
 
     /// Whether the `len` bytes at shared address `addr` are the block's.
@@ -52,6 +64,18 @@ impl Shared {
         len: usize,
         what: &str,
     ) -> Result<(), SimError> {
+        if self.bulk_pending.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0)) {
+            return Err(SimError::AsyncHazard {
+                kernel: ctx.k.name.clone(),
+                what: format!(
+                    "{what} of {len} bytes at shared offset 0x{off:x} while a cp.async.bulk.tensor to it is pending \
+                     (missing mbarrier wait before the access?)"
+                ),
+                block: ctx.block,
+                thread: t,
+                pc,
+            });
+        }
         let busy = self.pending.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0));
         if busy {
             return Err(SimError::AsyncHazard {

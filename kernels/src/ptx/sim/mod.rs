@@ -27,12 +27,17 @@
 //! - `cp.async` reads its source at issue but writes shared memory only when a
 //!   `cp.async.wait_group`/`wait_all` covers its commit group (or the thread exits); touching
 //!   shared bytes with a pending copy is a [`SimError::AsyncHazard`];
+//! - mbarriers and `cp.async.bulk.tensor` (TMA) follow [`tma`]'s rules: a wait that is not
+//!   yet satisfied blocks its thread, copies land at a wait on their mbarrier, reading a
+//!   copy's destination before that is a hazard, and waits that can never complete are a
+//!   [`SimError::Deadlock`];
 //! - the sm_90a `wgmma.*` instructions are warpgroup-collective (128 threads), read their
 //!   shared operands through matrix descriptors and complete at `wgmma.wait_group`, with the
 //!   register and shared-memory hazards and the `fence.proxy.async` rule of [`wgmma`].
 
 mod exec;
 mod matrix;
+mod tma;
 pub mod wgmma;
 
 use half::{bf16, f16};
@@ -59,6 +64,8 @@ pub enum SimError {
     Fault { kernel: String, reason: String, block: u32, thread: u32, pc: usize },
     #[error("kernel `{kernel}`: {what} (block {block}, thread {thread}, instruction {pc})")]
     AsyncHazard { kernel: String, what: String, block: u32, thread: u32, pc: usize },
+    #[error("kernel `{kernel}`: deadlock in block {block}: {what}")]
+    Deadlock { kernel: String, block: u32, what: String },
     #[error("kernel `{kernel}`: bad launch: {0}", kernel = .1)]
     BadLaunch(String, String),
 }
@@ -70,6 +77,9 @@ pub enum ArgValue {
     Ptr(u64),
     U32(u32),
     F32(f32),
+    /// A [`super::builder::ParamTy::TensorMap`] argument: vidrt's simulator encoding of a
+    /// tensor map ([`super::tma::TensorMapDesc::encode_sim`]).
+    TensorMap([u8; 128]),
 }
 
 /// Per-block limits of the simulated device.
@@ -211,7 +221,10 @@ pub(crate) fn check_args(k: &Kernel, args: &[ArgValue]) -> Result<(), SimError> 
     for (i, (a, p)) in args.iter().zip(&k.params).enumerate() {
         let ok = matches!(
             (a, p),
-            (ArgValue::Ptr(_), ParamTy::Ptr) | (ArgValue::U32(_), ParamTy::U32) | (ArgValue::F32(_), ParamTy::F32)
+            (ArgValue::Ptr(_), ParamTy::Ptr)
+                | (ArgValue::U32(_), ParamTy::U32)
+                | (ArgValue::F32(_), ParamTy::F32)
+                | (ArgValue::TensorMap(_), ParamTy::TensorMap)
         );
         if !ok {
             return Err(SimError::BadLaunch(format!("argument {i} is {a:?}, parameter is {p:?}"), k.name.clone()));

@@ -224,7 +224,17 @@ fn regs_of(i: &Inst) -> Vec<Reg> {
         Inst::CvtPack { dst, hi, lo, .. } => vec![*dst, *hi, *lo],
         // The wgmma instructions themselves: accumulator chains of one shape are ordered.
         Inst::Wgmma { .. } | Inst::WgmmaFence | Inst::WgmmaCommit | Inst::WgmmaWait { .. } => Vec::new(),
+        Inst::MbarInit { addr, .. } | Inst::MbarArriveExpectTx { addr, .. } | Inst::MbarArrive { addr } => {
+            vec![*addr]
+        }
+        Inst::MbarTryWait { dst, addr, parity } => ops(&[*dst, *addr], &[parity]),
+        Inst::TmaLoad { dst, tmap, coords, mbar } => {
+            let mut v = vec![*dst, *tmap, *mbar];
+            v.extend(coords);
+            v
+        }
         Inst::Label(_)
+        | Inst::FenceMbarrierInit
         | Inst::BarSync
         | Inst::CpAsyncCommit
         | Inst::CpAsyncWait { .. }
