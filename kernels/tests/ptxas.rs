@@ -111,6 +111,8 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "matmul_wgmma_epilogue_1",
         // The 128-byte-swizzled 128×128×64 point (gemm_wgmma::param_space).
         "matmul_wgmma_epilogue_12",
+        // TMA-fed: bulk tensor copies (UTMALDG) instead of LDGSTS.
+        "matmul_wgmma_tma_epilogue_1",
     ] {
         let Some(k) = kernels.iter().find(|k| k.name == family) else {
             failures.push(format!("{family}: not in the catalog"));
@@ -119,7 +121,9 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         let wgmma = family.starts_with("matmul_wgmma");
         // wgmma reads shared memory itself: HGMMA, no LDSM.
         let mut want = if wgmma { vec!["HGMMA"] } else { vec!["HMMA", "LDSM"] };
-        if family.starts_with("matmul") {
+        if family.starts_with("matmul_wgmma_tma") {
+            want.push("UTMALDG");
+        } else if family.starts_with("matmul") {
             want.push("LDGSTS");
         }
         for target in Target::ALL {

@@ -100,7 +100,7 @@ impl WgmmaParams {
         self.stages.saturating_mul(self.stage_bytes())
     }
 
-    fn check(self) -> Result<(), KernelError> {
+    pub(super) fn check(self) -> Result<(), KernelError> {
         let bad = |why: &str| Err(KernelError::Invalid(format!("gemm_wgmma parameters {self:?}: {why}")));
         if !matches!(self.bm, 64 | 128) {
             return bad("BM must be 64 or 128 (one or two warpgroups of 64 rows)");
@@ -437,8 +437,21 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     // The zero-fill slices past K still land in shared memory; nothing reads them.
     b.cp_async_wait_all();
 
-    // Epilogue: thread t (warpgroup g, warp w = (t/32) % 4, lane l) holds in acc[i] element
-    // (64g + 16w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2) of the tile.
+    store_accumulators(&mut b, (&st, &ptrs), &acc, (tid, wg), (bi, m0, n0), (mu, nu))?;
+    Ok(b.finish())
+}
+
+/// The epilogue of both wgmma GEMMs: thread t (warpgroup g = `wg`, warp w = (t/32) % 4, lane
+/// l) holds in `acc[i]` element (64g + 16w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2) of
+/// the tile at (`m0`, `n0`) of matrix `bi`; each goes through [`store_result`].
+pub(super) fn store_accumulators(
+    b: &mut KernelBuilder,
+    (st, ptrs): (&super::gemm::Store<'_>, &OutPtrs),
+    acc: &[Reg],
+    (tid, wg): (Reg, Reg),
+    (bi, m0, n0): (Reg, Reg, Reg),
+    (mu, nu): (u32, u32),
+) -> Result<(), KernelError> {
     let lane = b.special(Special::LaneId);
     let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
     let w4 = b.bin(BinOp::And, Ty::U32, warp, imm(3));
@@ -453,9 +466,9 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
         let i = i as u32;
         let row = b.bin(BinOp::Add, Ty::U32, row_t, imm(8 * ((i / 2) % 2)));
         let col = b.bin(BinOp::Add, Ty::U32, col_t, imm(8 * (i / 4) + i % 2));
-        store_result(&mut b, &st, &ptrs, out_base, (row, col), v)?;
+        store_result(b, st, ptrs, out_base, (row, col), v)?;
     }
-    Ok(b.finish())
+    Ok(())
 }
 
 /// The wgmma GEMM at shape (m, n, k) for `dtype` (BF16 or F16) at `p`: B stored `[N, K]`, C

@@ -181,6 +181,10 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
                 _ => None,
             });
             let Some(pc) = first else { continue };
+            // A lane blocked at an mbarrier wait may still come: not a divergence yet.
+            if threads[lanes.clone()].iter().any(|t| matches!(t.state, State::Mbar(_))) {
+                continue;
+            }
             if lanes.len() != 32 || threads[lanes.clone()].iter().any(|t| t.state != State::Warp(pc)) {
                 let states: Vec<String> = threads[lanes.clone()].iter().map(|t| format!("{:?}", t.state)).collect();
                 return Err(SimError::Divergence {
@@ -257,6 +261,10 @@ fn warpgroups(
             _ => None,
         });
         let Some(pc) = first else { continue };
+        // A thread blocked at an mbarrier wait (a producer) may still come.
+        if threads[range.clone()].iter().any(|t| matches!(t.state, State::Mbar(_))) {
+            continue;
+        }
         if range.len() != 128 || threads[range.clone()].iter().any(|t| t.state != State::Group(pc)) {
             let states: Vec<String> = threads[range.clone()].iter().map(|t| format!("{:?}", t.state)).collect();
             return Err(SimError::Divergence {
