@@ -508,6 +508,11 @@ pub struct Kernel {
     /// 8-row atoms the swizzle pattern addresses from 1024-byte boundaries). The simulator
     /// places a block's shared memory at exactly this alignment.
     pub shared_align: u32,
+    /// One tensor map per [`ParamTy::TensorMap`] parameter, in parameter order: what the
+    /// launcher encodes for it, with `address` 0 standing for the global address of the
+    /// launch argument in that position (the operand the map reads); see
+    /// [`KernelBuilder::tensor_map_param`].
+    pub tensor_maps: Vec<crate::ptx::tma::TensorMapDesc>,
 }
 
 impl Kernel {
@@ -549,6 +554,7 @@ impl KernelBuilder {
                 consts: Vec::new(),
                 block: None,
                 shared_align: 16,
+                tensor_maps: Vec::new(),
             },
             counts: [0; 5],
             labels: 0,
@@ -625,6 +631,14 @@ impl KernelBuilder {
         });
         self.push(Inst::LdParam { dst, index });
         dst
+    }
+
+    /// Adds a [`ParamTy::TensorMap`] parameter the launcher builds from `desc` (its `address`
+    /// replaced by the launch argument's global address) and returns its register (the
+    /// parameter's address, the `tmap` operand of [`KernelBuilder::tma_load`]).
+    pub fn tensor_map_param(&mut self, desc: crate::ptx::tma::TensorMapDesc) -> Reg {
+        self.k.tensor_maps.push(crate::ptx::tma::TensorMapDesc { address: 0, ..desc });
+        self.param(ParamTy::TensorMap)
     }
 
     pub fn special(&mut self, sreg: Special) -> Reg {

@@ -11,7 +11,8 @@
 //! is the Hopper GEMM built on them, chosen by the lowering when the target is sm_90a
 //! ([`tune::Chooser::target`]). They also have mbarriers and TMA tile loads
 //! (`cp.async.bulk.tensor` with a tensor-map parameter described by [`tma::TensorMapDesc`],
-//! simulated by `sim`'s `tma` module).
+//! simulated by `sim`'s `tma` module); `kernels::gemm_wgmma_tma` is the wgmma GEMM fed by
+//! them, which the sm_90a lowering prefers.
 
 pub mod builder;
 pub mod catalog;

@@ -52,8 +52,8 @@
 //!   [`param_space`] (text form `bm=..,bn=..,bk=..,stages=..`).
 //! - Tunables (continued): `swizzle` (the 128-byte swizzle; default off, the heuristic points
 //!   are unswizzled).
-//! - Not done here: TMA (`cp.async.bulk.tensor` with a tensor-map parameter, `mbarrier`
-//!   completion and a producer warp).
+//! - TMA: [`super::gemm_wgmma_tma`] is this kernel with its stages filled by
+//!   `cp.async.bulk.tensor` under mbarriers (what the lowering takes where it can).
 
 use vidrt_ir::DType;
 

@@ -10,8 +10,9 @@
 //! - Layouts and requirements: as `matmul_wgmma` (A `[M, K]`, B stored `[N, K]`, both
 //!   K-major; K a multiple of 8; any M, N), and batch strides multiples of K (each matrix of
 //!   the batch starts on a row of the operand seen as one `[rows, K]` matrix).
-//! - Parameters: tensor map of A, tensor map of B ([`ParamTy::TensorMap`], built by the
-//!   launcher from the operand's address and [`tensor_maps`]: 2-D `[rows, K]` row-major bf16/f16
+//! - Parameters: tensor map of A, tensor map of B
+//!   ([`crate::ptx::builder::ParamTy::TensorMap`], built by the launcher from the operand's
+//!   address and the kernel's [`Kernel::tensor_maps`], which are [`tensor_maps`]: 2-D `[rows, K]` row-major bf16/f16
 //!   maps with a 64 × BM (A) or 64 × BN (B) box and the 128-byte swizzle, out-of-bounds
 //!   elements zero), then [bias], [epilogue inputs…], out as `matmul_wgmma`. The TMA's
 //!   zero fill covers the tails: k past K, rows past the operand; rows of the next matrix of
@@ -37,7 +38,7 @@ use vidrt_ir::DType;
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, imm, GemmSpec, OutPtrs};
 use super::gemm_wgmma::{launch_dims, store_accumulators, swizzled_descriptor, wgmma_unsupported, WgmmaParams};
-use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
+use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::tma::{TensorMapDesc, TmaDtype, TmaSwizzle};
 use crate::ptx::KernelError;
@@ -144,7 +145,8 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let threads = p.threads();
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);
-    let (ta, tb) = (b.param(ParamTy::TensorMap), b.param(ParamTy::TensorMap));
+    let [map_a, map_b] = tensor_maps(spec, p, (0, 0));
+    let (ta, tb) = (b.tensor_map_param(map_a), b.tensor_map_param(map_b));
     let ptrs = OutPtrs::declare(&mut b, &st);
 
     let a_bytes = p.bm * p.bk * 2;

@@ -82,6 +82,22 @@ pub enum ArgValue {
     TensorMap([u8; 128]),
 }
 
+/// The launch argument of parameter `index` of `k` for a buffer at global address `addr`: a
+/// pointer, or for a [`super::builder::ParamTy::TensorMap`] parameter the kernel's tensor map
+/// for that buffer in vidrt's simulator encoding. `None` for a parameter that takes no buffer.
+pub fn buffer_arg(k: &Kernel, index: usize, addr: u64) -> Option<ArgValue> {
+    use super::builder::ParamTy;
+    match k.params.get(index)? {
+        ParamTy::Ptr => Some(ArgValue::Ptr(addr)),
+        ParamTy::TensorMap => {
+            let nth = k.params[..index].iter().filter(|p| **p == ParamTy::TensorMap).count();
+            let desc = k.tensor_maps.get(nth)?;
+            Some(ArgValue::TensorMap(super::tma::TensorMapDesc { address: addr, ..*desc }.encode_sim()))
+        }
+        ParamTy::U32 | ParamTy::F32 => None,
+    }
+}
+
 /// Per-block limits of the simulated device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceLimits {
