@@ -422,8 +422,8 @@ fn dynamic_shared_memory_points_on_the_simulator() {
     assert!(e.as_ref().is_some_and(|e| e.to_string().contains("shared memory")), "{e:?}");
 }
 
-/// The simulator lowering as on Hopper (sm_90a): the bf16 matmul takes `matmul_wgmma` (its
-/// own tuning family), everything else what sm_80 takes; the graph matches the CPU; every
+/// The simulator lowering as on Hopper (sm_90a): the bf16 matmul takes the TMA-fed
+/// `matmul_wgmma_tma` (its own tuning family), everything else what sm_80 takes; the graph matches the CPU; every
 /// wgmma candidate runs in the tuner; and the tuning keys name the simulated sm_90a device.
 #[test]
 fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
@@ -442,13 +442,13 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
             "conv3d_mma_bf16",
             "conv3d_simt_f32",
             "matmul_simt_f32",
-            "matmul_wgmma_bf16"
+            "matmul_wgmma_tma_bf16"
         ]
     );
     assert!(problems.iter().all(|p| p.key.device.arch == "sm_90a (simulated)"));
-    let wgmma = problems.iter().find(|p| p.key.family == "matmul_wgmma_bf16").unwrap();
-    // All ten points fit sm_90a's 227 KiB (four of them in dynamic shared memory).
-    assert_eq!(wgmma.candidates.len(), 10, "{:?}", wgmma.candidates);
+    let wgmma = problems.iter().find(|p| p.key.family == "matmul_wgmma_tma_bf16").unwrap();
+    // All five TMA points fit sm_90a's 227 KiB (all in dynamic shared memory).
+    assert_eq!(wgmma.candidates.len(), 5, "{:?}", wgmma.candidates);
 
     let ins = vidrt::tune::seeded_inputs(&g, 5);
     let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
@@ -459,7 +459,7 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
         assert!(c.rel_l2 < 2e-2, "{name}: {c:?}");
     }
 
-    // Every candidate of every family (the ten wgmma points among them) runs in the tuner.
+    // Every candidate of every family (the five TMA wgmma points among them) runs in the tuner.
     let path = temp_db("hopper");
     let mut db = TuneDb::open(&path, hopper.device_info());
     let graphs = vec![("every family".to_string(), g.clone())];
@@ -473,11 +473,42 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
-/// A DiT forward pass in bf16 with the Hopper lowering (its linear layers on `matmul_wgmma`),
-/// against the f32 golden reference at the bf16 limit.
+/// The simulated Hopper, recording the tuning families of every graph it compiles.
+struct Recording {
+    inner: SimBackend,
+    families: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl vidrt::runtime::Backend for Recording {
+    fn name(&self) -> &'static str {
+        vidrt::runtime::Backend::name(&self.inner)
+    }
+
+    fn support(&self, op: &vidrt::ir::Op, dtype: vidrt::ir::DType) -> vidrt::runtime::Support {
+        vidrt::runtime::Backend::support(&self.inner, op, dtype)
+    }
+
+    fn compile(
+        &self,
+        graph: &vidrt::ir::Graph,
+        weights: &dyn vidrt::runtime::WeightSource,
+    ) -> Result<Box<dyn vidrt::runtime::Executable>, vidrt::runtime::RuntimeError> {
+        let mut f = self.families.lock().unwrap();
+        f.extend(self.inner.problems(graph).into_iter().map(|p| p.key.family));
+        drop(f);
+        vidrt::runtime::Backend::compile(&self.inner, graph, weights)
+    }
+}
+
+/// A DiT forward pass in bf16 with the Hopper lowering (its linear layers on the TMA-fed
+/// `matmul_wgmma_tma`), against the f32 golden reference at the bf16 limit.
 #[test]
 fn golden_dit_in_bf16_on_the_simulated_hopper() {
-    let b = vidrt::runtime::ReducedPrecision { inner: Box::new(SimBackend::hopper()), dtype: vidrt::ir::DType::BF16 };
+    let families = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = Recording { inner: SimBackend::hopper(), families: families.clone() };
+    let b = vidrt::runtime::ReducedPrecision { inner: Box::new(rec), dtype: vidrt::ir::DType::BF16 };
     let worst = common::golden_bf16_on(&b, "dit", 3e-2);
     eprintln!("dit in bf16 on ptx-sim (sm_90a lowering): worst rel_l2 {worst:.3e}");
+    let families = families.lock().unwrap();
+    assert!(families.iter().any(|f| f == "matmul_wgmma_tma_bf16"), "{families:?}");
 }

@@ -24,6 +24,7 @@ use vidrt_kernels::ptx::kernels::elementwise::{broadcast_strides, EwInput, Expr}
 use vidrt_kernels::ptx::kernels::gemm::{self, GemmEpilogue, GemmSpec};
 use vidrt_kernels::ptx::kernels::gemm_mma::{self, MmaParams};
 use vidrt_kernels::ptx::kernels::gemm_wgmma::{self, WgmmaParams};
+use vidrt_kernels::ptx::kernels::gemm_wgmma_tma;
 use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
 use vidrt_kernels::ptx::{emit, try_emit, Kernel, KernelError, Target};
 
@@ -122,7 +123,19 @@ fn check(case: &Case, kern: &Kernel, dims: (u32, u32), seed: u64) -> f64 {
 }
 
 /// [`check`], with the simulator's error returned instead of a panic.
-fn try_check(case: &Case, kern: &Kernel, (grid, block): (u32, u32), seed: u64) -> Result<f64, SimError> {
+fn try_check(case: &Case, kern: &Kernel, dims: (u32, u32), seed: u64) -> Result<f64, SimError> {
+    try_check_with(case, kern, dims, seed, None)
+}
+
+/// [`try_check`]; with `tma`, A and B are passed as `matmul_wgmma_tma`'s tensor maps at that
+/// point (vidrt's simulator encoding) instead of pointers.
+fn try_check_with(
+    case: &Case,
+    kern: &Kernel,
+    (grid, block): (u32, u32),
+    seed: u64,
+    tma: Option<WgmmaParams>,
+) -> Result<f64, SimError> {
     let s = &case.spec;
     let (ad, bd) = stored_dims(s);
     let mut rng = Rng(seed);
@@ -135,10 +148,13 @@ fn try_check(case: &Case, kern: &Kernel, (grid, block): (u32, u32), seed: u64) -
     let resid = gen(out_n, DType::F32);
 
     let mut mem = GlobalMem::new();
-    let mut args = vec![
-        ArgValue::Ptr(mem.alloc_with(encode(s.in_dtype, &a))),
-        ArgValue::Ptr(mem.alloc_with(encode(s.in_dtype, &b))),
-    ];
+    let (pa, pb) = (mem.alloc_with(encode(s.in_dtype, &a)), mem.alloc_with(encode(s.in_dtype, &b)));
+    let mut args = match tma {
+        None => vec![ArgValue::Ptr(pa), ArgValue::Ptr(pb)],
+        Some(p) => {
+            gemm_wgmma_tma::tensor_maps(s, p, (pa, pb)).iter().map(|d| ArgValue::TensorMap(d.encode_sim())).collect()
+        }
+    };
     if s.bias {
         args.push(ArgValue::Ptr(mem.alloc_with(encode(s.in_dtype, &bias))));
     }
@@ -394,6 +410,10 @@ fn matmul_wgmma_matches_the_host_at_every_parameter_point() {
             let text = emit(&kern, Target::Sm90a);
             assert!(text.contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16.f32", p.bn)), "{p:?}");
             assert_eq!(text.matches("\twgmma.mma_async").count(), (p.bk / 16) as usize, "{p:?}");
+            // Swizzled points: 1024-byte aligned shared memory and mode-1 descriptors.
+            let align = if p.swizzle { 1024 } else { 16 };
+            assert_eq!(kern.shared_align, align, "{p:?}");
+            assert!(text.contains(&format!(".shared .align {align} .b8 wgmma_{pi}_{ci}_smem")), "{p:?}");
             assert!(try_emit(&kern, Target::Sm80).is_err());
             let worst = check(case, &kern, wgmma_dims(case, p), 400 + ci as u64);
             println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
@@ -457,10 +477,11 @@ fn matmul_wgmma_refuses_what_it_cannot_take() {
         WgmmaParams { bk: 24, ..gemm_wgmma::SMALL },
         WgmmaParams { stages: 1, ..gemm_wgmma::SMALL },
         WgmmaParams { stages: 5, ..gemm_wgmma::SMALL },
+        WgmmaParams { swizzle: true, ..gemm_wgmma::LARGE },
     ] {
         assert!(matches!(gemm_wgmma::gemm_wgmma_spec("x", &case.spec, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }
-    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3 };
+    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3, swizzle: false };
     assert_eq!(big.shared_bytes(), 294_912);
     match gemm_wgmma::gemm_wgmma_spec("x", &case.spec, big) {
         Err(KernelError::Unsupported(why)) => assert!(why.contains("294912"), "{why}"),
@@ -474,5 +495,105 @@ fn matmul_wgmma_refuses_what_it_cannot_take() {
         assert!(p.shared_bytes() <= Target::Sm90a.max_shared(), "{p:?}");
         dynamic += usize::from(k.dynamic_shared > 0);
     }
-    assert_eq!(dynamic, 4);
+    assert_eq!(dynamic, 6);
+}
+
+/// A swizzled point with its shared memory declared only 16-byte aligned: the simulator
+/// places the block's shared memory at address 16, the 128-byte swizzle (applied by wgmma on
+/// address bits) no longer matches what the copies wrote, and the product is wrong or faults.
+/// The declared `.align 1024` is what makes the swizzled kernel correct.
+#[test]
+fn matmul_wgmma_swizzle_needs_its_declared_alignment() {
+    let case = &wgmma_cases()[0];
+    for p in gemm_wgmma::param_space().into_iter().filter(|p| p.swizzle) {
+        let kern = gemm_wgmma::gemm_wgmma_spec("wgmma_sw", &case.spec, p).expect("generates");
+        check(case, &kern, wgmma_dims(case, p), 5);
+        let mut bad = kern.clone();
+        bad.shared_align = 16;
+        let r = std::panic::catch_unwind(|| try_check(case, &bad, wgmma_dims(case, p), 5));
+        assert!(!matches!(r, Ok(Ok(_))), "{p:?}: an unaligned swizzled kernel passed");
+    }
+}
+
+/// `matmul_wgmma_tma` at every point on the wgmma cases (M/N tails, K tails, batches with
+/// bias and gate·acc + residual, gelu, 16-bit outputs, K long enough to wrap every stage ring
+/// and refill each stage several times) against the host.
+#[test]
+fn matmul_wgmma_tma_matches_the_host_at_every_parameter_point() {
+    for (pi, p) in gemm_wgmma_tma::param_space().into_iter().enumerate() {
+        for (ci, case) in wgmma_cases().iter().enumerate() {
+            assert_eq!(gemm_wgmma_tma::tma_unsupported(&case.spec), None);
+            let kern =
+                gemm_wgmma_tma::gemm_wgmma_tma_spec(&format!("tma_{pi}_{ci}"), &case.spec, p).expect("generates");
+            let text = emit(&kern, Target::Sm90a);
+            assert!(text.contains("cp.async.bulk.tensor.2d"), "{p:?}");
+            assert!(!text.contains("cp.async.cg"), "{p:?}: no per-thread copies");
+            assert_eq!(kern.shared_total(), gemm_wgmma_tma::shared_bytes(p), "{p:?}");
+            assert!(try_emit(&kern, Target::Sm80).is_err());
+            let worst = try_check_with(case, &kern, wgmma_dims(case, p), 500 + ci as u64, Some(p))
+                .unwrap_or_else(|e| panic!("{p:?} {}: {e}", case.spec.describe()));
+            println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
+        }
+    }
+}
+
+/// The TMA kernel without its wait on `full` reads a stage before its copies landed (a
+/// hazard); without the producer's wait on `empty` it refills a stage... which the
+/// simulator's landing order cannot distinguish, so that one is not claimed; without the
+/// consumers' arrivals on `empty` the producer waits forever (a deadlock); with the
+/// expect_tx short by a chunk the phase completes early (a fault).
+#[test]
+fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
+    let case = &wgmma_cases()[4];
+    let p = gemm_wgmma_tma::small();
+    let kern = gemm_wgmma_tma::gemm_wgmma_tma_spec("tma", &case.spec, p).expect("generates");
+    try_check_with(case, &kern, wgmma_dims(case, p), 3, Some(p)).expect("the kernel as generated");
+    // The first try_wait is the wait on `full` of the main loop (no wait comes before it).
+    let first_wait = kern.insts.iter().position(|i| matches!(i, Inst::MbarTryWait { .. })).unwrap();
+    let mut no_full_wait = kern.clone();
+    no_full_wait.insts.remove(first_wait);
+    no_full_wait.insts.remove(first_wait); // its loop branch
+    match try_check_with(case, &no_full_wait, wgmma_dims(case, p), 3, Some(p)) {
+        Err(SimError::AsyncHazard { what, .. }) => assert!(what.contains("cp.async.bulk.tensor"), "{what}"),
+        other => panic!("without the full wait: {other:?}"),
+    }
+    let mut no_release = kern.clone();
+    no_release.insts.retain(|i| !matches!(i, Inst::MbarArrive { .. }));
+    match try_check_with(case, &no_release, wgmma_dims(case, p), 3, Some(p)) {
+        Err(SimError::Deadlock { what, .. }) => assert!(what.contains("arrivals pending"), "{what}"),
+        other => panic!("without the empty arrivals: {other:?}"),
+    }
+    let mut short = kern.clone();
+    for i in &mut short.insts {
+        if let Inst::MbarArriveExpectTx { tx, .. } = i {
+            *tx -= 16;
+        }
+    }
+    match try_check_with(case, &short, wgmma_dims(case, p), 3, Some(p)) {
+        Err(SimError::Fault { reason, .. }) => assert!(reason.contains("more than its expect_tx"), "{reason}"),
+        other => panic!("with a short expect_tx: {other:?}"),
+    }
+}
+
+/// What the TMA kernel cannot take is refused (batch strides not multiples of K, the
+/// wgmma kernel's own limits), an unswizzled point is invalid.
+#[test]
+fn matmul_wgmma_tma_refuses_what_it_cannot_take() {
+    use DType::{BF16, F32};
+    let mut odd_batch = spec((8, 8, 16), &[2], (&[2], &[1]), (false, true), (BF16, F32), false, Epi::None);
+    odd_batch.spec.a_batch = vec![8];
+    assert_eq!(gemm_wgmma::wgmma_unsupported(&odd_batch.spec), None);
+    let k_odd = spec((8, 8, 12), &[], (&[], &[]), (false, true), (BF16, BF16), false, Epi::None);
+    for c in [odd_batch, k_odd] {
+        assert!(gemm_wgmma_tma::tma_unsupported(&c.spec).is_some(), "{}", c.spec.describe());
+        assert!(matches!(
+            gemm_wgmma_tma::gemm_wgmma_tma_spec("x", &c.spec, gemm_wgmma_tma::small()),
+            Err(KernelError::Unsupported(_))
+        ));
+    }
+    let case = spec((64, 64, 64), &[], (&[], &[]), (false, true), (BF16, F32), false, Epi::None);
+    assert!(matches!(
+        gemm_wgmma_tma::gemm_wgmma_tma_spec("x", &case.spec, gemm_wgmma::SMALL),
+        Err(KernelError::Invalid(_))
+    ));
 }

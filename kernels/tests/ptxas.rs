@@ -109,6 +109,10 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "attention_flash_mma_bf16_d128_0",
         "matmul_wgmma_bf16_0",
         "matmul_wgmma_epilogue_1",
+        // The 128-byte-swizzled 128×128×64 point (gemm_wgmma::param_space).
+        "matmul_wgmma_epilogue_12",
+        // TMA-fed: bulk tensor copies (UTMALDG) instead of LDGSTS.
+        "matmul_wgmma_tma_epilogue_1",
     ] {
         let Some(k) = kernels.iter().find(|k| k.name == family) else {
             failures.push(format!("{family}: not in the catalog"));
@@ -117,7 +121,9 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         let wgmma = family.starts_with("matmul_wgmma");
         // wgmma reads shared memory itself: HGMMA, no LDSM.
         let mut want = if wgmma { vec!["HGMMA"] } else { vec!["HMMA", "LDSM"] };
-        if family.starts_with("matmul") {
+        if family.starts_with("matmul_wgmma_tma") {
+            want.push("UTMALDG");
+        } else if family.starts_with("matmul") {
             want.push("LDGSTS");
         }
         for target in Target::ALL {
@@ -323,6 +329,74 @@ fn every_wgmma_instruction_form_assembles_for_sm90a() {
     let dir = std::env::temp_dir().join(format!("vidrt-ptxas-wgmma-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let src = dir.join("wgmma_forms.ptx");
+    std::fs::write(&src, emit(&k, Target::Sm90a)).expect("write ptx");
+    let out = Command::new(&ptxas)
+        .arg("-arch=sm_90a")
+        .arg("-v")
+        .arg("-o")
+        .arg(dir.join("out.cubin"))
+        .arg(&src)
+        .output()
+        .expect("run ptxas");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "ptxas failed:\n{log}");
+    assert!(log.contains("0 bytes spill stores, 0 bytes spill loads"), "{log}");
+}
+
+/// Every mbarrier and TMA form: a tensor-map parameter, `mbarrier.init`,
+/// `fence.mbarrier_init`, `arrive.expect_tx`, 1-D and 2-D `cp.async.bulk.tensor` tile loads,
+/// the `try_wait.parity` loop and a plain `arrive`.
+fn tma_forms() -> Kernel {
+    use vidrt_kernels::ptx::builder::{Cmp, Special};
+    let mut b = KernelBuilder::new("tma_forms", "every form of mbarrier and cp.async.bulk.tensor");
+    b.block(128);
+    let map2 = b.param(ParamTy::TensorMap);
+    let map1 = b.param(ParamTy::TensorMap);
+    let out = b.param(ParamTy::Ptr);
+    let dst = b.shared_aligned(8192, 1024);
+    let bar = b.shared(16);
+    let s = b.shared_base();
+    let d = b.bin(BinOp::Add, Ty::U32, s, Operand::Int(i64::from(dst)));
+    let d1 = b.bin(BinOp::Add, Ty::U32, d, Operand::Int(4096));
+    let full = b.bin(BinOp::Add, Ty::U32, s, Operand::Int(i64::from(bar)));
+    let empty = b.bin(BinOp::Add, Ty::U32, full, Operand::Int(8));
+    let tid = b.special(Special::TidX);
+    let first = b.setp(Cmp::Eq, tid, Operand::Int(0));
+    let skip = b.label();
+    b.bra_if(skip, first, true);
+    b.mbar_init(full, 1);
+    b.mbar_init(empty, 128);
+    b.fence_mbarrier_init();
+    b.place(skip);
+    b.bar_sync();
+    let issue = b.label();
+    b.bra_if(issue, first, true);
+    b.mbar_arrive_expect_tx(full, 8192);
+    let c0 = b.imm_u32(0);
+    let c1 = b.bin(BinOp::Mul, Ty::U32, tid, Operand::Int(64));
+    b.tma_load(d, map2, &[c0, c1], full);
+    b.tma_load(d1, map1, &[c1], full);
+    b.place(issue);
+    b.mbar_wait(full, Operand::Int(0));
+    let a = b.fma(Ty::U32, tid, Operand::Int(4), d);
+    let v = b.ld(Space::Shared, Ty::U32, a);
+    b.mbar_arrive(empty);
+    b.mbar_wait(empty, Operand::Int(0));
+    let o = b.mul_wide(tid, Operand::Int(4));
+    let o = b.bin(BinOp::Add, Ty::U64, out, o);
+    b.st(Space::Global, o, v);
+    b.finish()
+}
+
+#[test]
+fn every_tma_instruction_form_assembles_for_sm90a() {
+    let ptxas = ptxas();
+    let k = tma_forms();
+    assert!(check_target(&k, Target::Sm80).is_err());
+    let dir = std::env::temp_dir().join(format!("vidrt-ptxas-tma-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let src = dir.join("tma_forms.ptx");
     std::fs::write(&src, emit(&k, Target::Sm90a)).expect("write ptx");
     let out = Command::new(&ptxas)
         .arg("-arch=sm_90a")

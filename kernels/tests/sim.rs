@@ -11,7 +11,9 @@ use vidrt_kernels::ptx::builder::{BinOp, Cmp, KernelBuilder, Operand, ParamTy, S
 use vidrt_kernels::ptx::kernels::common::contiguous;
 use vidrt_kernels::ptx::kernels::elementwise::{self, EwInput, Expr};
 use vidrt_kernels::ptx::kernels::rowwise::{self, RowLayout, RowOp};
-use vidrt_kernels::ptx::sim::{launch, launch_with, ArgValue, DeviceLimits, GlobalMem, LaunchDims, SimError};
+use vidrt_kernels::ptx::sim::{
+    launch, launch_with, shared_window, ArgValue, DeviceLimits, GlobalMem, LaunchDims, SimError,
+};
 use vidrt_kernels::ptx::{emit, Target};
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -279,13 +281,15 @@ fn shared_memory_past_48_kib_is_dynamic_and_fully_usable() {
 }
 
 /// One word past the dynamic size is an out-of-bounds shared access, not a read of
-/// neighbouring memory.
+/// neighbouring memory (the block's shared memory starts at [`shared_window`], 16 here).
 #[test]
 fn accesses_past_the_dynamic_shared_size_are_caught() {
     let bytes = 64 * 1024;
-    let err = run_reversal(&reversal(bytes, 1), (bytes / 4) as usize, DeviceLimits::default()).unwrap_err();
+    let k = reversal(bytes, 1);
+    assert_eq!(shared_window(&k), 16);
+    let err = run_reversal(&k, (bytes / 4) as usize, DeviceLimits::default()).unwrap_err();
     assert!(
-        matches!(err, SimError::OutOfBounds { space: "shared", addr, bytes: 4, thread: 0, .. } if addr == 64 * 1024),
+        matches!(err, SimError::OutOfBounds { space: "shared", addr, bytes: 4, thread: 0, .. } if addr == 16 + 64 * 1024),
         "{err}"
     );
 }

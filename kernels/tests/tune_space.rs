@@ -182,7 +182,7 @@ fn integer_matmul_is_typed_error() {
 /// 256×256×128 bf16 product every `matmul_mma` point generates for sm_90a, the 216 KiB one
 /// (`bm=128,bn=256,bk=64,..,stages=4`) is refused for sm_80 as `Unsupported`, and the
 /// 162 KiB one (CUTLASS's sm_80 default tile) fits both. (On sm_90a the lowering takes
-/// `matmul_wgmma` for this product, so there the `matmul_mma` points are generated directly
+/// `matmul_wgmma_tma` for this product, so there the `matmul_mma` points are generated directly
 /// and held to the sm_90a limit.)
 #[test]
 fn dynamic_shared_points_follow_the_target() {
@@ -198,7 +198,7 @@ fn dynamic_shared_points_follow_the_target() {
             let lowered = lower_with(&op, &ins, &out, DType::BF16, "t", &f);
             let r = if target == Target::Sm90a {
                 let family = f.seen.into_inner().map(|(fam, _)| fam);
-                assert_eq!(family.as_deref(), Some("matmul_wgmma_bf16"));
+                assert_eq!(family.as_deref(), Some("matmul_wgmma_tma_bf16"));
                 let spec =
                     vidrt_kernels::ptx::kernels::gemm::GemmSpec::plain(256, 256, 128, true, DType::BF16, DType::BF16);
                 vidrt_kernels::ptx::kernels::gemm_mma::gemm_mma_spec("t", &spec, *p)
@@ -234,7 +234,8 @@ fn dynamic_shared_points_follow_the_target() {
     assert_eq!(dynamic, [5, 6]);
 }
 
-/// The heuristic lowering of a bf16 linear layer: `matmul_wgmma` on sm_90a, `matmul_mma` on
+/// The heuristic lowering of a bf16 linear layer: the TMA-fed `matmul_wgmma_tma` on sm_90a
+/// (its A and B parameters tensor maps), `matmul_mma` on
 /// sm_80 (unchanged), and the sm_90a kernel is refused for sm_80.
 #[test]
 fn sm90a_lowers_16_bit_matmuls_to_wgmma() {
@@ -248,7 +249,11 @@ fn sm90a_lowers_16_bit_matmuls_to_wgmma() {
         other => panic!("{other:?}"),
     };
     let hopper = kernel(lower_with(&op, &ins, &[2, 77, 96], DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
-    assert!(hopper.kernel.name.ends_with("_wgmma"), "{}", hopper.kernel.name);
+    assert!(hopper.kernel.name.ends_with("_wgmma_tma"), "{}", hopper.kernel.name);
+    use vidrt_kernels::ptx::builder::ParamTy;
+    assert_eq!(&hopper.kernel.params[..2], &[ParamTy::TensorMap, ParamTy::TensorMap]);
+    assert_eq!(hopper.kernel.tensor_maps.len(), 2);
+    assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("cp.async.bulk.tensor.2d"));
     assert_eq!(hopper.block, 128);
     // 2 batches × ceil(77/64) × ceil(96/64) tiles of the small point.
     assert_eq!(hopper.grid, 2 * 2 * 2);

@@ -106,7 +106,8 @@ fn single_wgmma(ab: Ty, n: u32, image: usize, (a_desc, b_desc): (u64, u64), scal
     let img = b.param(ParamTy::Ptr);
     let c = b.param(ParamTy::Ptr);
     let out = b.param(ParamTy::Ptr);
-    let smem = b.shared(image as u32);
+    // 1024-byte aligned: the swizzled layouts' 8-row atoms start at 1024-byte boundaries.
+    let smem = b.shared_aligned(image as u32, 1024);
     let tid = b.special(Special::TidX);
     let base = b.shared_base();
     let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
@@ -130,8 +131,12 @@ fn single_wgmma(ab: Ty, n: u32, image: usize, (a_desc, b_desc): (u64, u64), scal
             b.ld(Space::Global, Ty::F32, ad)
         })
         .collect();
-    let da = b.mov(Ty::U64, Operand::Int(a_desc as i64));
-    let db = b.mov(Ty::U64, Operand::Int(b_desc as i64));
+    // The layouts' offsets are from the image's start: add its shared address (>> 4) to both
+    // descriptors' start fields.
+    let at = b.bin(BinOp::Shr, Ty::U32, base, imm(4));
+    let at = b.cvt(Ty::U64, at);
+    let da = b.bin(BinOp::Add, Ty::U64, at, Operand::Int(a_desc as i64));
+    let db = b.bin(BinOp::Add, Ty::U64, at, Operand::Int(b_desc as i64));
     let flag = b.imm_u32(u32::from(scale_d));
     let p = b.setp(Cmp::Ne, flag, imm(0));
     if !f.no_wgmma_fence {

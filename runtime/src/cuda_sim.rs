@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use vidrt_ir::{DType, Graph, Node, Op, Tensor, TensorData};
 use vidrt_kernels::ptx::lower::{lower_with, unsupported_reason, Arg, Lowered};
-use vidrt_kernels::ptx::sim::{self, ArgValue, DeviceLimits, GlobalMem, LaunchDims};
+use vidrt_kernels::ptx::sim::{self, DeviceLimits, GlobalMem, LaunchDims};
 use vidrt_kernels::ptx::tune::Chooser;
 use vidrt_kernels::ptx::{KernelError, Target};
 
@@ -55,8 +55,9 @@ impl SimBackend {
     }
 
     /// The simulator lowering as the CUDA backend does on Hopper (PTX target sm_90a, so the
-    /// 16-bit matmuls take the `matmul_wgmma` kernel), no tuning database. Its tuning key's
-    /// device says `sm_90a (simulated)`.
+    /// 16-bit matmuls take the TMA-fed `matmul_wgmma_tma` kernel, its tensor maps in the
+    /// simulator's encoding), no tuning database. Its tuning key's device says
+    /// `sm_90a (simulated)`.
     pub fn hopper() -> Self {
         let mut dev = sim_device_info();
         dev.arch = "sm_90a (simulated)".into();
@@ -329,12 +330,23 @@ impl Executable for SimExecutable {
                 Lowered::Launches(launches) => {
                     let out = mem.alloc(node.shape.numel() * node.dtype.size_bytes());
                     for l in launches {
+                        // A buffer goes as a pointer, or as the kernel's tensor map of it
+                        // (vidrt's simulator encoding) where the parameter is one.
+                        let as_arg = |j: usize, addr: u64| {
+                            sim::buffer_arg(&l.kernel, j, addr).ok_or_else(|| {
+                                RuntimeError::Device(format!(
+                                    "internal: `{}` parameter {j} takes no buffer (or lacks its tensor map)",
+                                    l.kernel.name
+                                ))
+                            })
+                        };
                         let args = l
                             .args
                             .iter()
-                            .map(|a| match a {
-                                Arg::Input(k) => input_addr(*k).map(ArgValue::Ptr),
-                                Arg::Output => Ok(ArgValue::Ptr(out)),
+                            .enumerate()
+                            .map(|(j, a)| match a {
+                                Arg::Input(k) => input_addr(*k).and_then(|p| as_arg(j, p)),
+                                Arg::Output => as_arg(j, out),
                             })
                             .collect::<Result<Vec<_>, _>>()?;
                         // With the kernel's dynamic shared memory, as the CUDA launch passes it.

@@ -360,6 +360,33 @@ pub enum Inst {
     /// warpgroup (warp w = t / 32, lane l = t % 32) holds in `d[i]` element
     /// (16·w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2). `scale_d` is a predicate.
     Wgmma { ab: Ty, n: u32, d: Vec<Reg>, a_desc: Reg, b_desc: Reg, scale_d: Reg },
+    /// `mbarrier.init.shared::cta.b64 [addr], count` (sm_80+; used with TMA on sm_90a):
+    /// initialises the 8-byte mbarrier object at shared address `addr` (8-byte aligned) to
+    /// phase 0 with `count` expected arrivals (1..=2²⁰-1) and a zero transaction count.
+    MbarInit { addr: Reg, count: u32 },
+    /// `mbarrier.arrive.expect_tx.shared::cta.b64 _, [addr], tx` (sm_90): raises the current
+    /// phase's transaction count by `tx` bytes, then arrives (one pending arrival fewer). The
+    /// phase completes when its pending arrivals and its transaction count are both zero.
+    MbarArriveExpectTx { addr: Reg, tx: u32 },
+    /// `mbarrier.arrive.shared::cta.b64 _, [addr]`: one arrival on the current phase.
+    MbarArrive { addr: Reg },
+    /// `mbarrier.try_wait.parity.shared::cta.b64 dst, [addr], parity` (sm_90): `dst` is true
+    /// once the phase of parity `parity` (0 or 1: the phase number's low bit) has completed,
+    /// i.e. the mbarrier's current phase has the other parity. A potentially blocking test:
+    /// kernels loop on it ([`KernelBuilder::mbar_wait`]).
+    MbarTryWait { dst: Reg, addr: Reg, parity: Operand },
+    /// `fence.mbarrier_init.release.cluster` (sm_90): makes prior `mbarrier.init`s visible to
+    /// the async proxy (the TMA unit's complete-tx) before the barrier that publishes them.
+    FenceMbarrierInit,
+    /// `cp.async.bulk.tensor.{N}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+    /// [dst], [tmap, {coords}], [mbar]` (sm_90, N = `coords.len()` in 1..=5): the TMA unit
+    /// copies the box of the tensor map whose generic address is `tmap` (a
+    /// [`ParamTy::TensorMap`] parameter's register) at element coordinates `coords` (s32,
+    /// innermost first) to shared `dst` (128-byte aligned, 1024 with the 128-byte swizzle),
+    /// elements outside the tensor zero-filled, in the map's (possibly swizzled) shared layout;
+    /// when the bytes have landed it performs complete-tx of the box's byte count on the
+    /// mbarrier at `mbar`. Issued by one thread.
+    TmaLoad { dst: Reg, tmap: Reg, coords: Vec<Reg>, mbar: Reg },
     /// `.pragma "nounroll";`: placed right after a loop's head label, tells ptxas not to
     /// unroll that loop (kernels unroll at generation time where they want to; ptxas unrolling
     /// a constant-trip-count loop on top of that can blow up register use and spill). No
@@ -394,6 +421,12 @@ pub enum ParamTy {
     Ptr,
     U32,
     F32,
+    /// A TMA tensor map passed by value (`.param .align 64 .b8 name[128]`, the driver's
+    /// opaque `CUtensorMap`; the simulator takes vidrt's own encoding,
+    /// [`crate::ptx::tma::TensorMapDesc`]). Its register ([`KernelBuilder::param`]) holds the
+    /// parameter's generic address (`mov.u64 %rd, name`), the `tmap` operand of
+    /// [`Inst::TmaLoad`].
+    TensorMap,
 }
 
 /// A constant table (`.const .b32 name[N] = {...}`).
@@ -469,6 +502,17 @@ pub struct Kernel {
     pub consts: Vec<ConstTable>,
     /// The block size the kernel is written for (`.maxntid`), if fixed.
     pub block: Option<u32>,
+    /// The alignment (bytes, a power of two, at least 16) of the shared buffer's base, as
+    /// declared (`.shared .align N` / `.extern .shared .align N`): 16 unless a generator asked
+    /// for more with [`KernelBuilder::shared_aligned`] (1024 for 128-byte-swizzled tiles, whose
+    /// 8-row atoms the swizzle pattern addresses from 1024-byte boundaries). The simulator
+    /// places a block's shared memory at exactly this alignment.
+    pub shared_align: u32,
+    /// One tensor map per [`ParamTy::TensorMap`] parameter, in parameter order: what the
+    /// launcher encodes for it, with `address` 0 standing for the global address of the
+    /// launch argument in that position (the operand the map reads); see
+    /// [`KernelBuilder::tensor_map_param`].
+    pub tensor_maps: Vec<crate::ptx::tma::TensorMapDesc>,
 }
 
 impl Kernel {
@@ -509,6 +553,8 @@ impl KernelBuilder {
                 dynamic_shared: 0,
                 consts: Vec::new(),
                 block: None,
+                shared_align: 16,
+                tensor_maps: Vec::new(),
             },
             counts: [0; 5],
             labels: 0,
@@ -534,7 +580,16 @@ impl KernelBuilder {
     /// size fits a device is the lowering's rule ([`crate::ptx::tune::within_shared_limit`]),
     /// checked again where a kernel is launched (the simulator, the CUDA backend's load).
     pub fn shared(&mut self, bytes: u32) -> u32 {
-        let off = self.k.shared_bytes.div_ceil(16) * 16;
+        self.shared_aligned(bytes, 16)
+    }
+
+    /// [`KernelBuilder::shared`] with the reservation aligned to `align` bytes (a power of two;
+    /// at least 16 is used) from an equally aligned base: the kernel's shared buffer is then
+    /// declared with that alignment ([`Kernel::shared_align`], the largest asked for).
+    pub fn shared_aligned(&mut self, bytes: u32, align: u32) -> u32 {
+        let align = align.max(16).next_power_of_two();
+        self.k.shared_align = self.k.shared_align.max(align);
+        let off = self.k.shared_bytes.div_ceil(align) * align;
         self.k.shared_bytes = off.saturating_add(bytes);
         off
     }
@@ -570,12 +625,20 @@ impl KernelBuilder {
         let index = self.k.params.len();
         self.k.params.push(ty);
         let dst = self.reg(match ty {
-            ParamTy::Ptr => Ty::U64,
+            ParamTy::Ptr | ParamTy::TensorMap => Ty::U64,
             ParamTy::U32 => Ty::U32,
             ParamTy::F32 => Ty::F32,
         });
         self.push(Inst::LdParam { dst, index });
         dst
+    }
+
+    /// Adds a [`ParamTy::TensorMap`] parameter the launcher builds from `desc` (its `address`
+    /// replaced by the launch argument's global address) and returns its register (the
+    /// parameter's address, the `tmap` operand of [`KernelBuilder::tma_load`]).
+    pub fn tensor_map_param(&mut self, desc: crate::ptx::tma::TensorMapDesc) -> Reg {
+        self.k.tensor_maps.push(crate::ptx::tma::TensorMapDesc { address: 0, ..desc });
+        self.param(ParamTy::TensorMap)
     }
 
     pub fn special(&mut self, sreg: Special) -> Reg {
@@ -785,6 +848,43 @@ impl KernelBuilder {
     pub fn wgmma(&mut self, ab: Ty, acc: &[Reg], a_desc: Reg, b_desc: Reg, scale_d: Reg) {
         let n = 2 * acc.len() as u32;
         self.push(Inst::Wgmma { ab, n, d: acc.to_vec(), a_desc, b_desc, scale_d });
+    }
+
+    /// `mbarrier.init.shared::cta.b64 [addr], count`.
+    pub fn mbar_init(&mut self, addr: Reg, count: u32) {
+        self.push(Inst::MbarInit { addr, count });
+    }
+
+    /// `mbarrier.arrive.expect_tx.shared::cta.b64 _, [addr], tx`.
+    pub fn mbar_arrive_expect_tx(&mut self, addr: Reg, tx: u32) {
+        self.push(Inst::MbarArriveExpectTx { addr, tx });
+    }
+
+    /// `mbarrier.arrive.shared::cta.b64 _, [addr]`.
+    pub fn mbar_arrive(&mut self, addr: Reg) {
+        self.push(Inst::MbarArrive { addr });
+    }
+
+    /// Waits until the phase of parity `parity` of the mbarrier at `addr` has completed: a
+    /// `mbarrier.try_wait.parity` loop.
+    pub fn mbar_wait(&mut self, addr: Reg, parity: impl Into<Operand>) {
+        let parity = parity.into();
+        let top = self.label();
+        self.place(top);
+        let dst = self.reg(Ty::Pred);
+        self.push(Inst::MbarTryWait { dst, addr, parity });
+        self.bra_if(top, dst, true);
+    }
+
+    /// `fence.mbarrier_init.release.cluster`.
+    pub fn fence_mbarrier_init(&mut self) {
+        self.push(Inst::FenceMbarrierInit);
+    }
+
+    /// `cp.async.bulk.tensor` of the box at `coords` of tensor map `tmap` into shared `dst`,
+    /// completing on the mbarrier at `mbar` (see [`Inst::TmaLoad`]).
+    pub fn tma_load(&mut self, dst: Reg, tmap: Reg, coords: &[Reg], mbar: Reg) {
+        self.push(Inst::TmaLoad { dst, tmap, coords: coords.to_vec(), mbar });
     }
 
     /// Finishes with `ret`; shared memory past [`STATIC_SHARED_MAX`] becomes dynamic (see

@@ -13,6 +13,7 @@ use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec};
 use super::kernels::gemm_mma;
 use super::kernels::gemm_wgmma;
+use super::kernels::gemm_wgmma_tma;
 use super::kernels::rowwise::{self, RowLayout, RowOp};
 use super::{Kernel, KernelError};
 
@@ -138,6 +139,18 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
         }
         out.push(gemm_wgmma::gemm_wgmma_spec(
             &format!("matmul_wgmma_epilogue_{i}"),
+            &gemm_epilogue_spec(DType::BF16, true),
+            p,
+        )?);
+    }
+    // sm_90a TMA-fed wgmma GEMM (emitted for sm_90a only): the same shapes per dtype and point.
+    for (i, p) in gemm_wgmma_tma::param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            let s = GemmSpec::plain(37, 29, 40, true, dtype, DType::F32);
+            out.push(gemm_wgmma_tma::gemm_wgmma_tma_spec(&format!("matmul_wgmma_tma_{}_{i}", dtype.name()), &s, p)?);
+        }
+        out.push(gemm_wgmma_tma::gemm_wgmma_tma_spec(
+            &format!("matmul_wgmma_tma_epilogue_{i}"),
             &gemm_epilogue_spec(DType::BF16, true),
             p,
         )?);

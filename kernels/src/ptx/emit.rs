@@ -1,6 +1,9 @@
 //! PTX text emission (ISA 8.0, for sm_80 and sm_90a). The tensor-core instructions
 //! (`ldmatrix`, `cp.async`, `mma.sync` m16n8k16 bf16/f16, `cvt.rn.bf16x2.f32`) need sm_80;
-//! `wgmma.*` and `fence.proxy.async` need sm_90a ([`try_emit`] rejects them for sm_80).
+//! `wgmma.*`, `fence.proxy.async`, `mbarrier.arrive.expect_tx`/`try_wait`,
+//! `fence.mbarrier_init` and `cp.async.bulk.tensor` need sm_90a ([`try_emit`] rejects them
+//! for sm_80). A [`ParamTy::TensorMap`] parameter is declared `.param .align 64 .b8 name[128]`
+//! and its register is its address (`mov.u64`), the tensor-map operand of the TMA copy.
 
 use std::fmt::Write;
 
@@ -142,6 +145,10 @@ pub fn sm90a_only(i: &Inst) -> Option<&'static str> {
         Inst::WgmmaCommit => Some("wgmma.commit_group"),
         Inst::WgmmaWait { .. } => Some("wgmma.wait_group"),
         Inst::Wgmma { .. } => Some("wgmma.mma_async"),
+        Inst::MbarArriveExpectTx { .. } => Some("mbarrier.arrive.expect_tx"),
+        Inst::MbarTryWait { .. } => Some("mbarrier.try_wait"),
+        Inst::FenceMbarrierInit => Some("fence.mbarrier_init"),
+        Inst::TmaLoad { .. } => Some("cp.async.bulk.tensor"),
         _ => None,
     }
 }
@@ -180,19 +187,17 @@ pub fn emit(k: &Kernel, target: Target) -> String {
     }
     if k.dynamic_shared > 0 {
         // Sized by the launch (`Kernel::dynamic_shared` bytes).
-        let _ = writeln!(s, ".extern .shared .align 16 .b8 {}_smem[];", k.name);
+        let _ = writeln!(s, ".extern .shared .align {} .b8 {}_smem[];", k.shared_align, k.name);
     }
     let params: Vec<String> = k
         .params
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let t = match p {
-                ParamTy::Ptr => "u64",
-                ParamTy::U32 => "u32",
-                ParamTy::F32 => "f32",
-            };
-            format!("\t.param .{t} {}_param_{i}", k.name)
+        .map(|(i, p)| match p {
+            ParamTy::TensorMap => format!("\t.param .align 64 .b8 {}_param_{i}[128]", k.name),
+            ParamTy::Ptr => format!("\t.param .u64 {}_param_{i}", k.name),
+            ParamTy::U32 => format!("\t.param .u32 {}_param_{i}", k.name),
+            ParamTy::F32 => format!("\t.param .f32 {}_param_{i}", k.name),
         })
         .collect();
     let _ = writeln!(s, ".visible .entry {}(\n{}\n)", k.name, params.join(",\n"));
@@ -208,18 +213,22 @@ pub fn emit(k: &Kernel, target: Target) -> String {
         }
     }
     if k.shared_bytes > 0 {
-        let _ = writeln!(s, "\t.shared .align 16 .b8 {}_smem[{}];", k.name, k.shared_bytes);
+        let _ = writeln!(s, "\t.shared .align {} .b8 {}_smem[{}];", k.shared_align, k.name, k.shared_bytes);
     }
     for i in &k.insts {
         let line = match i {
-            Inst::LdParam { dst, index } => {
-                let t = k.params.get(*index).map_or("u64", |p| match p {
-                    ParamTy::Ptr => "u64",
-                    ParamTy::U32 => "u32",
-                    ParamTy::F32 => "f32",
-                });
-                format!("ld.param.{t} {dst}, [{}_param_{index}];", k.name)
-            }
+            Inst::LdParam { dst, index } => match k.params.get(*index) {
+                // The tensor map stays in the parameter space: its address is the operand.
+                Some(ParamTy::TensorMap) => format!("mov.u64 {dst}, {}_param_{index};", k.name),
+                p => {
+                    let t = p.map_or("u64", |p| match p {
+                        ParamTy::Ptr | ParamTy::TensorMap => "u64",
+                        ParamTy::U32 => "u32",
+                        ParamTy::F32 => "f32",
+                    });
+                    format!("ld.param.{t} {dst}, [{}_param_{index}];", k.name)
+                }
+            },
             Inst::Mov { dst, src } => {
                 let t = if dst.ty.class() == RegClass::B16 { "b16" } else { dst.ty.suffix() };
                 format!("mov.{t} {dst}, {};", op(src))
@@ -331,6 +340,20 @@ pub fn emit(k: &Kernel, target: Target) -> String {
                     d.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
                 )
             }
+            Inst::MbarInit { addr: a, count } => format!("mbarrier.init.shared::cta.b64 [{a}], {count};"),
+            Inst::MbarArriveExpectTx { addr: a, tx } => {
+                format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{a}], {tx};")
+            }
+            Inst::MbarArrive { addr: a } => format!("mbarrier.arrive.shared::cta.b64 _, [{a}];"),
+            Inst::MbarTryWait { dst, addr: a, parity } => {
+                format!("mbarrier.try_wait.parity.shared::cta.b64 {dst}, [{a}], {};", op(parity))
+            }
+            Inst::FenceMbarrierInit => "fence.mbarrier_init.release.cluster;".to_string(),
+            Inst::TmaLoad { dst, tmap, coords, mbar } => format!(
+                "cp.async.bulk.tensor.{}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{dst}], [{tmap}, {{{}}}], [{mbar}];",
+                coords.len(),
+                coords.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+            ),
             Inst::NoUnroll => ".pragma \"nounroll\";".to_string(),
             Inst::Ret => "ret;".to_string(),
         };

@@ -16,6 +16,7 @@ use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec, SimtParams};
 use super::kernels::gemm_mma::{self, MmaParams};
 use super::kernels::gemm_wgmma;
+use super::kernels::gemm_wgmma_tma;
 use super::kernels::rowwise::{self, Post, RowLayout, RowOp, RowParams};
 use super::tune::{bucket, within_shared_limit, Chooser, Heuristics, Pick, Point, TuneProblem};
 use super::{Kernel, KernelError, Target};
@@ -265,7 +266,8 @@ impl<P: Point> TensorCore<'_, P> {
     }
 }
 
-/// The matmul kernel for `spec`: on sm_90a the wgmma kernel where
+/// The matmul kernel for `spec`: on sm_90a (with the wgmma opt-in) the TMA-fed wgmma kernel
+/// where [`gemm_wgmma_tma::tma_unsupported`] allows, else the cp.async wgmma kernel where
 /// [`gemm_wgmma::wgmma_unsupported`] allows, then tensor cores where
 /// [`gemm_mma::mma_unsupported`] allows, the SIMT kernel otherwise.
 fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, KernelError> {
@@ -294,6 +296,18 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
         bias: spec.bias,
         ..GemmSpec::plain(bucket(spec.m), bucket(spec.n), bucket(spec.k), spec.trans_b, spec.in_dtype, spec.out_dtype)
     };
+    if chooser.target() == Target::Sm90a && chooser.wgmma() && gemm_wgmma_tma::tma_unsupported(spec).is_none() {
+        let big = spec.m >= 128 && spec.n >= 128;
+        let family = TensorCore {
+            desc: desc("matmul_wgmma_tma"),
+            space: &gemm_wgmma_tma::param_space(),
+            heuristic: if big { gemm_wgmma_tma::large() } else { gemm_wgmma_tma::small() },
+            generate: &gemm_wgmma_tma::gemm_wgmma_tma_spec,
+            launch_dims: &gemm_wgmma::launch_dims,
+        };
+        let (k, grid, block) = family.tuned(chooser, &format!("{name}_wgmma_tma"), spec, &rep)?;
+        return Ok(one(k, grid, block, args, work));
+    }
     if chooser.target() == Target::Sm90a && chooser.wgmma() && gemm_wgmma::wgmma_unsupported(spec).is_none() {
         let big = spec.m >= 128 && spec.n >= 128;
         let family = TensorCore {

@@ -9,7 +9,10 @@
 //! `wgmma.mma_async` (shared-memory descriptors) with its fence/commit/wait and
 //! `fence.proxy.async` ([`emit::try_emit`] refuses those for sm_80); `kernels::gemm_wgmma`
 //! is the Hopper GEMM built on them, chosen by the lowering when the target is sm_90a
-//! ([`tune::Chooser::target`]). Not there yet: TMA (`cp.async.bulk.tensor`) and mbarriers.
+//! ([`tune::Chooser::target`]). They also have mbarriers and TMA tile loads
+//! (`cp.async.bulk.tensor` with a tensor-map parameter described by [`tma::TensorMapDesc`],
+//! simulated by `sim`'s `tma` module); `kernels::gemm_wgmma_tma` is the wgmma GEMM fed by
+//! them, which the sm_90a lowering prefers.
 
 pub mod builder;
 pub mod catalog;
@@ -17,6 +20,7 @@ pub mod emit;
 pub mod kernels;
 pub mod lower;
 pub mod sim;
+pub mod tma;
 pub mod tune;
 
 pub use builder::{Kernel, KernelBuilder, Target};

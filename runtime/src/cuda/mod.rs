@@ -23,8 +23,10 @@
 //!   every candidate's PTX text); [`CudaBackend::forcing`] and [`CudaBackend::problems`]
 //!   serve `vidrt tune --backend cuda`, timed with CUDA events around the kernels.
 //!
-//! - Hopper's `wgmma` GEMM (`matmul_wgmma`) is opt-in: with [`WGMMA_ENV`]`=1` the sm_90a
-//!   lowering takes it for 16-bit matmuls; otherwise they use `matmul_mma` (`mma.sync`) as on
+//! - Hopper's `wgmma` GEMMs (`matmul_wgmma_tma`, fed by TMA, where it takes the product,
+//!   else `matmul_wgmma`) are opt-in: with [`WGMMA_ENV`]`=1` the sm_90a lowering takes them
+//!   for 16-bit matmuls (a tensor-map parameter is encoded per launch by
+//!   `cuTensorMapEncodeTiled` from the kernel's [`vidrt_kernels::ptx::tma::TensorMapDesc`]); otherwise they use `matmul_mma` (`mma.sync`) as on
 //!   sm_80. It passes the simulator and ptxas but has never run on a GPU, and its shared
 //!   memory descriptors are the part of the ISA a simulator cannot settle; it becomes the
 //!   default once the harness passes with it on an H100/H200 (`scripts/device/run.sh` runs
@@ -36,6 +38,8 @@
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
+
+mod tma;
 
 use cudarc::driver::result as cu;
 use cudarc::driver::sys::{self as cusys, CUdeviceptr, CUfunction, CUmodule};
@@ -634,10 +638,37 @@ impl Executable for CudaExecutable {
                                 Arg::Output => out,
                             })
                             .collect();
-                        let mut params: Vec<*mut c_void> =
-                            vals.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+                        // A tensor-map parameter takes the driver's map of its buffer, by value.
+                        let mut maps = Vec::new();
+                        for (j, v) in vals.iter().enumerate() {
+                            if l.kernel.params.get(j) == Some(&vidrt_kernels::ptx::builder::ParamTy::TensorMap) {
+                                let desc = l.kernel.tensor_maps.get(maps.len()).ok_or_else(|| {
+                                    RuntimeError::Device(format!("internal: `{}` lacks its tensor maps", l.kernel.name))
+                                })?;
+                                let what = format!("`{}` parameter {j}", l.kernel.name);
+                                maps.push(tma::encode(
+                                    &vidrt_kernels::ptx::tma::TensorMapDesc { address: *v, ..*desc },
+                                    &what,
+                                )?);
+                            }
+                        }
+                        let mut maps = maps.iter_mut();
+                        let mut params: Vec<*mut c_void> = Vec::with_capacity(vals.len());
+                        for (j, v) in vals.iter_mut().enumerate() {
+                            let map =
+                                if l.kernel.params.get(j) == Some(&vidrt_kernels::ptx::builder::ParamTy::TensorMap) {
+                                    maps.next()
+                                } else {
+                                    None
+                                };
+                            params.push(match map {
+                                Some(m) => m as *mut cusys::CUtensorMap as *mut c_void,
+                                None => v as *mut u64 as *mut c_void,
+                            });
+                        }
                         // SAFETY: every parameter of the generated kernels is a u64 device
-                        // pointer, matched one to one by `params`, which outlive the call.
+                        // pointer or a tensor map (a 128-byte `CUtensorMap` passed by value),
+                        // matched one to one by `params`, which (and `maps`) outlive the call.
                         unsafe {
                             cu::launch_kernel(
                                 f,

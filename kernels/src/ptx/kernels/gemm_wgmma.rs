@@ -24,8 +24,18 @@
 //!   operand with R rows at byte `(j·R/8 + i)·128`, its row r at `+ 16·r`. A wgmma k-step
 //!   (16 k) then reads, for warpgroup g, the A descriptor `start = A + (2s·BM/8 + 8g)·128`,
 //!   `LBO = BM/8·128` (the next 8 k), `SBO = 128` (the next 8 rows), and the B descriptor
-//!   `start = B + 2s·BN/8·128`, `LBO = BN/8·128`, `SBO = 128`, with N = BN. The 128-byte
-//!   swizzle (which fast kernels use) is not used yet: it needs 1024-byte aligned stages.
+//!   `start = B + 2s·BN/8·128`, `LBO = BN/8·128`, `SBO = 128`, with N = BN.
+//! - Shared layout with the 128-byte swizzle (points with `swizzle`, BK a multiple of 64; what
+//!   fast Hopper kernels use, free of bank conflicts): the shared buffer is declared `.align
+//!   1024` ([`KernelBuilder::shared_aligned`]) and every stage, A and B, is a multiple of 1024
+//!   bytes. An operand of R rows is BK/64 panels of 64 k (`R·128` bytes each); in a panel row
+//!   r is the 128 bytes at `r·128` with its 16-byte chunk j at chunk `j XOR (r % 8)` (CUTLASS
+//!   `Swizzle<3,4,3>`, K-major `Layout_K_SW128` atoms of 8 rows × 64 b16 = 1024 bytes; the
+//!   cp.async copies write these addresses, [`swizzled_offset`]). A k-step s reads the
+//!   descriptors (swizzle mode 1, `SBO = 1024`, LBO 1 (unused), base offset 0) with `start =
+//!   A + (s/4)·BM·128 + 64g·128 + (s%4)·32` and `start = B + (s/4)·BN·128 + (s%4)·32`: as
+//!   CUTLASS's `make_gmma_desc` and DeepGEMM, the k step moves the start inside the rows and
+//!   the hardware applies the XOR on address bits 4–6 from bits 7–9.
 //! - Pipeline: STAGES (2..=4) stages filled by 16-byte `cp.async.cg` (the copies of thread t
 //!   go to 16 consecutive bytes of a core matrix, 8 consecutive threads fill one), one commit
 //!   group per k-slice, as `matmul_mma`. Each k-step waits with `cp.async.wait_group
@@ -40,9 +50,10 @@
 //! - Tunables (generation time): BM (64 or 128: one or two warpgroups), BN (the wgmma N:
 //!   a multiple of 8 up to 256), BK (a multiple of 16) and STAGES; the points are in
 //!   [`param_space`] (text form `bm=..,bn=..,bk=..,stages=..`).
-//! - Not done: TMA (`cp.async.bulk.tensor` needs a host-side `CUtensorMap` per operand,
-//!   passed as a `.param .align 64 .b8[128]` kernel parameter, plus `mbarrier` completion
-//!   and a producer warp), the 128-byte swizzle, and dynamic shared memory for larger tiles.
+//! - Tunables (continued): `swizzle` (the 128-byte swizzle; default off, the heuristic points
+//!   are unswizzled).
+//! - TMA: [`super::gemm_wgmma_tma`] is this kernel with its stages filled by
+//!   `cp.async.bulk.tensor` under mbarriers (what the lowering takes where it can).
 
 use vidrt_ir::DType;
 
@@ -64,6 +75,10 @@ pub struct WgmmaParams {
     pub bk: u32,
     /// Shared-memory pipeline stages (2..=4).
     pub stages: u32,
+    /// The 128-byte swizzle (BK a multiple of 64): operand stages as 128-byte rows whose
+    /// 16-byte chunks are XOR-permuted within 1024-byte atoms of 8 rows, read through
+    /// swizzle-mode-1 descriptors; else the no-swizzle core-matrix layout.
+    pub swizzle: bool,
 }
 
 impl WgmmaParams {
@@ -85,7 +100,7 @@ impl WgmmaParams {
         self.stages.saturating_mul(self.stage_bytes())
     }
 
-    fn check(self) -> Result<(), KernelError> {
+    pub(super) fn check(self) -> Result<(), KernelError> {
         let bad = |why: &str| Err(KernelError::Invalid(format!("gemm_wgmma parameters {self:?}: {why}")));
         if !matches!(self.bm, 64 | 128) {
             return bad("BM must be 64 or 128 (one or two warpgroups of 64 rows)");
@@ -99,6 +114,9 @@ impl WgmmaParams {
         if !(2..=4).contains(&self.stages) {
             return bad("stages must be 2, 3 or 4");
         }
+        if self.swizzle && !self.bk.is_multiple_of(64) {
+            return bad("the 128-byte swizzle needs BK a multiple of 64 (128-byte rows of b16)");
+        }
         let chunks = |rows: u32| rows * self.bk / 8;
         if !chunks(self.bm).is_multiple_of(self.threads()) || !chunks(self.bn).is_multiple_of(self.threads()) {
             return bad("the 16-byte chunks of a stage must divide evenly among the threads");
@@ -108,31 +126,36 @@ impl WgmmaParams {
 }
 
 impl crate::ptx::tune::Point for WgmmaParams {
-    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages"];
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages", "swizzle"];
+    /// `swizzle` came later: texts without it are the no-swizzle points they always were.
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("swizzle", 0)];
 
     fn values(self) -> Vec<u32> {
-        vec![self.bm, self.bn, self.bk, self.stages]
+        vec![self.bm, self.bn, self.bk, self.stages, u32::from(self.swizzle)]
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
         match *v {
-            [bm, bn, bk, stages] => Some(WgmmaParams { bm, bn, bk, stages }),
+            [bm, bn, bk, stages, sw @ (0 | 1)] => Some(WgmmaParams { bm, bn, bk, stages, swizzle: sw == 1 }),
             _ => None,
         }
     }
 }
 
 /// The lowering's heuristic point for small products (M or N under 128): one warpgroup.
-pub const SMALL: WgmmaParams = WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3 };
+pub const SMALL: WgmmaParams = WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3, swizzle: false };
 /// The lowering's heuristic point for the rest: two warpgroups, 128×128.
-pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3 };
+pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3, swizzle: false };
 
 /// Every parameter point of `matmul_wgmma` (the first two are the heuristic's). The first six
-/// fill 48 KiB of static shared memory (64×256×32: 40 KiB); the last four are dynamic shared
+/// fill 48 KiB of static shared memory (64×256×32: 40 KiB); the next four are dynamic shared
 /// memory: 128×128×64 at 3 stages (96 KiB), 128×256×64 at 3 and 4 (144 and 192 KiB, the
-/// shape of CUTLASS's Hopper defaults) and 64×256×64 at 4 (160 KiB).
+/// shape of CUTLASS's Hopper defaults) and 64×256×64 at 4 (160 KiB). The last four are the
+/// 128-byte-swizzled forms of BK=64 points: 64×64 at 3 stages and 64×128 at 2 (static, 48
+/// KiB each), 128×128 at 3 and 128×256 at 4 (dynamic).
 pub fn param_space() -> Vec<WgmmaParams> {
-    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages };
+    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: false };
+    let sw = |bm, bn, stages| WgmmaParams { bm, bn, bk: 64, stages, swizzle: true };
     vec![
         SMALL,
         LARGE,
@@ -144,6 +167,10 @@ pub fn param_space() -> Vec<WgmmaParams> {
         p(128, 256, 64, 3),
         p(128, 256, 64, 4),
         p(64, 256, 64, 4),
+        sw(64, 64, 3),
+        sw(64, 128, 2),
+        sw(128, 128, 3),
+        sw(128, 256, 4),
     ]
 }
 
@@ -192,6 +219,58 @@ fn core_matrix_loader(
     Loader { chunks }
 }
 
+/// One operand's global→shared copies in the 128-byte-swizzle layout (BK a multiple of 64):
+/// the slice is stored as BK/64 panels of 64 k, `rows · 128` bytes each, one after another
+/// from byte `sbase` of the stage (1024-byte aligned); in a panel row r is 128 bytes at
+/// `r · 128` and its 16-byte chunk j (k `8j..8j+8` of the panel) sits at chunk `j XOR (r % 8)`
+/// (CUTLASS `Swizzle<3,4,3>` on byte offsets from a 1024-byte boundary). Chunk c: row
+/// `c / (BK/8)`, k block `c % (BK/8)` (consecutive threads read consecutive 16 bytes of a row).
+#[allow(clippy::too_many_arguments)]
+fn swizzled_loader(
+    b: &mut KernelBuilder,
+    base: Reg,
+    tid: Reg,
+    row0: Reg,
+    (rows, total, k): (u32, u32, u32),
+    bk: u32,
+    sbase: u32,
+    threads: u32,
+) -> Loader {
+    let per_row = bk / 8;
+    let mut chunks = Vec::new();
+    for i in 0..rows * per_row / threads {
+        let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
+        let r = b.bin(BinOp::Div, Ty::U32, c, imm(per_row));
+        let kb = b.bin(BinOp::Rem, Ty::U32, c, imm(per_row));
+        chunks.push(Chunk::at(b, (base, row0), (r, kb), (total, k), |b| swizzled_offset(b, r, kb, rows, sbase)));
+    }
+    Loader { chunks }
+}
+
+/// The byte offset of chunk `kb` (16 bytes, k `8·kb..`) of row `r` of an operand with `rows`
+/// rows stored 128-byte-swizzled from byte `sbase` (see [`swizzled_loader`]).
+pub fn swizzled_offset(b: &mut KernelBuilder, r: Reg, kb: Reg, rows: u32, sbase: u32) -> Reg {
+    let panel = b.bin(BinOp::Shr, Ty::U32, kb, imm(3));
+    let j = b.bin(BinOp::And, Ty::U32, kb, imm(7));
+    let r8 = b.bin(BinOp::And, Ty::U32, r, imm(7));
+    let j = b.bin(BinOp::Xor, Ty::U32, j, r8);
+    let off = b.fma(Ty::U32, panel, imm(rows * 128), imm(sbase));
+    let off = b.fma(Ty::U32, r, imm(128), off);
+    b.fma(Ty::U32, j, imm(16), off)
+}
+
+/// A 128-byte-swizzle K-major matrix descriptor (swizzle mode 1, bits 62–63) for the operand
+/// at shared address `addr` (a register; its 8-row atoms on 1024-byte boundaries, plus the
+/// k step's offset inside the 128-byte rows): SBO 1024 (the next 8 rows), LBO 1 (unused for
+/// K-major swizzled layouts; CUTLASS's `make_gmma_desc` sets 1), base offset 0.
+pub fn swizzled_descriptor(b: &mut KernelBuilder, addr: Reg) -> Reg {
+    let enc = b.bin(BinOp::Shr, Ty::U32, addr, imm(4));
+    let enc = b.bin(BinOp::And, Ty::U32, enc, imm(0x3FFF));
+    let lo = b.bin(BinOp::Or, Ty::U32, enc, imm(1 << 16));
+    let lo = b.cvt(Ty::U64, lo);
+    b.bin(BinOp::Or, Ty::U64, lo, Operand::Int(((1024i64 >> 4) << 32) | (1i64 << 62)))
+}
+
 /// A no-swizzle K-major matrix descriptor for the operand at shared address `addr` (a
 /// register) with the given LBO and SBO (bytes, multiples of 16).
 pub fn descriptor(b: &mut KernelBuilder, addr: Reg, lbo: u32, sbo: u32) -> Reg {
@@ -221,10 +300,10 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     let (mu, nu, ku) = (u32_of(spec.m, "M")?, u32_of(spec.n, "N")?, u32_of(spec.k, "K")?);
     let header = format!(
         "matmul_wgmma {name}: A[{m},{k}] {dt} row-major x B stored [{n},{k}] {dt} row-major (both K-major); {}\n\
-         wgmma.mma_async m64n{bn}k16 f32 accumulation, A and B from shared memory (no-swizzle core matrices), \
+         wgmma.mma_async m64n{bn}k16 f32 accumulation, A and B from shared memory ({layout}), \
          cp.async {s}-stage pipeline; minimum sm_90a; NOT YET RUN ON A GPU (checked in vidrt's simulator and by ptxas)\n\
          1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads ({} warpgroups), {} bytes of {} shared \
-         memory; params BM={} BN={bn} BK={} stages={s}",
+         memory; params BM={} BN={bn} BK={} stages={s}{sw}",
         spec.describe(),
         launch_dims(spec.m, spec.n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
         p.threads(),
@@ -237,6 +316,8 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
         n = spec.n,
         k = spec.k,
         dt = spec.in_dtype,
+        sw = if p.swizzle { " swizzle=128B" } else { "" },
+        layout = if p.swizzle { "128-byte swizzle, 1024-byte aligned stages" } else { "no-swizzle core matrices" },
         bn = p.bn,
         s = p.stages,
     );
@@ -249,7 +330,7 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
 
     let a_bytes = p.bm * p.bk * 2;
     let stage_bytes = p.stage_bytes();
-    let smem = b.shared(p.stages * stage_bytes);
+    let smem = b.shared_aligned(p.stages * stage_bytes, if p.swizzle { 1024 } else { 16 });
 
     let tid = b.special(Special::TidX);
     let (bi, tm, tn) = block_coords(&mut b, mu.div_ceil(p.bm) * tiles_n, tiles_n);
@@ -259,19 +340,30 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     let b_off = offset_of(&mut b, bi, &spec.batch, &spec.b_batch)?;
     let pa = b.addr(pa, a_off, 2);
     let pb = b.addr(pb, b_off, 2);
-    let la = core_matrix_loader(&mut b, pa, tid, m0, (p.bm, mu, ku), p.bk, 0, threads);
-    let lb = core_matrix_loader(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, a_bytes, threads);
+    let loader = if p.swizzle { swizzled_loader } else { core_matrix_loader };
+    let la = loader(&mut b, pa, tid, m0, (p.bm, mu, ku), p.bk, 0, threads);
+    let lb = loader(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, a_bytes, threads);
 
     let base = b.shared_base();
     let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
     let wg = b.bin(BinOp::Shr, Ty::U32, tid, imm(7));
-    // This warpgroup's A rows start at core-matrix row block 8·wg.
-    let a_wg = b.bin(BinOp::Mul, Ty::U32, wg, imm(8 * 128));
+    // This warpgroup's A rows start at row 64·wg: core-matrix row block 8·wg (no swizzle) or
+    // 128-byte row 64·wg of the panel (swizzled).
+    let a_wg = b.bin(BinOp::Mul, Ty::U32, wg, imm(if p.swizzle { 64 * 128 } else { 8 * 128 }));
     let a_wg = b.bin(BinOp::Add, Ty::U32, base, a_wg);
     let b_at = b.bin(BinOp::Add, Ty::U32, base, imm(a_bytes));
     let (lbo_a, lbo_b) = (p.bm / 8 * 128, p.bn / 8 * 128);
-    // Per k-step (16 k = two core matrices in K) the descriptors' start advances by 2·LBO.
-    let (step_a, step_b) = (u64::from((2 * lbo_a) >> 4), u64::from((2 * lbo_b) >> 4));
+    // The descriptors' start advance (in 16-byte units) from k-step 0 to k-step s: no swizzle,
+    // 2·LBO per step (16 k = two core matrices in K); swizzled, 32 bytes per step inside the
+    // 128-byte rows and a panel (rows·128 bytes) per 4 steps.
+    let advance = |s: u64| -> (u64, u64) {
+        if p.swizzle {
+            let (panel, within) = (s / 4, (s % 4) * 32);
+            ((panel * u64::from(p.bm) * 128 + within) >> 4, (panel * u64::from(p.bn) * 128 + within) >> 4)
+        } else {
+            (s * u64::from((2 * lbo_a) >> 4), s * u64::from((2 * lbo_b) >> 4))
+        }
+    };
 
     let zero = b.imm_f32(0.0);
     let acc: Vec<Reg> = (0..p.bn / 2)
@@ -315,15 +407,19 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     b.cp_async_commit();
     let a_addr = b.bin(BinOp::Add, Ty::U32, a_wg, stage);
     let b_addr = b.bin(BinOp::Add, Ty::U32, b_at, stage);
-    let da = descriptor(&mut b, a_addr, lbo_a, 128);
-    let db = descriptor(&mut b, b_addr, lbo_b, 128);
+    let (da, db) = if p.swizzle {
+        (swizzled_descriptor(&mut b, a_addr), swizzled_descriptor(&mut b, b_addr))
+    } else {
+        (descriptor(&mut b, a_addr, lbo_a, 128), descriptor(&mut b, b_addr, lbo_b, 128))
+    };
     b.wgmma_fence();
     for s in 0..u64::from(p.bk / 16) {
         let (da_s, db_s) = if s == 0 {
             (da, db)
         } else {
-            let x = b.bin(BinOp::Add, Ty::U64, da, Operand::Int((s * step_a) as i64));
-            let y = b.bin(BinOp::Add, Ty::U64, db, Operand::Int((s * step_b) as i64));
+            let (step_a, step_b) = advance(s);
+            let x = b.bin(BinOp::Add, Ty::U64, da, Operand::Int(step_a as i64));
+            let y = b.bin(BinOp::Add, Ty::U64, db, Operand::Int(step_b as i64));
             (x, y)
         };
         b.wgmma(ab, &acc, da_s, db_s, scale_d);
@@ -341,8 +437,21 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     // The zero-fill slices past K still land in shared memory; nothing reads them.
     b.cp_async_wait_all();
 
-    // Epilogue: thread t (warpgroup g, warp w = (t/32) % 4, lane l) holds in acc[i] element
-    // (64g + 16w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2) of the tile.
+    store_accumulators(&mut b, (&st, &ptrs), &acc, (tid, wg), (bi, m0, n0), (mu, nu))?;
+    Ok(b.finish())
+}
+
+/// The epilogue of both wgmma GEMMs: thread t (warpgroup g = `wg`, warp w = (t/32) % 4, lane
+/// l) holds in `acc[i]` element (64g + 16w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2) of
+/// the tile at (`m0`, `n0`) of matrix `bi`; each goes through [`store_result`].
+pub(super) fn store_accumulators(
+    b: &mut KernelBuilder,
+    (st, ptrs): (&super::gemm::Store<'_>, &OutPtrs),
+    acc: &[Reg],
+    (tid, wg): (Reg, Reg),
+    (bi, m0, n0): (Reg, Reg, Reg),
+    (mu, nu): (u32, u32),
+) -> Result<(), KernelError> {
     let lane = b.special(Special::LaneId);
     let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
     let w4 = b.bin(BinOp::And, Ty::U32, warp, imm(3));
@@ -357,9 +466,9 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
         let i = i as u32;
         let row = b.bin(BinOp::Add, Ty::U32, row_t, imm(8 * ((i / 2) % 2)));
         let col = b.bin(BinOp::Add, Ty::U32, col_t, imm(8 * (i / 4) + i % 2));
-        store_result(&mut b, &st, &ptrs, out_base, (row, col), v)?;
+        store_result(b, st, ptrs, out_base, (row, col), v)?;
     }
-    Ok(b.finish())
+    Ok(())
 }
 
 /// The wgmma GEMM at shape (m, n, k) for `dtype` (BF16 or F16) at `p`: B stored `[N, K]`, C

@@ -10,4 +10,5 @@ pub mod embed;
 pub mod gemm;
 pub mod gemm_mma;
 pub mod gemm_wgmma;
+pub mod gemm_wgmma_tma;
 pub mod rowwise;

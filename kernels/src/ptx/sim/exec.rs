@@ -5,6 +5,7 @@
 use half::{bf16, f16};
 
 use super::matrix::{self, AsyncState, Shared};
+use super::tma;
 use super::wgmma::{self, GroupWg, ThreadWg};
 use super::{check_args, check_shared, ArgValue, DeviceLimits, GlobalMem, LaunchDims, SimError, OFFSET_BITS};
 use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, Operand, Reg, ShflMode, Space, Special, Ty, UnOp};
@@ -21,6 +22,8 @@ enum State {
     Warp(usize),
     /// Waiting at the warpgroup-collective instruction (`wgmma.*`) at this pc.
     Group(usize),
+    /// Blocked at the `mbarrier.try_wait` at this pc (its phase has not completed).
+    Mbar(usize),
     Done,
 }
 
@@ -82,6 +85,10 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    pub(super) fn args(&self) -> &[ArgValue] {
+        self.args
+    }
+
     pub(super) fn fault(&self, t: u32, pc: usize, reason: impl Into<String>) -> SimError {
         SimError::Fault { kernel: self.k.name.clone(), reason: reason.into(), block: self.block, thread: t, pc }
     }
@@ -147,7 +154,7 @@ pub fn launch_with(
 fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
     let k = ctx.k;
     let n = ctx.dims.block as usize;
-    let mut shared = Shared::new(k.shared_total() as usize);
+    let mut shared = Shared::new(super::shared_window(k) as usize, k.shared_total() as usize);
     let mut threads: Vec<Thread> = (0..n)
         .map(|_| Thread {
             pc: 0,
@@ -174,6 +181,10 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
                 _ => None,
             });
             let Some(pc) = first else { continue };
+            // A lane blocked at an mbarrier wait may still come: not a divergence yet.
+            if threads[lanes.clone()].iter().any(|t| matches!(t.state, State::Mbar(_))) {
+                continue;
+            }
             if lanes.len() != 32 || threads[lanes.clone()].iter().any(|t| t.state != State::Warp(pc)) {
                 let states: Vec<String> = threads[lanes.clone()].iter().map(|t| format!("{:?}", t.state)).collect();
                 return Err(SimError::Divergence {
@@ -193,6 +204,9 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
             continue;
         }
         if warpgroups(ctx, &mut threads, &mut shared, &mut groups)? {
+            continue;
+        }
+        if mbar_waiters(ctx, &mut threads, &mut shared)? {
             continue;
         }
         let waiting: Vec<usize> = threads
@@ -247,6 +261,10 @@ fn warpgroups(
             _ => None,
         });
         let Some(pc) = first else { continue };
+        // A thread blocked at an mbarrier wait (a producer) may still come.
+        if threads[range.clone()].iter().any(|t| matches!(t.state, State::Mbar(_))) {
+            continue;
+        }
         if range.len() != 128 || threads[range.clone()].iter().any(|t| t.state != State::Group(pc)) {
             let states: Vec<String> = threads[range.clone()].iter().map(|t| format!("{:?}", t.state)).collect();
             return Err(SimError::Divergence {
@@ -267,6 +285,43 @@ fn warpgroups(
         progressed = true;
     }
     Ok(progressed)
+}
+
+/// Re-tests the threads blocked at an `mbarrier.try_wait`: those whose phase has completed
+/// run again (the wait then succeeds). Returns whether any did; when none did, and nothing
+/// else can run, the waits can never complete: a [`SimError::Deadlock`].
+fn mbar_waiters(ctx: &Ctx<'_>, threads: &mut [Thread], shared: &mut Shared) -> Result<bool, SimError> {
+    let mut progressed = false;
+    let mut stuck = Vec::new();
+    for (t, th) in threads.iter_mut().enumerate() {
+        let State::Mbar(pc) = th.state else { continue };
+        let Some(Inst::MbarTryWait { addr, parity, .. }) = ctx.k.insts.get(pc) else {
+            return Err(ctx.fault(t as u32, pc, "internal: not an mbarrier.try_wait"));
+        };
+        let a = th.regs[addr.id as usize];
+        let p = val(&th.regs, parity, Ty::U32);
+        if tma::try_wait(ctx, (t as u32, pc), shared, a, p)? {
+            th.state = State::Run;
+            progressed = true;
+        } else {
+            stuck.push((t, pc, a, p));
+        }
+    }
+    if progressed || stuck.is_empty() {
+        return Ok(progressed);
+    }
+    let (t, pc, a, p) = stuck[0];
+    let others = threads.iter().filter(|th| matches!(th.state, State::Bar(_))).count();
+    Err(SimError::Deadlock {
+        kernel: ctx.k.name.clone(),
+        block: ctx.block,
+        what: format!(
+            "{} threads wait on mbarrier phases that can never complete ({others} more at bar.sync); thread {t} at \
+             instruction {pc} waits for the phase of parity {p} of the {}",
+            stuck.len(),
+            shared.tma.waiting_on((a & 0xFFFF_FFFF) as usize)
+        ),
+    })
 }
 
 fn collective_name(i: Option<&Inst>) -> &'static str {
@@ -327,7 +382,7 @@ fn access(
     space: Space,
     addr: u64,
     bytes: u32,
-    shared_len: usize,
+    shared: &Shared,
     mem: &GlobalMem,
 ) -> Result<(), SimError> {
     let oob = || SimError::OutOfBounds {
@@ -352,7 +407,7 @@ fn access(
     }
     let ok = match space {
         Space::Global => mem.read(addr, bytes as usize).is_some(),
-        Space::Shared => addr.checked_add(u64::from(bytes)).is_some_and(|e| e <= shared_len as u64),
+        Space::Shared => shared.in_bounds(addr, u64::from(bytes)),
         Space::Const => {
             let tab = (addr >> OFFSET_BITS) as usize;
             let off = addr & ((1u64 << OFFSET_BITS) - 1);
@@ -408,6 +463,7 @@ fn run_thread(
                     Some(ArgValue::Ptr(p)) => *p,
                     Some(ArgValue::U32(u)) => u64::from(*u),
                     Some(ArgValue::F32(f)) => u64::from(f.to_bits()),
+                    Some(ArgValue::TensorMap(_)) => tma::TENSOR_MAP_TAG | *index as u64,
                     None => return Err(ctx.fault(t, pc, format!("no argument {index}"))),
                 };
                 set(regs, dst, v);
@@ -439,7 +495,7 @@ fn run_thread(
                 };
                 set(regs, dst, u64::from(v));
             }
-            Inst::SharedBase { dst } => set(regs, dst, 0),
+            Inst::SharedBase { dst } => set(regs, dst, shared.base as u64),
             Inst::ConstBase { dst, table } => set(regs, dst, ((*table as u64) + 1) << OFFSET_BITS),
             Inst::Ld { space, dst, addr, offset, guard } => {
                 if let Some(g) = guard {
@@ -451,7 +507,7 @@ fn run_thread(
                 let size = first.ty.bytes();
                 let total = size * dst.len() as u32;
                 let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
-                access(ctx, (t, pc), *space, a, total, shared.data.len(), mem)?;
+                access(ctx, (t, pc), *space, a, total, shared, mem)?;
                 if *space == Space::Shared {
                     shared.check_settled(ctx, (t, pc), a as usize, total as usize, "ld.shared")?;
                 }
@@ -472,7 +528,7 @@ fn run_thread(
                 let size = first.ty.bytes() as usize;
                 let total = size * src.len();
                 let a = regs[addr.id as usize].wrapping_add(*offset as i64 as u64);
-                access(ctx, (t, pc), *space, a, total as u32, shared.data.len(), mem)?;
+                access(ctx, (t, pc), *space, a, total as u32, shared, mem)?;
                 if *space == Space::Shared {
                     shared.check_settled(ctx, (t, pc), a as usize, total, "st.shared")?;
                     shared.check_wgmma_free(ctx, (t, pc), a as usize, total, "st.shared")?;
@@ -667,6 +723,25 @@ fn run_thread(
                 let s = regs[src.id as usize];
                 let n = src_size.as_ref().map_or(u64::from(*size), |o| val(regs, o, Ty::U32));
                 matrix::cp_async(ctx, (t, pc), *cache, d, s, *size, n, mem, shared, &mut th.asyncs)?;
+            }
+            Inst::MbarInit { addr, count } => tma::init(ctx, (t, pc), shared, regs[addr.id as usize], *count)?,
+            Inst::MbarArriveExpectTx { addr, tx } => tma::arrive(ctx, (t, pc), shared, regs[addr.id as usize], *tx)?,
+            Inst::MbarArrive { addr } => tma::arrive(ctx, (t, pc), shared, regs[addr.id as usize], 0)?,
+            Inst::MbarTryWait { dst, addr, parity } => {
+                let p = val(regs, parity, Ty::U32);
+                if tma::try_wait(ctx, (t, pc), shared, regs[addr.id as usize], p)? {
+                    set(regs, dst, 1);
+                } else {
+                    th.pc = pc;
+                    th.state = State::Mbar(pc);
+                    return Ok(());
+                }
+            }
+            Inst::FenceMbarrierInit => {}
+            Inst::TmaLoad { dst, tmap, coords, mbar } => {
+                let c: Vec<i64> = coords.iter().map(|r| i64::from(regs[r.id as usize] as u32 as i32)).collect();
+                let (d, m, mb) = (regs[dst.id as usize], regs[tmap.id as usize], regs[mbar.id as usize]);
+                tma::load(ctx, (t, pc), d, m, &c, mb, mem, shared)?;
             }
             Inst::CpAsyncCommit => th.asyncs.commit(),
             Inst::CpAsyncWait { n } => th.asyncs.wait(*n, shared),

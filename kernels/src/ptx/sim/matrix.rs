@@ -17,6 +17,11 @@ use crate::ptx::builder::{CpCache, Reg, Space, Ty};
 
 /// A block's shared memory with its pending-copy counts.
 pub(super) struct Shared {
+    /// The shared address of the block's first byte ([`Kernel::shared_align`]); `data` is
+    /// indexed by shared address, and the `base` bytes below it are out of bounds.
+    ///
+    /// [`Kernel::shared_align`]: crate::ptx::builder::Kernel::shared_align
+    pub base: usize,
     pub data: Vec<u8>,
     pending: Vec<u32>,
     /// Per byte: pending `wgmma.mma_async` operand reads (see [`super::wgmma`]).
@@ -24,11 +29,30 @@ pub(super) struct Shared {
     /// Per byte: generic-proxy writes (stores, landed copies) not yet covered by their
     /// writer's `fence.proxy.async`.
     pub(super) unfenced: Vec<u32>,
+    /// Per byte: pending `cp.async.bulk.tensor` writes (see [`super::tma`]).
+    pub(super) bulk_pending: Vec<u32>,
+    /// The block's mbarriers and bulk copies in flight.
+    pub(super) tma: super::tma::BlockTma,
 }
 
 impl Shared {
-    pub fn new(bytes: usize) -> Self {
-        Shared { data: vec![0xFF; bytes], pending: vec![0; bytes], wg_reads: vec![0; bytes], unfenced: vec![0; bytes] }
+    /// `bytes` of shared memory at shared address `base`.
+    pub fn new(base: usize, bytes: usize) -> Self {
+        let end = base + bytes;
+        Shared {
+            base,
+            data: vec![0xFF; end],
+            pending: vec![0; end],
+            wg_reads: vec![0; end],
+            unfenced: vec![0; end],
+            bulk_pending: vec![0; end],
+            tma: super::tma::BlockTma::default(),
+        }
+    }
+
+    /// Whether the `len` bytes at shared address `addr` are the block's.
+    pub fn in_bounds(&self, addr: u64, len: u64) -> bool {
+        addr >= self.base as u64 && addr.checked_add(len).is_some_and(|e| e <= self.data.len() as u64)
     }
 
     /// Errors when any of `len` bytes at `off` has a pending `cp.async` write.
@@ -40,6 +64,18 @@ impl Shared {
         len: usize,
         what: &str,
     ) -> Result<(), SimError> {
+        if self.bulk_pending.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0)) {
+            return Err(SimError::AsyncHazard {
+                kernel: ctx.k.name.clone(),
+                what: format!(
+                    "{what} of {len} bytes at shared offset 0x{off:x} while a cp.async.bulk.tensor to it is pending \
+                     (missing mbarrier wait before the access?)"
+                ),
+                block: ctx.block,
+                thread: t,
+                pc,
+            });
+        }
         let busy = self.pending.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0));
         if busy {
             return Err(SimError::AsyncHazard {
@@ -159,7 +195,7 @@ pub(super) fn cp_async(
         pc,
     };
     let d = dst as usize;
-    if dst.checked_add(u64::from(size)).is_none_or(|e| e > shared.data.len() as u64) {
+    if !shared.in_bounds(dst, u64::from(size)) {
         return Err(oob(Space::Shared, dst, size));
     }
     shared.check_wgmma_free(ctx, (t, pc), d, size as usize, "cp.async")?;
@@ -215,7 +251,7 @@ pub(super) fn ldmatrix(
             });
         }
         let off = a as usize;
-        let Some(row) = shared.data.get(off..off + 16) else {
+        let Some(row) = shared.data.get(off..off + 16).filter(|_| shared.in_bounds(a, 16)) else {
             return Err(SimError::OutOfBounds {
                 kernel: ctx.k.name.clone(),
                 space: "shared",

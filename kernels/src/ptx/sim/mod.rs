@@ -19,18 +19,25 @@
 //!   of unwritten data; a block gets the kernel's static or dynamic shared memory
 //!   ([`Kernel::shared_total`]: a launch passes exactly the dynamic bytes the kernel records),
 //!   and a kernel needing more than the device's per-block maximum ([`DeviceLimits`]) is a
-//!   [`SimError::BadLaunch`], as the driver refuses it;
+//!   [`SimError::BadLaunch`], as the driver refuses it; the block's shared memory sits at
+//!   shared address [`shared_window`] (the kernel's declared alignment, 16 unless it asks for
+//!   more, and the addresses below it are out of bounds), so an undeclared alignment shows;
 //! - `ldmatrix` and `mma.sync` are warp-collective like `shfl.sync` (all 32 lanes at the same
 //!   instruction), with the PTX ISA's fragment layouts; `mma` accumulates in f32 in k order;
 //! - `cp.async` reads its source at issue but writes shared memory only when a
 //!   `cp.async.wait_group`/`wait_all` covers its commit group (or the thread exits); touching
 //!   shared bytes with a pending copy is a [`SimError::AsyncHazard`];
+//! - mbarriers and `cp.async.bulk.tensor` (TMA) follow [`tma`]'s rules: a wait that is not
+//!   yet satisfied blocks its thread, copies land at a wait on their mbarrier, reading a
+//!   copy's destination before that is a hazard, and waits that can never complete are a
+//!   [`SimError::Deadlock`];
 //! - the sm_90a `wgmma.*` instructions are warpgroup-collective (128 threads), read their
 //!   shared operands through matrix descriptors and complete at `wgmma.wait_group`, with the
 //!   register and shared-memory hazards and the `fence.proxy.async` rule of [`wgmma`].
 
 mod exec;
 mod matrix;
+mod tma;
 pub mod wgmma;
 
 use half::{bf16, f16};
@@ -57,6 +64,8 @@ pub enum SimError {
     Fault { kernel: String, reason: String, block: u32, thread: u32, pc: usize },
     #[error("kernel `{kernel}`: {what} (block {block}, thread {thread}, instruction {pc})")]
     AsyncHazard { kernel: String, what: String, block: u32, thread: u32, pc: usize },
+    #[error("kernel `{kernel}`: deadlock in block {block}: {what}")]
+    Deadlock { kernel: String, block: u32, what: String },
     #[error("kernel `{kernel}`: bad launch: {0}", kernel = .1)]
     BadLaunch(String, String),
 }
@@ -68,6 +77,25 @@ pub enum ArgValue {
     Ptr(u64),
     U32(u32),
     F32(f32),
+    /// A [`super::builder::ParamTy::TensorMap`] argument: vidrt's simulator encoding of a
+    /// tensor map ([`super::tma::TensorMapDesc::encode_sim`]).
+    TensorMap([u8; 128]),
+}
+
+/// The launch argument of parameter `index` of `k` for a buffer at global address `addr`: a
+/// pointer, or for a [`super::builder::ParamTy::TensorMap`] parameter the kernel's tensor map
+/// for that buffer in vidrt's simulator encoding. `None` for a parameter that takes no buffer.
+pub fn buffer_arg(k: &Kernel, index: usize, addr: u64) -> Option<ArgValue> {
+    use super::builder::ParamTy;
+    match k.params.get(index)? {
+        ParamTy::Ptr => Some(ArgValue::Ptr(addr)),
+        ParamTy::TensorMap => {
+            let nth = k.params[..index].iter().filter(|p| **p == ParamTy::TensorMap).count();
+            let desc = k.tensor_maps.get(nth)?;
+            Some(ArgValue::TensorMap(super::tma::TensorMapDesc { address: addr, ..*desc }.encode_sim()))
+        }
+        ParamTy::U32 | ParamTy::F32 => None,
+    }
 }
 
 /// Per-block limits of the simulated device.
@@ -158,8 +186,25 @@ pub fn bf16_bits(x: f32) -> u16 {
     bf16::from_f32(x).to_bits()
 }
 
+/// The shared address at which the simulator places a block's shared memory: the kernel's
+/// declared alignment ([`Kernel::shared_align`], at least 16) and no more (an address aligned to
+/// `A` but not `2A`), so code that assumes more alignment than it declares (a 128-byte swizzle
+/// on a buffer declared `.align 16`) computes wrong addresses here, as it may on hardware.
+pub fn shared_window(k: &Kernel) -> u32 {
+    k.shared_align.max(16)
+}
+
+/// The largest shared alignment the simulator accepts (the 128-byte swizzle's 1024-byte atoms).
+pub const MAX_SHARED_ALIGN: u32 = 1024;
+
 /// Checks a kernel's shared memory against the static limit and the device's maximum.
 pub(crate) fn check_shared(k: &Kernel, limits: DeviceLimits) -> Result<(), SimError> {
+    if !k.shared_align.is_power_of_two() || !(16..=MAX_SHARED_ALIGN).contains(&k.shared_align) {
+        return Err(SimError::BadLaunch(
+            format!("shared alignment {} (a power of two from 16 to {MAX_SHARED_ALIGN})", k.shared_align),
+            k.name.clone(),
+        ));
+    }
     if k.shared_bytes > STATIC_SHARED_MAX {
         return Err(SimError::BadLaunch(
             format!("{} bytes of static shared memory (static stops at {STATIC_SHARED_MAX})", k.shared_bytes),
@@ -192,7 +237,10 @@ pub(crate) fn check_args(k: &Kernel, args: &[ArgValue]) -> Result<(), SimError> 
     for (i, (a, p)) in args.iter().zip(&k.params).enumerate() {
         let ok = matches!(
             (a, p),
-            (ArgValue::Ptr(_), ParamTy::Ptr) | (ArgValue::U32(_), ParamTy::U32) | (ArgValue::F32(_), ParamTy::F32)
+            (ArgValue::Ptr(_), ParamTy::Ptr)
+                | (ArgValue::U32(_), ParamTy::U32)
+                | (ArgValue::F32(_), ParamTy::F32)
+                | (ArgValue::TensorMap(_), ParamTy::TensorMap)
         );
         if !ok {
             return Err(SimError::BadLaunch(format!("argument {i} is {a:?}, parameter is {p:?}"), k.name.clone()));

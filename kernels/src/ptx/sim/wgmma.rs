@@ -17,7 +17,8 @@
 //!   adjacent in M or N). With the 128-byte swizzle, rows are 128 bytes apart inside 8-row
 //!   groups SBO apart, k runs contiguously (LBO unused), and the 16-byte chunk bits 4–6 of
 //!   the address are XORed with bits 7–9 (CUTLASS's `Swizzle<3,4,3>` on byte addresses);
-//!   only base offset 0 is simulated. The 64- and 32-byte swizzles are a [`SimError::Fault`];
+//!   only base offset 0 is simulated, with the pattern starting on a 1024-byte boundary
+//!   (start bits 7–9 zero; a k step inside the 128-byte rows moves only bits 4–6). The 64- and 32-byte swizzles are a [`SimError::Fault`];
 //! - `wgmma.mma_async` reads its shared operands at issue (reading bytes with a pending
 //!   `cp.async`, or bytes written through the generic proxy by a thread that has not run
 //!   `fence.proxy.async` since, is a [`SimError::AsyncHazard`]: the ISA's async proxy needs
@@ -106,6 +107,12 @@ impl Descriptor {
     pub fn element(&self, r: usize, k: usize) -> Result<usize, String> {
         match (self.swizzle, self.base_offset) {
             (0, _) => Ok(self.start + (r / 8) * self.sbo + (r % 8) * 16 + (k / 8) * self.lbo + (k % 8) * 2),
+            (1, 0) if (self.start >> 7) & 7 != 0 => Err(format!(
+                "128-byte swizzle with base offset 0 but a start address (0x{:x}) whose 8-row pattern does not begin \
+                 on a 1024-byte boundary (the ISA's base offset would be {}; only 0 is simulated)",
+                self.start,
+                (self.start >> 7) & 7
+            )),
             (1, 0) => {
                 let lin = self.start + (r / 8) * self.sbo + (r % 8) * 128 + k * 2;
                 Ok(lin ^ (((lin >> 7) & 7) << 4))
@@ -217,7 +224,17 @@ fn regs_of(i: &Inst) -> Vec<Reg> {
         Inst::CvtPack { dst, hi, lo, .. } => vec![*dst, *hi, *lo],
         // The wgmma instructions themselves: accumulator chains of one shape are ordered.
         Inst::Wgmma { .. } | Inst::WgmmaFence | Inst::WgmmaCommit | Inst::WgmmaWait { .. } => Vec::new(),
+        Inst::MbarInit { addr, .. } | Inst::MbarArriveExpectTx { addr, .. } | Inst::MbarArrive { addr } => {
+            vec![*addr]
+        }
+        Inst::MbarTryWait { dst, addr, parity } => ops(&[*dst, *addr], &[parity]),
+        Inst::TmaLoad { dst, tmap, coords, mbar } => {
+            let mut v = vec![*dst, *tmap, *mbar];
+            v.extend(coords);
+            v
+        }
         Inst::Label(_)
+        | Inst::FenceMbarrierInit
         | Inst::BarSync
         | Inst::CpAsyncCommit
         | Inst::CpAsyncWait { .. }
@@ -353,7 +370,7 @@ fn issue(
         for r in 0..rows {
             for k in 0..16 {
                 let o = desc.element(r, k).map_err(|e| fault(format!("wgmma.mma_async descriptor: {e}")))?;
-                if o + 2 > shared.data.len() {
+                if !shared.in_bounds(o as u64, 2) {
                     return Err(SimError::OutOfBounds {
                         kernel: ctx.k.name.clone(),
                         space: "shared",
@@ -444,5 +461,10 @@ mod tests {
         assert_eq!(s.element(3, 8), Ok(3 * 128 + 2 * 16));
         assert!(Descriptor { swizzle: 2, ..s }.element(0, 0).is_err());
         assert!(Descriptor { base_offset: 1, ..s }.element(0, 0).is_err());
+        // A k step (start + 32) stays in the pattern; a start 128 bytes in (row 1 of an atom)
+        // would need base offset 1.
+        // Row 3, k 0 at start 32 is k 16 of the row: chunk 2 XOR 3 = chunk 1.
+        assert_eq!(Descriptor { start: 32, ..s }.element(3, 0), Ok(3 * 128 + 16));
+        assert!(Descriptor { start: 128, ..s }.element(0, 0).is_err());
     }
 }
