@@ -10,6 +10,10 @@
 //!   (the C fragment of two adjacent n-tiles is the A fragment of one k-step). K/V tiles go
 //!   through `STAGES` shared buffers with 16-byte `cp.async.cg` when the head dims are
 //!   multiples of 8, else plain loads; head dims are zero-padded to multiples of 16.
+//! - [`attention_wgmma`] (bf16/f16, sm_90a, not yet run on a GPU): a warpgroup owns 64 query
+//!   rows; S = Q·Kᵀ by `wgmma` with Q and K in shared memory, P·V by `wgmma` with P in
+//!   registers and V read MN-major (see the submodule's doc). Taken on sm_90a where wgmma is
+//!   on and [`wgmma_unsupported`] allows.
 //! - [`attention_simt`] (f32): a warp owns `ROWS` query rows; lane `j` scores keys
 //!   `j, j+32, ..` of a tile (K rows padded by 16 bytes, read as `ld.shared.v4`), the
 //!   probabilities go through shared memory, and lane `c` accumulates output columns
@@ -47,9 +51,11 @@ use crate::ptx::KernelError;
 
 mod mma;
 mod simt;
+mod wgmma;
 
 pub use mma::attention_mma;
 pub use simt::attention_simt;
+pub use wgmma::{attention_wgmma, wgmma_launch_dims, wgmma_param_space, wgmma_unsupported, WgmmaAttnParams};
 
 use crate::ptx::builder::MAX_SHARED;
 
