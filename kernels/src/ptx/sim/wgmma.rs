@@ -266,8 +266,8 @@ pub(super) fn check_regs(ctx: &Ctx<'_>, (t, pc): (u32, usize), inst: &Inst, wg: 
         return Err(SimError::AsyncHazard {
             kernel: ctx.k.name.clone(),
             what: format!(
-                "register {r} is the accumulator of a pending wgmma.mma_async (missing wgmma.wait_group before \
-                 this access?)"
+                "register {r} is an operand of a pending wgmma.mma_async (its accumulator or A fragment; missing \
+                 wgmma.wait_group before this access?)"
             ),
             block: ctx.block,
             thread: t,
