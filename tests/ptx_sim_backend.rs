@@ -422,9 +422,10 @@ fn dynamic_shared_memory_points_on_the_simulator() {
     assert!(e.as_ref().is_some_and(|e| e.to_string().contains("shared memory")), "{e:?}");
 }
 
-/// The simulator lowering as on Hopper (sm_90a): the bf16 matmul takes `matmul_wgmma` (its
-/// own tuning family), everything else what sm_80 takes; the graph matches the CPU; every
-/// wgmma candidate runs in the tuner; and the tuning keys name the simulated sm_90a device.
+/// The simulator lowering as on Hopper (sm_90a): the bf16 matmul and attention take
+/// `matmul_wgmma` and `attention_wgmma` (their own tuning families), everything else what
+/// sm_80 takes; the graph matches the CPU; every wgmma candidate runs in the tuner; and the
+/// tuning keys name the simulated sm_90a device.
 #[test]
 fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     use vidrt::runtime::tune::{TimingSettings, TuneDb};
@@ -437,8 +438,8 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     assert_eq!(
         families,
         [
-            "attention_mma_bf16",
             "attention_simt_f32",
+            "attention_wgmma_bf16",
             "conv3d_mma_bf16",
             "conv3d_simt_f32",
             "matmul_simt_f32",
@@ -449,6 +450,9 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     let wgmma = problems.iter().find(|p| p.key.family == "matmul_wgmma_bf16").unwrap();
     // All ten points fit sm_90a's 227 KiB (four of them in dynamic shared memory).
     assert_eq!(wgmma.candidates.len(), 10, "{:?}", wgmma.candidates);
+    let attention = problems.iter().find(|p| p.key.family == "attention_wgmma_bf16").unwrap();
+    let space = vidrt_kernels::ptx::kernels::attention::wgmma_param_space();
+    assert_eq!(attention.candidates.len(), space.len(), "{:?}", attention.candidates);
 
     let ins = vidrt::tune::seeded_inputs(&g, 5);
     let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
@@ -473,11 +477,49 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
-/// A DiT forward pass in bf16 with the Hopper lowering (its linear layers on `matmul_wgmma`),
+/// A backend that records the graphs it compiles (as its caller passed them).
+struct Recording {
+    inner: SimBackend,
+    graphs: std::sync::Arc<std::sync::Mutex<Vec<vidrt::ir::Graph>>>,
+}
+
+impl vidrt::runtime::Backend for Recording {
+    fn name(&self) -> &'static str {
+        vidrt::runtime::Backend::name(&self.inner)
+    }
+
+    fn support(&self, op: &vidrt::ir::Op, dtype: vidrt::ir::DType) -> vidrt::runtime::Support {
+        self.inner.support(op, dtype)
+    }
+
+    fn compile(
+        &self,
+        graph: &vidrt::ir::Graph,
+        weights: &dyn vidrt::runtime::WeightSource,
+    ) -> Result<Box<dyn vidrt::runtime::Executable>, vidrt::runtime::RuntimeError> {
+        self.graphs.lock().unwrap().push(graph.clone());
+        self.inner.compile(graph, weights)
+    }
+}
+
+/// A DiT forward pass in bf16 with the Hopper lowering (its linear layers on `matmul_wgmma`,
+/// its attention on `attention_wgmma`, as the tuning families of the compiled graphs show),
 /// against the f32 golden reference at the bf16 limit.
 #[test]
 fn golden_dit_in_bf16_on_the_simulated_hopper() {
-    let b = vidrt::runtime::ReducedPrecision { inner: Box::new(SimBackend::hopper()), dtype: vidrt::ir::DType::BF16 };
+    let graphs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = Recording { inner: SimBackend::hopper(), graphs: graphs.clone() };
+    let b = vidrt::runtime::ReducedPrecision { inner: Box::new(rec), dtype: vidrt::ir::DType::BF16 };
     let worst = common::golden_bf16_on(&b, "dit", 3e-2);
     eprintln!("dit in bf16 on ptx-sim (sm_90a lowering): worst rel_l2 {worst:.3e}");
+    // The tunable kernels the compiled graphs lowered to, by tuning family.
+    let hopper = SimBackend::hopper();
+    let graphs = graphs.lock().unwrap();
+    assert!(!graphs.is_empty(), "nothing was compiled");
+    let families: std::collections::BTreeSet<String> =
+        graphs.iter().flat_map(|g| hopper.problems(g)).map(|p| p.key.family).collect();
+    eprintln!("dit on the simulated hopper: families {families:?}");
+    assert!(families.contains("attention_wgmma_bf16"), "{families:?}");
+    assert!(families.contains("matmul_wgmma_bf16"), "{families:?}");
+    assert!(!families.iter().any(|f| f.starts_with("attention_mma")), "{families:?}");
 }
