@@ -128,8 +128,8 @@ impl Descriptor {
         }
     }
 
-    /// The shared byte offset of element (`mn`, `k`) of an MN-major (transposed, imm-trans
-    /// 1) 16-bit operand. Only the no-swizzle ("interleave") mode is simulated: the ISA's
+    /// The shared byte offset of element (`mn`, `k`) of an MN-major 16-bit operand (read
+    /// with imm-trans set). Only the no-swizzle ("interleave") mode is simulated: the ISA's
     /// canonical layout `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))` with T = 8 elements, i.e.
     /// core matrices of 8 k-rows × 16 bytes holding 8 consecutive MN elements, MN
     /// neighbours SBO apart and K neighbours LBO apart.

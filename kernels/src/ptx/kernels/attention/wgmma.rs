@@ -306,8 +306,8 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
         let (da, db) = if kk == 0 {
             (dq, dk)
         } else {
-            let x = b.bin(BinOp::Add, Ty::U64, dq, Operand::Int((kk * u64::from(2 * lbo_q >> 4)) as i64));
-            let y = b.bin(BinOp::Add, Ty::U64, dk, Operand::Int((kk * u64::from(2 * lbo_k >> 4)) as i64));
+            let x = b.bin(BinOp::Add, Ty::U64, dq, Operand::Int((kk * u64::from((2 * lbo_q) >> 4)) as i64));
+            let y = b.bin(BinOp::Add, Ty::U64, dk, Operand::Int((kk * u64::from((2 * lbo_k) >> 4)) as i64));
             (x, y)
         };
         b.wgmma(ab, &sacc, da, db, if kk == 0 { acc_off } else { acc_on });
@@ -363,7 +363,7 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
             dv
         } else {
             // 16 keys = two core matrices along K, 2·LBO bytes.
-            b.bin(BinOp::Add, Ty::U64, dv, Operand::Int(kk as i64 * i64::from(2 * lbo_v >> 4)))
+            b.bin(BinOp::Add, Ty::U64, dv, Operand::Int(kk as i64 * i64::from((2 * lbo_v) >> 4)))
         };
         b.wgmma_rs(ab, &o, *fa, db, acc_on, true);
     }
