@@ -423,8 +423,9 @@ fn dynamic_shared_memory_points_on_the_simulator() {
 }
 
 /// The simulator lowering as on Hopper (sm_90a): the bf16 matmul takes the TMA-fed
-/// `matmul_wgmma_tma` (its own tuning family), everything else what sm_80 takes; the graph matches the CPU; every
-/// wgmma candidate runs in the tuner; and the tuning keys name the simulated sm_90a device.
+/// `matmul_wgmma_tma` and attention `attention_wgmma` (their own tuning families),
+/// everything else what sm_80 takes; the graph matches the CPU; every wgmma candidate runs in
+/// the tuner; and the tuning keys name the simulated sm_90a device.
 #[test]
 fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     use vidrt::runtime::tune::{TimingSettings, TuneDb};
@@ -437,8 +438,8 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     assert_eq!(
         families,
         [
-            "attention_mma_bf16",
             "attention_simt_f32",
+            "attention_wgmma_bf16",
             "conv3d_mma_bf16",
             "conv3d_simt_f32",
             "matmul_simt_f32",
@@ -449,6 +450,9 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     let wgmma = problems.iter().find(|p| p.key.family == "matmul_wgmma_tma_bf16").unwrap();
     // All five TMA points fit sm_90a's 227 KiB (all in dynamic shared memory).
     assert_eq!(wgmma.candidates.len(), 5, "{:?}", wgmma.candidates);
+    let attention = problems.iter().find(|p| p.key.family == "attention_wgmma_bf16").unwrap();
+    let space = vidrt_kernels::ptx::kernels::attention::wgmma_param_space();
+    assert_eq!(attention.candidates.len(), space.len(), "{:?}", attention.candidates);
 
     let ins = vidrt::tune::seeded_inputs(&g, 5);
     let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
@@ -501,7 +505,8 @@ impl vidrt::runtime::Backend for Recording {
 }
 
 /// A DiT forward pass in bf16 with the Hopper lowering (its linear layers on the TMA-fed
-/// `matmul_wgmma_tma`), against the f32 golden reference at the bf16 limit.
+/// `matmul_wgmma_tma`, its attention on `attention_wgmma`, as the tuning families of the
+/// compiled graphs show), against the f32 golden reference at the bf16 limit.
 #[test]
 fn golden_dit_in_bf16_on_the_simulated_hopper() {
     let families = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -510,5 +515,9 @@ fn golden_dit_in_bf16_on_the_simulated_hopper() {
     let worst = common::golden_bf16_on(&b, "dit", 3e-2);
     eprintln!("dit in bf16 on ptx-sim (sm_90a lowering): worst rel_l2 {worst:.3e}");
     let families = families.lock().unwrap();
-    assert!(families.iter().any(|f| f == "matmul_wgmma_tma_bf16"), "{families:?}");
+    let families: std::collections::BTreeSet<&str> = families.iter().map(String::as_str).collect();
+    eprintln!("dit on the simulated hopper: families {families:?}");
+    assert!(families.contains("matmul_wgmma_tma_bf16"), "{families:?}");
+    assert!(families.contains("attention_wgmma_bf16"), "{families:?}");
+    assert!(!families.iter().any(|f| f.starts_with("attention_mma")), "{families:?}");
 }

@@ -20,8 +20,9 @@
 use half::{bf16, f16};
 use vidrt_ir::DType;
 use vidrt_kernels::ptx::kernels::attention::{
-    attention_mma, attention_simt, mma_launch_dims, mma_param_space, simt_launch_dims, simt_param_space, AttnSpec,
-    MmaAttnParams, SimtParams,
+    attention_mma, attention_simt, attention_wgmma, mma_launch_dims, mma_param_space, simt_launch_dims,
+    simt_param_space, wgmma_launch_dims, wgmma_param_space, wgmma_unsupported, AttnSpec, MmaAttnParams, SimtParams,
+    WgmmaAttnParams,
 };
 use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims};
 use vidrt_kernels::ptx::{emit, Kernel, KernelError, Target};
@@ -287,6 +288,90 @@ fn mma_bf16_matches_the_reference_at_every_point() {
 #[test]
 fn mma_f16_matches_the_reference_at_every_point() {
     mma_dtype(DType::F16, 3e-3);
+}
+
+/// The sm_90a wgmma variant at every point, on every case whose head dims it takes (D and Dv
+/// multiples of 8: 8, 16, 24, 32, 64, 128; Dv ≠ D; one and several query tiles; tails in Sq
+/// and Sk; biases, masks, a fully masked batch); the others are refused as `Unsupported`
+/// with the reason [`wgmma_unsupported`] gives (lowering then takes the mma kernel).
+/// Tolerances as the mma variant's (the same roundings: P to the input type, the output).
+fn wgmma_dtype(dtype: DType, tol: f64) {
+    let mut covered = 0;
+    for (ci, c) in cases().iter().enumerate() {
+        let scale = 1.0 / (c.d as f64).sqrt();
+        let dt = data(c, dtype, scale, 300 + ci as u64);
+        let mask_dtype = if ci == 2 { DType::I32 } else { dtype };
+        let s = spec(c, scale, Some(mask_dtype));
+        if let Some(why) = wgmma_unsupported(&s, dtype) {
+            assert!(!c.d.is_multiple_of(8) || !c.dv.is_multiple_of(8), "{c:?}: {why}");
+            let e = attention_wgmma("att_wgmma", &s, dtype, wgmma_param_space()[0]);
+            assert!(matches!(e, Err(KernelError::Unsupported(_))), "{c:?}: {e:?}");
+            continue;
+        }
+        covered += 1;
+        let mut ran = 0;
+        for p in wgmma_param_space() {
+            let Some(k) = fits(attention_wgmma("att_wgmma", &s, dtype, p), &mut ran) else { continue };
+            let got = run(&k, wgmma_launch_dims(&s, p), &dt, dtype, mask_dtype, dt.want.len());
+            let what = format!("wgmma {dtype} {c:?} {p:?}");
+            let err = check(c, &got, &dt, &what);
+            eprintln!("{what}: rel L2 {err:.2e}");
+            assert!(err <= tol, "{what}: rel L2 error {err:e}");
+        }
+        assert_eq!(ran, wgmma_param_space().len(), "every wgmma point fits {c:?}");
+    }
+    assert!(covered >= 7, "only {covered} cases ran on the wgmma kernel");
+}
+
+#[test]
+fn wgmma_bf16_matches_the_reference_at_every_point() {
+    wgmma_dtype(DType::BF16, 1e-2);
+}
+
+#[test]
+fn wgmma_f16_matches_the_reference_at_every_point() {
+    wgmma_dtype(DType::F16, 3e-3);
+}
+
+#[test]
+fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
+    let c = Case { bias: Some(vec![40]), mask: Some(vec![1]), ..cases()[3].clone() };
+    let s = spec(&c, 0.125, None);
+    for p in wgmma_param_space() {
+        let k = attention_wgmma("att", &s, DType::BF16, p).expect("generates");
+        let text = emit(&k, Target::Sm90a);
+        let n = c.dv;
+        for want in [
+            format!("wgmma.mma_async.sync.aligned.m64n{}k16.f32.bf16.bf16", p.bkv),
+            // P·V: A from four registers, B MN-major (imm-trans-b 1).
+            format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16"),
+            "wgmma.fence.sync.aligned;".into(),
+            "fence.proxy.async.shared::cta;".into(),
+            "cp.async.cg.shared.global".into(),
+            "cvt.rn.bf16x2.f32".into(),
+            "ex2.approx.ftz.f32".into(),
+        ] {
+            assert!(text.contains(&want), "{p:?}: {want} missing");
+        }
+        let rs = text.lines().find(|l| l.contains(&format!("m64n{n}k16")) && l.contains("}, {%r")).expect("register A");
+        assert!(rs.trim_end().ends_with(", 1, 1, 1;"), "{rs}");
+        assert!(!text.contains("ldmatrix"), "{p:?}: wgmma reads shared memory itself");
+        assert!(vidrt_kernels::ptx::try_emit(&k, Target::Sm80).is_err(), "{p:?}: emitted for sm_80");
+    }
+    for bad in [
+        WgmmaAttnParams { wg: 3, bkv: 64, stages: 2 },
+        WgmmaAttnParams { wg: 1, bkv: 24, stages: 2 },
+        WgmmaAttnParams { wg: 1, bkv: 256, stages: 2 },
+        WgmmaAttnParams { wg: 1, bkv: 64, stages: 3 },
+    ] {
+        assert!(matches!(attention_wgmma("x", &s, DType::BF16, bad), Err(KernelError::Invalid(_))), "{bad:?}");
+    }
+    let p = wgmma_param_space()[0];
+    assert!(matches!(attention_wgmma("x", &s, DType::F32, p), Err(KernelError::Unsupported(_))));
+    let wide = AttnSpec { d: 512, dv: 512, ..s.clone() };
+    assert!(wgmma_unsupported(&wide, DType::BF16).is_some());
+    let big = AttnSpec { d: 1024, dv: 256, ..s };
+    assert!(matches!(attention_wgmma("x", &big, DType::BF16, p), Err(KernelError::Unsupported(_))));
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! ptxas check: every kernel of `ptx::catalog::all_kernels` (every family at every parameter
-//! point) assembles for sm_80 and sm_90a with no spills (the sm_90a-only `matmul_wgmma` for
-//! sm_90a alone: the emitter refuses it for sm_80, and that is checked too), and so does a
+//! point) assembles for sm_80 and sm_90a with no spills (the sm_90a-only `matmul_wgmma` and
+//! `attention_flash_wgmma` for sm_90a alone: the emitter refuses them for sm_80, and that is
+//! checked too), and so does a
 //! kernel using every form of the tensor-core instructions (`cp.async` ca/cg with and without
 //! src-size, commit/wait, `ldmatrix` x1/x2/x4 with and without `.trans`,
 //! `cvt.rn.{bf16,f16}x2.f32`, `mma.sync` m16n8k16 bf16 and f16), and one with the sm_90a
 //! forms (`fence.proxy.async`, `wgmma.fence`/`commit_group`/`wait_group`, `wgmma.mma_async`
-//! bf16 and f16 at N = 8, 64, 256).
+//! bf16 and f16 at N = 8, 64, 256, A from a descriptor or registers, B K- or MN-major).
 //!
 //! ptxas is found through `VIDRT_PTXAS`, then `PATH`, then the pip package installed by
 //! `scripts/install-ptxas.sh`. Without it these tests fail (a check that did not run is never
@@ -19,6 +20,11 @@ use vidrt_kernels::ptx::builder::{BinOp, CpCache, KernelBuilder, Operand, ParamT
 use vidrt_kernels::ptx::catalog::all_kernels;
 use vidrt_kernels::ptx::emit::check_target;
 use vidrt_kernels::ptx::{emit, Kernel, Target};
+
+/// The families the emitter refuses for sm_80 (they use `wgmma`).
+fn sm90a_only(name: &str) -> bool {
+    name.starts_with("matmul_wgmma") || name.starts_with("attention_flash_wgmma")
+}
 
 fn find_ptxas() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("VIDRT_PTXAS") {
@@ -113,12 +119,14 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "matmul_wgmma_epilogue_12",
         // TMA-fed: bulk tensor copies (UTMALDG) instead of LDGSTS.
         "matmul_wgmma_tma_epilogue_1",
+        "attention_flash_wgmma_bf16_d128_0",
+        "attention_flash_wgmma_f16_d64_1",
     ] {
         let Some(k) = kernels.iter().find(|k| k.name == family) else {
             failures.push(format!("{family}: not in the catalog"));
             continue;
         };
-        let wgmma = family.starts_with("matmul_wgmma");
+        let wgmma = sm90a_only(family);
         // wgmma reads shared memory itself: HGMMA, no LDSM.
         let mut want = if wgmma { vec!["HGMMA"] } else { vec!["HMMA", "LDSM"] };
         if family.starts_with("matmul_wgmma_tma") {
@@ -176,7 +184,7 @@ fn every_kernel_assembles_without_spills() {
         for k in &kernels {
             if let Err(e) = check_target(k, target) {
                 // Only the sm_90a-only family is refused, and only for sm_80.
-                if !(k.name.starts_with("matmul_wgmma") && target == Target::Sm80) {
+                if !(sm90a_only(&k.name) && target == Target::Sm80) {
                     failures.push(format!("{} ({}): {e}", k.name, target.name()));
                 }
                 refused += 1;
@@ -214,9 +222,10 @@ fn every_kernel_assembles_without_spills() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let wgmma = kernels.iter().filter(|k| k.name.starts_with("matmul_wgmma")).count();
-    assert!(wgmma > 0, "no matmul_wgmma kernel in the catalog");
-    assert_eq!(refused, wgmma, "every matmul_wgmma kernel is refused for sm_80, nothing else");
+    let wgmma = kernels.iter().filter(|k| sm90a_only(&k.name)).count();
+    assert!(kernels.iter().any(|k| k.name.starts_with("matmul_wgmma")), "no matmul_wgmma kernel in the catalog");
+    assert!(kernels.iter().any(|k| k.name.starts_with("attention_flash_wgmma")), "no attention_flash_wgmma kernel");
+    assert_eq!(refused, wgmma, "every wgmma kernel is refused for sm_80, nothing else");
     println!(
         "ptxas {}: {checked} kernel builds checked, {} failed, {refused} refused for sm_80",
         ptxas.display(),
@@ -280,7 +289,8 @@ fn every_tensor_core_instruction_form_assembles() {
 }
 
 /// Every sm_90a form: `fence.proxy.async`, the wgmma fence/commit/wait and `wgmma.mma_async`
-/// bf16 and f16 at N = 8, 64 and 256, with descriptors computed at run time.
+/// bf16 and f16 at N = 8, 64 and 256, with descriptors computed at run time; A from registers
+/// with B K-major and MN-major (`imm-trans-b` 1), and a descriptor A with an MN-major B.
 fn wgmma_forms() -> Kernel {
     use vidrt_kernels::ptx::builder::{Cmp, Special};
     use vidrt_kernels::ptx::kernels::gemm_wgmma::descriptor;
@@ -306,6 +316,27 @@ fn wgmma_forms() -> Kernel {
         let acc: Vec<_> = (0..n / 2).map(|_| b.mov(Ty::F32, zero)).collect();
         b.wgmma_fence();
         b.wgmma(ty, &acc, da, db, p);
+        b.wgmma_commit();
+        all.push(acc);
+    }
+    // A from registers (B K-major and MN-major), and a descriptor A with an MN-major B.
+    let fa = [0, 1, 2, 3].map(|_| b.cvt_pack(Ty::BF16, zero, zero));
+    for (n, trans_b, regs) in [(16u32, false, true), (32, true, true), (16, true, false)] {
+        let acc: Vec<_> = (0..n / 2).map(|_| b.mov(Ty::F32, zero)).collect();
+        b.wgmma_fence();
+        if regs {
+            b.wgmma_rs(Ty::BF16, &acc, fa, db, p, trans_b);
+        } else {
+            b.push(vidrt_kernels::ptx::builder::Inst::Wgmma {
+                ab: Ty::F16,
+                n,
+                d: acc.clone(),
+                a: vidrt_kernels::ptx::builder::WgmmaA::Desc(da),
+                b_desc: db,
+                scale_d: p,
+                trans_b,
+            });
+        }
         b.wgmma_commit();
         all.push(acc);
     }

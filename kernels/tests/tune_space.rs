@@ -1,5 +1,6 @@
 //! The tuning spaces of the PTX families: through the lowering's tuning hook, every point of
-//! every tunable family (matmul wgmma (sm_90a only)/mma/simt, conv3d mma/simt, attention mma/simt) either
+//! every tunable family (matmul wgmma (sm_90a only)/mma/simt, conv3d mma/simt, attention wgmma (sm_90a
+//! only)/mma/simt) either
 //! generates a kernel whose PTX text is well formed and within the shared-memory limits of
 //! the target it is lowered for (static ≤ 48 KiB, static + dynamic ≤ the target's opt-in
 //! maximum: 163 KiB on sm_80, 227 KiB on sm_90a), or returns a typed error; never a panic.
@@ -156,9 +157,21 @@ proptest! {
         let q = [1, sq, h, d];
         let kv = [1, sk, h, d];
         let op = Op::Attention { scale: 0.25, bias: false, mask: false };
-        let (family, ok, _) = every_point(&op, &[(&q, dtype), (&kv, dtype), (&kv, dtype)], &q, dtype);
-        prop_assert!(family.starts_with("attention_"), "{family}");
+        let ins = [(&q[..], dtype), (&kv[..], dtype), (&kv[..], dtype)];
+        let (family, ok, _) = every_point_on(Target::Sm80, &op, &ins, &q, dtype);
+        prop_assert!(family.starts_with("attention_") && !family.starts_with("attention_wgmma"), "{family}");
         prop_assert!(ok > 0, "no point of {family} generates for d={d}");
+        // On sm_90a 16-bit attention with head dims in whole 16-byte chunks takes the wgmma
+        // family (every point generates), the rest what sm_80 takes.
+        let (hopper, ok, _) = every_point_on(Target::Sm90a, &op, &ins, &q, dtype);
+        let wgmma = dtype != DType::F32 && d % 8 == 0;
+        prop_assert_eq!(hopper.starts_with("attention_wgmma_"), wgmma, "{}", hopper);
+        if wgmma {
+            prop_assert_eq!(ok, vidrt_kernels::ptx::kernels::attention::wgmma_param_space().len());
+        } else {
+            prop_assert_eq!(&hopper, &family);
+        }
+        prop_assert!(ok > 0, "no point of {hopper} generates for d={d}");
     }
 }
 
@@ -232,6 +245,53 @@ fn dynamic_shared_points_follow_the_target() {
     }
     // sm_80: 60, 80, 90, 90 and 162 KiB; sm_90a: also 216 KiB.
     assert_eq!(dynamic, [5, 6]);
+}
+
+/// The heuristic lowering of bf16 attention (head dim 64, bias and key mask): `attention_wgmma`
+/// on sm_90a (one warpgroup, 64 query rows per block), `attention_mma` on sm_80 and on sm_90a
+/// with wgmma off, and on sm_90a for a head dim that is not a multiple of 8.
+#[test]
+fn sm90a_lowers_16_bit_attention_to_wgmma() {
+    use vidrt_kernels::ptx::lower::lower;
+    use vidrt_kernels::ptx::tune::HeuristicsFor;
+    let op = Op::Attention { scale: 0.125, bias: true, mask: true };
+    let kernel = |l: Lowered| match l {
+        Lowered::Launches(mut ls) if ls.len() == 1 => ls.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let (q, bias, mask) = ([2usize, 77, 3, 64], [2usize, 3, 77, 77], [2usize, 77]);
+    let ins: Vec<(&[usize], DType)> =
+        vec![(&q, DType::BF16), (&q, DType::BF16), (&q, DType::BF16), (&bias, DType::BF16), (&mask, DType::I64)];
+    let hopper = kernel(lower_with(&op, &ins, &q, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    assert!(hopper.kernel.name.ends_with("_wgmma"), "{}", hopper.kernel.name);
+    assert!(hopper.kernel.header.contains("attention_flash wgmma"), "{}", hopper.kernel.header);
+    assert_eq!(hopper.block, 128);
+    // 2 batches × 3 heads × ceil(77/64) query tiles.
+    assert_eq!(hopper.grid, 2 * 3 * 2);
+    assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("wgmma.mma_async"));
+    assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
+    let ampere = kernel(lower(&op, &ins, &q, DType::BF16, "t").unwrap());
+    assert!(ampere.kernel.header.contains("attention_flash mma"), "{}", ampere.kernel.header);
+    struct NoWgmma;
+    impl Chooser for NoWgmma {
+        fn pick(&self, _: &TuneProblem<'_>) -> Pick {
+            Pick::Heuristic
+        }
+        fn target(&self) -> Target {
+            Target::Sm90a
+        }
+        fn wgmma(&self) -> bool {
+            false
+        }
+    }
+    let off = kernel(lower_with(&op, &ins, &q, DType::BF16, "t", &NoWgmma).unwrap());
+    assert_eq!(off, ampere);
+    // Head dim 6: refused by the wgmma kernel (not whole 16-byte chunks), so mma.sync.
+    let q6 = [2usize, 77, 3, 6];
+    let ins6: Vec<(&[usize], DType)> =
+        vec![(&q6, DType::BF16), (&q6, DType::BF16), (&q6, DType::BF16), (&bias, DType::BF16), (&mask, DType::I64)];
+    let odd = kernel(lower_with(&op, &ins6, &q6, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    assert!(odd.kernel.header.contains("attention_flash mma"), "{}", odd.kernel.header);
 }
 
 /// The heuristic lowering of a bf16 linear layer: the TMA-fed `matmul_wgmma_tma` on sm_90a

@@ -2,6 +2,7 @@
 //! known matrices against a host product, for bf16 and f16, several N, `scale-d` true and
 //! false, both operands K-major in shared memory through descriptors in the no-swizzle
 //! (core-matrix) mode with different LBO/SBO arrangements and in the 128-byte swizzle mode;
+//! A from registers (the m64nNk16 A fragment) and B MN-major (imm-trans-b 1, no swizzle);
 //! the hazards the simulator reports (missing `fence.proxy.async`, missing `wgmma.fence`,
 //! touching an accumulator or writing an operand's shared bytes (`st.shared`, `cp.async`)
 //! before `wgmma.wait_group`, a
@@ -13,7 +14,10 @@
 //! register fragment layout for accumulator matrix D": thread t = 32·w + l holds in d[i]
 //! element (16w + l/4 + 8·((i/2)%2), 8·(i/4) + 2·(l%4) + i%2)), the no-swizzle K-major
 //! layout as 8×16-byte core matrices whose K neighbours are LBO apart and whose M/N
-//! neighbours are SBO apart, and the 128-byte swizzle as 128-byte rows whose 16-byte chunk j
+//! neighbours are SBO apart, the MN-major one as the ISA's canonical
+//! `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))` (core matrices of 8 k-rows of 8 consecutive N
+//! elements), the register A fragment (Figure "WGMMA .m64nNk16 register fragment layout for
+//! matrix A": warp w holds rows 16w..16w+16 as `mma.m16n8k16` holds its A), and the 128-byte swizzle as 128-byte rows whose 16-byte chunk j
 //! of row r sits at chunk j XOR (r % 8) within each 1024-byte group of 8 rows.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is a test failure
@@ -24,7 +28,9 @@ use common::{round, Rng};
 
 use half::{bf16, f16};
 use vidrt_ir::DType;
-use vidrt_kernels::ptx::builder::{BinOp, Cmp, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty};
+use vidrt_kernels::ptx::builder::{
+    BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty, WgmmaA,
+};
 use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
 use vidrt_kernels::ptx::{emit, try_emit, Target};
 
@@ -43,6 +49,10 @@ fn d_pos(t: usize, i: usize) -> (usize, usize) {
 enum Layout {
     /// No swizzle: core matrix (row block i, k block j) at `base + i·sbo + j·lbo`.
     Interleave { base: usize, lbo: usize, sbo: usize },
+    /// No swizzle, MN-major (read with imm-trans-b 1): the ISA's canonical
+    /// `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))`, T = 8: a core matrix holds 8 k-rows of 16
+    /// bytes, each 8 consecutive rows (N) of the operand; MN blocks `sbo` apart, K blocks `lbo`.
+    InterleaveMn { base: usize, lbo: usize, sbo: usize },
     /// 128-byte swizzle of a tile 64 k wide, 8-row groups `sbo` apart from `base` (1024-byte
     /// aligned); the wgmma reads k columns `16·kstep .. 16·kstep + 16`.
     Swizzle128 { base: usize, sbo: usize, kstep: usize },
@@ -53,6 +63,9 @@ impl Layout {
     fn offset(self, r: usize, k: usize) -> usize {
         match self {
             Layout::Interleave { base, lbo, sbo } => base + (r / 8) * sbo + (k / 8) * lbo + (r % 8) * 16 + (k % 8) * 2,
+            Layout::InterleaveMn { base, lbo, sbo } => {
+                base + (r / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + (r % 8) * 2
+            }
             Layout::Swizzle128 { base, sbo, kstep } => {
                 let kk = 16 * kstep + k;
                 base + (r / 8) * sbo + (r % 8) * 128 + (((kk / 8) ^ (r % 8)) * 16) + (kk % 8) * 2
@@ -64,7 +77,9 @@ impl Layout {
     fn descriptor(self) -> u64 {
         let enc = |x: usize| ((x as u64) & 0x3FFFF) >> 4;
         match self {
-            Layout::Interleave { base, lbo, sbo } => enc(base) | (enc(lbo) << 16) | (enc(sbo) << 32),
+            Layout::Interleave { base, lbo, sbo } | Layout::InterleaveMn { base, lbo, sbo } => {
+                enc(base) | (enc(lbo) << 16) | (enc(sbo) << 32)
+            }
             // The k step moves the start 32 bytes per 16 k inside the swizzled rows (LBO unused:
             // 1, as CUTLASS sets it).
             Layout::Swizzle128 { base, sbo, kstep } => {
@@ -81,6 +96,25 @@ fn bits(dtype: DType, x: f32) -> u16 {
     }
 }
 
+/// The operand forms of the test's `wgmma.mma_async`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Form {
+    /// A from four b32 registers per thread (loaded from the `afrag` parameter) instead of
+    /// the A descriptor.
+    a_regs: bool,
+    /// B read MN-major (imm-trans-b 1).
+    trans_b: bool,
+}
+
+/// The (row, k) of the low half of A fragment register `j` of warpgroup thread `t` (ISA
+/// figure "WGMMA .m64nNk16 register fragment layout for matrix A": warp w's rows
+/// 16w..16w+16, lane l = 4g + q holding (g, 2q..2q+1), (g+8, 2q..), (g, 2q+8..), (g+8, 2q+8..)
+/// in a0a1, a2a3, a4a5, a6a7); the high half is (row, k + 1).
+fn a_pos(t: usize, j: usize) -> (usize, usize) {
+    let (w, l) = (t / 32, t % 32);
+    (16 * w + l / 4 + 8 * (j % 2), 2 * (l % 4) + 8 * (j / 2))
+}
+
 /// What a test kernel leaves out or adds (each a bug the simulator must catch).
 #[derive(Clone, Copy, Debug, Default)]
 struct Faults {
@@ -94,17 +128,30 @@ struct Faults {
     copy_operand_early: bool,
     /// Threads 64..127 branch around the `wgmma.mma_async`.
     skip_half: bool,
+    /// Rewrites an A fragment register after the `wgmma.fence` (register A only).
+    write_a_after_fence: bool,
+    /// Reads an A fragment register between the issue and the wait (register A only).
+    read_a_early: bool,
 }
 
 /// One warpgroup: copies the shared image (`image` bytes, a multiple of 2048) from global,
 /// `fence.proxy.async`, `bar.sync`, loads C (thread t's `n/2` values at `c[t·n/2..]`),
-/// `wgmma.fence`, one `wgmma.mma_async` with the given descriptors, commit, wait 0, and
-/// stores D the same way to `out`. Parameters: image, c, out.
-fn single_wgmma(ab: Ty, n: u32, image: usize, (a_desc, b_desc): (u64, u64), scale_d: bool, f: Faults) -> Kernel {
+/// `wgmma.fence`, one `wgmma.mma_async` with the given descriptors (A from registers, thread
+/// t's four at `afrag[4t..]`, when `form.a_regs`), commit, wait 0, and stores D the same way
+/// to `out`. Parameters: image, c, afrag, out.
+fn single_wgmma(
+    ab: Ty,
+    n: u32,
+    image: usize,
+    (a_desc, b_desc): (u64, u64),
+    scale_d: bool,
+    (form, f): (Form, Faults),
+) -> Kernel {
     let mut b = KernelBuilder::new("wgmma_one", "one wgmma.mma_async");
     b.block(128);
     let img = b.param(ParamTy::Ptr);
     let c = b.param(ParamTy::Ptr);
+    let afrag = b.param(ParamTy::Ptr);
     let out = b.param(ParamTy::Ptr);
     // 1024-byte aligned: the swizzled layouts' 8-row atoms start at 1024-byte boundaries.
     let smem = b.shared_aligned(image as u32, 1024);
@@ -137,20 +184,43 @@ fn single_wgmma(ab: Ty, n: u32, image: usize, (a_desc, b_desc): (u64, u64), scal
     let at = b.cvt(Ty::U64, at);
     let da = b.bin(BinOp::Add, Ty::U64, at, Operand::Int(a_desc as i64));
     let db = b.bin(BinOp::Add, Ty::U64, at, Operand::Int(b_desc as i64));
+    let fa: [Reg; 4] = [0u32, 1, 2, 3].map(|j| {
+        let i = b.fma(Ty::U32, tid, imm(4), imm(j));
+        let ad = b.addr(afrag, i, 4);
+        b.ld(Space::Global, Ty::U32, ad)
+    });
     let flag = b.imm_u32(u32::from(scale_d));
     let p = b.setp(Cmp::Ne, flag, imm(0));
     if !f.no_wgmma_fence {
         b.wgmma_fence();
+    }
+    if f.write_a_after_fence {
+        b.push(Inst::Bin { op: BinOp::Xor, dst: fa[1], a: Operand::Reg(fa[1]), b: imm(1) });
     }
     let skip = b.label();
     if f.skip_half {
         let hi = b.setp(Cmp::Ge, tid, imm(64));
         b.bra_if(skip, hi, false);
     }
-    b.wgmma(ab, &acc, da, db, p);
+    if form.a_regs {
+        b.wgmma_rs(ab, &acc, fa, db, p, form.trans_b);
+    } else {
+        b.push(Inst::Wgmma {
+            ab,
+            n,
+            d: acc.clone(),
+            a: WgmmaA::Desc(da),
+            b_desc: db,
+            scale_d: p,
+            trans_b: form.trans_b,
+        });
+    }
     b.place(skip);
     if f.read_accumulator_early {
         b.bin(BinOp::Add, Ty::F32, acc[0], acc[0]);
+    }
+    if f.read_a_early {
+        b.bin(BinOp::Add, Ty::U32, fa[2], imm(0));
     }
     if f.store_operand_early {
         let z = b.imm_u32(0);
@@ -179,9 +249,18 @@ struct Run {
 }
 
 /// Fills A (64×16) and B (n×16) with seeded values placed by `la`/`lb` in an image of
-/// `image` bytes (the rest NaN), C with seeded values, and runs [`single_wgmma`].
+/// `image` bytes (the rest NaN; with `form.a_regs` A goes into the fragment buffer instead
+/// and `la` is unused), C with seeded values, and runs [`single_wgmma`].
 #[allow(clippy::too_many_arguments)]
-fn run(dtype: DType, n: u32, (la, lb): (Layout, Layout), image: usize, scale_d: bool, f: Faults, seed: u64) -> Run {
+fn run(
+    dtype: DType,
+    n: u32,
+    (la, lb): (Layout, Layout),
+    image: usize,
+    scale_d: bool,
+    (form, f): (Form, Faults),
+    seed: u64,
+) -> Run {
     let ab = if dtype == DType::F16 { Ty::F16 } else { Ty::BF16 };
     let n = n as usize;
     let mut rng = Rng(seed);
@@ -193,9 +272,20 @@ fn run(dtype: DType, n: u32, (la, lb): (Layout, Layout), image: usize, scale_d: 
         assert!(img[off] == 0xFF && img[off + 1] == 0xFF, "layouts overlap at {off}");
         img[off..off + 2].copy_from_slice(&bits(dtype, v).to_le_bytes());
     };
-    for r in 0..64 {
-        for k in 0..16 {
-            put(la.offset(r, k), a[r * 16 + k]);
+    if !form.a_regs {
+        for r in 0..64 {
+            for k in 0..16 {
+                put(la.offset(r, k), a[r * 16 + k]);
+            }
+        }
+    }
+    let mut frag = vec![0u32; 128 * 4];
+    for t in 0..128 {
+        for j in 0..4 {
+            let (row, k) = a_pos(t, j);
+            let lo = u32::from(bits(dtype, a[row * 16 + k]));
+            let hi = u32::from(bits(dtype, a[row * 16 + k + 1]));
+            frag[4 * t + j] = lo | (hi << 16);
         }
     }
     for r in 0..n {
@@ -211,12 +301,13 @@ fn run(dtype: DType, n: u32, (la, lb): (Layout, Layout), image: usize, scale_d: 
             cbuf[t * half + i] = cm[row * n + col];
         }
     }
-    let k = single_wgmma(ab, n as u32, image, (la.descriptor(), lb.descriptor()), scale_d, f);
+    let k = single_wgmma(ab, n as u32, image, (la.descriptor(), lb.descriptor()), scale_d, (form, f));
     let mut mem = GlobalMem::new();
     let pimg = mem.alloc_with(img);
     let pc = mem.alloc_with(cbuf.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let pf = mem.alloc_with(frag.iter().flat_map(|x| x.to_le_bytes()).collect());
     let out = mem.alloc(128 * half * 4);
-    let args = [ArgValue::Ptr(pimg), ArgValue::Ptr(pc), ArgValue::Ptr(out)];
+    let args = [ArgValue::Ptr(pimg), ArgValue::Ptr(pc), ArgValue::Ptr(pf), ArgValue::Ptr(out)];
     let got = launch(&k, LaunchDims { grid: 1, block: 128 }, &args, &mut mem).map(|()| {
         let raw = mem.read(out, 128 * half * 4).expect("in bounds");
         raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
@@ -272,7 +363,7 @@ fn one_wgmma_no_swizzle_matches_the_host_product() {
                 let image = (3072 + nb * 384).div_ceil(2048) * 2048;
                 for scale_d in [true, false] {
                     let what = format!("{dtype} n={n} arrangement {j} scale_d={scale_d}");
-                    let r = run(dtype, n, (la, lb), image, scale_d, Faults::default(), 7 + j as u64);
+                    let r = run(dtype, n, (la, lb), image, scale_d, (Form::default(), Faults::default()), 7 + j as u64);
                     check(&r, n as usize, scale_d, &what);
                 }
             }
@@ -291,7 +382,7 @@ fn one_wgmma_128_byte_swizzle_matches_the_host_product() {
                 let lb = Layout::Swizzle128 { base: 8 * 1024, sbo: 1024, kstep };
                 let image = 8 * 1024 + n as usize / 8 * 1024;
                 let what = format!("{dtype} n={n} kstep {kstep}");
-                let r = run(dtype, n, (la, lb), image, true, Faults::default(), 40 + kstep as u64);
+                let r = run(dtype, n, (la, lb), image, true, (Form::default(), Faults::default()), 40 + kstep as u64);
                 check(&r, n as usize, true, &what);
             }
         }
@@ -299,9 +390,13 @@ fn one_wgmma_128_byte_swizzle_matches_the_host_product() {
 }
 
 fn hazard(f: Faults) -> SimError {
+    hazard_in(Form::default(), f)
+}
+
+fn hazard_in(form: Form, f: Faults) -> SimError {
     let la = Layout::Interleave { base: 0, lbo: 1024, sbo: 128 };
     let lb = Layout::Interleave { base: 2048, lbo: 1024, sbo: 128 };
-    let r = run(DType::BF16, 64, (la, lb), 4096, true, f, 3);
+    let r = run(DType::BF16, 64, (la, lb), 4096, true, (form, f), 3);
     match r.got {
         Err(e) => e,
         Ok(_) => panic!("{f:?}: the simulator accepted the kernel"),
@@ -313,13 +408,13 @@ fn wgmma_hazards_are_caught() {
     let ok = {
         let la = Layout::Interleave { base: 0, lbo: 1024, sbo: 128 };
         let lb = Layout::Interleave { base: 2048, lbo: 1024, sbo: 128 };
-        run(DType::BF16, 64, (la, lb), 4096, true, Faults::default(), 3)
+        run(DType::BF16, 64, (la, lb), 4096, true, (Form::default(), Faults::default()), 3)
     };
     check(&ok, 64, true, "the kernel without faults");
     let cases: [(Faults, &str); 5] = [
         (Faults { no_proxy_fence: true, ..Faults::default() }, "fence.proxy.async"),
         (Faults { no_wgmma_fence: true, ..Faults::default() }, "wgmma.fence"),
-        (Faults { read_accumulator_early: true, ..Faults::default() }, "accumulator of a pending wgmma"),
+        (Faults { read_accumulator_early: true, ..Faults::default() }, "operand of a pending wgmma"),
         (Faults { store_operand_early: true, ..Faults::default() }, "st.shared"),
         (Faults { copy_operand_early: true, ..Faults::default() }, "cp.async of 16 bytes"),
     ];
@@ -335,19 +430,80 @@ fn wgmma_hazards_are_caught() {
     }
 }
 
+/// A from registers (the ISA's m64nNk16 A fragment) with B K-major and MN-major, and a
+/// descriptor A with an MN-major B (no swizzle), against the host product: bf16 and f16,
+/// N = 8, 64, 256, two MN-major arrangements (K blocks after all N blocks, and N blocks
+/// after both K blocks with a NaN gap between them that must not be read).
+#[test]
+fn register_a_and_mn_major_b_match_the_host_product() {
+    let la = Layout::Interleave { base: 0, lbo: 8 * 128, sbo: 128 };
+    for dtype in [DType::BF16, DType::F16] {
+        for n in [8u32, 64, 256] {
+            let nb = n as usize / 8;
+            let bs = [
+                Layout::Interleave { base: 2048, lbo: nb * 128, sbo: 128 },
+                Layout::InterleaveMn { base: 2048, lbo: 128, sbo: 256 },
+                Layout::InterleaveMn { base: 2048, lbo: nb * 128, sbo: 128 },
+                Layout::InterleaveMn { base: 2048, lbo: 128, sbo: 384 },
+            ];
+            let image = (2048 + nb * 384).div_ceil(2048) * 2048;
+            for (j, &lb) in bs.iter().enumerate() {
+                let trans_b = matches!(lb, Layout::InterleaveMn { .. });
+                for a_regs in [true, false] {
+                    if !a_regs && !trans_b {
+                        continue; // the descriptor K-major form: the tests above
+                    }
+                    for scale_d in [true, false] {
+                        let form = Form { a_regs, trans_b };
+                        let what = format!("{dtype} n={n} {form:?} B {lb:?} scale_d={scale_d}");
+                        let r = run(dtype, n, (la, lb), image, scale_d, (form, Faults::default()), 60 + j as u64);
+                        check(&r, n as usize, scale_d, &what);
+                    }
+                }
+            }
+        }
+    }
+    // The MN-major layout is not the K-major one read differently: the same image read
+    // K-major gives another product.
+    let lb = Layout::InterleaveMn { base: 2048, lbo: 128, sbo: 256 };
+    let form = Form { a_regs: true, trans_b: true };
+    let r = run(DType::BF16, 64, (la, lb), 4096, true, (form, Faults::default()), 9);
+    let wrong = run(DType::BF16, 64, (la, lb), 4096, true, (Form { trans_b: false, ..form }, Faults::default()), 9);
+    check(&r, 64, true, "MN-major");
+    assert_ne!(r.got.as_ref().unwrap(), wrong.got.as_ref().unwrap());
+}
+
+/// The register-A hazards: an A fragment register written after `wgmma.fence`, or read
+/// between the issue and the wait.
+#[test]
+fn register_a_hazards_are_caught() {
+    let form = Form { a_regs: true, trans_b: false };
+    let cases: [(Faults, &str); 2] = [
+        (Faults { write_a_after_fence: true, ..Faults::default() }, "A fragment register"),
+        (Faults { read_a_early: true, ..Faults::default() }, "operand of a pending wgmma"),
+    ];
+    for (f, needle) in cases {
+        match hazard_in(form, f) {
+            SimError::AsyncHazard { what, .. } => assert!(what.contains(needle), "{f:?}: {what}"),
+            other => panic!("{f:?}: {other:?}"),
+        }
+    }
+}
+
 /// A block that is not a whole warpgroup cannot run a warpgroup-collective instruction.
 #[test]
 fn a_partial_warpgroup_diverges() {
-    let k = single_wgmma(Ty::BF16, 8, 2048, (0, 0), true, Faults::default());
+    let k = single_wgmma(Ty::BF16, 8, 2048, (0, 0), true, (Form::default(), Faults::default()));
     let mut mem = GlobalMem::new();
     let img = mem.alloc_with(vec![0; 2048]);
     let c = mem.alloc_with(vec![0; 128 * 4 * 4]);
+    let fr = mem.alloc_with(vec![0; 128 * 4 * 4]);
     let out = mem.alloc(128 * 4 * 4);
     // 96 threads copy only part of the image, which does not matter before the first wgmma.
     let e = launch(
         &k,
         LaunchDims { grid: 1, block: 96 },
-        &[ArgValue::Ptr(img), ArgValue::Ptr(c), ArgValue::Ptr(out)],
+        &[ArgValue::Ptr(img), ArgValue::Ptr(c), ArgValue::Ptr(fr), ArgValue::Ptr(out)],
         &mut mem,
     );
     assert!(matches!(e, Err(SimError::Divergence { .. })), "{e:?}");
@@ -355,7 +511,7 @@ fn a_partial_warpgroup_diverges() {
 
 #[test]
 fn wgmma_text_is_emitted_for_sm90a_and_refused_for_sm80() {
-    let k = single_wgmma(Ty::BF16, 64, 4096, (0, 0), true, Faults::default());
+    let k = single_wgmma(Ty::BF16, 64, 4096, (0, 0), true, (Form::default(), Faults::default()));
     let text = try_emit(&k, Target::Sm90a).expect("sm_90a has wgmma");
     for want in [
         "fence.proxy.async.shared::cta;",
@@ -367,6 +523,12 @@ fn wgmma_text_is_emitted_for_sm90a_and_refused_for_sm80() {
         assert!(text.contains(want), "{want} not in:\n{text}");
     }
     assert_eq!(text, emit(&k, Target::Sm90a));
+    // Register A (no imm-trans-a) and an MN-major B (imm-trans-b 1).
+    let rs = single_wgmma(Ty::F16, 16, 4096, (0, 0), true, (Form { a_regs: true, trans_b: true }, Faults::default()));
+    let text = try_emit(&rs, Target::Sm90a).expect("sm_90a has wgmma");
+    let line = text.lines().find(|l| l.contains("wgmma.mma_async.sync")).expect("one wgmma");
+    assert!(line.contains("m64n16k16.f32.f16.f16 {%f") && line.contains("}, {%r"), "{line}");
+    assert!(line.trim_end().ends_with(", 1, 1, 1;"), "{line}");
     let e = try_emit(&k, Target::Sm80).expect_err("sm_80 has no wgmma");
     assert_eq!(e.inst, "fence.proxy.async");
     assert!(e.to_string().contains("sm_90a") && e.to_string().contains("sm_80"), "{e}");

@@ -3,7 +3,7 @@
 # in one go, everything that needs the GPU; results land in $OUT (or ./.dev/out):
 #   1. the CUDA hardware tests: the op harness, every golden folder at f32 tolerances, the
 #      DiT and text encoder in bf16, the tiny pipeline in bf16; on Hopper, the harness and the
-#      bf16 forwards again with the wgmma GEMM (VIDRT_CUDA_WGMMA=1; opt-in until it passes)
+#      bf16 forwards again with the wgmma GEMM and attention (VIDRT_CUDA_WGMMA=1; opt-in until they pass)
 #   2. vidrt bench, kernel suite at the real 1.3B shapes in bf16 on CUDA (kernels' device time
 #      by CUDA events), and the model suite (bench_bf16.{json,md,svg})
 #   0. (before the bench) vidrt tune on CUDA at the 1.3B DiT shapes into $OUT/tune_cuda.json, so

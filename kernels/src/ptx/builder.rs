@@ -258,6 +258,18 @@ pub struct Guard {
     pub negate: bool,
 }
 
+/// The A operand of a [`Inst::Wgmma`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WgmmaA {
+    /// A 64-bit matrix descriptor of a K-major A in shared memory.
+    Desc(Reg),
+    /// Four b32 registers per thread, each two 16-bit elements (low half first), in the
+    /// ISA's m64nNk16 A fragment: with w = warp in the warpgroup, g = lane / 4, q = lane % 4,
+    /// `[0]` holds A(16w + g, 2q..2q+1), `[1]` A(16w + g + 8, 2q..), `[2]` A(16w + g, 2q + 8..),
+    /// `[3]` A(16w + g + 8, 2q + 8..) (the `mma.m16n8k16` A fragment, one per warp).
+    Regs([Reg; 4]),
+}
+
 /// One instruction of the builder's instruction set.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Inst {
@@ -352,14 +364,17 @@ pub enum Inst {
     /// `n` committed groups are pending (older groups complete first). The accumulator
     /// registers of a `wgmma.mma_async` hold its result only once a wait covers its group.
     WgmmaWait { n: u32 },
-    /// `wgmma.mma_async.sync.aligned.m64n{n}k16.f32.<ab>.<ab> d, a-desc, b-desc, scale-d, 1, 1,
-    /// 0, 0` (sm_90a; `ab` is `BF16` or `F16`; `n` a multiple of 8 in 8..=256): warpgroup-
-    /// collective, asynchronous D = A·B + (scale_d ? D : 0) with A 64×16 and B 16×n read from
-    /// shared memory through the 64-bit matrix descriptors `a_desc`/`b_desc` (both K-major,
-    /// no transpose) and D 64×n f32 in `d` (`n / 2` registers per thread). Thread `t` of the
-    /// warpgroup (warp w = t / 32, lane l = t % 32) holds in `d[i]` element
+    /// `wgmma.mma_async.sync.aligned.m64n{n}k16.f32.<ab>.<ab> d, a, b-desc, scale-d, 1, 1,
+    /// [0,] trans-b` (sm_90a; `ab` is `BF16` or `F16`; `n` a multiple of 8 in 8..=256):
+    /// warpgroup-collective, asynchronous D = A·B + (scale_d ? D : 0) with A 64×16, B 16×n
+    /// and D 64×n f32 in `d` (`n / 2` registers per thread). Thread `t` of the warpgroup
+    /// (warp w = t / 32, lane l = t % 32) holds in `d[i]` element
     /// (16·w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2). `scale_d` is a predicate.
-    Wgmma { ab: Ty, n: u32, d: Vec<Reg>, a_desc: Reg, b_desc: Reg, scale_d: Reg },
+    /// A is read from shared memory through a 64-bit matrix descriptor (K-major,
+    /// imm-trans-a 0) or from four b32 registers per thread ([`WgmmaA`]); B through the
+    /// descriptor `b_desc`, K-major when `trans_b` is false, MN-major (imm-trans-b 1) when
+    /// true.
+    Wgmma { ab: Ty, n: u32, d: Vec<Reg>, a: WgmmaA, b_desc: Reg, scale_d: Reg, trans_b: bool },
     /// `mbarrier.init.shared::cta.b64 [addr], count` (sm_80+; used with TMA on sm_90a):
     /// initialises the 8-byte mbarrier object at shared address `addr` (8-byte aligned) to
     /// phase 0 with `count` expected arrivals (1..=2²⁰-1) and a zero transaction count.
@@ -847,7 +862,15 @@ impl KernelBuilder {
     /// registers, see [`Inst::Wgmma`]) when `scale_d` is true.
     pub fn wgmma(&mut self, ab: Ty, acc: &[Reg], a_desc: Reg, b_desc: Reg, scale_d: Reg) {
         let n = 2 * acc.len() as u32;
-        self.push(Inst::Wgmma { ab, n, d: acc.to_vec(), a_desc, b_desc, scale_d });
+        self.push(Inst::Wgmma { ab, n, d: acc.to_vec(), a: WgmmaA::Desc(a_desc), b_desc, scale_d, trans_b: false });
+    }
+
+    /// `wgmma.mma_async` m64n{acc.len()·2}k16 with A from registers (`a`, the fragment of
+    /// [`WgmmaA::Regs`]) and B through `b_desc`, MN-major when `trans_b`; accumulates in
+    /// place into `acc` when `scale_d` is true.
+    pub fn wgmma_rs(&mut self, ab: Ty, acc: &[Reg], a: [Reg; 4], b_desc: Reg, scale_d: Reg, trans_b: bool) {
+        let n = 2 * acc.len() as u32;
+        self.push(Inst::Wgmma { ab, n, d: acc.to_vec(), a: WgmmaA::Regs(a), b_desc, scale_d, trans_b });
     }
 
     /// `mbarrier.init.shared::cta.b64 [addr], count`.

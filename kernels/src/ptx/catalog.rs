@@ -1,6 +1,6 @@
 //! Every kernel family at every point of its parameter space, on representative shapes and
 //! dtypes: what the ptxas test assembles (each for every target that has its instructions:
-//! `matmul_wgmma` for sm_90a only, see [`super::emit::check_target`]). The tunable families' points are the same spaces the
+//! `matmul_wgmma` and `attention_flash_wgmma` for sm_90a only, see [`super::emit::check_target`]). The tunable families' points are the same spaces the
 //! tuner enumerates (`ptx::tune`), so every tuning candidate is covered here.
 
 use vidrt_ir::{BinaryOp, DType, ReduceOp, RmsStyle, UnaryOp};
@@ -277,6 +277,24 @@ fn attention_kernels(out: &mut Vec<Kernel>) -> Result<(), KernelError> {
                     Err(KernelError::Unsupported(_)) if !must => {}
                     Err(e) => return Err(e),
                 }
+            }
+        }
+    }
+    // sm_90a wgmma attention (emitted for sm_90a only): head dims 64 (bias, mask), 128 and
+    // the smallest it takes, 8 (it refuses head dims that are not multiples of 8); every
+    // point fits every shape.
+    let wgmma_shapes = |dtype: DType| {
+        [
+            ("d64", spec(64, 64, true, Some(dtype))),
+            ("d8", spec(8, 8, false, None)),
+            ("d128", spec(128, 128, false, None)),
+        ]
+    };
+    for (i, p) in attention::wgmma_param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            for (tag, s) in wgmma_shapes(dtype) {
+                let name = format!("attention_flash_wgmma_{}_{tag}_{i}", dtype.name());
+                out.push(attention::attention_wgmma(&name, &s, dtype, p)?);
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use super::builder::{BinOp, Guard, Inst, Kernel, Operand, ParamTy, RegClass, ShflMode, Target, Ty, UnOp};
+use super::builder::{BinOp, Guard, Inst, Kernel, Operand, ParamTy, RegClass, ShflMode, Target, Ty, UnOp, WgmmaA};
 
 fn op(o: &Operand) -> String {
     match o {
@@ -332,13 +332,21 @@ pub fn emit(k: &Kernel, target: Target) -> String {
             Inst::WgmmaFence => "wgmma.fence.sync.aligned;".to_string(),
             Inst::WgmmaCommit => "wgmma.commit_group.sync.aligned;".to_string(),
             Inst::WgmmaWait { n } => format!("wgmma.wait_group.sync.aligned {n};"),
-            Inst::Wgmma { ab, n, d, a_desc, b_desc, scale_d } => {
+            Inst::Wgmma { ab, n, d, a, b_desc, scale_d, trans_b } => {
                 let t = ab.suffix();
-                // imm-scale-a = imm-scale-b = 1, imm-trans-a = imm-trans-b = 0 (both K-major).
-                format!(
-                    "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{}}}, {a_desc}, {b_desc}, {scale_d}, 1, 1, 0, 0;",
-                    d.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
-                )
+                let d = d.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+                let tb = u8::from(*trans_b);
+                // imm-scale-a = imm-scale-b = 1; imm-trans-a = 0 (K-major) for a descriptor A
+                // (a register A has no imm-trans-a); imm-trans-b 1 reads B MN-major.
+                match a {
+                    WgmmaA::Desc(a_desc) => format!(
+                        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{d}}}, {a_desc}, {b_desc}, {scale_d}, 1, 1, 0, {tb};"
+                    ),
+                    WgmmaA::Regs(a) => format!(
+                        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{d}}}, {{{}, {}, {}, {}}}, {b_desc}, {scale_d}, 1, 1, {tb};",
+                        a[0], a[1], a[2], a[3]
+                    ),
+                }
             }
             Inst::MbarInit { addr: a, count } => format!("mbarrier.init.shared::cta.b64 [{a}], {count};"),
             Inst::MbarArriveExpectTx { addr: a, tx } => {

@@ -434,7 +434,9 @@ fn conv(
     Ok(one(k, grid, block, args, n_out))
 }
 
-/// An attention node: f32 runs the SIMT variant, bf16/f16 the tensor-core one; the heuristic
+/// An attention node: f32 runs the SIMT variant, bf16/f16 the tensor-core one (on sm_90a with
+/// wgmma on, the wgmma variant where [`super::kernels::attention::wgmma_unsupported`] allows,
+/// else the `mma.sync` one); the heuristic
 /// is the first point of the family's space (in order of preference) whose tiles fit static
 /// shared memory (48 KiB), else the first whose dynamic shared memory fits the device.
 fn attention(
@@ -498,6 +500,27 @@ fn attention(
                 &space,
                 &build,
                 &|p| at::attention_simt(REPRESENTATIVE, &rep, dtype, p),
+                &|| first(&space, &build, (dtype, max)),
+            )
+        }
+        DType::BF16 | DType::F16
+            if chooser.target() == Target::Sm90a
+                && chooser.wgmma()
+                && at::wgmma_unsupported(&spec, dtype).is_none() =>
+        {
+            let space = at::wgmma_param_space();
+            let name = format!("{name}_wgmma");
+            let build = |p: at::WgmmaAttnParams| -> Result<Built, KernelError> {
+                let k = at::attention_wgmma(&name, &spec, dtype, p)?;
+                let (g, b) = at::wgmma_launch_dims(&spec, p);
+                Ok((k, g, b))
+            };
+            tuned(
+                chooser,
+                desc("attention_wgmma"),
+                &space,
+                &build,
+                &|p| at::attention_wgmma(REPRESENTATIVE, &rep, dtype, p),
                 &|| first(&space, &build, (dtype, max)),
             )
         }

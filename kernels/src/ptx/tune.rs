@@ -1,8 +1,9 @@
 //! The tuning hook of the PTX lowering ([`super::lower::lower_with`]).
 //!
 //! Every tunable family (`matmul_wgmma` (sm_90a), `matmul_mma`, `matmul_simt`, `conv3d_mma`,
-//! `conv3d_simt`, `attention_mma`, `attention_simt`) declares its parameter space (`param_space()`,
-//! `simt_param_space()`, `mma_param_space()` in its kernel module) and gives each point a text
+//! `conv3d_simt`, `attention_wgmma` (sm_90a), `attention_mma`, `attention_simt`) declares its
+//! parameter space (`param_space()`, `simt_param_space()`, `mma_param_space()`,
+//! `wgmma_param_space()` in its kernel module) and gives each point a text
 //! form ([`Point::to_text`], [`Point::from_text`]: `bm=64,bn=64,bk=32,warps_m=2,warps_n=2`).
 //! For every tunable node the lowering describes the problem ([`TuneProblem`]) and asks a
 //! [`Chooser`] which point to use: a forced point (a tuner timing one candidate), a tuning
@@ -115,13 +116,14 @@ pub trait Chooser {
     fn pick(&self, problem: &TuneProblem<'_>) -> Pick;
 
     /// The PTX target the kernels are lowered for, which decides the eligible families
-    /// (`matmul_wgmma` on [`Target::Sm90a`] only). sm_80 unless the chooser says otherwise.
+    /// (`matmul_wgmma`, `attention_wgmma` on [`Target::Sm90a`] only). sm_80 unless the
+    /// chooser says otherwise.
     fn target(&self) -> Target {
         Target::Sm80
     }
 
-    /// Whether 16-bit matmuls lower to `matmul_wgmma` on [`Target::Sm90a`] (else to
-    /// `matmul_mma`): on by default for that target here; the runtime turns it on only where
+    /// Whether 16-bit matmuls and attention lower to `matmul_wgmma` / `attention_wgmma` on
+    /// [`Target::Sm90a`] (else to `matmul_mma` / `attention_mma`): on by default for that target here; the runtime turns it on only where
     /// asked (the kernel has not run on hardware yet, see `runtime::cuda`).
     fn wgmma(&self) -> bool {
         self.target() == Target::Sm90a
@@ -197,6 +199,8 @@ mod tests {
         round_trips(&simt_param_space());
         round_trips(&mma_param_space());
         round_trips(&crate::ptx::kernels::gemm_wgmma::param_space());
+        round_trips(&crate::ptx::kernels::attention::wgmma_param_space());
+        assert_eq!(crate::ptx::kernels::attention::wgmma_param_space()[0].to_text(), "wg=1,bkv=64,stages=2");
         let p = param_space()[0];
         assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");
         type M = crate::ptx::kernels::gemm_mma::MmaParams;

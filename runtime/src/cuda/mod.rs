@@ -23,11 +23,13 @@
 //!   every candidate's PTX text); [`CudaBackend::forcing`] and [`CudaBackend::problems`]
 //!   serve `vidrt tune --backend cuda`, timed with CUDA events around the kernels.
 //!
-//! - Hopper's `wgmma` GEMMs (`matmul_wgmma_tma`, fed by TMA, where it takes the product,
-//!   else `matmul_wgmma`) are opt-in: with [`WGMMA_ENV`]`=1` the sm_90a lowering takes them
-//!   for 16-bit matmuls (a tensor-map parameter is encoded per launch by
-//!   `cuTensorMapEncodeTiled` from the kernel's [`vidrt_kernels::ptx::tma::TensorMapDesc`]); otherwise they use `matmul_mma` (`mma.sync`) as on
-//!   sm_80. It passes the simulator and ptxas but has never run on a GPU, and its shared
+//! - Hopper's `wgmma` kernels are opt-in: with [`WGMMA_ENV`]`=1` the sm_90a lowering takes
+//!   them for 16-bit matmuls (`matmul_wgmma_tma`, fed by TMA, where it takes the product,
+//!   else `matmul_wgmma`; a tensor-map parameter is encoded per launch by
+//!   `cuTensorMapEncodeTiled` from the kernel's [`vidrt_kernels::ptx::tma::TensorMapDesc`])
+//!   and for attention (`attention_wgmma`); otherwise they use `matmul_mma` /
+//!   `attention_mma` (`mma.sync`) as on sm_80. They pass the simulator and ptxas but have
+//!   never run on a GPU, and their shared
 //!   memory descriptors are the part of the ISA a simulator cannot settle; it becomes the
 //!   default once the harness passes with it on an H100/H200 (`scripts/device/run.sh` runs
 //!   the CUDA tests both ways).
@@ -56,8 +58,8 @@ use crate::cuda_sim::{
 use crate::tune::{default_db_path, DeviceInfo, Problem, Tunable, TuneDb, Tuning};
 use crate::RuntimeError;
 
-/// Environment variable: `1` lets sm_90a devices lower 16-bit matmuls to `matmul_wgmma`
-/// (see the module docs).
+/// Environment variable: `1` lets sm_90a devices lower 16-bit matmuls to `matmul_wgmma` and
+/// 16-bit attention to `attention_wgmma` (see the module docs).
 pub const WGMMA_ENV: &str = "VIDRT_CUDA_WGMMA";
 
 /// Whether [`WGMMA_ENV`] asks for the wgmma GEMM.

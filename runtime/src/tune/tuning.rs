@@ -24,7 +24,8 @@ pub struct Tuning {
     /// `None`: the PTX target's ([`vidrt_kernels::ptx::Target::max_shared`]). PTX points
     /// needing more are not candidates.
     pub max_shared: Option<u32>,
-    /// Whether 16-bit matmuls take `matmul_wgmma` on an sm_90a target (off unless asked).
+    /// Whether 16-bit matmuls and attention take `matmul_wgmma` / `attention_wgmma` on an
+    /// sm_90a target (off unless asked).
     pub wgmma: bool,
     /// Candidate-set hashes per family variant (kernel texts are generated once).
     hashes: Mutex<HashMap<String, u64>>,
@@ -66,7 +67,8 @@ impl Tuning {
         self
     }
 
-    /// The same, lowering 16-bit matmuls to `matmul_wgmma` on sm_90a where `on`.
+    /// The same, lowering 16-bit matmuls and attention to the wgmma families on sm_90a where
+    /// `on`.
     pub fn with_wgmma(mut self, on: bool) -> Self {
         self.wgmma = on;
         self

@@ -10,6 +10,10 @@
 //!   (the C fragment of two adjacent n-tiles is the A fragment of one k-step). K/V tiles go
 //!   through `STAGES` shared buffers with 16-byte `cp.async.cg` when the head dims are
 //!   multiples of 8, else plain loads; head dims are zero-padded to multiples of 16.
+//! - [`attention_wgmma`] (bf16/f16, sm_90a, not yet run on a GPU): a warpgroup owns 64 query
+//!   rows; S = Q·Kᵀ by `wgmma` with Q and K in shared memory, P·V by `wgmma` with P in
+//!   registers and V read MN-major (see the submodule's doc). Taken on sm_90a where wgmma is
+//!   on and [`wgmma_unsupported`] allows.
 //! - [`attention_simt`] (f32): a warp owns `ROWS` query rows; lane `j` scores keys
 //!   `j, j+32, ..` of a tile (K rows padded by 16 bytes, read as `ld.shared.v4`), the
 //!   probabilities go through shared memory, and lane `c` accumulates output columns
@@ -23,11 +27,12 @@
 //!
 //! Numerics: scores in the log₂ domain (q·k·scale·log₂e, bias·log₂e), `ex2.approx.ftz.f32`
 //! (relative error ≤ 2⁻²²·⁵ on hardware), running max and sum in f32; the sum uses the f32
-//! probabilities, the mma variant multiplies V by their bf16/f16 rounding.
+//! probabilities, the mma and wgmma variants multiply V by their bf16/f16 rounding.
 //!
 //! Launch: 1-D grid of `B·H·ceil(Sq/BQ)` blocks (block `i`: query tile `i % ceil(Sq/BQ)` of head
-//! `(i / ceil(Sq/BQ)) % H` of batch `i / (ceil(Sq/BQ)·H)`), `32·WARPS` threads; see
-//! [`simt_launch_dims`], [`mma_launch_dims`]. Shared memory of the mma variant: static up to
+//! `(i / ceil(Sq/BQ)) % H` of batch `i / (ceil(Sq/BQ)·H)`), `32·WARPS` threads (`128·WG` for
+//! the wgmma variant); see [`simt_launch_dims`], [`mma_launch_dims`], [`wgmma_launch_dims`].
+//! Shared memory of the mma and wgmma variants: static up to
 //! 48 KiB, dynamic past it (the builder decides, [`KernelBuilder::shared`]), at most 227 KiB
 //! ([`MAX_SHARED`]); the lowering keeps the points that fit its target (163 KiB on sm_80).
 //! The SIMT variant stays within 48 KiB of static shared memory. A point whose tiles are too
@@ -35,7 +40,8 @@
 //!
 //! Tunables (generation time): SIMT: WARPS, ROWS per warp (BQ = WARPS·ROWS), BK keys per tile
 //! ([`simt_param_space`]); mma: WARPS (BQ = 16·WARPS), BKV keys per tile, STAGES
-//! ([`mma_param_space`]).
+//! ([`mma_param_space`]); wgmma: WG warpgroups (BQ = 64·WG), BKV, STAGES
+//! ([`wgmma_param_space`]).
 
 use vidrt_ir::DType;
 
@@ -47,9 +53,11 @@ use crate::ptx::KernelError;
 
 mod mma;
 mod simt;
+mod wgmma;
 
 pub use mma::attention_mma;
 pub use simt::attention_simt;
+pub use wgmma::{attention_wgmma, wgmma_launch_dims, wgmma_param_space, wgmma_unsupported, WgmmaAttnParams};
 
 use crate::ptx::builder::MAX_SHARED;
 

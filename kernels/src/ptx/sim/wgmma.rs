@@ -10,8 +10,15 @@
 //! - a matrix descriptor is decoded as the ISA's "Matrix Descriptor Format": start address
 //!   bits 0–13, leading dimension byte offset (LBO) bits 16–29, stride dimension byte offset
 //!   (SBO) bits 32–45 (each encoded `(x & 0x3FFFF) >> 4`), base offset bits 49–51, swizzle
-//!   mode bits 62–63 (0 none, 1 128-byte, 2 64-byte, 3 32-byte). Both operands are K-major
-//!   (no transpose). With no swizzle, a matrix is 8-row × 16-byte core matrices: element
+//!   mode bits 62–63 (0 none, 1 128-byte, 2 64-byte, 3 32-byte). A descriptor A is K-major
+//!   (imm-trans-a 0); B is K-major, or MN-major with imm-trans-b 1. A may instead come from
+//!   registers: four b32 per thread in the ISA's m64nNk16 A fragment (warp w of the
+//!   warpgroup holds rows 16w..16w+16 as `mma.m16n8k16` holds its A; see
+//!   [`crate::ptx::builder::WgmmaA::Regs`]). An MN-major operand with no swizzle is the ISA's
+//!   canonical `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))`: element (mn, k) at
+//!   `start + (mn/8)·SBO + (mn%8)·2 + (k/8)·LBO + (k%8)·16` (core matrices of 8 k-rows of 8
+//!   consecutive MN elements; swizzled MN-major is a [`SimError::Fault`]).
+//!   With no swizzle, a K-major matrix is 8-row × 16-byte core matrices: element
 //!   (row r, k) of a K-major operand is at `start + (r/8)·SBO + (r%8)·16 + (k/8)·LBO + (k%8)·2`
 //!   (LBO: the distance between core matrices adjacent in K; SBO: between core matrices
 //!   adjacent in M or N). With the 128-byte swizzle, rows are 128 bytes apart inside 8-row
@@ -27,11 +34,13 @@
 //! - results land in the accumulator registers when a `wgmma.wait_group` covers the
 //!   operation's commit group (operations complete in issue order, each reading its
 //!   accumulator input at completion, so chains on one accumulator compose). Any other
-//!   instruction that reads or writes a register of a pending accumulator is an
-//!   [`SimError::AsyncHazard`];
+//!   instruction that reads or writes a register of a pending accumulator or of a pending
+//!   register A fragment is an [`SimError::AsyncHazard`] (the ISA makes such accesses
+//!   undefined); the A fragment's values are taken at issue;
 //! - `wgmma.fence` must come before the first `wgmma.mma_async` of each thread, and between
-//!   another instruction's write to an accumulator register and the `wgmma.mma_async` that
-//!   uses it (checked by value: a write that leaves the value unchanged is not caught);
+//!   another instruction's write to an accumulator or A fragment register and the
+//!   `wgmma.mma_async` that uses it (checked by value: a write that leaves the value
+//!   unchanged is not caught);
 //! - the descriptors and `scale-d` must be the same in all 128 threads (a fault otherwise);
 //!   D accumulates in f32 in k order, like `mma.sync`.
 
@@ -42,7 +51,7 @@ use half::{bf16, f16};
 use super::exec::{Ctx, Thread};
 use super::matrix::{AsyncState, Shared};
 use super::SimError;
-use crate::ptx::builder::{Inst, Reg, Ty};
+use crate::ptx::builder::{Inst, Reg, Ty, WgmmaA};
 
 /// A thread's wgmma state.
 #[derive(Default)]
@@ -68,6 +77,8 @@ struct Op {
     a: Vec<f32>,
     b: Vec<f32>,
     d: Vec<Reg>,
+    /// The A fragment registers (register A only): pending until the operation completes.
+    a_regs: Vec<Reg>,
     scale_d: bool,
     /// The shared byte offsets (2 bytes each) it reads.
     reads: Vec<usize>,
@@ -121,6 +132,18 @@ impl Descriptor {
             (s, _) => {
                 Err(format!("swizzle mode {s} ({}) is not simulated", if s == 2 { "64-byte" } else { "32-byte" }))
             }
+        }
+    }
+
+    /// The shared byte offset of element (`mn`, `k`) of an MN-major 16-bit operand (read
+    /// with imm-trans set). Only the no-swizzle ("interleave") mode is simulated: the ISA's
+    /// canonical layout `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))` with T = 8 elements, i.e.
+    /// core matrices of 8 k-rows × 16 bytes holding 8 consecutive MN elements, MN
+    /// neighbours SBO apart and K neighbours LBO apart.
+    pub fn element_mn(&self, mn: usize, k: usize) -> Result<usize, String> {
+        match self.swizzle {
+            0 => Ok(self.start + (mn / 8) * self.sbo + (mn % 8) * 2 + (k / 8) * self.lbo + (k % 8) * 16),
+            s => Err(format!("MN-major operand with swizzle mode {s} (only no swizzle is simulated)")),
         }
     }
 }
@@ -260,8 +283,8 @@ pub(super) fn check_regs(ctx: &Ctx<'_>, (t, pc): (u32, usize), inst: &Inst, wg: 
         return Err(SimError::AsyncHazard {
             kernel: ctx.k.name.clone(),
             what: format!(
-                "register {r} is the accumulator of a pending wgmma.mma_async (missing wgmma.wait_group before \
-                 this access?)"
+                "register {r} is an operand of a pending wgmma.mma_async (its accumulator or A fragment; missing \
+                 wgmma.wait_group before this access?)"
             ),
             block: ctx.block,
             thread: t,
@@ -305,10 +328,10 @@ pub(super) fn collective(
                 }
             }
         }
-        Some(Inst::Wgmma { ab, n, d, a_desc, b_desc, scale_d }) => {
-            let op = issue(ctx, lanes, (t0, pc), (*ab, *n, d), (a_desc, b_desc, scale_d), shared)?;
+        Some(Inst::Wgmma { ab, n, d, a, b_desc, scale_d, trans_b }) => {
+            let op = issue(ctx, lanes, (t0, pc), (*ab, *n, d), (a, b_desc, scale_d, *trans_b), shared)?;
             for th in lanes.iter_mut() {
-                for r in &op.d {
+                for r in op.d.iter().chain(&op.a_regs) {
                     *th.wg.pending.entry(r.id).or_insert(0) += 1;
                 }
             }
@@ -330,7 +353,7 @@ fn issue(
     lanes: &[Thread],
     (t0, pc): (u32, usize),
     (ab, n, d): (Ty, u32, &[Reg]),
-    (a_desc, b_desc, scale_d): (&Reg, &Reg, &Reg),
+    (a_op, b_desc, scale_d, trans_b): (&WgmmaA, &Reg, &Reg, bool),
     shared: &Shared,
 ) -> Result<Op, SimError> {
     let fault = |why: String| ctx.fault(t0, pc, why);
@@ -347,6 +370,10 @@ fn issue(
         thread: t,
         pc,
     };
+    let a_regs: Vec<Reg> = match a_op {
+        WgmmaA::Regs(r) => r.to_vec(),
+        WgmmaA::Desc(_) => Vec::new(),
+    };
     for (i, th) in lanes.iter().enumerate() {
         let t = t0 + i as u32;
         let Some(vals) = &th.wg.fenced else {
@@ -358,18 +385,32 @@ fn issue(
                 format!("accumulator register {r} was written since the last wgmma.fence (missing wgmma.fence?)"),
             ));
         }
+        if let Some(r) = a_regs.iter().find(|r| th.regs[r.id as usize] != vals[r.id as usize]) {
+            return Err(hazard(
+                t,
+                format!("A fragment register {r} was written since the last wgmma.fence (missing wgmma.fence?)"),
+            ));
+        }
     }
-    let (Some(ad), Some(bd), Some(sd)) = (uniform(lanes, a_desc), uniform(lanes, b_desc), uniform(lanes, scale_d))
-    else {
+    let a_desc = match a_op {
+        WgmmaA::Desc(r) => Some(r),
+        WgmmaA::Regs(_) => None,
+    };
+    let ad = a_desc.map(|r| uniform(lanes, r));
+    let (Some(bd), Some(sd)) = (uniform(lanes, b_desc), uniform(lanes, scale_d)) else {
         return Err(fault("wgmma.mma_async descriptors and scale-d differ between the warpgroup's threads".into()));
     };
+    if ad == Some(None) {
+        return Err(fault("wgmma.mma_async descriptors and scale-d differ between the warpgroup's threads".into()));
+    }
     let mut reads = Vec::with_capacity(16 * (64 + n as usize));
-    let mut read = |desc: u64, rows: usize| -> Result<Vec<f32>, SimError> {
+    let mut read = |desc: u64, rows: usize, mn_major: bool| -> Result<Vec<f32>, SimError> {
         let desc = Descriptor::decode(desc);
         let mut v = Vec::with_capacity(rows * 16);
         for r in 0..rows {
             for k in 0..16 {
-                let o = desc.element(r, k).map_err(|e| fault(format!("wgmma.mma_async descriptor: {e}")))?;
+                let o = if mn_major { desc.element_mn(r, k) } else { desc.element(r, k) };
+                let o = o.map_err(|e| fault(format!("wgmma.mma_async descriptor: {e}")))?;
                 if !shared.in_bounds(o as u64, 2) {
                     return Err(SimError::OutOfBounds {
                         kernel: ctx.k.name.clone(),
@@ -397,9 +438,42 @@ fn issue(
         }
         Ok(v)
     };
-    let a = read(ad, 64)?;
-    let b = read(bd, n as usize)?;
-    Ok(Op { a, b, d: d.to_vec(), scale_d: sd != 0, reads })
+    let a = match (ad, a_op) {
+        (Some(Some(ad)), _) => read(ad, 64, false)?,
+        (_, WgmmaA::Regs(r)) => a_fragment(lanes, ab, r),
+        _ => return Err(fault("internal: wgmma.mma_async A operand".into())),
+    };
+    let b = read(bd, n as usize, trans_b)?;
+    Ok(Op { a, b, d: d.to_vec(), a_regs, scale_d: sd != 0, reads })
+}
+
+/// A (64×16, row-major) from the register fragments of the warpgroup's 128 threads (ISA
+/// "Register Fragments", Figure "WGMMA .m64nNk16 register fragment layout for matrix A"):
+/// thread 32w + l (g = l / 4, q = l % 4) holds in `r[j]` (low half first) the elements
+/// (16w + g + 8·(j % 2), 2q + 8·(j / 2)) and the next column.
+fn a_fragment(lanes: &[Thread], ab: Ty, r: &[Reg; 4]) -> Vec<f32> {
+    let mut a = vec![0f32; 64 * 16];
+    for (t, th) in lanes.iter().enumerate() {
+        let (w, l) = (t / 32, t % 32);
+        let (g, q) = (l / 4, l % 4);
+        for (j, reg) in r.iter().enumerate() {
+            let bits = th.regs[reg.id as usize] as u32;
+            let (row, col) = (16 * w + g + 8 * (j % 2), 2 * q + 8 * (j / 2));
+            a[row * 16 + col] = b16(ab, bits as u16);
+            a[row * 16 + col + 1] = b16(ab, (bits >> 16) as u16);
+        }
+    }
+    a
+}
+
+/// One fewer pending operation uses `r`.
+fn release(wg: &mut ThreadWg, r: &Reg) {
+    if let Some(c) = wg.pending.get_mut(&r.id) {
+        *c -= 1;
+        if *c == 0 {
+            wg.pending.remove(&r.id);
+        }
+    }
 }
 
 /// Completes one operation: D = A·B (+ D) into every thread's accumulator registers.
@@ -418,12 +492,10 @@ fn complete(lanes: &mut [Thread], op: Op, shared: &mut Shared) {
             if let Some(f) = th.wg.fenced.as_mut() {
                 f[r.id as usize] = bits;
             }
-            if let Some(c) = th.wg.pending.get_mut(&r.id) {
-                *c -= 1;
-                if *c == 0 {
-                    th.wg.pending.remove(&r.id);
-                }
-            }
+            release(&mut th.wg, r);
+        }
+        for r in &op.a_regs {
+            release(&mut th.wg, r);
         }
     }
     for o in op.reads {

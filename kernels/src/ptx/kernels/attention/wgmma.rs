@@ -1,0 +1,407 @@
+//! The Hopper (sm_90a, `wgmma.mma_async`) variant of flash attention (see the parent module
+//! for the layouts, launch and numerics).
+//!
+//! **Not run on a GPU yet**: its numerics are checked only in vidrt's PTX simulator (whose
+//! wgmma semantics, register A fragments and MN-major layout included, are written from the
+//! PTX ISA, [`crate::ptx::sim::wgmma`]) and its text only by ptxas. It stays opt-in on real
+//! CUDA (`VIDRT_CUDA_WGMMA=1`, as `matmul_wgmma`); the simulated Hopper uses it.
+//!
+//! - A block is one or two warpgroups, each owning 64 query rows (BQ = 64·WG). Q is staged
+//!   once into shared memory and stays there; K and V tiles of BKV keys go through STAGES
+//!   (1 or 2) shared buffers, filled with 16-byte `cp.async.cg` (zero-filled past Sq, Sk and
+//!   the head dims by `src-size` 0).
+//! - Shared layout: no swizzle, the ISA's core matrices (8 rows × 16 bytes). A `[R, C]` tile
+//!   (rows R, C columns rounded up) stores core matrix (row block i, column block j) at byte
+//!   `(j·R/8 + i)·128`, its row r at `+ 16·r`. Q `[BQ, DP]` first (DP = D rounded up to 16),
+//!   then per stage K `[BKV, DP]` and V `[BKV, DVP]` (DVP = Dv rounded up to 8).
+//! - S = Q·Kᵀ: DP/16 SS `wgmma` m64nBKVk16 per tile, A = Q through a K-major descriptor
+//!   (warpgroup g: start `Q + 8g·128`, LBO `BQ/8·128`, SBO 128), B = K K-major (start `K`,
+//!   LBO `BKV/8·128`, SBO 128), each k-step moving the starts by 2·LBO; the first k-step with
+//!   `scale-d` false.
+//! - Online softmax in f32 on the accumulator registers: thread (warp w of the warpgroup,
+//!   lane g·4 + q) holds rows 16w + g and + 8, keys 8j + 2q, + 1 of each 8-key block j,
+//!   the layout of `mma.m16n8k16`'s C, so the score, masking and softmax code is the mma
+//!   variant's (rows reduced over the 4 lanes of a quad).
+//! - O += P·V: P rounded to bf16/f16 registers in the wgmma register-A fragment (keys
+//!   16kk..16kk+16 of the accumulator are exactly the A fragment of k-step kk, as with
+//!   `mma.sync`), B = V read MN-major (`imm-trans-b` 1: V is `[keys, Dv]`, Dv contiguous)
+//!   from the same core-matrix tile: start `V + kk·256`, LBO 128 (the next 8 keys), SBO
+//!   `BKV/8·128` (the next 8 columns). This is FlashAttention-3's register-A form; P never
+//!   goes through shared memory and V is never transposed.
+//! - Synchronisation per tile: `cp.async.wait_group`, `fence.proxy.async` (the landed copies
+//!   are generic-proxy writes), `bar.sync`; `wgmma.fence` before each batch of wgmma (the
+//!   accumulators and P registers were written by ordinary instructions), `commit_group`,
+//!   `wait_group 0`; a final `bar.sync` before the stage is refilled. S and P·V of one tile
+//!   do not overlap (that would need ping-pong warpgroups or `wait_group 1`).
+//! - Requirements ([`wgmma_unsupported`]): bf16/f16; D and Dv multiples of 8 (whole 16-byte
+//!   chunks), Dv ≤ 256 (the wgmma N); any Sq, Sk, bias and mask. Otherwise lowering takes
+//!   [`super::attention_mma`].
+//! - Tunables (generation time): WG (1 or 2 warpgroups), BKV (keys per tile, the S wgmma's
+//!   N: a multiple of 16 up to 128) and STAGES; [`wgmma_param_space`], text form
+//!   `wg=..,bkv=..,stages=..`.
+
+use vidrt_ir::DType;
+
+use super::{
+    and, block_setup, imm, inv_sum, online_step, round_up, set, st_if, warp_reduce, when, AttnSpec, MAX_SHARED,
+};
+use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, Reg, Special, Ty};
+use crate::ptx::builder::{Space, STATIC_SHARED_MAX};
+use crate::ptx::kernels::gemm_wgmma::descriptor;
+use crate::ptx::KernelError;
+
+/// Parameters of the wgmma variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WgmmaAttnParams {
+    /// Warpgroups per block (1 or 2), 64 query rows each.
+    pub wg: u32,
+    /// Keys per tile (a multiple of 16 up to 128): the N of the S = Q·Kᵀ wgmma.
+    pub bkv: u32,
+    /// Shared-memory stages of the K/V pipeline (1 or 2).
+    pub stages: u32,
+}
+
+impl WgmmaAttnParams {
+    pub fn threads(self) -> u32 {
+        128 * self.wg
+    }
+
+    /// Query rows per block.
+    pub fn bq(self) -> u32 {
+        64 * self.wg
+    }
+
+    pub fn check(self) -> Result<(), KernelError> {
+        let bad = |why: &str| Err(KernelError::Invalid(format!("attention_wgmma parameters {self:?}: {why}")));
+        if !matches!(self.wg, 1 | 2) {
+            return bad("warpgroups must be 1 or 2");
+        }
+        if self.bkv == 0 || !self.bkv.is_multiple_of(16) || self.bkv > 128 {
+            return bad("BKV must be a multiple of 16 in 16..=128");
+        }
+        if !matches!(self.stages, 1 | 2) {
+            return bad("stages must be 1 or 2");
+        }
+        Ok(())
+    }
+
+    /// Shared bytes for head dims rounded up to `dp` (Q, K) and `dvp` (V).
+    fn shared_bytes(self, dp: u32, dvp: u32) -> u32 {
+        let q = self.bq() * dp * 2;
+        q + self.stages * self.bkv * (dp + dvp) * 2
+    }
+}
+
+impl crate::ptx::tune::Point for WgmmaAttnParams {
+    const NAMES: &'static [&'static str] = &["wg", "bkv", "stages"];
+
+    fn values(self) -> Vec<u32> {
+        vec![self.wg, self.bkv, self.stages]
+    }
+
+    fn from_values(v: &[u32]) -> Option<Self> {
+        match *v {
+            [wg, bkv, stages] => Some(WgmmaAttnParams { wg, bkv, stages }),
+            _ => None,
+        }
+    }
+}
+
+/// Every wgmma parameter point, in the lowering's order of preference (the tuning space of
+/// `attention_wgmma`): one warpgroup with 64-key double-buffered tiles (static 40 KiB at head
+/// dim 64, dynamic 80 KiB at 128), two warpgroups (FlashAttention-3's 128-row tile), a
+/// single-stage point, a small 32-key tile and the large 128-key tile.
+pub fn wgmma_param_space() -> Vec<WgmmaAttnParams> {
+    let p = |wg, bkv, stages| WgmmaAttnParams { wg, bkv, stages };
+    vec![p(1, 64, 2), p(2, 64, 2), p(1, 64, 1), p(1, 32, 2), p(2, 128, 2)]
+}
+
+/// (grid, block) of the wgmma variant.
+pub fn wgmma_launch_dims(s: &AttnSpec, p: WgmmaAttnParams) -> (u32, u32) {
+    (super::grid(s, p.bq()), p.threads())
+}
+
+/// Why `s` (with inputs of `dtype`) cannot run on the wgmma kernel, or `None` when it can.
+pub fn wgmma_unsupported(s: &AttnSpec, dtype: DType) -> Option<&'static str> {
+    if !matches!(dtype, DType::BF16 | DType::F16) {
+        return Some("attention_wgmma takes bf16 or f16 inputs");
+    }
+    if !s.d.is_multiple_of(8) || !s.dv.is_multiple_of(8) {
+        return Some("attention_wgmma needs head dims that are multiples of 8 (whole 16-byte cp.async chunks)");
+    }
+    if s.dv > 256 {
+        return Some("attention_wgmma needs Dv ≤ 256 (the wgmma N of P·V)");
+    }
+    None
+}
+
+/// A `rows × cols_p` b16 tile of a `[.., total, .., cols]` tensor (row stride `stride`
+/// elements) copied with 16-byte `cp.async.cg` into the core-matrix layout (module doc) at a
+/// shared address, zero past the tensor (`src-size` 0).
+struct CoreTile {
+    ptr: Reg,
+    rows: u32,
+    total: u32,
+    stride: u32,
+    cols: u32,
+    cols_p: u32,
+}
+
+impl CoreTile {
+    /// Chunk c: row `8·(c / (8·CB)) + c % 8`, column block `(c / 8) % CB` (CB = cols_p / 8):
+    /// eight consecutive threads fill one 128-byte core matrix.
+    fn issue(&self, b: &mut KernelBuilder, base: Reg, row0: Reg, saddr: Reg, (tid, threads): (Reg, u32)) {
+        let cb = self.cols_p / 8;
+        let total = self.rows * cb;
+        for i in 0..total.div_ceil(threads) {
+            let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
+            let live = ((i + 1) * threads > total).then(|| b.setp(Cmp::Lt, c, imm(total)));
+            when(b, live, |b| {
+                let r8 = b.bin(BinOp::And, Ty::U32, c, imm(7));
+                let c8 = b.bin(BinOp::Shr, Ty::U32, c, imm(3));
+                let kb = b.bin(BinOp::Rem, Ty::U32, c8, imm(cb));
+                let rb = b.bin(BinOp::Div, Ty::U32, c8, imm(cb));
+                let r = b.fma(Ty::U32, rb, imm(8), r8);
+                let grow = b.bin(BinOp::Add, Ty::U32, row0, r);
+                let rok = b.setp(Cmp::Lt, grow, imm(self.total));
+                let col = b.bin(BinOp::Mul, Ty::U32, kb, imm(8));
+                let cok = (self.cols_p > self.cols).then(|| b.setp(Cmp::Lt, col, imm(self.cols)));
+                let ok = and(b, Some(rok), cok).unwrap_or(rok);
+                let idx = b.fma(Ty::U32, grow, imm(self.stride), base);
+                let idx = b.bin(BinOp::Add, Ty::U32, idx, col);
+                // Core matrix (rb, kb) at (kb·rows/8 + rb)·128, row r8 at +16·r8.
+                let cm = b.fma(Ty::U32, kb, imm(self.rows / 8), rb);
+                let so = b.fma(Ty::U32, cm, imm(128), saddr);
+                let so = b.fma(Ty::U32, r8, imm(16), so);
+                // Outside the tensor nothing is read and the source is the tensor's base.
+                let a = b.addr(self.ptr, idx, 2);
+                let src = b.selp(Ty::U64, a, self.ptr, ok);
+                let n = b.selp(Ty::U32, imm(16), imm(0), ok);
+                b.cp_async(CpCache::Cg, so, src, 16, Some(Operand::Reg(n)));
+            });
+        }
+    }
+}
+
+/// The wgmma flash-attention kernel: bf16 or f16 q, k, v, bias (`dtype`), any mask dtype,
+/// output in `dtype` (see [`wgmma_unsupported`] for the head dims it takes).
+pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParams) -> Result<Kernel, KernelError> {
+    if let Some(why) = wgmma_unsupported(s, dtype) {
+        return Err(KernelError::Unsupported(format!("{why} (D = {}, Dv = {}, {dtype})", s.d, s.dv)));
+    }
+    let ab = if dtype == DType::F16 { Ty::F16 } else { Ty::BF16 };
+    p.check()?;
+    let dt = s.dims()?;
+    let (threads, bq, bkv) = (p.threads(), p.bq(), p.bkv);
+    let dp = round_up(dt.d, 16);
+    let dvp = round_up(dt.dv, 8);
+    let bytes = p.shared_bytes(dp, dvp);
+    if bytes > MAX_SHARED {
+        return Err(KernelError::Unsupported(format!(
+            "attention_wgmma {p:?} needs {bytes} bytes of shared memory for D = {}, Dv = {}",
+            dt.d, dt.dv
+        )));
+    }
+    let header = format!(
+        "attention_flash wgmma {name}: {}\nwgmma.mma_async f32 accumulation: S = Q.K^T m64n{bkv}k16 (Q, K from \
+         shared memory, K-major no-swizzle core matrices), O += P.V m64n{dvp}k16 (P in registers, V MN-major); \
+         cp.async K/V loads, online softmax in f32 (ex2.approx), P rounded to {dtype}; scale = {}; minimum sm_90a; \
+         NOT YET RUN ON A GPU (checked in vidrt's simulator and by ptxas)\n1-D grid of B*H*ceil(Sq/BQ) = {} blocks \
+         of {threads} threads ({} warpgroups), {bytes} B of {} shared memory; params wg={} (BQ={bq}) BKV={bkv} \
+         stages={}",
+        s.describe(&dtype.to_string()),
+        s.scale,
+        wgmma_launch_dims(s, p).0,
+        p.wg,
+        if bytes > STATIC_SHARED_MAX { "dynamic" } else { "static" },
+        p.wg,
+        p.stages,
+    );
+    let mut b = KernelBuilder::new(name, header);
+    b.block(threads);
+    let smem = b.shared(bytes);
+    let (pq, pk, pv, po, blk) = block_setup(&mut b, s, dt, dtype, (bq, bkv));
+    let tid = b.special(Special::TidX);
+    let lane = b.special(Special::LaneId);
+    let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
+    let wg = b.bin(BinOp::Shr, Ty::U32, tid, imm(7));
+    let sbase = b.shared_base();
+    let base = b.bin(BinOp::Add, Ty::U32, sbase, imm(smem));
+    let (hd, hdv) = (dt.h * dt.d, dt.h * dt.dv);
+    let q_bytes = bq * dp * 2;
+    let k_bytes = bkv * dp * 2;
+    let stage_bytes = k_bytes + bkv * dvp * 2;
+    let qtile = CoreTile { ptr: pq, rows: bq, total: dt.sq, stride: hd, cols: dt.d, cols_p: dp };
+    let ktile = CoreTile { ptr: pk, rows: bkv, total: dt.sk, stride: hd, cols: dt.d, cols_p: dp };
+    let vtile = CoreTile { ptr: pv, rows: bkv, total: dt.sk, stride: hdv, cols: dt.dv, cols_p: dvp };
+
+    // Descriptor constants (bytes): Q as A (K-major), K as B (K-major), V as B (MN-major).
+    let (lbo_q, lbo_k) = (bq / 8 * 128, bkv / 8 * 128);
+    let (lbo_v, sbo_v) = (128, bkv / 8 * 128);
+    let q_wg = b.fma(Ty::U32, wg, imm(8 * 128), base);
+    let dq = descriptor(&mut b, q_wg, lbo_q, 128);
+
+    // Lane (g, q) of warp `warp` holds rows g and g + 8 of the warp's 16, keys/columns 2q,
+    // 2q + 1 of each 8-wide block of the accumulators.
+    let g = b.bin(BinOp::Shr, Ty::U32, lane, imm(2));
+    let q = b.bin(BinOp::And, Ty::U32, lane, imm(3));
+    let row_a = b.fma(Ty::U32, warp, imm(16), blk.q0);
+    let row_a = b.bin(BinOp::Add, Ty::U32, row_a, g);
+    let row_b = b.bin(BinOp::Add, Ty::U32, row_a, imm(8));
+    let q2 = b.bin(BinOp::Mul, Ty::U32, q, imm(2));
+
+    let nkt = (bkv / 8) as usize;
+    let not = (dvp / 8) as usize;
+    let zero = b.imm_f32(0.0);
+    let o: Vec<Reg> = (0..4 * not)
+        .map(|_| {
+            let r = b.reg(Ty::F32);
+            set(&mut b, r, zero);
+            r
+        })
+        .collect();
+    let sacc: Vec<Reg> = (0..4 * nkt).map(|_| b.reg(Ty::F32)).collect();
+    let m = [b.imm_f32(f32::NEG_INFINITY), b.imm_f32(f32::NEG_INFINITY)];
+    let l = [b.imm_f32(0.0), b.imm_f32(0.0)];
+    let one = b.imm_u32(1);
+    let acc_on = b.setp(Cmp::Ne, one, imm(0));
+    let acc_off = b.setp(Cmp::Eq, one, imm(0));
+
+    let k0 = b.imm_u32(0);
+    let kv0 = b.bin(BinOp::Add, Ty::U32, base, imm(q_bytes));
+    let stage = b.mov(Ty::U32, kv0);
+    let other = b.bin(BinOp::Add, Ty::U32, kv0, imm(stage_bytes));
+    let issue_kv = |b: &mut KernelBuilder, k0: Reg, at: Reg| {
+        ktile.issue(b, blk.k_base, k0, at, (tid, threads));
+        let vs = b.bin(BinOp::Add, Ty::U32, at, imm(k_bytes));
+        vtile.issue(b, blk.v_base, k0, vs, (tid, threads));
+    };
+    // Q (and with two stages the first K/V tile) in the first commit group.
+    qtile.issue(&mut b, blk.q_base, blk.q0, base, (tid, threads));
+    if p.stages == 2 {
+        issue_kv(&mut b, k0, stage);
+    }
+    b.cp_async_commit();
+    let top = b.label();
+    b.place(top);
+    b.no_unroll();
+    if p.stages == 2 {
+        let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(bkv));
+        let next = b.setp(Cmp::Lt, k1, imm(dt.sk));
+        when(&mut b, Some(next), |b| issue_kv(b, k1, other));
+        b.cp_async_commit();
+        b.cp_async_wait(1);
+    } else {
+        issue_kv(&mut b, k0, stage);
+        b.cp_async_commit();
+        b.cp_async_wait(0);
+    }
+    b.fence_proxy_async();
+    b.bar_sync();
+
+    // S = Q·Kᵀ for the tile's BKV keys (the first k-step overwrites S).
+    let dk = descriptor(&mut b, stage, lbo_k, 128);
+    b.wgmma_fence();
+    for kk in 0..u64::from(dp / 16) {
+        let (da, db) = if kk == 0 {
+            (dq, dk)
+        } else {
+            let x = b.bin(BinOp::Add, Ty::U64, dq, Operand::Int((kk * u64::from((2 * lbo_q) >> 4)) as i64));
+            let y = b.bin(BinOp::Add, Ty::U64, dk, Operand::Int((kk * u64::from((2 * lbo_k) >> 4)) as i64));
+            (x, y)
+        };
+        b.wgmma(ab, &sacc, da, db, if kk == 0 { acc_off } else { acc_on });
+    }
+    b.wgmma_commit();
+    b.wgmma_wait(0);
+
+    // Scores, then the online softmax of rows a (elements 0, 1 of each 8-key block) and b
+    // (2, 3).
+    let kq = b.bin(BinOp::Add, Ty::U32, k0, q2);
+    let mut sc: Vec<[Reg; 4]> = Vec::with_capacity(nkt);
+    for (j, acc) in sacc.chunks_exact(4).enumerate() {
+        let mut t = [acc[0]; 4];
+        for e in 0..2 {
+            let key = b.bin(BinOp::Add, Ty::U32, kq, imm(j as u32 * 8 + e as u32));
+            let drop = blk.scores.dropped(&mut b, key);
+            t[e] = blk.scores.score(&mut b, acc[e], row_a, key, drop);
+            t[e + 2] = blk.scores.score(&mut b, acc[e + 2], row_b, key, drop);
+        }
+        sc.push(t);
+    }
+    let mut probs: Vec<[Reg; 4]> = sc.clone();
+    let mut corr = [zero; 2];
+    for half in 0..2 {
+        let mine: Vec<Reg> = sc.iter().flat_map(|t| [t[2 * half], t[2 * half + 1]]).collect();
+        let (pr, c) = online_step(&mut b, &mine, m[half], l[half], &[1, 2]);
+        for (j, t) in probs.iter_mut().enumerate() {
+            t[2 * half] = pr[2 * j];
+            t[2 * half + 1] = pr[2 * j + 1];
+        }
+        corr[half] = c;
+    }
+    for (i, &x) in o.iter().enumerate() {
+        b.push(Inst::Bin { op: BinOp::Mul, dst: x, a: Operand::Reg(x), b: Operand::Reg(corr[(i % 4) / 2]) });
+    }
+    // O += P·V: keys 16kk..16kk+16 of P (blocks 2kk, 2kk + 1) are the A fragment of k-step kk.
+    let pa: Vec<[Reg; 4]> = (0..nkt / 2)
+        .map(|kk| {
+            let (p0, p1) = (probs[2 * kk], probs[2 * kk + 1]);
+            [
+                b.cvt_pack(ab, p0[0], p0[1]),
+                b.cvt_pack(ab, p0[2], p0[3]),
+                b.cvt_pack(ab, p1[0], p1[1]),
+                b.cvt_pack(ab, p1[2], p1[3]),
+            ]
+        })
+        .collect();
+    let vs = b.bin(BinOp::Add, Ty::U32, stage, imm(k_bytes));
+    let dv = descriptor(&mut b, vs, lbo_v, sbo_v);
+    b.wgmma_fence();
+    for (kk, fa) in pa.iter().enumerate() {
+        let db = if kk == 0 {
+            dv
+        } else {
+            // 16 keys = two core matrices along K, 2·LBO bytes.
+            b.bin(BinOp::Add, Ty::U64, dv, Operand::Int(kk as i64 * i64::from((2 * lbo_v) >> 4)))
+        };
+        b.wgmma_rs(ab, &o, *fa, db, acc_on, true);
+    }
+    b.wgmma_commit();
+    b.wgmma_wait(0);
+    // Every warpgroup's wgmma has read this stage before it is refilled.
+    b.bar_sync();
+    if p.stages == 2 {
+        let tmp = b.mov(Ty::U32, stage);
+        set(&mut b, stage, other);
+        set(&mut b, other, tmp);
+    }
+    b.push(Inst::Bin { op: BinOp::Add, dst: k0, a: Operand::Reg(k0), b: imm(bkv) });
+    let more = b.setp(Cmp::Lt, k0, imm(dt.sk));
+    b.bra_if(top, more, false);
+    b.cp_async_wait_all();
+
+    // Epilogue: O / l per row, stored in the input dtype (pairs packed: Dv is even).
+    let inv: Vec<Reg> = (0..2)
+        .map(|half| {
+            let lt = warp_reduce(&mut b, l[half], BinOp::Add, &[1, 2]);
+            inv_sum(&mut b, lt)
+        })
+        .collect();
+    for (half, &row) in [row_a, row_b].iter().enumerate() {
+        let rok = b.setp(Cmp::Lt, row, imm(dt.sq));
+        let ob = b.fma(Ty::U32, row, imm(hdv), blk.o_base);
+        let ob = b.bin(BinOp::Add, Ty::U32, ob, q2);
+        for (nt, acc) in o.chunks_exact(4).enumerate() {
+            let c0 = nt as u32 * 8;
+            let x0 = b.bin(BinOp::Mul, Ty::F32, acc[2 * half], inv[half]);
+            let x1 = b.bin(BinOp::Mul, Ty::F32, acc[2 * half + 1], inv[half]);
+            let i = b.bin(BinOp::Add, Ty::U32, ob, imm(c0));
+            // Dv is a multiple of 8: every 8-column block is inside the row.
+            let w = b.cvt_pack(ab, x0, x1);
+            let ad = b.addr(po, i, 2);
+            st_if(&mut b, Space::Global, ad, vec![w], Some(rok));
+        }
+    }
+    Ok(b.finish())
+}
