@@ -292,6 +292,21 @@ fn sm90a_lowers_16_bit_attention_to_wgmma() {
         vec![(&q6, DType::BF16), (&q6, DType::BF16), (&q6, DType::BF16), (&bias, DType::BF16), (&mask, DType::I64)];
     let odd = kernel(lower_with(&op, &ins6, &q6, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
     assert!(odd.kernel.header.contains("attention_flash mma"), "{}", odd.kernel.header);
+    // Head dim 128: the heuristic takes the double-buffered first point, in dynamic shared
+    // memory (80 KiB), not the single-stage point that would fit 48 KiB static.
+    let q128 = [1usize, 300, 2, 128];
+    let bias128 = [1usize, 2, 300, 300];
+    let mask128 = [1usize, 300];
+    let ins128: Vec<(&[usize], DType)> = vec![
+        (&q128, DType::BF16),
+        (&q128, DType::BF16),
+        (&q128, DType::BF16),
+        (&bias128, DType::BF16),
+        (&mask128, DType::I64),
+    ];
+    let d128 = kernel(lower_with(&op, &ins128, &q128, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    assert!(d128.kernel.header.contains("wg=1 (BQ=64) BKV=64 stages=2"), "{}", d128.kernel.header);
+    assert!(d128.kernel.dynamic_shared > 48 * 1024, "{}", d128.kernel.dynamic_shared);
 }
 
 /// The heuristic lowering of a bf16 linear layer: the TMA-fed `matmul_wgmma_tma` on sm_90a

@@ -438,7 +438,8 @@ fn conv(
 /// wgmma on, the wgmma variant where [`super::kernels::attention::wgmma_unsupported`] allows,
 /// else the `mma.sync` one); the heuristic
 /// is the first point of the family's space (in order of preference) whose tiles fit static
-/// shared memory (48 KiB), else the first whose dynamic shared memory fits the device.
+/// shared memory (48 KiB), else the first whose dynamic shared memory fits the device; for
+/// `attention_wgmma` (sm_90a) the first that fits the device.
 fn attention(
     name: &str,
     ins: &[(&[usize], DType)],
@@ -486,6 +487,23 @@ fn attention(
         }
         dynamic.ok_or(last)
     }
+    // sm_90a only: the first point in order of preference whose shared memory fits here,
+    // static or dynamic (every sm_90a device has the 227 KiB opt-in; preferring static
+    // memory would take the single-stage point at head dim 128).
+    fn first_fitting<P: Copy>(
+        space: &[P],
+        build: &dyn Fn(P) -> Result<Built, KernelError>,
+        (dtype, max): (DType, u32),
+    ) -> Result<Built, KernelError> {
+        let mut last = KernelError::Unsupported(format!("no attention kernel for {dtype}"));
+        for p in space {
+            match build(*p).and_then(|(k, g, b)| Ok((within_shared_limit(k, max)?, g, b))) {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
     match dtype {
         DType::F32 => {
             let space = at::simt_param_space();
@@ -521,7 +539,7 @@ fn attention(
                 &space,
                 &build,
                 &|p| at::attention_wgmma(REPRESENTATIVE, &rep, dtype, p),
-                &|| first(&space, &build, (dtype, max)),
+                &|| first_fitting(&space, &build, (dtype, max)),
             )
         }
         DType::BF16 | DType::F16 => {
