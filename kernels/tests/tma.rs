@@ -4,7 +4,7 @@
 //! a deadlock, more bytes than announced a fault, an mbarrier used before `init` a fault; a 2-D
 //! tile copy lands the box row-major, zero-fills elements outside the tensor (past either end
 //! and at negative coordinates), writes the 128-byte-swizzle layout, refuses a misaligned
-//! destination; reading the destination before the wait (or after waiting on the wrong
+//! destination, a tensor-map operand left in the parameter space (no `cvta.param`); reading the destination before the wait (or after waiting on the wrong
 //! parity, which passes at once) is a hazard; and the emitter writes the instructions and the
 //! tensor-map parameter for sm_90a and refuses them for sm_80.
 //!
@@ -15,7 +15,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is a test failure
 
-use vidrt_kernels::ptx::builder::{BinOp, Cmp, Kernel, KernelBuilder, Operand, ParamTy, Space, Special, Ty};
+use vidrt_kernels::ptx::builder::{BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Space, Special, Ty};
 use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
 use vidrt_kernels::ptx::tma::{TensorMapDesc, TmaDtype, TmaSwizzle};
 use vidrt_kernels::ptx::{emit, try_emit, Target};
@@ -39,6 +39,9 @@ struct Opts {
     misalign: u32,
     /// Skip the `mbarrier.init`.
     no_init: bool,
+    /// Pass the tensor map's parameter-space address (`mov.u64` alone) to the copy instead of
+    /// the generic address `cvta.param` makes of it.
+    no_cvta: bool,
 }
 
 /// One block of [`THREADS`]: thread 0 initialises an mbarrier (count 1), `fence.mbarrier_init`,
@@ -87,7 +90,15 @@ fn tma_kernel(box_bytes: u32, o: Opts) -> Kernel {
         b.st(Space::Global, ga, v);
         b.place(skip);
     }
-    b.finish()
+    let mut k = b.finish();
+    if o.no_cvta {
+        for i in &mut k.insts {
+            if let Inst::CvtaParam { dst, src } = *i {
+                *i = Inst::Mov { dst, src: Operand::Reg(src) };
+            }
+        }
+    }
+    k
 }
 
 /// A `[rows, cols]` b16 matrix whose element (r, c) holds `r·256 + c + 1` (never 0).
@@ -162,6 +173,16 @@ fn a_tile_copy_with_the_128_byte_swizzle_permutes_16_byte_chunks_by_row() {
                 assert_eq!(got[at as usize], want(rows, cols, (r0, c0), (y, x)), "({r0}, {c0}): ({y}, {x})");
             }
         }
+    }
+}
+
+#[test]
+fn a_tensor_map_operand_in_the_parameter_space_is_a_fault() {
+    // The ISA's operand is the tensor map's generic address; `mov.u64` of a kernel parameter
+    // gives its .param-space address, which hardware does not take.
+    match run((40, 72), (16, 24), (0, 0), TmaSwizzle::None, Opts { no_cvta: true, ..Opts::default() }) {
+        Err(SimError::Fault { reason, .. }) => assert!(reason.contains("missing cvta.param"), "{reason}"),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -276,6 +297,8 @@ fn the_instructions_and_the_tensor_map_parameter_are_emitted_for_sm90a_only() {
     for want in [
         ".param .align 64 .b8 tma_one_param_0[128]",
         "mov.u64 %rd0, tma_one_param_0;",
+        "cvta.param.u64 %rd1, %rd0;",
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%r",
         "mbarrier.init.shared::cta.b64 [%r",
         "fence.mbarrier_init.release.cluster;",
         "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r",
@@ -285,6 +308,9 @@ fn the_instructions_and_the_tensor_map_parameter_are_emitted_for_sm90a_only() {
     ] {
         assert!(text.contains(want), "{want} not in:\n{text}");
     }
+    // The copy's tensor-map operand is the generic address.
+    let copy = text.lines().find(|l| l.trim_start().starts_with("cp.async.bulk.tensor")).expect("a copy");
+    assert!(copy.contains(", [%rd1, {"), "{copy}");
     assert_eq!(text, emit(&k, Target::Sm90a));
     let e = try_emit(&k, Target::Sm80).expect_err("sm_80 has no TMA");
     assert_eq!(e.inst, "fence.mbarrier_init");

@@ -393,6 +393,11 @@ pub enum Inst {
     /// `fence.mbarrier_init.release.cluster` (sm_90): makes prior `mbarrier.init`s visible to
     /// the async proxy (the TMA unit's complete-tx) before the barrier that publishes them.
     FenceMbarrierInit,
+    /// `cvta.param.u64 dst, src`: the generic address of the kernel parameter whose
+    /// parameter-space address is `src` (what `mov.u64 %rd, name` gives). The tensor-map
+    /// operand of `cp.async.bulk.tensor` is a generic address (PTX ISA, cp.async.bulk.tensor:
+    /// "the generic address of the opaque tensor-map object which resides in .param space").
+    CvtaParam { dst: Reg, src: Reg },
     /// `cp.async.bulk.tensor.{N}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
     /// [dst], [tmap, {coords}], [mbar]` (sm_90, N = `coords.len()` in 1..=5): the TMA unit
     /// copies the box of the tensor map whose generic address is `tmap` (a
@@ -439,8 +444,8 @@ pub enum ParamTy {
     /// A TMA tensor map passed by value (`.param .align 64 .b8 name[128]`, the driver's
     /// opaque `CUtensorMap`; the simulator takes vidrt's own encoding,
     /// [`crate::ptx::tma::TensorMapDesc`]). Its register ([`KernelBuilder::param`]) holds the
-    /// parameter's generic address (`mov.u64 %rd, name`), the `tmap` operand of
-    /// [`Inst::TmaLoad`].
+    /// parameter's generic address (`mov.u64 %rp, name; cvta.param.u64 %rd, %rp`), the `tmap`
+    /// operand of [`Inst::TmaLoad`].
     TensorMap,
 }
 
@@ -645,6 +650,12 @@ impl KernelBuilder {
             ParamTy::F32 => Ty::F32,
         });
         self.push(Inst::LdParam { dst, index });
+        if ty == ParamTy::TensorMap {
+            // The LdParam register is the parameter-space address; TMA takes a generic one.
+            let generic = self.reg(Ty::U64);
+            self.push(Inst::CvtaParam { dst: generic, src: dst });
+            return generic;
+        }
         dst
     }
 

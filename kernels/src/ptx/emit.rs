@@ -3,7 +3,8 @@
 //! `wgmma.*`, `fence.proxy.async`, `mbarrier.arrive.expect_tx`/`try_wait`,
 //! `fence.mbarrier_init` and `cp.async.bulk.tensor` need sm_90a ([`try_emit`] rejects them
 //! for sm_80). A [`ParamTy::TensorMap`] parameter is declared `.param .align 64 .b8 name[128]`
-//! and its register is its address (`mov.u64`), the tensor-map operand of the TMA copy.
+//! and its register is its generic address (`mov.u64` of the parameter-space address, then
+//! `cvta.param.u64`), the tensor-map operand of the TMA copy.
 
 use std::fmt::Write;
 
@@ -218,7 +219,8 @@ pub fn emit(k: &Kernel, target: Target) -> String {
     for i in &k.insts {
         let line = match i {
             Inst::LdParam { dst, index } => match k.params.get(*index) {
-                // The tensor map stays in the parameter space: its address is the operand.
+                // The tensor map stays in the parameter space: its address, made generic by the
+                // following `cvta.param`, is the operand.
                 Some(ParamTy::TensorMap) => format!("mov.u64 {dst}, {}_param_{index};", k.name),
                 p => {
                     let t = p.map_or("u64", |p| match p {
@@ -357,6 +359,7 @@ pub fn emit(k: &Kernel, target: Target) -> String {
                 format!("mbarrier.try_wait.parity.shared::cta.b64 {dst}, [{a}], {};", op(parity))
             }
             Inst::FenceMbarrierInit => "fence.mbarrier_init.release.cluster;".to_string(),
+            Inst::CvtaParam { dst, src } => format!("cvta.param.u64 {dst}, {src};"),
             Inst::TmaLoad { dst, tmap, coords, mbar } => format!(
                 "cp.async.bulk.tensor.{}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{dst}], [{tmap}, {{{}}}], [{mbar}];",
                 coords.len(),

@@ -21,7 +21,7 @@
 //!   STAGES stages (1024-byte aligned, `.align 1024`) plus 16 bytes of mbarriers per stage.
 //! - Pipeline: stage s has a `full` mbarrier (1 arrival: the producer's `arrive.expect_tx` of
 //!   the stage's bytes, completed by the copies' complete-tx) and an `empty` one (an arrival
-//!   from every thread). Thread 0 initialises them (`fence.mbarrier_init`, `bar.sync`), then
+//!   from every thread). Thread 0 initialises them (`fence.mbarrier_init`, `fence.proxy.async.shared::cta`, `bar.sync`), then
 //!   fills the first min(STAGES, k-slices) stages: `expect_tx`, then per 64-k panel one box
 //!   copy of A (rows m0.., k) and one of B (rows n0.., k). Every k-slice i (stage i % STAGES,
 //!   phase parity (i / STAGES) % 2): all threads wait on `full`, `wgmma.fence`, BK/16
@@ -181,6 +181,9 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
         b.mbar_init(e, threads);
     }
     b.fence_mbarrier_init();
+    // And to the async proxy as DeepGEMM's sm_90 GEMMs and the CUDA guide's TMA examples
+    // publish them (`fence.proxy.async.shared::cta` after the inits); once per block.
+    b.fence_proxy_async();
     b.place(after_init);
     b.bar_sync();
 

@@ -463,7 +463,7 @@ fn run_thread(
                     Some(ArgValue::Ptr(p)) => *p,
                     Some(ArgValue::U32(u)) => u64::from(*u),
                     Some(ArgValue::F32(f)) => u64::from(f.to_bits()),
-                    Some(ArgValue::TensorMap(_)) => tma::TENSOR_MAP_TAG | *index as u64,
+                    Some(ArgValue::TensorMap(_)) => tma::PARAM_SPACE_TAG | *index as u64,
                     None => return Err(ctx.fault(t, pc, format!("no argument {index}"))),
                 };
                 set(regs, dst, v);
@@ -738,6 +738,15 @@ fn run_thread(
                 }
             }
             Inst::FenceMbarrierInit => {}
+            Inst::CvtaParam { dst, src } => {
+                // Only kernel parameters' addresses are in the parameter space here (the
+                // simulator gives other parameters' values, not addresses).
+                let v = regs[src.id as usize];
+                if v & tma::PARAM_SPACE_TAG == 0 {
+                    return Err(ctx.fault(t, pc, format!("cvta.param of 0x{v:x}, not a parameter's address")));
+                }
+                set(regs, dst, (v & !tma::PARAM_SPACE_TAG) | tma::GENERIC_PARAM_TAG);
+            }
             Inst::TmaLoad { dst, tmap, coords, mbar } => {
                 let c: Vec<i64> = coords.iter().map(|r| i64::from(regs[r.id as usize] as u32 as i32)).collect();
                 let (d, m, mb) = (regs[dst.id as usize], regs[tmap.id as usize], regs[mbar.id as usize]);

@@ -39,9 +39,14 @@ use super::matrix::Shared;
 use super::{ArgValue, GlobalMem, SimError};
 use crate::ptx::tma::{TensorMapDesc, TmaSwizzle};
 
-/// The register value of a [`crate::ptx::builder::ParamTy::TensorMap`] parameter: this tag
-/// with the parameter index (a parameter-space address, distinct from global and const ones).
-pub(super) const TENSOR_MAP_TAG: u64 = 1 << 63;
+/// The register value `mov.u64` gives for a [`crate::ptx::builder::ParamTy::TensorMap`]
+/// parameter: this tag with the parameter index (a parameter-space address, distinct from
+/// global and const ones). It is not a valid TMA operand.
+pub(super) const PARAM_SPACE_TAG: u64 = 1 << 63;
+
+/// The generic address `cvta.param.u64` makes of a [`PARAM_SPACE_TAG`] address: this tag
+/// with the parameter index. The tensor-map operand of `cp.async.bulk.tensor` must be one.
+pub(super) const GENERIC_PARAM_TAG: u64 = 1 << 62;
 
 /// One mbarrier object.
 #[derive(Clone, Copy, Debug)]
@@ -216,10 +221,16 @@ pub(super) fn try_wait(
 /// The tensor map a `tmap` register names.
 fn tensor_map(ctx: &Ctx<'_>, (t, pc): (u32, usize), tmap: u64) -> Result<TensorMapDesc, SimError> {
     let fault = |why: String| ctx.fault(t, pc, why);
-    if tmap & TENSOR_MAP_TAG == 0 {
+    if tmap & PARAM_SPACE_TAG != 0 {
+        return Err(fault(format!(
+            "cp.async.bulk.tensor: 0x{tmap:x} is a .param-space address; the tensor-map operand is a generic \
+             address (missing cvta.param)"
+        )));
+    }
+    if tmap & GENERIC_PARAM_TAG == 0 {
         return Err(fault(format!("cp.async.bulk.tensor: 0x{tmap:x} is not a tensor-map parameter's address")));
     }
-    let i = (tmap & !TENSOR_MAP_TAG) as usize;
+    let i = (tmap & !GENERIC_PARAM_TAG) as usize;
     match ctx.args().get(i) {
         Some(ArgValue::TensorMap(bytes)) => {
             TensorMapDesc::decode_sim(bytes).map_err(|e| fault(format!("cp.async.bulk.tensor: {e}")))

@@ -209,7 +209,7 @@ fn regs_of(i: &Inst) -> Vec<Reg> {
         Inst::LdParam { dst, .. } | Inst::ReadSpecial { dst, .. } | Inst::SharedBase { dst } => vec![*dst],
         Inst::ConstBase { dst, .. } => vec![*dst],
         Inst::Mov { dst, src } => ops(&[*dst], &[src]),
-        Inst::Bitcast { dst, src } | Inst::Cvt { dst, src } => vec![*dst, *src],
+        Inst::Bitcast { dst, src } | Inst::Cvt { dst, src } | Inst::CvtaParam { dst, src } => vec![*dst, *src],
         Inst::Pack { dst, lo, hi } => vec![*dst, *lo, *hi],
         Inst::Unpack { lo, hi, src } => vec![*lo, *hi, *src],
         Inst::Ld { dst, addr, guard, .. } => {
