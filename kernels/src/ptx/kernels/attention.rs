@@ -474,6 +474,46 @@ fn warp_reduce(b: &mut KernelBuilder, v: Reg, op: BinOp, lanes: &[i64]) -> Reg {
     v
 }
 
+/// The tensor-core variants' softmax step over one tile of S fragments: each `[Reg; 4]`
+/// holds 8 keys' scores of this lane's two rows, row a at elements 0, 1 and row b at 2, 3
+/// (keys `k0 + q2 + 8j + e`, the mma.sync C and wgmma D layouts alike). Turns them into
+/// scores ([`Scores`]), then runs [`online_step`] per row over its 4 lanes. Returns the
+/// probabilities in the same layout and each row's rescale factor of the accumulator.
+fn fragment_softmax(
+    b: &mut KernelBuilder,
+    scores: &Scores,
+    sacc: &[[Reg; 4]],
+    (k0, q2): (Reg, Reg),
+    (row_a, row_b): (Reg, Reg),
+    (m, l): ([Reg; 2], [Reg; 2]),
+    zero: Reg,
+) -> (Vec<[Reg; 4]>, [Reg; 2]) {
+    let kq = b.bin(BinOp::Add, Ty::U32, k0, q2);
+    let mut sc: Vec<[Reg; 4]> = Vec::with_capacity(sacc.len());
+    for (j, acc) in sacc.iter().enumerate() {
+        let mut t = [acc[0]; 4];
+        for e in 0..2 {
+            let key = b.bin(BinOp::Add, Ty::U32, kq, imm(j as u32 * 8 + e as u32));
+            let drop = scores.dropped(b, key);
+            t[e] = scores.score(b, acc[e], row_a, key, drop);
+            t[e + 2] = scores.score(b, acc[e + 2], row_b, key, drop);
+        }
+        sc.push(t);
+    }
+    let mut probs: Vec<[Reg; 4]> = sc.clone();
+    let mut corr = [zero; 2];
+    for half in 0..2 {
+        let mine: Vec<Reg> = sc.iter().flat_map(|t| [t[2 * half], t[2 * half + 1]]).collect();
+        let (pr, c) = online_step(b, &mine, m[half], l[half], &[1, 2]);
+        for (j, t) in probs.iter_mut().enumerate() {
+            t[2 * half] = pr[2 * j];
+            t[2 * half + 1] = pr[2 * j + 1];
+        }
+        corr[half] = c;
+    }
+    (probs, corr)
+}
+
 /// One online-softmax step for a row: folds the tile's scores `s` (this lane's share; the
 /// row's lanes are combined with butterflies over `lanes`) into the running max `m` and this
 /// lane's partial sum `l`. Returns the probabilities (ex2 of the scores minus the new max) and

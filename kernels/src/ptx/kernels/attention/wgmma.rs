@@ -43,7 +43,7 @@
 use vidrt_ir::DType;
 
 use super::{
-    and, block_setup, imm, inv_sum, online_step, round_up, set, st_if, warp_reduce, when, AttnSpec, MAX_SHARED,
+    and, block_setup, fragment_softmax, imm, inv_sum, round_up, set, st_if, warp_reduce, when, AttnSpec, MAX_SHARED,
 };
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, Reg, Special, Ty};
 use crate::ptx::builder::{Space, STATIC_SHARED_MAX};
@@ -317,29 +317,8 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
 
     // Scores, then the online softmax of rows a (elements 0, 1 of each 8-key block) and b
     // (2, 3).
-    let kq = b.bin(BinOp::Add, Ty::U32, k0, q2);
-    let mut sc: Vec<[Reg; 4]> = Vec::with_capacity(nkt);
-    for (j, acc) in sacc.chunks_exact(4).enumerate() {
-        let mut t = [acc[0]; 4];
-        for e in 0..2 {
-            let key = b.bin(BinOp::Add, Ty::U32, kq, imm(j as u32 * 8 + e as u32));
-            let drop = blk.scores.dropped(&mut b, key);
-            t[e] = blk.scores.score(&mut b, acc[e], row_a, key, drop);
-            t[e + 2] = blk.scores.score(&mut b, acc[e + 2], row_b, key, drop);
-        }
-        sc.push(t);
-    }
-    let mut probs: Vec<[Reg; 4]> = sc.clone();
-    let mut corr = [zero; 2];
-    for half in 0..2 {
-        let mine: Vec<Reg> = sc.iter().flat_map(|t| [t[2 * half], t[2 * half + 1]]).collect();
-        let (pr, c) = online_step(&mut b, &mine, m[half], l[half], &[1, 2]);
-        for (j, t) in probs.iter_mut().enumerate() {
-            t[2 * half] = pr[2 * j];
-            t[2 * half + 1] = pr[2 * j + 1];
-        }
-        corr[half] = c;
-    }
+    let tiles: Vec<[Reg; 4]> = sacc.chunks_exact(4).map(|a| [a[0], a[1], a[2], a[3]]).collect();
+    let (probs, corr) = fragment_softmax(&mut b, &blk.scores, &tiles, (k0, q2), (row_a, row_b), (m, l), zero);
     for (i, &x) in o.iter().enumerate() {
         b.push(Inst::Bin { op: BinOp::Mul, dst: x, a: Operand::Reg(x), b: Operand::Reg(corr[(i % 4) / 2]) });
     }
