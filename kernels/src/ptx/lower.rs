@@ -469,40 +469,25 @@ fn attention(
         ..spec.clone()
     };
     // The first point whose kernel has static shared memory only, else the first whose
-    // dynamic shared memory fits here (`max`).
+    // dynamic shared memory fits here (`max`); with `any_fit` (sm_90a's wgmma family: every
+    // such device has the 227 KiB opt-in, and static-first would take the single-stage point
+    // at head dim 128) simply the first that fits.
     let max = chooser.max_shared();
     fn first<P: Copy>(
         space: &[P],
         build: &dyn Fn(P) -> Result<Built, KernelError>,
-        (dtype, max): (DType, u32),
+        (dtype, max, any_fit): (DType, u32, bool),
     ) -> Result<Built, KernelError> {
         let mut last = KernelError::Unsupported(format!("no attention kernel for {dtype}"));
         let mut dynamic = None;
         for p in space {
             match build(*p).and_then(|(k, g, b)| Ok((within_shared_limit(k, max)?, g, b))) {
-                Ok(b) if b.0.dynamic_shared == 0 => return Ok(b),
+                Ok(b) if any_fit || b.0.dynamic_shared == 0 => return Ok(b),
                 Ok(b) => dynamic = dynamic.or(Some(b)),
                 Err(e) => last = e,
             }
         }
         dynamic.ok_or(last)
-    }
-    // sm_90a only: the first point in order of preference whose shared memory fits here,
-    // static or dynamic (every sm_90a device has the 227 KiB opt-in; preferring static
-    // memory would take the single-stage point at head dim 128).
-    fn first_fitting<P: Copy>(
-        space: &[P],
-        build: &dyn Fn(P) -> Result<Built, KernelError>,
-        (dtype, max): (DType, u32),
-    ) -> Result<Built, KernelError> {
-        let mut last = KernelError::Unsupported(format!("no attention kernel for {dtype}"));
-        for p in space {
-            match build(*p).and_then(|(k, g, b)| Ok((within_shared_limit(k, max)?, g, b))) {
-                Ok(b) => return Ok(b),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
     }
     match dtype {
         DType::F32 => {
@@ -518,7 +503,7 @@ fn attention(
                 &space,
                 &build,
                 &|p| at::attention_simt(REPRESENTATIVE, &rep, dtype, p),
-                &|| first(&space, &build, (dtype, max)),
+                &|| first(&space, &build, (dtype, max, false)),
             )
         }
         DType::BF16 | DType::F16
@@ -539,7 +524,7 @@ fn attention(
                 &space,
                 &build,
                 &|p| at::attention_wgmma(REPRESENTATIVE, &rep, dtype, p),
-                &|| first_fitting(&space, &build, (dtype, max)),
+                &|| first(&space, &build, (dtype, max, true)),
             )
         }
         DType::BF16 | DType::F16 => {
@@ -555,7 +540,7 @@ fn attention(
                 &space,
                 &build,
                 &|p| at::attention_mma(REPRESENTATIVE, &rep, dtype, p),
-                &|| first(&space, &build, (dtype, max)),
+                &|| first(&space, &build, (dtype, max, false)),
             )
         }
         DType::I32 | DType::I64 => Err(KernelError::Unsupported(format!("no attention kernel for {dtype}"))),

@@ -640,34 +640,35 @@ impl Executable for CudaExecutable {
                                 Arg::Output => out,
                             })
                             .collect();
-                        // A tensor-map parameter takes the driver's map of its buffer, by value.
-                        let mut maps = Vec::new();
+                        // A tensor-map parameter takes the driver's map of its buffer, by value
+                        // (the kernel's tensor maps are in parameter order).
+                        let mut descs = l.kernel.tensor_maps.iter();
+                        let mut maps: Vec<Option<cusys::CUtensorMap>> = Vec::with_capacity(vals.len());
                         for (j, v) in vals.iter().enumerate() {
-                            if l.kernel.params.get(j) == Some(&vidrt_kernels::ptx::builder::ParamTy::TensorMap) {
-                                let desc = l.kernel.tensor_maps.get(maps.len()).ok_or_else(|| {
+                            let map = if l.kernel.params.get(j)
+                                == Some(&vidrt_kernels::ptx::builder::ParamTy::TensorMap)
+                            {
+                                let desc = descs.next().ok_or_else(|| {
                                     RuntimeError::Device(format!("internal: `{}` lacks its tensor maps", l.kernel.name))
                                 })?;
                                 let what = format!("`{}` parameter {j}", l.kernel.name);
-                                maps.push(tma::encode(
+                                Some(tma::encode(
                                     &vidrt_kernels::ptx::tma::TensorMapDesc { address: *v, ..*desc },
                                     &what,
-                                )?);
-                            }
+                                )?)
+                            } else {
+                                None
+                            };
+                            maps.push(map);
                         }
-                        let mut maps = maps.iter_mut();
-                        let mut params: Vec<*mut c_void> = Vec::with_capacity(vals.len());
-                        for (j, v) in vals.iter_mut().enumerate() {
-                            let map =
-                                if l.kernel.params.get(j) == Some(&vidrt_kernels::ptx::builder::ParamTy::TensorMap) {
-                                    maps.next()
-                                } else {
-                                    None
-                                };
-                            params.push(match map {
+                        let mut params: Vec<*mut c_void> = vals
+                            .iter_mut()
+                            .zip(maps.iter_mut())
+                            .map(|(v, m)| match m {
                                 Some(m) => m as *mut cusys::CUtensorMap as *mut c_void,
                                 None => v as *mut u64 as *mut c_void,
-                            });
-                        }
+                            })
+                            .collect();
                         // SAFETY: every parameter of the generated kernels is a u64 device
                         // pointer or a tensor map (a 128-byte `CUtensorMap` passed by value),
                         // matched one to one by `params`, which (and `maps`) outlive the call.
