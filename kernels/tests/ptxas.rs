@@ -1,5 +1,6 @@
 //! ptxas check: every kernel of `ptx::catalog::all_kernels` (every family at every parameter
-//! point) assembles for sm_80 and sm_90a with no spills (the sm_90a-only `matmul_wgmma` and
+//! point) assembles for sm_80 and sm_90a with no spills and none of ptxas's wgmma
+//! performance advisories (serialized wgmma, an injected `wgmma.wait_group`; [`problem`]) (the sm_90a-only `matmul_wgmma` and
 //! `attention_flash_wgmma` for sm_90a alone: the emitter refuses them for sm_80, and that is
 //! checked too), and so does a
 //! kernel using every form of the tensor-core instructions (`cp.async` ca/cg with and without
@@ -53,6 +54,78 @@ fn ptxas() -> PathBuf {
     })
 }
 
+/// ptxas with a scratch directory (removed on drop) for the modules it assembles.
+struct Assembler {
+    ptxas: PathBuf,
+    dir: PathBuf,
+}
+
+/// One module's assembly: whether ptxas succeeded, its `-v` log (stdout and stderr) and the
+/// cubin's path.
+struct Assembled {
+    ok: bool,
+    log: String,
+    cubin: PathBuf,
+}
+
+impl Assembler {
+    /// ptxas (or a failure saying how to install it) and a fresh directory named by `tag`.
+    fn new(tag: &str) -> Assembler {
+        let dir = std::env::temp_dir().join(format!("vidrt-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Assembler { ptxas: ptxas(), dir }
+    }
+
+    /// `ptxas -arch=<target> -v` on `k`'s text for `target`, one module per kernel so that
+    /// failures stay attributable.
+    fn assemble(&self, k: &Kernel, target: Target) -> Assembled {
+        let src = self.dir.join(format!("{}_{}.ptx", k.name, target.name()));
+        let cubin = self.dir.join(format!("{}_{}.cubin", k.name, target.name()));
+        std::fs::write(&src, emit(k, target)).expect("write ptx");
+        let out = Command::new(&self.ptxas)
+            .arg(format!("-arch={}", target.name()))
+            .arg("-v")
+            .arg("-o")
+            .arg(&cubin)
+            .arg(&src)
+            .output()
+            .expect("run ptxas");
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Assembled { ok: out.status.success(), log, cubin }
+    }
+}
+
+impl Drop for Assembler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What is wrong with an assembly, or `None`: ptxas failed, the kernel spills, the log has
+/// no spill report, or one of ptxas's performance advisories: wgmma serialized ("Potential
+/// Performance Loss: wgmma.mma_async instructions are serialized due to ...", C7510–C7515:
+/// the tensor cores would wait on every wgmma), a `wgmma.wait_group` injected by ptxas
+/// (C7517: an accumulator touched while in flight, so the pipeline waits where the kernel
+/// did not ask it to), or any other "Performance Loss".
+fn problem(a: &Assembled) -> Option<&'static str> {
+    let clean = "0 bytes spill stores, 0 bytes spill loads";
+    if !a.ok {
+        Some("ptxas failed")
+    } else if a.log.lines().any(|l| l.contains("spill") && !l.contains(clean)) {
+        Some("spills")
+    } else if !a.log.contains(clean) {
+        Some("no spill report in the ptxas log")
+    } else if a.log.contains("Performance Loss: wgmma.mma_async instructions are serialized") {
+        Some("ptxas serializes wgmma")
+    } else if a.log.contains("wgmma.wait_group is injected") {
+        Some("ptxas injects a wgmma.wait_group")
+    } else if a.log.contains("Performance Loss") {
+        Some("ptxas reports a performance loss")
+    } else {
+        None
+    }
+}
+
 fn find_in(dir: &Path, depth: usize) -> Option<PathBuf> {
     find_named(dir, "ptxas", depth)
 }
@@ -93,13 +166,11 @@ fn find_nvdisasm(ptxas: &Path) -> Option<PathBuf> {
 /// sm_80 and sm_90a cubins.
 #[test]
 fn tensor_core_kernels_compile_to_tensor_core_sass() {
-    let ptxas = ptxas();
-    let nvdisasm = find_nvdisasm(&ptxas).unwrap_or_else(|| {
-        panic!("nvdisasm not found beside {}: run scripts/install-ptxas.sh, which installs it", ptxas.display())
+    let asm = Assembler::new("sass");
+    let nvdisasm = find_nvdisasm(&asm.ptxas).unwrap_or_else(|| {
+        panic!("nvdisasm not found beside {}: run scripts/install-ptxas.sh, which installs it", asm.ptxas.display())
     });
     let kernels = all_kernels().expect("the catalog generates");
-    let dir = std::env::temp_dir().join(format!("vidrt-sass-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let mut checked = 0;
     let mut failures = Vec::new();
     // matmul_mma points 0 and 1 have 2 stages, 4 has 3 and 5 has 4; 10 is the 128×256×64 tile
@@ -138,18 +209,9 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
             if wgmma && target != Target::Sm90a {
                 continue;
             }
-            let src = dir.join(format!("{}_{}.ptx", k.name, target.name()));
-            let bin = dir.join(format!("{}_{}.cubin", k.name, target.name()));
-            std::fs::write(&src, emit(k, target)).expect("write ptx");
-            let out = Command::new(&ptxas)
-                .arg(format!("-arch={}", target.name()))
-                .arg("-o")
-                .arg(&bin)
-                .arg(&src)
-                .output()
-                .expect("run ptxas");
-            assert!(out.status.success(), "{} ({}): {}", k.name, target.name(), String::from_utf8_lossy(&out.stderr));
-            let sass = Command::new(&nvdisasm).arg(&bin).output().expect("run nvdisasm");
+            let a = asm.assemble(k, target);
+            assert!(a.ok, "{} ({}): {}", k.name, target.name(), a.log);
+            let sass = Command::new(&nvdisasm).arg(&a.cubin).output().expect("run nvdisasm");
             let text = String::from_utf8_lossy(&sass.stdout);
             let missing: Vec<&str> = want.iter().copied().filter(|w| !text.contains(w)).collect();
             let found: Vec<&str> = want.iter().copied().filter(|w| text.contains(w)).collect();
@@ -165,22 +227,18 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
             checked += 1;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     println!("nvdisasm {}: {checked} cubins checked", nvdisasm.display());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn every_kernel_assembles_without_spills() {
-    let ptxas = ptxas();
+    let asm = Assembler::new("ptxas");
     let kernels = all_kernels().expect("the catalog generates");
-    let dir = std::env::temp_dir().join(format!("vidrt-ptxas-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let mut failures = Vec::new();
     let mut checked = 0;
     let mut refused = 0;
     for target in Target::ALL {
-        // One module per kernel keeps failures attributable.
         for k in &kernels {
             if let Err(e) = check_target(k, target) {
                 // Only the sm_90a-only family is refused, and only for sm_80.
@@ -190,27 +248,10 @@ fn every_kernel_assembles_without_spills() {
                 refused += 1;
                 continue;
             }
-            let text = emit(k, target);
-            let src = dir.join(format!("{}_{}.ptx", k.name, target.name()));
-            std::fs::write(&src, &text).expect("write ptx");
-            let out = Command::new(&ptxas)
-                .arg(format!("-arch={}", target.name()))
-                .arg("-v")
-                .arg("-o")
-                .arg(dir.join("out.cubin"))
-                .arg(&src)
-                .output()
-                .expect("run ptxas");
-            let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            if !out.status.success() {
-                failures.push(format!("{} ({}): ptxas failed:\n{log}", k.name, target.name()));
-            } else if log
-                .lines()
-                .any(|l| l.contains("spill") && !l.contains("0 bytes spill stores, 0 bytes spill loads"))
-            {
-                failures.push(format!("{} ({}): spills:\n{log}", k.name, target.name()));
-            } else if !log.contains("0 bytes spill stores, 0 bytes spill loads") {
-                failures.push(format!("{} ({}): no spill report in the ptxas log:\n{log}", k.name, target.name()));
+            let a = asm.assemble(k, target);
+            let log = &a.log;
+            if let Some(why) = problem(&a) {
+                failures.push(format!("{} ({}): {why}:\n{log}", k.name, target.name()));
             }
             // Register use of the compute-bound families, for the record.
             if ["matmul", "attention", "conv"].iter().any(|f| k.name.starts_with(f)) {
@@ -221,14 +262,13 @@ fn every_kernel_assembles_without_spills() {
             checked += 1;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let wgmma = kernels.iter().filter(|k| sm90a_only(&k.name)).count();
     assert!(kernels.iter().any(|k| k.name.starts_with("matmul_wgmma")), "no matmul_wgmma kernel in the catalog");
     assert!(kernels.iter().any(|k| k.name.starts_with("attention_flash_wgmma")), "no attention_flash_wgmma kernel");
     assert_eq!(refused, wgmma, "every wgmma kernel is refused for sm_80, nothing else");
     println!(
         "ptxas {}: {checked} kernel builds checked, {} failed, {refused} refused for sm_80",
-        ptxas.display(),
+        asm.ptxas.display(),
         failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -266,26 +306,12 @@ fn tensor_core_forms() -> Kernel {
 
 #[test]
 fn every_tensor_core_instruction_form_assembles() {
-    let ptxas = ptxas();
+    let asm = Assembler::new("ptxas-tc");
     let k = tensor_core_forms();
-    let dir = std::env::temp_dir().join(format!("vidrt-ptxas-tc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     for target in Target::ALL {
-        let src = dir.join(format!("{}_{}.ptx", k.name, target.name()));
-        std::fs::write(&src, emit(&k, target)).expect("write ptx");
-        let out = Command::new(&ptxas)
-            .arg(format!("-arch={}", target.name()))
-            .arg("-v")
-            .arg("-o")
-            .arg(dir.join("out.cubin"))
-            .arg(&src)
-            .output()
-            .expect("run ptxas");
-        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{} ({}): ptxas failed:\n{log}", k.name, target.name());
-        assert!(log.contains("0 bytes spill stores, 0 bytes spill loads"), "{}: {log}", target.name());
+        let a = asm.assemble(&k, target);
+        assert_eq!(problem(&a), None, "{} ({}):\n{}", k.name, target.name(), a.log);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Every sm_90a form: `fence.proxy.async`, the wgmma fence/commit/wait and `wgmma.mma_async`
@@ -354,25 +380,11 @@ fn wgmma_forms() -> Kernel {
 
 #[test]
 fn every_wgmma_instruction_form_assembles_for_sm90a() {
-    let ptxas = ptxas();
+    let asm = Assembler::new("ptxas-wgmma");
     let k = wgmma_forms();
     assert!(check_target(&k, Target::Sm80).is_err());
-    let dir = std::env::temp_dir().join(format!("vidrt-ptxas-wgmma-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = dir.join("wgmma_forms.ptx");
-    std::fs::write(&src, emit(&k, Target::Sm90a)).expect("write ptx");
-    let out = Command::new(&ptxas)
-        .arg("-arch=sm_90a")
-        .arg("-v")
-        .arg("-o")
-        .arg(dir.join("out.cubin"))
-        .arg(&src)
-        .output()
-        .expect("run ptxas");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "ptxas failed:\n{log}");
-    assert!(log.contains("0 bytes spill stores, 0 bytes spill loads"), "{log}");
+    let a = asm.assemble(&k, Target::Sm90a);
+    assert_eq!(problem(&a), None, "{}", a.log);
 }
 
 /// Every mbarrier and TMA form: a tensor-map parameter, `mbarrier.init`,
@@ -422,23 +434,65 @@ fn tma_forms() -> Kernel {
 
 #[test]
 fn every_tma_instruction_form_assembles_for_sm90a() {
-    let ptxas = ptxas();
+    let asm = Assembler::new("ptxas-tma");
     let k = tma_forms();
     assert!(check_target(&k, Target::Sm80).is_err());
-    let dir = std::env::temp_dir().join(format!("vidrt-ptxas-tma-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = dir.join("tma_forms.ptx");
-    std::fs::write(&src, emit(&k, Target::Sm90a)).expect("write ptx");
-    let out = Command::new(&ptxas)
-        .arg("-arch=sm_90a")
-        .arg("-v")
-        .arg("-o")
-        .arg(dir.join("out.cubin"))
-        .arg(&src)
-        .output()
-        .expect("run ptxas");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "ptxas failed:\n{log}");
-    assert!(log.contains("0 bytes spill stores, 0 bytes spill loads"), "{log}");
+    let a = asm.assemble(&k, Target::Sm90a);
+    assert_eq!(problem(&a), None, "{}", a.log);
+}
+
+/// A wgmma whose accumulator another instruction writes while it is in flight: between two
+/// wgmma of one group (`between`; ptxas then serializes every wgmma of the kernel, C7511), or
+/// after the commit and before the `wait_group` (ptxas injects a wait, C7517).
+fn misused_wgmma(between: bool) -> Kernel {
+    use vidrt_kernels::ptx::builder::{Cmp, Inst, Special};
+    use vidrt_kernels::ptx::kernels::gemm_wgmma::descriptor;
+    let mut b = KernelBuilder::new("misused_wgmma", "a wgmma accumulator written while in flight");
+    b.block(128);
+    let out = b.param(ParamTy::Ptr);
+    b.shared(8 * 1024);
+    let s = b.shared_base();
+    let tid = b.special(Special::TidX);
+    let da = descriptor(&mut b, s, 1024, 128);
+    let sb = b.bin(BinOp::Add, Ty::U32, s, Operand::Int(2048));
+    let db = descriptor(&mut b, sb, 4096, 128);
+    let one = b.imm_u32(1);
+    let p = b.setp(Cmp::Ne, one, Operand::Int(0));
+    let zero = b.imm_f32(0.0);
+    let acc: Vec<_> = (0..32).map(|_| b.mov(Ty::F32, zero)).collect();
+    let x = b.imm_f32(1.0);
+    b.wgmma_fence();
+    b.wgmma(Ty::BF16, &acc, da, db, p);
+    if between {
+        b.push(Inst::Mov { dst: acc[0], src: Operand::Reg(x) });
+        b.wgmma(Ty::BF16, &acc, da, db, p);
+    }
+    b.wgmma_commit();
+    if !between {
+        let bumped = b.bin(BinOp::Add, Ty::F32, acc[0], x);
+        b.push(Inst::Mov { dst: acc[0], src: Operand::Reg(bumped) });
+    }
+    b.wgmma_wait(0);
+    let mut sum = zero;
+    for r in &acc {
+        sum = b.bin(BinOp::Add, Ty::F32, sum, *r);
+    }
+    let o = b.mul_wide(tid, Operand::Int(4));
+    let o = b.bin(BinOp::Add, Ty::U64, out, o);
+    b.st(Space::Global, o, sum);
+    b.finish()
+}
+
+/// The performance checks are live: ptxas's advisories on both misuses of
+/// [`misused_wgmma`] are reported by [`problem`].
+#[test]
+fn a_serialized_or_waited_wgmma_is_reported() {
+    let asm = Assembler::new("ptxas-misused");
+    for (between, code, why) in
+        [(true, "C7511", "ptxas serializes wgmma"), (false, "C7517", "ptxas injects a wgmma.wait_group")]
+    {
+        let a = asm.assemble(&misused_wgmma(between), Target::Sm90a);
+        assert!(a.log.contains(code), "{}", a.log);
+        assert_eq!(problem(&a), Some(why), "{}", a.log);
+    }
 }
