@@ -540,8 +540,9 @@ fn matmul_wgmma_tma_matches_the_host_at_every_parameter_point() {
 /// The TMA kernel without its wait on `full` reads a stage before its copies landed (a
 /// hazard); without the producer's wait on `empty` it refills a stage... which the
 /// simulator's landing order cannot distinguish, so that one is not claimed; without the
-/// consumers' arrivals on `empty` the producer waits forever (a deadlock); with the
-/// expect_tx short by a chunk the phase completes early (a fault).
+/// consumers' arrivals on `empty` the producer waits forever (a deadlock); with the main
+/// loop waiting for one wgmma group fewer, a refill overwrites a pending wgmma's operands (a
+/// hazard); with the expect_tx short by a chunk the phase completes early (a fault).
 #[test]
 fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
     let case = &wgmma_cases()[4];
@@ -562,6 +563,26 @@ fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
     match try_check_with(case, &no_release, wgmma_dims(case, p), 3, Some(p)) {
         Err(SimError::Deadlock { what, .. }) => assert!(what.contains("arrivals pending"), "{what}"),
         other => panic!("without the empty arrivals: {other:?}"),
+    }
+    // The main loop's `wgmma.wait_group 1` completes the previous slice before its stage is
+    // released; waiting for one group fewer lets the refill overwrite what a pending wgmma
+    // reads.
+    let mut lax = kern.clone();
+    let waits = lax.insts.iter_mut().filter_map(|i| match i {
+        Inst::WgmmaWait { n } if *n == 1 => Some(n),
+        _ => None,
+    });
+    let mut n_waits = 0;
+    for n in waits {
+        *n = 2;
+        n_waits += 1;
+    }
+    assert_eq!(n_waits, 1, "one wait_group 1 in the main loop");
+    match try_check_with(case, &lax, wgmma_dims(case, p), 3, Some(p)) {
+        Err(SimError::AsyncHazard { what, .. }) => {
+            assert!(what.contains("cp.async.bulk.tensor") && what.contains("wgmma"), "{what}")
+        }
+        other => panic!("with wait_group 2: {other:?}"),
     }
     let mut short = kern.clone();
     for i in &mut short.insts {

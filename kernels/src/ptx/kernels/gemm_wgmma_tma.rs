@@ -25,10 +25,13 @@
 //!   fills the first min(STAGES, k-slices) stages: `expect_tx`, then per 64-k panel one box
 //!   copy of A (rows m0.., k) and one of B (rows n0.., k). Every k-slice i (stage i % STAGES,
 //!   phase parity (i / STAGES) % 2): all threads wait on `full`, `wgmma.fence`, BK/16
-//!   wgmma (128-byte-swizzle descriptors as `matmul_wgmma`'s swizzled points), commit, wait
-//!   0, arrive on `empty`; thread 0 then waits on `empty` (every warpgroup is done reading the
-//!   stage) and refills it with slice i + STAGES. The copies of the next STAGES-1 slices are
-//!   in flight during each step's MMAs. The TMA writes and wgmma reads are both async proxy:
+//!   wgmma (128-byte-swizzle descriptors as `matmul_wgmma`'s swizzled points), commit, then
+//!   `wgmma.wait_group 1`, which leaves slice i's group running and completes slice i - 1's;
+//!   all threads then arrive on slice i - 1's `empty`, and thread 0 waits on it (every
+//!   warpgroup is done reading that stage) and refills it with slice i - 1 + STAGES. So the
+//!   tensor cores are never idle between slices on the release and the refill, and the copies
+//!   of the next STAGES - 2 slices or more are in flight during each step's MMAs; a
+//!   `wait_group 0` after the loop completes the last slice. The TMA writes and wgmma reads are both async proxy:
 //!   no `fence.proxy.async`.
 //! - Tunables: [`WgmmaParams`] with `swizzle` (BK a multiple of 64); the points are
 //!   [`param_space`].
@@ -233,7 +236,6 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     b.no_unroll();
     let s8 = b.bin(BinOp::Mul, Ty::U32, s, imm(8));
     let full = b.bin(BinOp::Add, Ty::U32, full0, s8);
-    let empty = b.bin(BinOp::Add, Ty::U32, empty0, s8);
     let stage_off = b.bin(BinOp::Mul, Ty::U32, s, imm(stage_bytes));
     let stage_at = b.bin(BinOp::Add, Ty::U32, ring, stage_off);
     b.mbar_wait(full, parity);
@@ -257,18 +259,33 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
         b.wgmma(ab, &acc, da_s, db_s, scale_d);
     }
     b.wgmma_commit();
-    b.wgmma_wait(0);
-    b.mbar_arrive(empty);
-    // Thread 0 refills the stage with slice i + STAGES once every thread released it.
-    let after_refill = b.label();
-    b.bra_if(after_refill, producer, true);
-    let ahead = b.bin(BinOp::Add, Ty::U32, i, imm(p.stages));
+    // Keep this slice's group in flight and wait only for the previous slice's (CUTLASS's
+    // mainloop keeps one group outstanding the same way), then release that slice's stage.
+    b.wgmma_wait(1);
+    let after_release = b.label();
+    let first = b.setp(Cmp::Eq, i, imm(0));
+    b.bra_if(after_release, first, false);
+    // Slice i - 1: stage s - 1 (STAGES - 1 when s is 0, with the other parity).
+    let s_is0 = b.setp(Cmp::Eq, s, imm(0));
+    let s_less = b.bin(BinOp::Sub, Ty::U32, s, imm(1));
+    let sp = b.selp(Ty::U32, imm(p.stages - 1), s_less, s_is0);
+    let flipped = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
+    let pp = b.selp(Ty::U32, flipped, parity, s_is0);
+    let sp8 = b.bin(BinOp::Mul, Ty::U32, sp, imm(8));
+    let empty_p = b.bin(BinOp::Add, Ty::U32, empty0, sp8);
+    b.mbar_arrive(empty_p);
+    // Thread 0 refills that stage with slice i - 1 + STAGES once every thread released it.
+    b.bra_if(after_release, producer, true);
+    let ahead = b.bin(BinOp::Add, Ty::U32, i, imm(p.stages - 1));
     let more = b.setp(Cmp::Lt, ahead, imm(slices));
-    b.bra_if(after_refill, more, true);
-    b.mbar_wait(empty, parity);
+    b.bra_if(after_release, more, true);
+    b.mbar_wait(empty_p, pp);
+    let full_p = b.bin(BinOp::Add, Ty::U32, full0, sp8);
+    let sp_off = b.bin(BinOp::Mul, Ty::U32, sp, imm(stage_bytes));
+    let stage_p = b.bin(BinOp::Add, Ty::U32, ring, sp_off);
     let k = b.bin(BinOp::Mul, Ty::U32, ahead, imm(p.bk));
-    issue(&mut b, stage_at, full, k);
-    b.place(after_refill);
+    issue(&mut b, stage_p, full_p, k);
+    b.place(after_release);
     // Next slice: stage s + 1, wrapping (and flipping the parity) after STAGES.
     let s1 = b.bin(BinOp::Add, Ty::U32, s, imm(1));
     let wrap = b.setp(Cmp::Ge, s1, imm(p.stages));
@@ -281,6 +298,7 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     b.push(Inst::Mov { dst: i, src: Operand::Reg(i1) });
     let again = b.setp(Cmp::Lt, i, imm(slices));
     b.bra_if(top, again, false);
+    b.wgmma_wait(0);
 
     store_accumulators(&mut b, (&st, &ptrs), &acc, (tid, wg), (bi, m0, n0), (mu, nu))?;
     Ok(b.finish())
