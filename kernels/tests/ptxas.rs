@@ -14,6 +14,8 @@
 //! a pass); `scripts/test.sh` leaves this whole test binary out of the run, so it counts as
 //! skipped, only where it could not install ptxas outside CI.
 
+#![allow(clippy::expect_used)] // test helpers: a failed expectation is a test failure
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
