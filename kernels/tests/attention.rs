@@ -19,12 +19,13 @@
 
 use half::{bf16, f16};
 use vidrt_ir::DType;
+use vidrt_kernels::ptx::builder::Inst;
 use vidrt_kernels::ptx::kernels::attention::{
     attention_mma, attention_simt, attention_wgmma, mma_launch_dims, mma_param_space, simt_launch_dims,
     simt_param_space, wgmma_launch_dims, wgmma_param_space, wgmma_unsupported, AttnSpec, MmaAttnParams, SimtParams,
     WgmmaAttnParams,
 };
-use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims};
+use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
 use vidrt_kernels::ptx::{emit, Kernel, KernelError, Target};
 
 /// Deterministic splitmix64.
@@ -89,6 +90,9 @@ fn cases() -> Vec<Case> {
         // Several query tiles at every point; the real models' head dim.
         Case { bias: Some(vec![1, 2, 70, 1]), ..c(1, 70, 20, 2, 16, 16) },
         Case { mask: Some(vec![1]), ..c(1, 40, 45, 1, 128, 128) },
+        // More key tiles than any K/V ring has buffers at every point (five 64-key tiles):
+        // each ring wraps and refills.
+        c(1, 20, 300, 1, 16, 16),
     ]
 }
 
@@ -193,7 +197,17 @@ fn spec(c: &Case, scale: f64, mask: Option<DType>) -> AttnSpec {
 }
 
 /// Runs `k` on the case's data; returns the output.
-fn run(k: &Kernel, (grid, block): (u32, u32), dt: &Data, dtype: DType, mask_dtype: DType, out_len: usize) -> Vec<f32> {
+fn run(k: &Kernel, dims: (u32, u32), dt: &Data, dtype: DType, mask_dtype: DType, out_len: usize) -> Vec<f32> {
+    try_run(k, dims, dt, (dtype, mask_dtype), out_len).unwrap_or_else(|e| panic!("{}: {e}", k.name))
+}
+
+fn try_run(
+    k: &Kernel,
+    (grid, block): (u32, u32),
+    dt: &Data,
+    (dtype, mask_dtype): (DType, DType),
+    out_len: usize,
+) -> Result<Vec<f32>, SimError> {
     let mut mem = GlobalMem::new();
     let mut args = vec![
         ArgValue::Ptr(mem.alloc_with(encode(dtype, &dt.q))),
@@ -208,8 +222,8 @@ fn run(k: &Kernel, (grid, block): (u32, u32), dt: &Data, dtype: DType, mask_dtyp
     }
     let out = mem.alloc(out_len * dtype.size_bytes());
     args.push(ArgValue::Ptr(out));
-    launch(k, LaunchDims { grid, block }, &args, &mut mem).unwrap_or_else(|e| panic!("{}: {e}", k.name));
-    decode(dtype, mem.read(out, out_len * dtype.size_bytes()).expect("output"))
+    launch(k, LaunchDims { grid, block }, &args, &mut mem)?;
+    Ok(decode(dtype, mem.read(out, out_len * dtype.size_bytes()).expect("output")))
 }
 
 /// Relative L2 error; also asserts that fully masked rows are exactly zero and nothing is NaN.
@@ -333,6 +347,39 @@ fn wgmma_f16_matches_the_reference_at_every_point() {
     wgmma_dtype(DType::F16, 3e-3);
 }
 
+/// The pipelined (3-stage) schedule's waits are what make it correct: waiting for one wgmma
+/// group fewer (`wait_group 2` for 1) lets the softmax read S while its wgmma is in flight,
+/// and without the `wait_group 0` before the rescale O is written while P·V accumulates into
+/// it; the simulator reports both as reads or writes of a pending wgmma's registers, on a
+/// case with five key tiles.
+#[test]
+fn wgmma_pipeline_without_its_waits_is_caught() {
+    let c = cases().last().cloned().unwrap();
+    let dtype = DType::BF16;
+    let s = spec(&c, 0.25, None);
+    let dt = data(&c, dtype, 0.25, 7);
+    let pending = |r: Result<Vec<f32>, SimError>, what: &str| match r {
+        Err(SimError::AsyncHazard { what: w, .. }) => assert!(w.contains("operand of a pending wgmma"), "{what}: {w}"),
+        other => panic!("{what}: {:?}", other.map(|_| "ran")),
+    };
+    for p in wgmma_param_space().into_iter().filter(|p| p.stages == 3) {
+        let k = attention_wgmma("att", &s, dtype, p).expect("generates");
+        let dims = wgmma_launch_dims(&s, p);
+        let got = try_run(&k, dims, &dt, (dtype, dtype), dt.want.len()).expect("the kernel as generated");
+        assert!(check(&c, &got, &dt, "pipelined") <= 1e-2);
+        let one = k.insts.iter().position(|i| matches!(i, Inst::WgmmaWait { n: 1 })).expect("a wait_group 1");
+        assert_eq!(k.insts.iter().filter(|i| matches!(i, Inst::WgmmaWait { n: 1 })).count(), 1);
+        let mut lax = k.clone();
+        lax.insts[one] = Inst::WgmmaWait { n: 2 };
+        pending(try_run(&lax, dims, &dt, (dtype, dtype), dt.want.len()), &format!("{p:?} with wait_group 2"));
+        let zero = one + k.insts[one..].iter().position(|i| matches!(i, Inst::WgmmaWait { n: 0 })).unwrap();
+        let mut early = k.clone();
+        early.insts.remove(zero);
+        let r = try_run(&early, dims, &dt, (dtype, dtype), dt.want.len());
+        pending(r, &format!("{p:?} without the loop's wait_group 0"));
+    }
+}
+
 #[test]
 fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
     let c = Case { bias: Some(vec![40]), mask: Some(vec![1]), ..cases()[3].clone() };
@@ -362,7 +409,7 @@ fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
         WgmmaAttnParams { wg: 3, bkv: 64, stages: 2 },
         WgmmaAttnParams { wg: 1, bkv: 24, stages: 2 },
         WgmmaAttnParams { wg: 1, bkv: 256, stages: 2 },
-        WgmmaAttnParams { wg: 1, bkv: 64, stages: 3 },
+        WgmmaAttnParams { wg: 1, bkv: 64, stages: 4 },
     ] {
         assert!(matches!(attention_wgmma("x", &s, DType::BF16, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }

@@ -248,7 +248,8 @@ fn dynamic_shared_points_follow_the_target() {
 }
 
 /// The heuristic lowering of bf16 attention (head dim 64, bias and key mask): `attention_wgmma`
-/// on sm_90a (one warpgroup, 64 query rows per block), `attention_mma` on sm_80 and on sm_90a
+/// on sm_90a (its first point: FlashAttention-3's pipelined schedule, two warpgroups of 64
+/// query rows), `attention_mma` on sm_80 and on sm_90a
 /// with wgmma off, and on sm_90a for a head dim that is not a multiple of 8.
 #[test]
 fn sm90a_lowers_16_bit_attention_to_wgmma() {
@@ -265,9 +266,11 @@ fn sm90a_lowers_16_bit_attention_to_wgmma() {
     let hopper = kernel(lower_with(&op, &ins, &q, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
     assert!(hopper.kernel.name.ends_with("_wgmma"), "{}", hopper.kernel.name);
     assert!(hopper.kernel.header.contains("attention_flash wgmma"), "{}", hopper.kernel.header);
-    assert_eq!(hopper.block, 128);
-    // 2 batches × 3 heads × ceil(77/64) query tiles.
-    assert_eq!(hopper.grid, 2 * 3 * 2);
+    // The pipelined point: two warpgroups, 128 query rows per block, three K/V stages.
+    assert!(hopper.kernel.header.contains("wg=2 (BQ=128) BKV=64 stages=3"), "{}", hopper.kernel.header);
+    assert_eq!(hopper.block, 256);
+    // 2 batches × 3 heads × ceil(77/128) query tiles.
+    assert_eq!(hopper.grid, 2 * 3);
     assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("wgmma.mma_async"));
     assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
     let ampere = kernel(lower(&op, &ins, &q, DType::BF16, "t").unwrap());
@@ -292,8 +295,8 @@ fn sm90a_lowers_16_bit_attention_to_wgmma() {
         vec![(&q6, DType::BF16), (&q6, DType::BF16), (&q6, DType::BF16), (&bias, DType::BF16), (&mask, DType::I64)];
     let odd = kernel(lower_with(&op, &ins6, &q6, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
     assert!(odd.kernel.header.contains("attention_flash mma"), "{}", odd.kernel.header);
-    // Head dim 128: the heuristic takes the double-buffered first point, in dynamic shared
-    // memory (80 KiB), not the single-stage point that would fit 48 KiB static.
+    // Head dim 128: the heuristic takes the pipelined first point, in dynamic shared memory
+    // (128 KiB), not the single-stage point that would fit 48 KiB static.
     let q128 = [1usize, 300, 2, 128];
     let bias128 = [1usize, 2, 300, 300];
     let mask128 = [1usize, 300];
@@ -305,7 +308,7 @@ fn sm90a_lowers_16_bit_attention_to_wgmma() {
         (&mask128, DType::I64),
     ];
     let d128 = kernel(lower_with(&op, &ins128, &q128, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
-    assert!(d128.kernel.header.contains("wg=1 (BQ=64) BKV=64 stages=2"), "{}", d128.kernel.header);
+    assert!(d128.kernel.header.contains("wg=2 (BQ=128) BKV=64 stages=3"), "{}", d128.kernel.header);
     assert!(d128.kernel.dynamic_shared > 48 * 1024, "{}", d128.kernel.dynamic_shared);
 }
 

@@ -200,7 +200,7 @@ mod tests {
         round_trips(&mma_param_space());
         round_trips(&crate::ptx::kernels::gemm_wgmma::param_space());
         round_trips(&crate::ptx::kernels::attention::wgmma_param_space());
-        assert_eq!(crate::ptx::kernels::attention::wgmma_param_space()[0].to_text(), "wg=1,bkv=64,stages=2");
+        assert_eq!(crate::ptx::kernels::attention::wgmma_param_space()[0].to_text(), "wg=2,bkv=64,stages=3");
         let p = param_space()[0];
         assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");
         type M = crate::ptx::kernels::gemm_mma::MmaParams;

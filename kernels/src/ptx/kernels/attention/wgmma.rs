@@ -8,8 +8,8 @@
 //!
 //! - A block is one or two warpgroups, each owning 64 query rows (BQ = 64·WG). Q is staged
 //!   once into shared memory and stays there; K and V tiles of BKV keys go through STAGES
-//!   (1 or 2) shared buffers, filled with 16-byte `cp.async.cg` (zero-filled past Sq, Sk and
-//!   the head dims by `src-size` 0).
+//!   (1 to 3; 3 is the pipelined schedule below) shared buffers, filled with 16-byte
+//!   `cp.async.cg` (zero-filled past Sq, Sk and the head dims by `src-size` 0).
 //! - Shared layout: no swizzle, the ISA's core matrices (8 rows × 16 bytes). A `[R, C]` tile
 //!   (rows R, C columns rounded up) stores core matrix (row block i, column block j) at byte
 //!   `(j·R/8 + i)·128`, its row r at `+ 16·r`. Q `[BQ, DP]` first (DP = D rounded up to 16),
@@ -28,11 +28,19 @@
 //!   from the same core-matrix tile: start `V + kk·256`, LBO 128 (the next 8 keys), SBO
 //!   `BKV/8·128` (the next 8 columns). This is FlashAttention-3's register-A form; P never
 //!   goes through shared memory and V is never transposed.
-//! - Synchronisation per tile: `cp.async.wait_group`, `fence.proxy.async` (the landed copies
-//!   are generic-proxy writes), `bar.sync`; `wgmma.fence` before each batch of wgmma (the
-//!   accumulators and P registers were written by ordinary instructions), `commit_group`,
-//!   `wait_group 0`; a final `bar.sync` before the stage is refilled. S and P·V of one tile
-//!   do not overlap (that would need ping-pong warpgroups or `wait_group 1`).
+//! - Synchronisation per tile with 1 or 2 stages: `cp.async.wait_group`, `fence.proxy.async`
+//!   (the landed copies are generic-proxy writes), `bar.sync`; `wgmma.fence` before each
+//!   batch of wgmma (the accumulators and P registers were written by ordinary
+//!   instructions), `commit_group`, `wait_group 0`; a final `bar.sync` before the stage is
+//!   refilled. S and P·V of one tile run in sequence.
+//! - With 3 stages, FlashAttention-3's intra-warpgroup pipeline (its paper's Algorithm 2):
+//!   iteration j waits for tile j's copies (`cp.async.wait_group 0`, `fence.proxy.async`,
+//!   `bar.sync`: after it every thread is past tile j - 2's P·V, so tile j + 1 is issued into
+//!   that buffer), then one `wgmma.fence`, S_j = Q·K_jᵀ (one group) and O += P_{j-1}·V_{j-1}
+//!   (a second group, P from registers), `wait_group 1` (S_j complete), the softmax of S_j
+//!   into a second set of P registers while P·V_{j-1} runs, `wait_group 0`, O rescaled by
+//!   the correction, and P_j moved to the first set. Tile 0's S and softmax come before the
+//!   loop and the last tile's P·V after it.
 //! - Requirements ([`wgmma_unsupported`]): bf16/f16; D and Dv multiples of 8 (whole 16-byte
 //!   chunks), Dv ≤ 256 (the wgmma N); any Sq, Sk, bias and mask. Otherwise lowering takes
 //!   [`super::attention_mma`].
@@ -57,7 +65,10 @@ pub struct WgmmaAttnParams {
     pub wg: u32,
     /// Keys per tile (a multiple of 16 up to 128): the N of the S = Q·Kᵀ wgmma.
     pub bkv: u32,
-    /// Shared-memory stages of the K/V pipeline (1 or 2).
+    /// Shared-memory stages of the K/V pipeline: 1 or 2 with S and P·V of a tile in sequence,
+    /// 3 for FlashAttention-3's intra-warpgroup pipeline (tile j's S = Q·Kᵀ issued with tile
+    /// j - 1's P·V, the softmax of S_j while P·V_{j-1} runs; the third buffer holds tile j + 1
+    /// loading meanwhile).
     pub stages: u32,
 }
 
@@ -79,8 +90,8 @@ impl WgmmaAttnParams {
         if self.bkv == 0 || !self.bkv.is_multiple_of(16) || self.bkv > 128 {
             return bad("BKV must be a multiple of 16 in 16..=128");
         }
-        if !matches!(self.stages, 1 | 2) {
-            return bad("stages must be 1 or 2");
+        if !matches!(self.stages, 1..=3) {
+            return bad("stages must be 1, 2 or 3");
         }
         Ok(())
     }
@@ -108,12 +119,15 @@ impl crate::ptx::tune::Point for WgmmaAttnParams {
 }
 
 /// Every wgmma parameter point, in the lowering's order of preference (the tuning space of
-/// `attention_wgmma`): one warpgroup with 64-key double-buffered tiles (static 40 KiB at head
-/// dim 64, dynamic 80 KiB at 128), two warpgroups (FlashAttention-3's 128-row tile), a
-/// single-stage point, a small 32-key tile and the large 128-key tile.
+/// `attention_wgmma`): FlashAttention-3's schedule first, two warpgroups (its 128-row tile)
+/// with the intra-warpgroup pipeline over 64-key tiles (3 stages: 64 KiB at head dim 64,
+/// 128 KiB at 128), then one warpgroup so pipelined; one warpgroup with 64-key double-buffered
+/// tiles (static 40 KiB at head dim 64, dynamic 80 KiB at 128), two warpgroups so, a
+/// single-stage point, a small 32-key tile and the large 128-key tile. The order is not
+/// measured yet (no GPU run): `vidrt tune` picks by timing.
 pub fn wgmma_param_space() -> Vec<WgmmaAttnParams> {
     let p = |wg, bkv, stages| WgmmaAttnParams { wg, bkv, stages };
-    vec![p(1, 64, 2), p(2, 64, 2), p(1, 64, 1), p(1, 32, 2), p(2, 128, 2)]
+    vec![p(2, 64, 3), p(1, 64, 3), p(1, 64, 2), p(2, 64, 2), p(1, 64, 1), p(1, 32, 2), p(2, 128, 2)]
 }
 
 /// (grid, block) of the wgmma variant.
@@ -269,96 +283,179 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
 
     let k0 = b.imm_u32(0);
     let kv0 = b.bin(BinOp::Add, Ty::U32, base, imm(q_bytes));
-    let stage = b.mov(Ty::U32, kv0);
-    let other = b.bin(BinOp::Add, Ty::U32, kv0, imm(stage_bytes));
     let issue_kv = |b: &mut KernelBuilder, k0: Reg, at: Reg| {
         ktile.issue(b, blk.k_base, k0, at, (tid, threads));
         let vs = b.bin(BinOp::Add, Ty::U32, at, imm(k_bytes));
         vtile.issue(b, blk.v_base, k0, vs, (tid, threads));
     };
-    // Q (and with two stages the first K/V tile) in the first commit group.
-    qtile.issue(&mut b, blk.q_base, blk.q0, base, (tid, threads));
-    if p.stages == 2 {
-        issue_kv(&mut b, k0, stage);
-    }
-    b.cp_async_commit();
-    let top = b.label();
-    b.place(top);
-    b.no_unroll();
-    if p.stages == 2 {
-        let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(bkv));
-        let next = b.setp(Cmp::Lt, k1, imm(dt.sk));
-        when(&mut b, Some(next), |b| issue_kv(b, k1, other));
-        b.cp_async_commit();
-        b.cp_async_wait(1);
-    } else {
-        issue_kv(&mut b, k0, stage);
-        b.cp_async_commit();
-        b.cp_async_wait(0);
-    }
-    b.fence_proxy_async();
-    b.bar_sync();
-
-    // S = Q·Kᵀ for the tile's BKV keys (the first k-step overwrites S).
-    let dk = descriptor(&mut b, stage, lbo_k, 128);
-    b.wgmma_fence();
-    for kk in 0..u64::from(dp / 16) {
-        let (da, db) = if kk == 0 {
-            (dq, dk)
-        } else {
-            let x = b.bin(BinOp::Add, Ty::U64, dq, Operand::Int((kk * u64::from((2 * lbo_q) >> 4)) as i64));
-            let y = b.bin(BinOp::Add, Ty::U64, dk, Operand::Int((kk * u64::from((2 * lbo_k) >> 4)) as i64));
-            (x, y)
-        };
-        b.wgmma(ab, &sacc, da, db, if kk == 0 { acc_off } else { acc_on });
-    }
-    b.wgmma_commit();
-    b.wgmma_wait(0);
-
-    // Scores, then the online softmax of rows a (elements 0, 1 of each 8-key block) and b
-    // (2, 3).
-    let tiles: Vec<[Reg; 4]> = sacc.chunks_exact(4).map(|a| [a[0], a[1], a[2], a[3]]).collect();
-    let (probs, corr) = fragment_softmax(&mut b, &blk.scores, &tiles, (k0, q2), (row_a, row_b), (m, l), zero);
-    for (i, &x) in o.iter().enumerate() {
-        b.push(Inst::Bin { op: BinOp::Mul, dst: x, a: Operand::Reg(x), b: Operand::Reg(corr[(i % 4) / 2]) });
-    }
-    // O += P·V: keys 16kk..16kk+16 of P (blocks 2kk, 2kk + 1) are the A fragment of k-step kk.
-    let pa: Vec<[Reg; 4]> = (0..nkt / 2)
-        .map(|kk| {
+    // S = Q·Kᵀ for the BKV keys of the tile at `stage` (the first k-step overwrites S),
+    // committed as one group.
+    let s_wgmma = |b: &mut KernelBuilder, stage: Reg| {
+        let dk = descriptor(b, stage, lbo_k, 128);
+        for kk in 0..u64::from(dp / 16) {
+            let (da, db) = if kk == 0 {
+                (dq, dk)
+            } else {
+                let x = b.bin(BinOp::Add, Ty::U64, dq, Operand::Int((kk * u64::from((2 * lbo_q) >> 4)) as i64));
+                let y = b.bin(BinOp::Add, Ty::U64, dk, Operand::Int((kk * u64::from((2 * lbo_k) >> 4)) as i64));
+                (x, y)
+            };
+            b.wgmma(ab, &sacc, da, db, if kk == 0 { acc_off } else { acc_on });
+        }
+        b.wgmma_commit();
+    };
+    // O += P·V with the V of the tile at `stage`: keys 16kk..16kk+16 of P (blocks 2kk,
+    // 2kk + 1) are the A fragment `pa[kk]` of k-step kk; one group.
+    let pv_wgmma = |b: &mut KernelBuilder, stage: Reg, pa: &[[Reg; 4]]| {
+        let vs = b.bin(BinOp::Add, Ty::U32, stage, imm(k_bytes));
+        let dv = descriptor(b, vs, lbo_v, sbo_v);
+        for (kk, fa) in pa.iter().enumerate() {
+            let db = if kk == 0 {
+                dv
+            } else {
+                // 16 keys = two core matrices along K, 2·LBO bytes.
+                b.bin(BinOp::Add, Ty::U64, dv, Operand::Int(kk as i64 * i64::from((2 * lbo_v) >> 4)))
+            };
+            b.wgmma_rs(ab, &o, *fa, db, acc_on, true);
+        }
+        b.wgmma_commit();
+    };
+    // Scores of the tile at keys k0.., then the online softmax of rows a (elements 0, 1 of
+    // each 8-key block) and b (2, 3): P packed into `pa`, and the rows' corrections of O.
+    let softmax = |b: &mut KernelBuilder, pa: &[[Reg; 4]]| -> [Reg; 2] {
+        let tiles: Vec<[Reg; 4]> = sacc.chunks_exact(4).map(|a| [a[0], a[1], a[2], a[3]]).collect();
+        let (probs, corr) = fragment_softmax(b, &blk.scores, &tiles, (k0, q2), (row_a, row_b), (m, l), zero);
+        for (kk, fa) in pa.iter().enumerate() {
             let (p0, p1) = (probs[2 * kk], probs[2 * kk + 1]);
-            [
-                b.cvt_pack(ab, p0[0], p0[1]),
-                b.cvt_pack(ab, p0[2], p0[3]),
-                b.cvt_pack(ab, p1[0], p1[1]),
-                b.cvt_pack(ab, p1[2], p1[3]),
-            ]
-        })
-        .collect();
-    let vs = b.bin(BinOp::Add, Ty::U32, stage, imm(k_bytes));
-    let dv = descriptor(&mut b, vs, lbo_v, sbo_v);
-    b.wgmma_fence();
-    for (kk, fa) in pa.iter().enumerate() {
-        let db = if kk == 0 {
-            dv
-        } else {
-            // 16 keys = two core matrices along K, 2·LBO bytes.
-            b.bin(BinOp::Add, Ty::U64, dv, Operand::Int(kk as i64 * i64::from((2 * lbo_v) >> 4)))
+            for (dst, (x, y)) in fa.iter().zip([(p0[0], p0[1]), (p0[2], p0[3]), (p1[0], p1[1]), (p1[2], p1[3])]) {
+                b.push(Inst::CvtPack { ty: ab, dst: *dst, hi: y, lo: x });
+            }
+        }
+        corr
+    };
+    let rescale = |b: &mut KernelBuilder, corr: [Reg; 2]| {
+        for (i, &x) in o.iter().enumerate() {
+            b.push(Inst::Bin { op: BinOp::Mul, dst: x, a: Operand::Reg(x), b: Operand::Reg(corr[(i % 4) / 2]) });
+        }
+    };
+    let p_regs =
+        |b: &mut KernelBuilder| -> Vec<[Reg; 4]> { (0..nkt / 2).map(|_| [0; 4].map(|_| b.reg(Ty::U32))).collect() };
+    let pa = p_regs(&mut b);
+    let advance = |b: &mut KernelBuilder| {
+        b.push(Inst::Bin { op: BinOp::Add, dst: k0, a: Operand::Reg(k0), b: imm(bkv) });
+    };
+
+    if p.stages == 3 {
+        // FlashAttention-3's intra-warpgroup pipeline: tile j's S = Q·K_jᵀ and tile j - 1's
+        // O += P·V_{j-1} are issued back to back, and the softmax of S_j runs while P·V_{j-1}
+        // is in flight. Three K/V buffers: tile j (K read now), tile j - 1 (its V read now)
+        // and tile j + 1 (loading during the iteration).
+        let ring = [0, 1, 2].map(|i| b.bin(BinOp::Add, Ty::U32, kv0, imm(i * stage_bytes)));
+        let (prev, cur, next) = (b.mov(Ty::U32, ring[2]), b.mov(Ty::U32, ring[0]), b.mov(Ty::U32, ring[1]));
+        let rotate = |b: &mut KernelBuilder| {
+            let t = b.mov(Ty::U32, prev);
+            set(b, prev, cur);
+            set(b, cur, next);
+            set(b, next, t);
         };
-        b.wgmma_rs(ab, &o, *fa, db, acc_on, true);
+        // Tile j lands (the only pending copies), and every thread is past tile j - 2's
+        // P·V, so its buffer (`next`) is free: tile j + 1 starts loading into it.
+        let land_and_prefetch = |b: &mut KernelBuilder| {
+            b.cp_async_wait(0);
+            b.fence_proxy_async();
+            b.bar_sync();
+            let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(bkv));
+            let more = b.setp(Cmp::Lt, k1, imm(dt.sk));
+            when(b, Some(more), |b| issue_kv(b, k1, next));
+            b.cp_async_commit();
+        };
+        qtile.issue(&mut b, blk.q_base, blk.q0, base, (tid, threads));
+        issue_kv(&mut b, k0, cur);
+        b.cp_async_commit();
+        // Tile 0: S, softmax; its P·V waits for the loop (or the tail).
+        land_and_prefetch(&mut b);
+        b.wgmma_fence();
+        s_wgmma(&mut b, cur);
+        b.wgmma_wait(0);
+        let corr = softmax(&mut b, &pa);
+        rescale(&mut b, corr);
+        rotate(&mut b);
+        advance(&mut b);
+        let pn = p_regs(&mut b);
+        let tail = b.label();
+        let done = b.setp(Cmp::Ge, k0, imm(dt.sk));
+        b.bra_if(tail, done, false);
+        let top = b.label();
+        b.place(top);
+        b.no_unroll();
+        land_and_prefetch(&mut b);
+        // One fence covers both: S was read and P, O written by ordinary instructions.
+        b.wgmma_fence();
+        s_wgmma(&mut b, cur);
+        pv_wgmma(&mut b, prev, &pa);
+        // S_j is complete; P·V_{j-1} (reading `pa` and accumulating O) is still running.
+        b.wgmma_wait(1);
+        let corr = softmax(&mut b, &pn);
+        b.wgmma_wait(0);
+        rescale(&mut b, corr);
+        for (dst, src) in pa.iter().flatten().zip(pn.iter().flatten()) {
+            set(&mut b, *dst, *src);
+        }
+        rotate(&mut b);
+        advance(&mut b);
+        let more = b.setp(Cmp::Lt, k0, imm(dt.sk));
+        b.bra_if(top, more, false);
+        // The last tile's P·V (its V is `prev` after the rotation).
+        b.place(tail);
+        b.wgmma_fence();
+        pv_wgmma(&mut b, prev, &pa);
+        b.wgmma_wait(0);
+        b.cp_async_wait_all();
+    } else {
+        let stage = b.mov(Ty::U32, kv0);
+        let other = b.bin(BinOp::Add, Ty::U32, kv0, imm(stage_bytes));
+        // Q (and with two stages the first K/V tile) in the first commit group.
+        qtile.issue(&mut b, blk.q_base, blk.q0, base, (tid, threads));
+        if p.stages == 2 {
+            issue_kv(&mut b, k0, stage);
+        }
+        b.cp_async_commit();
+        let top = b.label();
+        b.place(top);
+        b.no_unroll();
+        if p.stages == 2 {
+            let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(bkv));
+            let next = b.setp(Cmp::Lt, k1, imm(dt.sk));
+            when(&mut b, Some(next), |b| issue_kv(b, k1, other));
+            b.cp_async_commit();
+            b.cp_async_wait(1);
+        } else {
+            issue_kv(&mut b, k0, stage);
+            b.cp_async_commit();
+            b.cp_async_wait(0);
+        }
+        b.fence_proxy_async();
+        b.bar_sync();
+        b.wgmma_fence();
+        s_wgmma(&mut b, stage);
+        b.wgmma_wait(0);
+        let corr = softmax(&mut b, &pa);
+        rescale(&mut b, corr);
+        b.wgmma_fence();
+        pv_wgmma(&mut b, stage, &pa);
+        b.wgmma_wait(0);
+        // Every warpgroup's wgmma has read this stage before it is refilled.
+        b.bar_sync();
+        if p.stages == 2 {
+            let tmp = b.mov(Ty::U32, stage);
+            set(&mut b, stage, other);
+            set(&mut b, other, tmp);
+        }
+        advance(&mut b);
+        let more = b.setp(Cmp::Lt, k0, imm(dt.sk));
+        b.bra_if(top, more, false);
+        b.cp_async_wait_all();
     }
-    b.wgmma_commit();
-    b.wgmma_wait(0);
-    // Every warpgroup's wgmma has read this stage before it is refilled.
-    b.bar_sync();
-    if p.stages == 2 {
-        let tmp = b.mov(Ty::U32, stage);
-        set(&mut b, stage, other);
-        set(&mut b, other, tmp);
-    }
-    b.push(Inst::Bin { op: BinOp::Add, dst: k0, a: Operand::Reg(k0), b: imm(bkv) });
-    let more = b.setp(Cmp::Lt, k0, imm(dt.sk));
-    b.bra_if(top, more, false);
-    b.cp_async_wait_all();
 
     // Epilogue: O / l per row, stored in the input dtype (pairs packed: Dv is even).
     let inv: Vec<Reg> = (0..2)
