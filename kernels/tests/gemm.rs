@@ -542,7 +542,9 @@ fn matmul_wgmma_tma_matches_the_host_at_every_parameter_point() {
 /// simulator's landing order cannot distinguish, so that one is not claimed; without the
 /// consumers' arrivals on `empty` the producer waits forever (a deadlock); with the main
 /// loop waiting for one wgmma group fewer, a refill overwrites a pending wgmma's operands (a
-/// hazard); with the expect_tx short by a chunk the phase completes early (a fault).
+/// hazard); without the fences after the mbarrier inits the copies complete on mbarriers the
+/// async proxy may not see (a fault); with the expect_tx short by a chunk the phase completes
+/// early (a fault).
 #[test]
 fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
     let case = &wgmma_cases()[4];
@@ -583,6 +585,14 @@ fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
             assert!(what.contains("cp.async.bulk.tensor") && what.contains("wgmma"), "{what}")
         }
         other => panic!("with wait_group 2: {other:?}"),
+    }
+    // Without its fences after the inits the async proxy may not see them (either fence
+    // alone publishes them).
+    let mut unfenced = kern.clone();
+    unfenced.insts.retain(|i| !matches!(i, Inst::FenceMbarrierInit | Inst::FenceProxyAsync));
+    match try_check_with(case, &unfenced, wgmma_dims(case, p), 3, Some(p)) {
+        Err(SimError::Fault { reason, .. }) => assert!(reason.contains("not made visible to the async"), "{reason}"),
+        other => panic!("without the init fences: {other:?}"),
     }
     let mut short = kern.clone();
     for i in &mut short.insts {

@@ -42,6 +42,12 @@ struct Opts {
     /// Pass the tensor map's parameter-space address (`mov.u64` alone) to the copy instead of
     /// the generic address `cvta.param` makes of it.
     no_cvta: bool,
+    /// Skip the `fence.mbarrier_init` after the init.
+    no_fence: bool,
+    /// Skip the `bar.sync` that publishes the init.
+    no_barrier: bool,
+    /// The last thread stores a word into the mbarrier's bytes after the wait.
+    touch_mbar: bool,
 }
 
 /// One block of [`THREADS`]: thread 0 initialises an mbarrier (count 1), `fence.mbarrier_init`,
@@ -68,9 +74,13 @@ fn tma_kernel(box_bytes: u32, o: Opts) -> Kernel {
     if !o.no_init {
         b.mbar_init(mb, 1);
     }
-    b.fence_mbarrier_init();
+    if !o.no_fence {
+        b.fence_mbarrier_init();
+    }
     b.place(after_init);
-    b.bar_sync();
+    if !o.no_barrier {
+        b.bar_sync();
+    }
     let after_issue = b.label();
     b.bra_if(after_issue, first, true);
     b.mbar_arrive_expect_tx(mb, (box_bytes as i32 + o.tx_delta) as u32);
@@ -78,6 +88,14 @@ fn tma_kernel(box_bytes: u32, o: Opts) -> Kernel {
     b.place(after_issue);
     if !o.no_wait {
         b.mbar_wait(mb, imm(u32::from(o.wrong_parity)));
+    }
+    if o.touch_mbar {
+        let last = b.setp(Cmp::Eq, tid, imm(THREADS - 1));
+        let z = b.imm_u32(0);
+        let skip = b.label();
+        b.bra_if(skip, last, true);
+        b.st(Space::Shared, mb, z);
+        b.place(skip);
     }
     for i in 0..(box_bytes / 4).div_ceil(THREADS) {
         let w = b.bin(BinOp::Add, Ty::U32, tid, imm(i * THREADS));
@@ -314,4 +332,24 @@ fn the_instructions_and_the_tensor_map_parameter_are_emitted_for_sm90a_only() {
     assert_eq!(text, emit(&k, Target::Sm90a));
     let e = try_emit(&k, Target::Sm80).expect_err("sm_80 has no TMA");
     assert_eq!(e.inst, "fence.mbarrier_init");
+}
+
+/// An mbarrier's init must be published: to the async proxy that completes the copy on it
+/// (`fence.mbarrier_init` or `fence.proxy.async` by the initialising thread) and by a
+/// `bar.sync` to the other threads that wait on it; and its bytes are for mbarrier
+/// instructions only. Each omission or misuse is a fault.
+#[test]
+fn an_unpublished_mbarrier_init_and_a_store_into_an_mbarrier_are_faults() {
+    let shape = ((40, 72), (16, 24), (0, 0));
+    assert!(run(shape.0, shape.1, shape.2, TmaSwizzle::None, Opts::default()).is_ok());
+    for (o, want) in [
+        (Opts { no_fence: true, ..Opts::default() }, "not made visible to the async proxy"),
+        (Opts { no_barrier: true, ..Opts::default() }, "before a bar.sync published its mbarrier.init"),
+        (Opts { touch_mbar: true, ..Opts::default() }, "touches the mbarrier"),
+    ] {
+        match run(shape.0, shape.1, shape.2, TmaSwizzle::None, o) {
+            Err(SimError::Fault { reason, .. }) => assert!(reason.contains(want), "{o:?}: {reason}"),
+            other => panic!("{o:?}: {other:?}"),
+        }
+    }
 }

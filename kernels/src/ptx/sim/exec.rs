@@ -236,6 +236,7 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
                 ),
             });
         }
+        shared.tma.barrier();
         for th in threads.iter_mut() {
             th.state = State::Run;
             th.pc = pc + 1;
@@ -717,7 +718,10 @@ fn run_thread(
                 th.state = State::Group(pc);
                 return Ok(());
             }
-            Inst::FenceProxyAsync => wgmma::fence_proxy(&mut th.wg, &mut th.asyncs, shared),
+            Inst::FenceProxyAsync => {
+                wgmma::fence_proxy(&mut th.wg, &mut th.asyncs, shared);
+                shared.tma.fence_inits(t);
+            }
             Inst::CpAsync { cache, dst, src, size, src_size } => {
                 let d = regs[dst.id as usize] & 0xFFFF_FFFF;
                 let s = regs[src.id as usize];
@@ -737,7 +741,7 @@ fn run_thread(
                     return Ok(());
                 }
             }
-            Inst::FenceMbarrierInit => {}
+            Inst::FenceMbarrierInit => shared.tma.fence_inits(t),
             Inst::CvtaParam { dst, src } => {
                 // Only kernel parameters' addresses are in the parameter space here (the
                 // simulator gives other parameters' values, not addresses).

@@ -55,7 +55,36 @@ impl Shared {
         addr >= self.base as u64 && addr.checked_add(len).is_some_and(|e| e <= self.data.len() as u64)
     }
 
-    /// Errors when any of `len` bytes at `off` has a pending `cp.async` write.
+    /// Whether a copy or a wgmma operand read is pending on any of `len` bytes at `off`.
+    pub(super) fn bytes_in_use(&self, off: usize, len: usize) -> bool {
+        let busy = |v: &[u32]| v.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0));
+        busy(&self.pending) || busy(&self.bulk_pending) || busy(&self.wg_reads)
+    }
+
+    /// Errors when any of `len` bytes at `off` belongs to an mbarrier (see [`super::tma`]).
+    pub fn check_not_mbarrier(
+        &self,
+        ctx: &Ctx<'_>,
+        (t, pc): (u32, usize),
+        off: usize,
+        len: usize,
+        what: &str,
+    ) -> Result<(), SimError> {
+        match self.tma.overlapping(off, len) {
+            Some(m) => Err(ctx.fault(
+                t,
+                pc,
+                format!(
+                    "{what} of {len} bytes at shared 0x{off:x} touches the mbarrier at 0x{m:x} (an mbarrier is accessed \
+                     only by mbarrier instructions)"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Errors when any of `len` bytes at `off` has a pending `cp.async` write, or is an
+    /// mbarrier's.
     pub fn check_settled(
         &self,
         ctx: &Ctx<'_>,
@@ -64,6 +93,7 @@ impl Shared {
         len: usize,
         what: &str,
     ) -> Result<(), SimError> {
+        self.check_not_mbarrier(ctx, (t, pc), off, len, what)?;
         if self.bulk_pending.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0)) {
             return Err(SimError::AsyncHazard {
                 kernel: ctx.k.name.clone(),
@@ -198,6 +228,7 @@ pub(super) fn cp_async(
     if !shared.in_bounds(dst, u64::from(size)) {
         return Err(oob(Space::Shared, dst, size));
     }
+    shared.check_not_mbarrier(ctx, (t, pc), d, size as usize, "cp.async")?;
     shared.check_wgmma_free(ctx, (t, pc), d, size as usize, "cp.async")?;
     let mut data = vec![0u8; size as usize];
     if src_size > 0 {

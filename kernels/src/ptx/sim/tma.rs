@@ -29,8 +29,14 @@
 //!   128-byte swizzle) and the box is stored row after row (`box[0]·elem` bytes a row); with
 //!   the 128-byte swizzle (rows of exactly 128 bytes here) the 16-byte chunk bits 4–6 of each
 //!   address are XORed with its bits 7–9, the layout wgmma's 128-byte-swizzle descriptors read;
-//! - `fence.mbarrier_init` has no effect here (a block's threads share one view of its
-//!   mbarriers); kernels still need it on hardware before the barrier that publishes the inits.
+//! - an `mbarrier.init` is published to the block's other threads by a `bar.sync` after it:
+//!   another thread's arrive, wait or copy on the mbarrier before one is a [`SimError::Fault`];
+//!   and to the async proxy by `fence.mbarrier_init` or `fence.proxy.async` of the initialising
+//!   thread (the CUDA guide's TMA example, CUTLASS's `fence_barrier_init`): a bulk copy
+//!   completing on an mbarrier whose init was not so fenced is a [`SimError::Fault`];
+//! - an mbarrier's 8 bytes are for mbarrier instructions only (the ISA: an opaque object,
+//!   until `mbarrier.inval`, which vidrt does not use): `ld`/`st.shared`, `ldmatrix`,
+//!   `cp.async`, a bulk copy or a wgmma operand read touching them is a [`SimError::Fault`].
 
 use std::collections::BTreeMap;
 
@@ -55,6 +61,12 @@ pub(super) struct Mbar {
     pending: u32,
     tx: i64,
     phase: u64,
+    /// The thread whose `mbarrier.init` made it, and the block's barrier count then.
+    initiator: u32,
+    init_barriers: u64,
+    /// Whether the initiator ran `fence.mbarrier_init` or `fence.proxy.async` since the init
+    /// (the async proxy, whose copies complete on it, sees the init only then).
+    fenced: bool,
 }
 
 /// An issued bulk tensor copy that has not landed.
@@ -70,9 +82,29 @@ struct Bulk {
 pub(super) struct BlockTma {
     mbars: BTreeMap<usize, Mbar>,
     copies: Vec<Bulk>,
+    /// `bar.sync`s the block has completed.
+    barriers: u64,
 }
 
 impl BlockTma {
+    /// A `bar.sync` completed: the mbarrier inits before it are visible to every thread.
+    pub fn barrier(&mut self) {
+        self.barriers += 1;
+    }
+
+    /// `fence.mbarrier_init` or `fence.proxy.async` by thread `t`: its inits so far are
+    /// visible to the async proxy.
+    pub fn fence_inits(&mut self, t: u32) {
+        for m in self.mbars.values_mut().filter(|m| m.initiator == t) {
+            m.fenced = true;
+        }
+    }
+
+    /// The mbarrier whose 8 bytes overlap the `len` bytes at `off`, if any.
+    pub fn overlapping(&self, off: usize, len: usize) -> Option<usize> {
+        self.mbars.range(off.saturating_sub(7)..off + len).next().map(|(&a, _)| a)
+    }
+
     pub fn waiting_on(&self, addr: usize) -> String {
         match self.mbars.get(&addr) {
             Some(m) => format!(
@@ -114,8 +146,25 @@ fn mbar_addr(ctx: &Ctx<'_>, (t, pc): (u32, usize), shared: &Shared, a: u64, what
             pc,
         });
     }
-    if what != "mbarrier.init" && !shared.tma.mbars.contains_key(&(a as usize)) {
+    if what == "mbarrier.init" {
+        if let Some(m) = shared.tma.overlapping(a as usize, 8).filter(|&m| m != a as usize) {
+            return Err(ctx.fault(t, pc, format!("mbarrier.init at shared 0x{a:x} overlaps the mbarrier at 0x{m:x}")));
+        }
+        return Ok(a as usize);
+    }
+    let Some(m) = shared.tma.mbars.get(&(a as usize)) else {
         return Err(ctx.fault(t, pc, format!("{what} on shared 0x{a:x}, which no mbarrier.init initialised")));
+    };
+    if m.initiator != t && m.init_barriers == shared.tma.barriers {
+        return Err(ctx.fault(
+            t,
+            pc,
+            format!(
+                "{what} on the mbarrier at shared 0x{a:x} before a bar.sync published its mbarrier.init (by thread {}) \
+                 to the other threads",
+                m.initiator
+            ),
+        ));
     }
     Ok(a as usize)
 }
@@ -136,7 +185,18 @@ pub(super) fn init(ctx: &Ctx<'_>, tp: (u32, usize), shared: &mut Shared, a: u64,
     if shared.tma.copies.iter().any(|c| c.mbar == addr) {
         return Err(ctx.fault(tp.0, tp.1, "mbarrier.init of an mbarrier with bulk copies in flight"));
     }
-    shared.tma.mbars.insert(addr, Mbar { count, pending: count, tx: 0, phase: 0 });
+    if shared.bytes_in_use(addr, 8) {
+        return Err(ctx.fault(
+            tp.0,
+            tp.1,
+            format!("mbarrier.init at shared 0x{addr:x}: a copy or wgmma is pending on those bytes"),
+        ));
+    }
+    let init_barriers = shared.tma.barriers;
+    shared
+        .tma
+        .mbars
+        .insert(addr, Mbar { count, pending: count, tx: 0, phase: 0, initiator: tp.0, init_barriers, fenced: false });
     Ok(())
 }
 
@@ -255,6 +315,13 @@ pub(super) fn load(
     let fault = |why: String| ctx.fault(t, pc, why);
     let d = tensor_map(ctx, tp, tmap)?;
     let mbar = mbar_addr(ctx, tp, shared, mbar, "cp.async.bulk.tensor")?;
+    if shared.tma.mbars.get(&mbar).is_some_and(|m| !m.fenced) {
+        return Err(fault(format!(
+            "cp.async.bulk.tensor completing on the mbarrier at shared 0x{mbar:x}, whose mbarrier.init was not made \
+             visible to the async proxy (fence.mbarrier_init or fence.proxy.async by its initialising thread after the \
+             init)"
+        )));
+    }
     let rank = d.rank as usize;
     if coords.len() != rank {
         return Err(fault(format!("cp.async.bulk.tensor.{}d with a rank-{rank} tensor map", coords.len())));
