@@ -540,6 +540,29 @@ impl Kernel {
     pub fn shared_total(&self) -> u32 {
         self.shared_bytes.saturating_add(self.dynamic_shared)
     }
+
+    /// The tensor map that parameter `index` takes for the buffer at global address `addr`
+    /// (its [`Kernel::tensor_maps`] entry, in parameter order, with that address); `Ok(None)`
+    /// when the parameter is not a [`ParamTy::TensorMap`]. Every launcher (CUDA, the
+    /// simulator) builds tensor-map arguments through this.
+    pub fn tensor_map_arg(
+        &self,
+        index: usize,
+        addr: u64,
+    ) -> Result<Option<crate::ptx::tma::TensorMapDesc>, crate::ptx::KernelError> {
+        if self.params.get(index) != Some(&ParamTy::TensorMap) {
+            return Ok(None);
+        }
+        let nth = self.params[..index].iter().filter(|p| **p == ParamTy::TensorMap).count();
+        match self.tensor_maps.get(nth) {
+            Some(desc) => Ok(Some(crate::ptx::tma::TensorMapDesc { address: addr, ..*desc })),
+            None => Err(crate::ptx::KernelError::Invalid(format!(
+                "`{}`: parameter {index} is tensor map {nth}, but the kernel has {} tensor maps",
+                self.name,
+                self.tensor_maps.len()
+            ))),
+        }
+    }
 }
 
 /// Builds one kernel.

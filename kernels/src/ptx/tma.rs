@@ -220,6 +220,28 @@ impl TensorMapDesc {
 mod tests {
     use super::*;
 
+    /// A kernel's tensor-map arguments come from its maps in parameter order, with the
+    /// buffer's address; other parameters have none; a map missing is an error.
+    #[test]
+    fn tensor_map_arguments_follow_the_parameter_order() {
+        use crate::ptx::builder::{KernelBuilder, ParamTy};
+        let a = TensorMapDesc::matrix_2d(TmaDtype::BF16, 0, (100, 72), (64, 64), TmaSwizzle::B128);
+        let b = TensorMapDesc::matrix_2d(TmaDtype::F16, 0, (40, 64), (32, 64), TmaSwizzle::None);
+        let mut kb = KernelBuilder::new("maps", "test");
+        kb.param(ParamTy::Ptr);
+        kb.tensor_map_param(a);
+        kb.param(ParamTy::U32);
+        kb.tensor_map_param(b);
+        let mut k = kb.finish();
+        assert_eq!(k.tensor_map_arg(0, 256), Ok(None));
+        assert_eq!(k.tensor_map_arg(1, 256), Ok(Some(TensorMapDesc { address: 256, ..a })));
+        assert_eq!(k.tensor_map_arg(2, 256), Ok(None));
+        assert_eq!(k.tensor_map_arg(3, 512), Ok(Some(TensorMapDesc { address: 512, ..b })));
+        assert_eq!(k.tensor_map_arg(9, 0), Ok(None));
+        k.tensor_maps.pop();
+        assert!(k.tensor_map_arg(3, 512).is_err());
+    }
+
     #[test]
     fn the_simulator_encoding_round_trips_and_the_driver_rules_hold() {
         let d = TensorMapDesc::matrix_2d(TmaDtype::BF16, 1 << 40, (100, 72), (64, 64), TmaSwizzle::B128);

@@ -640,26 +640,15 @@ impl Executable for CudaExecutable {
                                 Arg::Output => out,
                             })
                             .collect();
-                        // A tensor-map parameter takes the driver's map of its buffer, by value
-                        // (the kernel's tensor maps are in parameter order).
-                        let mut descs = l.kernel.tensor_maps.iter();
+                        // A tensor-map parameter takes the driver's map of its buffer, by value.
                         let mut maps: Vec<Option<cusys::CUtensorMap>> = Vec::with_capacity(vals.len());
                         for (j, v) in vals.iter().enumerate() {
-                            let map = if l.kernel.params.get(j)
-                                == Some(&vidrt_kernels::ptx::builder::ParamTy::TensorMap)
-                            {
-                                let desc = descs.next().ok_or_else(|| {
-                                    RuntimeError::Device(format!("internal: `{}` lacks its tensor maps", l.kernel.name))
-                                })?;
-                                let what = format!("`{}` parameter {j}", l.kernel.name);
-                                Some(tma::encode(
-                                    &vidrt_kernels::ptx::tma::TensorMapDesc { address: *v, ..*desc },
-                                    &what,
-                                )?)
-                            } else {
-                                None
-                            };
-                            maps.push(map);
+                            let desc = l
+                                .kernel
+                                .tensor_map_arg(j, *v)
+                                .map_err(|e| RuntimeError::Device(format!("internal: {e}")))?;
+                            let what = || format!("`{}` parameter {j}", l.kernel.name);
+                            maps.push(desc.map(|d| tma::encode(&d, &what())).transpose()?);
                         }
                         let mut params: Vec<*mut c_void> = vals
                             .iter_mut()

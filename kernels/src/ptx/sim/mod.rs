@@ -89,11 +89,7 @@ pub fn buffer_arg(k: &Kernel, index: usize, addr: u64) -> Option<ArgValue> {
     use super::builder::ParamTy;
     match k.params.get(index)? {
         ParamTy::Ptr => Some(ArgValue::Ptr(addr)),
-        ParamTy::TensorMap => {
-            let nth = k.params[..index].iter().filter(|p| **p == ParamTy::TensorMap).count();
-            let desc = k.tensor_maps.get(nth)?;
-            Some(ArgValue::TensorMap(super::tma::TensorMapDesc { address: addr, ..*desc }.encode_sim()))
-        }
+        ParamTy::TensorMap => k.tensor_map_arg(index, addr).ok()?.map(|d| ArgValue::TensorMap(d.encode_sim())),
         ParamTy::U32 | ParamTy::F32 => None,
     }
 }
