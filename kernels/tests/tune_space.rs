@@ -358,3 +358,56 @@ fn sm90a_lowers_16_bit_matmuls_to_wgmma() {
     assert!(off.kernel.name.ends_with("_mma"), "{}", off.kernel.name);
     assert!(try_emit(&off.kernel, Target::Sm90a).is_ok());
 }
+
+/// Kernels lowered for different nodes differ only by name, and their canonical forms have
+/// the same text (one module, one JIT compile, for every layer of a model): a tensor-core
+/// matmul with tensor maps, an attention, a timestep embedding with a constant table; the
+/// canonical form of each still runs (its entry is `CANONICAL_ENTRY`, its table renamed).
+#[test]
+fn kernels_of_different_nodes_share_one_canonical_text() {
+    use vidrt_kernels::ptx::builder::CANONICAL_ENTRY;
+    use vidrt_kernels::ptx::emit;
+    use vidrt_kernels::ptx::tune::HeuristicsFor;
+    let (a, w, q) = ([2usize, 77, 64], [96usize, 64], [1usize, 40, 2, 64]);
+    let t = [3usize];
+    let cases: Vec<(Op, Vec<(&[usize], DType)>, Vec<usize>)> = vec![
+        (
+            Op::MatMul { trans_a: false, trans_b: true, bias: false },
+            vec![(&a, DType::BF16), (&w, DType::BF16)],
+            vec![2, 77, 96],
+        ),
+        (
+            Op::Attention { scale: 0.125, bias: false, mask: false },
+            vec![(&q, DType::BF16), (&q, DType::BF16), (&q, DType::BF16)],
+            q.to_vec(),
+        ),
+        (
+            Op::TimestepEmbedding { dim: 32, flip_sin_to_cos: true, downscale_freq_shift: 0.0, max_period: 10000.0 },
+            vec![(&t, DType::F32)],
+            vec![3, 32],
+        ),
+    ];
+    let mut tables = 0;
+    for (op, ins, out) in &cases {
+        let dtype = ins[0].1;
+        let one = |name: &str| match lower_with(op, ins, out, dtype, name, &HeuristicsFor(Target::Sm90a)).unwrap() {
+            Lowered::Launches(ls) => ls,
+            other => panic!("{other:?}"),
+        };
+        let (x, y) = (one("n7"), one("n12"));
+        assert_eq!(x.len(), y.len());
+        for (kx, ky) in x.iter().zip(&y) {
+            let (tx, ty) = (emit(&kx.kernel, Target::Sm90a), emit(&ky.kernel, Target::Sm90a));
+            assert_ne!(tx, ty, "{op:?}: the node names are in the text");
+            let (cx, cy) = (kx.kernel.canonical(), ky.kernel.canonical());
+            let text = emit(&cx, Target::Sm90a);
+            assert_eq!(text, emit(&cy, Target::Sm90a), "{op:?}");
+            assert!(text.contains(&format!(".entry {CANONICAL_ENTRY}(")), "{op:?}");
+            assert!(!text.contains("n7") && !text.contains("n12"), "{op:?}: {text}");
+            assert_eq!(cx.insts, kx.kernel.insts);
+            assert!(cx.consts.iter().all(|c| c.name.starts_with(CANONICAL_ENTRY)), "{op:?}");
+            tables += cx.consts.len();
+        }
+    }
+    assert!(tables > 0, "no case had a constant table");
+}

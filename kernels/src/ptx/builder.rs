@@ -535,7 +535,26 @@ pub struct Kernel {
     pub tensor_maps: Vec<crate::ptx::tma::TensorMapDesc>,
 }
 
+/// The entry name of every [`Kernel::canonical`] kernel.
+pub const CANONICAL_ENTRY: &str = "vidrt_kernel";
+
 impl Kernel {
+    /// This kernel named [`CANONICAL_ENTRY`], with its header and constant tables renamed to
+    /// match. Kernels that differ only by name (the lowering names each after its node, so
+    /// every layer of a model has its own) then have the same module text: a module cache
+    /// keyed by the text loads each distinct kernel once, and the driver JIT-compiles (and
+    /// disk-caches) it once.
+    pub fn canonical(&self) -> Kernel {
+        let rename = |s: &str| s.replace(&self.name, CANONICAL_ENTRY);
+        let mut k = self.clone();
+        k.header = rename(&k.header);
+        for t in &mut k.consts {
+            t.name = rename(&t.name);
+        }
+        k.name = CANONICAL_ENTRY.to_string();
+        k
+    }
+
     /// The shared memory the kernel addresses from [`Inst::SharedBase`]: static plus dynamic.
     pub fn shared_total(&self) -> u32 {
         self.shared_bytes.saturating_add(self.dynamic_shared)

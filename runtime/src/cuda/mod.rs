@@ -201,12 +201,13 @@ impl Device {
         }
     }
 
-    /// The function of `k`, loading its module on first use (cached by text hash), with its
-    /// dynamic shared memory allowed (see [`dynamic_shared_attribute`]).
+    /// The function of `k`, loading its module on first use (cached by the hash of its
+    /// [`Kernel::canonical`] text, so identical kernels of different nodes share one module),
+    /// with its dynamic shared memory allowed (see [`dynamic_shared_attribute`]).
     fn function(&self, k: &Kernel) -> Result<CUfunction, RuntimeError> {
         // Before anything is loaded: a kernel that cannot run here is refused by name.
         let dynamic = dynamic_shared_attribute(k, self.max_shared)?;
-        let text = emit(k, self.target);
+        let text = emit(&k.canonical(), self.target);
         let key = text_hash(&text);
         let mut m = self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()))?;
         if let Some((_, f)) = m.get(&key) {
@@ -217,7 +218,8 @@ impl Device {
         // SAFETY: `src` is a NUL-terminated PTX image that outlives the call.
         let module = unsafe { cu::module::load_data(src.as_ptr() as *const c_void) }
             .map_err(|e| driver(&format!("loading the module of `{}`", k.name), e))?;
-        let name = CString::new(k.name.clone()).map_err(|_| RuntimeError::Device("NUL in kernel name".into()))?;
+        let name = CString::new(vidrt_kernels::ptx::builder::CANONICAL_ENTRY)
+            .map_err(|_| RuntimeError::Device("NUL in kernel name".into()))?;
         // SAFETY: `module` was just loaded.
         let f = unsafe { cu::module::get_function(module, name) }
             .map_err(|e| driver(&format!("finding `{}`", k.name), e))?;
