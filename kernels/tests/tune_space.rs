@@ -370,7 +370,8 @@ fn kernels_of_different_nodes_share_one_canonical_text() {
     use vidrt_kernels::ptx::tune::HeuristicsFor;
     let (a, w, q) = ([2usize, 77, 64], [96usize, 64], [1usize, 40, 2, 64]);
     let t = [3usize];
-    let cases: Vec<(Op, Vec<(&[usize], DType)>, Vec<usize>)> = vec![
+    type Case<'a> = (Op, Vec<(&'a [usize], DType)>, Vec<usize>);
+    let cases: Vec<Case<'_>> = vec![
         (
             Op::MatMul { trans_a: false, trans_b: true, bias: false },
             vec![(&a, DType::BF16), (&w, DType::BF16)],
