@@ -33,6 +33,7 @@
 //!   memory descriptors are the part of the ISA a simulator cannot settle; it becomes the
 //!   default once the harness passes with it on an H100/H200 (`scripts/device/run.sh` runs
 //!   the CUDA tests both ways).
+//! - [`SYNC_ENV`]`=1` synchronizes after every launch, so a kernel that faults is named.
 //!
 //! Status: untested on a GPU in this change (no device on the development machine); the
 //! kernels' numerics are tested through [`crate::SimBackend`].
@@ -61,6 +62,12 @@ use crate::RuntimeError;
 /// Environment variable: `1` lets sm_90a devices lower 16-bit matmuls to `matmul_wgmma` and
 /// 16-bit attention to `attention_wgmma` (see the module docs).
 pub const WGMMA_ENV: &str = "VIDRT_CUDA_WGMMA";
+
+/// Environment variable: `1` synchronizes after every kernel launch, so that a kernel that
+/// faults or fails is named in the error (launches are asynchronous: otherwise the error
+/// surfaces at the next synchronization, naming no kernel). For first runs and debugging;
+/// it serializes the host with the GPU.
+pub const SYNC_ENV: &str = "VIDRT_CUDA_SYNC";
 
 /// Whether [`WGMMA_ENV`] asks for the wgmma GEMM.
 fn wgmma_from_env() -> bool {
@@ -124,6 +131,8 @@ struct Device {
     max_shared: u32,
     pool: Mutex<Pool>,
     modules: Mutex<HashMap<u64, (CUmodule, CUfunction)>>,
+    /// [`SYNC_ENV`]: synchronize after each launch.
+    sync_each: bool,
 }
 
 // SAFETY: the raw module and function handles are only used with the context bound and
@@ -215,9 +224,14 @@ impl Device {
         }
         self.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
         let src = CString::new(text).map_err(|_| RuntimeError::Device(format!("kernel `{}`: NUL in PTX", k.name)))?;
-        // SAFETY: `src` is a NUL-terminated PTX image that outlives the call.
-        let module = unsafe { cu::module::load_data(src.as_ptr() as *const c_void) }
-            .map_err(|e| driver(&format!("loading the module of `{}`", k.name), e))?;
+        let module = load_ptx(&src).map_err(|(e, log)| {
+            let what = if log.is_empty() {
+                format!("loading the module of `{}`", k.name)
+            } else {
+                format!("loading the module of `{}` (the driver's JIT log: {log})", k.name)
+            };
+            driver(&what, e)
+        })?;
         let name = CString::new(vidrt_kernels::ptx::builder::CANONICAL_ENTRY)
             .map_err(|_| RuntimeError::Device("NUL in kernel name".into()))?;
         // SAFETY: `module` was just loaded.
@@ -277,6 +291,37 @@ fn check_launchable(f: CUfunction, name: &str, block: u32) -> Result<(), Runtime
 }
 
 /// The CUDA driver's version as `major.minor`.
+/// Loads a PTX module with `cuModuleLoadDataEx`, asking for the JIT's error log: a refused
+/// module comes back with the driver's reason (its line and message), which
+/// `cuModuleLoadData` drops. The driver library is loaded and a context bound.
+fn load_ptx(src: &CString) -> Result<CUmodule, (DriverError, String)> {
+    let mut log = vec![0u8; 16 * 1024];
+    let mut opts =
+        [cusys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER, cusys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES];
+    // The size option's value is the size itself, in the pointer (the driver API's convention).
+    let mut vals: [*mut c_void; 2] = [log.as_mut_ptr() as *mut c_void, log.len() as *mut c_void];
+    let mut module = std::mem::MaybeUninit::<CUmodule>::uninit();
+    // SAFETY: `src` is a NUL-terminated PTX image, `log` a writable buffer of the size given,
+    // and the option arrays hold the two options; all outlive the call.
+    let r = unsafe {
+        cusys::cuModuleLoadDataEx(
+            module.as_mut_ptr(),
+            src.as_ptr() as *const c_void,
+            opts.len() as std::ffi::c_uint,
+            opts.as_mut_ptr(),
+            vals.as_mut_ptr(),
+        )
+    };
+    match r.result() {
+        // SAFETY: the driver wrote the module on success.
+        Ok(()) => Ok(unsafe { module.assume_init() }),
+        Err(e) => {
+            let n = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err((e, String::from_utf8_lossy(&log[..n]).trim().replace('\n', "; ")))
+        }
+    }
+}
+
 fn driver_version() -> Result<String, RuntimeError> {
     let mut v: std::ffi::c_int = 0;
     // SAFETY: writes one int; the driver library is loaded (the backend's context exists).
@@ -334,6 +379,7 @@ impl CudaBackend {
                 max_shared,
                 pool: Mutex::new(Pool::default()),
                 modules: Mutex::new(HashMap::new()),
+                sync_each: std::env::var(SYNC_ENV).is_ok_and(|v| v == "1"),
             }),
             tuning: Arc::new(
                 Tuning::new(info, None)
@@ -674,6 +720,11 @@ impl Executable for CudaExecutable {
                             )
                         }
                         .map_err(|e| driver(&format!("launching `{}` for node %{i}", l.kernel.name), e))?;
+                        if dev.sync_each {
+                            dev.stream.synchronize().map_err(|e| {
+                                driver(&format!("running `{}` for node %{i} ({})", l.kernel.name, node.op.name()), e)
+                            })?;
+                        }
                     }
                     if opts.check_intermediates {
                         // Debug mode: wait for this node and read its output back.
