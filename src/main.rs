@@ -217,13 +217,27 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         .progress_chars("=> "),
     );
     bar.set_prefix("bench");
-    let report = bench::run(b.as_ref(), &opts, &mut |done, total, what| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-        bar.set_message(what.to_string());
-    })
+    // The JSON is saved after every benchmark: a run cut short keeps what it measured.
+    let mut save_error = None;
+    let report = bench::run_with_checkpoints(
+        b.as_ref(),
+        &opts,
+        &mut |done, total, what| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(what.to_string());
+        },
+        &mut |partial| {
+            if let (Some(p), None) = (&a.json, &save_error) {
+                save_error = bench::write_json(partial, p).err().map(|e| format!("writing {}: {e}", p.display()));
+            }
+        },
+    )
     .context("benchmarking")?;
     bar.finish_and_clear();
+    if let Some(e) = save_error {
+        bail!(e);
+    }
     print!("{}", bench::to_markdown(&report));
     if let Some(p) = &a.json {
         bench::write_json(&report, p).with_context(|| format!("writing {}", p.display()))?;
@@ -233,6 +247,13 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(p) = &a.plot {
         bench::write_svg(&report, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if !report.failures.is_empty() {
+        for f in &report.failures {
+            eprintln!("vidrt bench: `{}` failed: {}", f.name, f.error);
+        }
+        eprintln!("vidrt bench: {} of {} benchmarks failed", report.failures.len(), planned.len());
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -264,6 +264,17 @@ pub struct BenchReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peaks: Option<Peaks>,
     pub results: Vec<BenchResult>,
+    /// The benchmarks that failed (to compile or to run), each with its error; the others
+    /// still ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<BenchFailure>,
+}
+
+/// A benchmark that failed, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchFailure {
+    pub name: String,
+    pub error: String,
 }
 
 /// Seeded random weights of the declared shapes: uniform in ±1/√fan_in for matrices and
@@ -608,30 +619,62 @@ pub fn apply_peaks(results: &mut [BenchResult], peaks: &Peaks) {
 }
 
 /// Runs the benchmarks of `opts` on `backend`. `progress(done, total, name)` is called before
-/// each benchmark and once at the end (`done == total`).
+/// each benchmark and once at the end (`done == total`). A benchmark that fails is recorded
+/// in [`BenchReport::failures`] and the others still run.
 pub fn run(
     backend: &dyn Backend,
     opts: &BenchOptions,
     progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<BenchReport> {
+    run_with_checkpoints(backend, opts, progress, &mut |_| {})
+}
+
+/// [`run`], handing `checkpoint` the report so far after each benchmark (so that a caller
+/// can save it: a run cut short, by a time limit or a device fault, keeps what it measured).
+pub fn run_with_checkpoints(
+    backend: &dyn Backend,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+    checkpoint: &mut dyn FnMut(&BenchReport),
 ) -> Result<BenchReport> {
     let cases = all_cases(opts)?;
     let total = cases.len();
     let settings = TimingSettings { warmup: opts.warmup, repeats: opts.repeats.max(1) };
     let weights = RandomWeights { seed: opts.seed };
     let mut results = Vec::with_capacity(total);
+    let mut failures = Vec::new();
     for (done, c) in cases.into_iter().enumerate() {
         progress(done, total, &c.info.name);
-        let name = c.info.name.clone();
-        let ctx = |e: RuntimeError| Error::Other(format!("bench `{name}`: {e}"));
-        let mut exe = backend.compile(&c.graph, &weights).map_err(ctx)?;
         let g = &c.graph;
         let base = opts.seed.wrapping_mul(0x0001_0000_0001).wrapping_add(done as u64 * 1000);
-        let t = time_runs(exe.as_mut(), &mut |seed| fresh_inputs(g, base.wrapping_add(seed)), settings).map_err(ctx)?;
-        drop(exe);
-        let (flops, bytes) = graph_figures(g);
-        results.push(result_of(c.info, opts.precision, t, flops, bytes));
+        let timed = backend.compile(g, &weights).and_then(|mut exe| {
+            time_runs(exe.as_mut(), &mut |seed| fresh_inputs(g, base.wrapping_add(seed)), settings)
+        });
+        match timed {
+            Ok(t) => {
+                let (flops, bytes) = graph_figures(g);
+                results.push(result_of(c.info, opts.precision, t, flops, bytes));
+            }
+            Err(e) => failures.push(BenchFailure { name: c.info.name.clone(), error: e.to_string() }),
+        }
+        if done + 1 < total {
+            checkpoint(&assemble(backend, opts, settings, results.clone(), failures.clone()));
+        }
     }
     progress(total, total, "done");
+    let report = assemble(backend, opts, settings, results, failures);
+    checkpoint(&report);
+    Ok(report)
+}
+
+/// The report of `results` and `failures`: the peaks measured among them applied.
+fn assemble(
+    backend: &dyn Backend,
+    opts: &BenchOptions,
+    settings: TimingSettings,
+    mut results: Vec<BenchResult>,
+    failures: Vec<BenchFailure>,
+) -> BenchReport {
     let find = |op: &str| results.iter().find(|r| r.kind == "peak" && r.op == op);
     let peaks = match (find("copy"), find("matmul")) {
         (Some(c), Some(m)) => Some(Peaks {
@@ -650,7 +693,7 @@ pub fn run(
         None if backend.name() == "cpu" => cpu_device(),
         None => BenchDevice { backend: backend.name().to_string(), ..BenchDevice::default() },
     };
-    Ok(BenchReport {
+    BenchReport {
         schema: SCHEMA_VERSION,
         tool: format!("vidrt {}", env!("CARGO_PKG_VERSION")),
         device,
@@ -661,7 +704,8 @@ pub fn run(
         date_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         peaks,
         results,
-    })
+        failures,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -678,6 +722,51 @@ mod tests {
     use super::report::cell;
     use super::*;
     use vidrt_runtime::CpuBackend;
+
+    /// The CPU backend, refusing to compile graphs with an attention node.
+    struct NoAttention(CpuBackend);
+
+    impl Backend for NoAttention {
+        fn name(&self) -> &'static str {
+            "no-attention"
+        }
+        fn support(&self, op: &vidrt_ir::Op, dtype: DType) -> vidrt_runtime::Support {
+            self.0.support(op, dtype)
+        }
+        fn compile(
+            &self,
+            graph: &vidrt_ir::Graph,
+            weights: &dyn vidrt_runtime::WeightSource,
+        ) -> Result<Box<dyn vidrt_runtime::Executable>, RuntimeError> {
+            if graph.nodes.iter().any(|n| matches!(n.op, vidrt_ir::Op::Attention { .. })) {
+                return Err(RuntimeError::Device("no attention here".into()));
+            }
+            self.0.compile(graph, weights)
+        }
+    }
+
+    /// A benchmark that fails is a failure of the report, with its error, and the others
+    /// still run; every checkpoint holds all that finished before it, the last the whole
+    /// report; the failures survive the JSON round trip and show in the markdown.
+    #[test]
+    fn a_failing_benchmark_is_recorded_and_the_rest_still_run() {
+        let opts = BenchOptions::small();
+        let all = run(&CpuBackend::new(), &opts, &mut |_, _, _| {}).expect("bench run");
+        assert!(all.failures.is_empty());
+        let mut seen = Vec::new();
+        let r = run_with_checkpoints(&NoAttention(CpuBackend::new()), &opts, &mut |_, _, _| {}, &mut |p| {
+            seen.push(p.results.len() + p.failures.len())
+        })
+        .expect("bench run");
+        assert!(!r.failures.is_empty(), "no attention benchmark in the small suite");
+        assert!(r.failures.iter().all(|f| f.error.contains("no attention here")), "{:?}", r.failures);
+        assert_eq!(r.results.len() + r.failures.len(), all.results.len());
+        assert!(r.results.iter().all(|b| b.op != "attention"));
+        assert_eq!(seen, (1..=all.results.len()).collect::<Vec<_>>());
+        let back: BenchReport = serde_json::from_str(&to_json(&r).expect("json")).expect("reads back");
+        assert_eq!(back.failures, r.failures);
+        assert!(to_markdown(&r).contains("benchmarks failed"));
+    }
 
     fn small_report() -> BenchReport {
         let opts = BenchOptions::small();
@@ -881,6 +970,7 @@ mod tests {
             repeats: 1,
             date_unix: 0,
             peaks: None,
+            failures: Vec::new(),
             results: names
                 .iter()
                 .map(|n| {

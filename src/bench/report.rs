@@ -127,6 +127,12 @@ pub fn to_markdown(r: &BenchReport) -> String {
             pct(b.frac_roofline)
         );
     }
+    if !r.failures.is_empty() {
+        s += &format!("\n{} benchmarks failed:\n\n", r.failures.len());
+        for f in &r.failures {
+            s += &format!("- {}: {}\n", cell(&f.name), cell(&f.error));
+        }
+    }
     s
 }
 
