@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .git/info
 grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo '/.dev/' >> .git/info/exclude
+chmod -R u+w .dev 2>/dev/null || true
 rm -rf .dev && mkdir -p .dev/bin
 cargo build --release --locked --features cuda,wgpu --bin vidrt
 cp target/release/vidrt .dev/bin/
