@@ -412,3 +412,23 @@ fn kernels_of_different_nodes_share_one_canonical_text() {
     }
     assert!(tables > 0, "no case had a constant table");
 }
+
+/// The simulator refuses a grid past CUDA's 2³¹ − 1 blocks in x, as the driver does (the
+/// lowering refuses to produce one; with 32-bit element indexing no kernel reaches it yet).
+#[test]
+fn grids_past_cuda_limit_are_refused() {
+    use vidrt_kernels::ptx::lower::MAX_GRID_X;
+    use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
+    use vidrt_kernels::ptx::tune::HeuristicsFor;
+    let op = Op::Constant { value: 1.0 };
+    let Lowered::Launches(ls) = lower_with(&op, &[], &[1000], DType::F32, "t", &HeuristicsFor(Target::Sm90a)).unwrap()
+    else {
+        panic!("a fill is one launch")
+    };
+    let mut mem = GlobalMem::new();
+    let out = mem.alloc(4000);
+    let dims = |grid| LaunchDims { grid, block: ls[0].block };
+    assert!(launch(&ls[0].kernel, dims(ls[0].grid), &[ArgValue::Ptr(out)], &mut mem).is_ok());
+    let r = launch(&ls[0].kernel, dims(MAX_GRID_X + 1), &[ArgValue::Ptr(out)], &mut mem);
+    assert!(matches!(r, Err(SimError::BadLaunch(..))), "{r:?}");
+}

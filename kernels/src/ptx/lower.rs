@@ -591,6 +591,29 @@ pub fn lower_with(
     tag: &str,
     chooser: &dyn Chooser,
 ) -> Result<Lowered, KernelError> {
+    let lowered = lower_op(op, ins, out, dtype, tag, chooser)?;
+    if let Lowered::Launches(ls) = &lowered {
+        if let Some(l) = ls.iter().find(|l| l.grid > MAX_GRID_X) {
+            return Err(KernelError::Unsupported(format!(
+                "`{}` needs a grid of {} blocks; CUDA allows at most {MAX_GRID_X} (2^31 - 1) in x",
+                l.kernel.name, l.grid
+            )));
+        }
+    }
+    Ok(lowered)
+}
+
+/// The most blocks a 1-D CUDA grid may have (`gridDim.x` ≤ 2³¹ − 1).
+pub const MAX_GRID_X: u32 = i32::MAX as u32;
+
+fn lower_op(
+    op: &Op,
+    ins: &[(&[usize], DType)],
+    out: &[usize],
+    dtype: DType,
+    tag: &str,
+    chooser: &dyn Chooser,
+) -> Result<Lowered, KernelError> {
     if let Some(r) = unsupported_reason(op, dtype) {
         return Err(KernelError::Unsupported(r));
     }

@@ -126,6 +126,12 @@ pub fn launch_with(
 ) -> Result<(), SimError> {
     check_args(k, args)?;
     check_shared(k, limits)?;
+    if dims.grid > crate::ptx::lower::MAX_GRID_X {
+        return Err(SimError::BadLaunch(
+            format!("grid of {} blocks exceeds CUDA's 2^31 - 1", dims.grid),
+            k.name.clone(),
+        ));
+    }
     if dims.block == 0 || dims.block > 1024 {
         return Err(SimError::BadLaunch(format!("block size {} not in 1..=1024", dims.block), k.name.clone()));
     }
