@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vidrt_kernels::ptx::builder::{BinOp, CpCache, KernelBuilder, Operand, ParamTy, Space, Ty};
+use vidrt_kernels::ptx::builder::{BinOp, CpCache, KernelBuilder, Operand, ParamTy, Reg, Space, Ty};
 use vidrt_kernels::ptx::catalog::all_kernels;
 use vidrt_kernels::ptx::emit::check_target;
 use vidrt_kernels::ptx::{emit, Kernel, Target};
@@ -370,14 +370,20 @@ fn wgmma_forms() -> Kernel {
     }
     b.wgmma_wait(1);
     b.wgmma_wait(0);
+    store_sum(&mut b, all.iter().flatten(), (zero, tid, out));
+    b.finish()
+}
+
+/// Stores the sum of `regs` (f32) to `out[tid]`, so that nothing the test kernel computed
+/// is dead code to ptxas.
+fn store_sum<'a>(b: &mut KernelBuilder, regs: impl Iterator<Item = &'a Reg>, (zero, tid, out): (Reg, Reg, Reg)) {
     let mut sum = zero;
-    for r in all.iter().flatten() {
+    for r in regs {
         sum = b.bin(BinOp::Add, Ty::F32, sum, *r);
     }
     let o = b.mul_wide(tid, Operand::Int(4));
     let o = b.bin(BinOp::Add, Ty::U64, out, o);
     b.st(Space::Global, o, sum);
-    b.finish()
 }
 
 #[test]
@@ -475,13 +481,7 @@ fn misused_wgmma(between: bool) -> Kernel {
         b.push(Inst::Mov { dst: acc[0], src: Operand::Reg(bumped) });
     }
     b.wgmma_wait(0);
-    let mut sum = zero;
-    for r in &acc {
-        sum = b.bin(BinOp::Add, Ty::F32, sum, *r);
-    }
-    let o = b.mul_wide(tid, Operand::Int(4));
-    let o = b.bin(BinOp::Add, Ty::U64, out, o);
-    b.st(Space::Global, o, sum);
+    store_sum(&mut b, acc.iter(), (zero, tid, out));
     b.finish()
 }
 

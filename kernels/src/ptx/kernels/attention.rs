@@ -313,6 +313,30 @@ fn st_if(b: &mut KernelBuilder, space: Space, addr: Reg, src: Vec<Reg>, pred: Op
 }
 
 /// Emits `body` only for threads where `pred` holds.
+/// The top of a K/V tile loop over `cp.async` stages: with two stages, the next tile (keys
+/// `k0 + bkv..`, if any) is issued into `other` and the current one (issued a step before)
+/// waited for; with one, the current tile is issued into `stage` and waited for. Each
+/// thread's copies only: the caller's barrier makes them the block's.
+fn kv_stage_step(
+    b: &mut KernelBuilder,
+    two_stages: bool,
+    (k0, bkv, sk): (Reg, u32, u32),
+    (stage, other): (Reg, Reg),
+    issue_kv: &dyn Fn(&mut KernelBuilder, Reg, Reg),
+) {
+    if two_stages {
+        let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(bkv));
+        let next = b.setp(Cmp::Lt, k1, imm(sk));
+        when(b, Some(next), |b| issue_kv(b, k1, other));
+        b.cp_async_commit();
+        b.cp_async_wait(1);
+    } else {
+        issue_kv(b, k0, stage);
+        b.cp_async_commit();
+        b.cp_async_wait(0);
+    }
+}
+
 fn when(b: &mut KernelBuilder, pred: Option<Reg>, body: impl FnOnce(&mut KernelBuilder)) {
     match pred {
         None => body(b),

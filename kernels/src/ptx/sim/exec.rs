@@ -92,6 +92,10 @@ impl Ctx<'_> {
     pub(super) fn fault(&self, t: u32, pc: usize, reason: impl Into<String>) -> SimError {
         SimError::Fault { kernel: self.k.name.clone(), reason: reason.into(), block: self.block, thread: t, pc }
     }
+
+    pub(super) fn hazard(&self, t: u32, pc: usize, what: impl Into<String>) -> SimError {
+        SimError::AsyncHazard { kernel: self.k.name.clone(), what: what.into(), block: self.block, thread: t, pc }
+    }
 }
 
 /// Operand bits in the type `ty`.

@@ -95,29 +95,25 @@ impl Shared {
     ) -> Result<(), SimError> {
         self.check_not_mbarrier(ctx, (t, pc), off, len, what)?;
         if self.bulk_pending.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0)) {
-            return Err(SimError::AsyncHazard {
-                kernel: ctx.k.name.clone(),
-                what: format!(
+            return Err(ctx.hazard(
+                t,
+                pc,
+                format!(
                     "{what} of {len} bytes at shared offset 0x{off:x} while a cp.async.bulk.tensor to it is pending \
                      (missing mbarrier wait before the access?)"
                 ),
-                block: ctx.block,
-                thread: t,
-                pc,
-            });
+            ));
         }
         let busy = self.pending.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0));
         if busy {
-            return Err(SimError::AsyncHazard {
-                kernel: ctx.k.name.clone(),
-                what: format!(
+            return Err(ctx.hazard(
+                t,
+                pc,
+                format!(
                     "{what} of {len} bytes at shared offset 0x{off:x} while a cp.async to it is pending \
                      (missing cp.async.wait_group before the barrier?)"
                 ),
-                block: ctx.block,
-                thread: t,
-                pc,
-            });
+            ));
         }
         Ok(())
     }

@@ -166,16 +166,14 @@ impl Shared {
         what: &str,
     ) -> Result<(), SimError> {
         if self.wg_reads.get(off..off + len).is_some_and(|p| p.iter().any(|&c| c > 0)) {
-            return Err(SimError::AsyncHazard {
-                kernel: ctx.k.name.clone(),
-                what: format!(
+            return Err(ctx.hazard(
+                t,
+                pc,
+                format!(
                     "{what} of {len} bytes at shared offset 0x{off:x} while a wgmma.mma_async reading them is \
                      pending (missing wgmma.wait_group before the barrier?)"
                 ),
-                block: ctx.block,
-                thread: t,
-                pc,
-            });
+            ));
         }
         Ok(())
     }
@@ -280,16 +278,14 @@ fn ops(regs: &[Reg], operands: &[&crate::ptx::builder::Operand]) -> Vec<Reg> {
 /// Errors when `inst` touches a register of a pending wgmma accumulator.
 pub(super) fn check_regs(ctx: &Ctx<'_>, (t, pc): (u32, usize), inst: &Inst, wg: &ThreadWg) -> Result<(), SimError> {
     if let Some(r) = regs_of(inst).into_iter().find(|r| wg.pending.contains_key(&r.id)) {
-        return Err(SimError::AsyncHazard {
-            kernel: ctx.k.name.clone(),
-            what: format!(
+        return Err(ctx.hazard(
+            t,
+            pc,
+            format!(
                 "register {r} is an operand of a pending wgmma.mma_async (its accumulator or A fragment; missing \
                  wgmma.wait_group before this access?)"
             ),
-            block: ctx.block,
-            thread: t,
-            pc,
-        });
+        ));
     }
     Ok(())
 }
@@ -363,13 +359,7 @@ fn issue(
     if n == 0 || n > 256 || !n.is_multiple_of(8) || d.len() != n as usize / 2 || d.iter().any(|r| r.ty != Ty::F32) {
         return Err(fault(format!("wgmma.mma_async m64n{n}k16 with {} accumulator registers", d.len())));
     }
-    let hazard = |t: u32, what: String| SimError::AsyncHazard {
-        kernel: ctx.k.name.clone(),
-        what,
-        block: ctx.block,
-        thread: t,
-        pc,
-    };
+    let hazard = |t: u32, what: String| ctx.hazard(t, pc, what);
     let a_regs: Vec<Reg> = match a_op {
         WgmmaA::Regs(r) => r.to_vec(),
         WgmmaA::Desc(_) => Vec::new(),

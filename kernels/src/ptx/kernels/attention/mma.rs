@@ -4,8 +4,8 @@
 use vidrt_ir::DType;
 
 use super::{
-    and, block_setup, fragment_softmax, imm, inv_sum, ld_or_zero, mma_launch_dims, round_up, set, st_if, warp_reduce,
-    when, AttnSpec, MmaAttnParams, MAX_SHARED,
+    and, block_setup, fragment_softmax, imm, inv_sum, kv_stage_step, ld_or_zero, mma_launch_dims, round_up, set, st_if,
+    warp_reduce, when, AttnSpec, MmaAttnParams, MAX_SHARED,
 };
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, Reg, Space, Special, Ty};
 use crate::ptx::kernels::common::from_f32;
@@ -200,17 +200,7 @@ pub fn attention_mma(name: &str, s: &AttnSpec, dtype: DType, p: MmaAttnParams) -
     }
     let top = b.label();
     b.place(top);
-    if p.stages == 2 {
-        let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(bkv));
-        let next = b.setp(Cmp::Lt, k1, imm(dt.sk));
-        when(&mut b, Some(next), |b| issue_kv(b, k1, other));
-        b.cp_async_commit();
-        b.cp_async_wait(1);
-    } else {
-        issue_kv(&mut b, k0, stage);
-        b.cp_async_commit();
-        b.cp_async_wait(0);
-    }
+    kv_stage_step(&mut b, p.stages == 2, (k0, bkv, dt.sk), (stage, other), &issue_kv);
     b.bar_sync();
 
     // S = Q·Kᵀ for the tile's BKV keys.
