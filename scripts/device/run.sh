@@ -61,7 +61,7 @@ bench() { # timeout, extra env (or -), vidrt bench arguments...
 step nvidia-smi; nvidia-smi >> "$log" 2>&1
 
 step "cuda tests"
-VIDRT_CUDA_SYNC=1 VIDRT_HARNESS_VERBOSE=1 timeout 150 .dev/bin/cuda_backend --include-ignored --test-threads 1 \
+VIDRT_CUDA_SYNC=1 VIDRT_HARNESS_VERBOSE=1 timeout 180 .dev/bin/cuda_backend --include-ignored --test-threads 1 \
   >> "$log" 2>&1
 status "cuda tests" $?
 if $hopper && time_for 90 "cuda tests with wgmma"; then

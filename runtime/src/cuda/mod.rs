@@ -218,10 +218,11 @@ impl Device {
         let dynamic = dynamic_shared_attribute(k, self.max_shared)?;
         let text = emit(&k.canonical(), self.target);
         let key = text_hash(&text);
-        let mut m = self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()))?;
-        if let Some((_, f)) = m.get(&key) {
+        let modules = || self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()));
+        if let Some((_, f)) = modules()?.get(&key) {
             return Ok(*f);
         }
+        // Loaded outside the lock, so that [`Device::preload`]'s threads JIT-compile at once.
         self.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
         let src = CString::new(text).map_err(|_| RuntimeError::Device(format!("kernel `{}`: NUL in PTX", k.name)))?;
         let module = load_ptx(&src).map_err(|(e, log)| {
@@ -245,8 +246,46 @@ impl Device {
             }
             .map_err(|e| driver(&format!("allowing {bytes} bytes of dynamic shared memory for `{}`", k.name), e))?;
         }
+        let mut m = modules()?;
+        if let Some((_, first)) = m.get(&key) {
+            // Another thread loaded the same text meanwhile: keep its module.
+            // SAFETY: `module` was loaded above and nothing refers to it.
+            let _ = unsafe { cu::module::unload(module) };
+            return Ok(*first);
+        }
         m.insert(key, (module, f));
         Ok(f)
+    }
+
+    /// Loads the modules of `kernels` not loaded yet, the distinct ones in parallel (up to
+    /// the host's cores, 16 at most): the driver's JIT compile of a model's few dozen
+    /// distinct kernels is the bulk of a first compile. The first error is returned.
+    fn preload(&self, kernels: &[&Kernel]) -> Result<(), RuntimeError> {
+        let mut seen = std::collections::HashSet::new();
+        let loaded = self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()))?;
+        let todo: Vec<&Kernel> = kernels
+            .iter()
+            .copied()
+            .filter(|k| {
+                let key = text_hash(&emit(&k.canonical(), self.target));
+                !loaded.contains_key(&key) && seen.insert(key)
+            })
+            .collect();
+        drop(loaded);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16).min(todo.len());
+        if threads < 2 {
+            return todo.iter().try_for_each(|k| self.function(k).map(|_| ()));
+        }
+        let per = todo.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .chunks(per)
+                .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|k| self.function(k).map(|_| ()))))
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| Err(RuntimeError::Device("a module-loading thread panicked".into())))
+            })
+        })
     }
 }
 
@@ -495,6 +534,14 @@ impl Backend for CudaBackend {
         let graph = &optimized;
         let plans = lower_graph(graph, "cuda", &*self.tuning)?;
         // Every kernel loaded once, here, and checked against its launch: a run only launches.
+        let kernels: Vec<&Kernel> = plans
+            .iter()
+            .flat_map(|p| match p {
+                Lowered::Launches(ls) => ls.iter().map(|l| &l.kernel).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        self.dev.preload(&kernels)?;
         let functions = plans
             .iter()
             .map(|p| match p {
