@@ -217,6 +217,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         .progress_chars("=> "),
     );
     bar.set_prefix("bench");
+    let logs_to_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // The JSON is saved after every benchmark: a run cut short keeps what it measured.
     let mut save_error = None;
     let report = bench::run_with_checkpoints(
@@ -226,6 +227,11 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
             bar.set_message(what.to_string());
+            // The bar is hidden where stderr is no terminal (a log file): a line per benchmark
+            // there, so a run that hangs or is killed says where it was.
+            if !logs_to_terminal {
+                eprintln!("bench: {done}/{total} {what}");
+            }
         },
         &mut |partial| {
             if let (Some(p), None) = (&a.json, &save_error) {

@@ -347,6 +347,17 @@ def main(argv=None):
         cases = [c for c in cases if c["kind"] == "peak" or args.filter in c["name"]]
 
     results = []
+
+    def save(tool, device):
+        """Writes the report of the results so far (after every case: a run cut short keeps them)."""
+        rs = [dict(r) for r in results]
+        peaks = apply_peaks(rs)
+        report = dict(schema=SCHEMA_VERSION, tool=tool, device=device, model=model, scale=scale,
+                      warmup=args.warmup, repeats=max(args.repeats, 1), date_unix=int(time.time()), results=rs)
+        if peaks is not None:
+            report["peaks"] = peaks
+        write_atomic(args.json, json.dumps(report, indent=2) + "\n")
+
     if args.dry_run:
         tool = "torch-peer dry run (placeholder times: nothing was run)"
         device = dict(backend="torch-dry-run", name="none", arch="", driver="")
@@ -381,13 +392,9 @@ def main(argv=None):
                                        args.dtype, args.timing))
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
+            save(tool, device)
 
-    peaks = apply_peaks(results)
-    report = dict(schema=SCHEMA_VERSION, tool=tool, device=device, model=model, scale=scale, warmup=args.warmup,
-                  repeats=max(args.repeats, 1), date_unix=int(time.time()), results=results)
-    if peaks is not None:
-        report["peaks"] = peaks
-    write_atomic(args.json, json.dumps(report, indent=2) + "\n")
+    save(tool, device)
     print(f"wrote {args.json} ({len(results)} results)", file=sys.stderr)
     return 0
 

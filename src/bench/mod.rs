@@ -643,8 +643,17 @@ pub fn run_with_checkpoints(
     let weights = RandomWeights { seed: opts.seed };
     let mut results = Vec::with_capacity(total);
     let mut failures = Vec::new();
+    // After a lost device (a sticky fault) nothing more can run: the rest are failures.
+    let mut lost: Option<String> = None;
     for (done, c) in cases.into_iter().enumerate() {
         progress(done, total, &c.info.name);
+        if let Some(at) = &lost {
+            failures.push(BenchFailure {
+                name: c.info.name.clone(),
+                error: format!("not run: the device was lost at `{at}`"),
+            });
+            continue;
+        }
         let g = &c.graph;
         let base = opts.seed.wrapping_mul(0x0001_0000_0001).wrapping_add(done as u64 * 1000);
         let timed = backend.compile(g, &weights).and_then(|mut exe| {
@@ -655,7 +664,12 @@ pub fn run_with_checkpoints(
                 let (flops, bytes) = graph_figures(g);
                 results.push(result_of(c.info, opts.precision, t, flops, bytes));
             }
-            Err(e) => failures.push(BenchFailure { name: c.info.name.clone(), error: e.to_string() }),
+            Err(e) => {
+                if matches!(e, RuntimeError::DeviceLost(_)) {
+                    lost = Some(c.info.name.clone());
+                }
+                failures.push(BenchFailure { name: c.info.name.clone(), error: e.to_string() })
+            }
         }
         if done + 1 < total {
             checkpoint(&assemble(backend, opts, settings, results.clone(), failures.clone()));
@@ -723,8 +737,9 @@ mod tests {
     use super::*;
     use vidrt_runtime::CpuBackend;
 
-    /// The CPU backend, refusing to compile graphs with an attention node.
-    struct NoAttention(CpuBackend);
+    /// The CPU backend, refusing to compile graphs with an attention node (as a lost device
+    /// with `true`).
+    struct NoAttention(CpuBackend, bool);
 
     impl Backend for NoAttention {
         fn name(&self) -> &'static str {
@@ -739,7 +754,11 @@ mod tests {
             weights: &dyn vidrt_runtime::WeightSource,
         ) -> Result<Box<dyn vidrt_runtime::Executable>, RuntimeError> {
             if graph.nodes.iter().any(|n| matches!(n.op, vidrt_ir::Op::Attention { .. })) {
-                return Err(RuntimeError::Device("no attention here".into()));
+                return Err(if self.1 {
+                    RuntimeError::DeviceLost("lost at attention".into())
+                } else {
+                    RuntimeError::Device("no attention here".into())
+                });
             }
             self.0.compile(graph, weights)
         }
@@ -754,7 +773,7 @@ mod tests {
         let all = run(&CpuBackend::new(), &opts, &mut |_, _, _| {}).expect("bench run");
         assert!(all.failures.is_empty());
         let mut seen = Vec::new();
-        let r = run_with_checkpoints(&NoAttention(CpuBackend::new()), &opts, &mut |_, _, _| {}, &mut |p| {
+        let r = run_with_checkpoints(&NoAttention(CpuBackend::new(), false), &opts, &mut |_, _, _| {}, &mut |p| {
             seen.push(p.results.len() + p.failures.len())
         })
         .expect("bench run");
@@ -766,6 +785,13 @@ mod tests {
         let back: BenchReport = serde_json::from_str(&to_json(&r).expect("json")).expect("reads back");
         assert_eq!(back.failures, r.failures);
         assert!(to_markdown(&r).contains("benchmarks failed"));
+        // After a lost device the rest are not run: failures naming where it was lost.
+        let r = run(&NoAttention(CpuBackend::new(), true), &opts, &mut |_, _, _| {}).expect("bench run");
+        let first = r.failures.first().expect("a failure");
+        assert!(first.error.contains("lost at attention"), "{first:?}");
+        assert!(r.failures[1..].iter().all(|f| f.error.contains(&format!("the device was lost at `{}`", first.name))));
+        assert_eq!(r.results.len() + r.failures.len(), all.results.len());
+        assert!(r.failures.len() > 1, "nothing after the first attention benchmark");
     }
 
     fn small_report() -> BenchReport {

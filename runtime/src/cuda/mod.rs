@@ -6,8 +6,10 @@
 //! - Context and stream: the device's primary context and its default stream.
 //! - Device memory: a size-bucketed pool of driver allocations, reused across runs; the
 //!   driver's out-of-memory becomes [`RuntimeError::OutOfMemory`].
-//! - Modules: cached by the hash of the kernel's PTX text (an edited kernel never meets a
-//!   stale module).
+//! - Modules: cached by the hash of the PTX text of the kernel's canonical form (its entry
+//!   renamed, so identical kernels of different nodes share a module; an edited kernel never
+//!   meets a stale module) and its dynamic shared memory; a graph's distinct kernels are
+//!   JIT-compiled in parallel when it is compiled.
 //! - Shared memory: a kernel's is static up to 48 KiB and dynamic past it
 //!   (`Kernel::dynamic_shared`). [`CudaBackend::new`] reads the device's
 //!   `MAX_SHARED_MEMORY_PER_BLOCK_OPTIN` (A100 163 KiB, H100/H200 227 KiB, sm_86/89 99 KiB);
@@ -217,7 +219,7 @@ impl Device {
         // Before anything is loaded: a kernel that cannot run here is refused by name.
         let dynamic = dynamic_shared_attribute(k, self.max_shared)?;
         let text = emit(&k.canonical(), self.target);
-        let key = text_hash(&text);
+        let key = module_key(k, &text);
         let modules = || self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()));
         if let Some((_, f)) = modules()?.get(&key) {
             return Ok(*f);
@@ -235,17 +237,28 @@ impl Device {
         })?;
         let name = CString::new(vidrt_kernels::ptx::builder::CANONICAL_ENTRY)
             .map_err(|_| RuntimeError::Device("NUL in kernel name".into()))?;
-        // SAFETY: `module` was just loaded.
-        let f = unsafe { cu::module::get_function(module, name) }
-            .map_err(|e| driver(&format!("finding `{}`", k.name), e))?;
-        if let Some(bytes) = dynamic {
-            use cusys::CUfunction_attribute_enum as A;
-            // SAFETY: `f` is a function of the module just loaded in the bound context.
-            unsafe {
-                cu::function::set_function_attribute(f, A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)
+        let prepared = (|| {
+            // SAFETY: `module` was just loaded.
+            let f = unsafe { cu::module::get_function(module, name) }
+                .map_err(|e| driver(&format!("finding `{}`", k.name), e))?;
+            if let Some(bytes) = dynamic {
+                use cusys::CUfunction_attribute_enum as A;
+                // SAFETY: `f` is a function of the module just loaded in the bound context.
+                unsafe {
+                    cu::function::set_function_attribute(f, A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)
+                }
+                .map_err(|e| driver(&format!("allowing {bytes} bytes of dynamic shared memory for `{}`", k.name), e))?;
             }
-            .map_err(|e| driver(&format!("allowing {bytes} bytes of dynamic shared memory for `{}`", k.name), e))?;
-        }
+            Ok(f)
+        })();
+        let f = match prepared {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: `module` was loaded above and nothing refers to it.
+                let _ = unsafe { cu::module::unload(module) };
+                return Err(e);
+            }
+        };
         let mut m = modules()?;
         if let Some((_, first)) = m.get(&key) {
             // Another thread loaded the same text meanwhile: keep its module.
@@ -267,7 +280,7 @@ impl Device {
             .iter()
             .copied()
             .filter(|k| {
-                let key = text_hash(&emit(&k.canonical(), self.target));
+                let key = module_key(k, &emit(&k.canonical(), self.target));
                 !loaded.contains_key(&key) && seen.insert(key)
             })
             .collect();
@@ -329,7 +342,12 @@ fn check_launchable(f: CUfunction, name: &str, block: u32) -> Result<(), Runtime
     Ok(())
 }
 
-/// The CUDA driver's version as `major.minor`.
+/// The module cache's key of `k` with canonical text `text`: the text and the dynamic shared
+/// memory (set on the function when its module loads; the text declares it unsized).
+fn module_key(k: &Kernel, text: &str) -> u64 {
+    text_hash(&format!("{text}\n// dynamic shared bytes: {}", k.dynamic_shared))
+}
+
 /// Loads a PTX module with `cuModuleLoadDataEx`, asking for the JIT's error log: a refused
 /// module comes back with the driver's reason (its line and message), which
 /// `cuModuleLoadData` drops. The driver library is loaded and a context bound.
@@ -361,6 +379,7 @@ fn load_ptx(src: &CString) -> Result<CUmodule, (DriverError, String)> {
     }
 }
 
+/// The CUDA driver's version as `major.minor`.
 fn driver_version() -> Result<String, RuntimeError> {
     let mut v: std::ffi::c_int = 0;
     // SAFETY: writes one int; the driver library is loaded (the backend's context exists).

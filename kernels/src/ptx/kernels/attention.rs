@@ -312,7 +312,6 @@ fn st_if(b: &mut KernelBuilder, space: Space, addr: Reg, src: Vec<Reg>, pred: Op
     b.push(Inst::St { space, src, addr, offset: 0, guard: pred.map(|p| Guard { pred: p, negate: false }) });
 }
 
-/// Emits `body` only for threads where `pred` holds.
 /// The top of a K/V tile loop over `cp.async` stages: with two stages, the next tile (keys
 /// `k0 + bkv..`, if any) is issued into `other` and the current one (issued a step before)
 /// waited for; with one, the current tile is issued into `stage` and waited for. Each
@@ -337,6 +336,7 @@ fn kv_stage_step(
     }
 }
 
+/// Emits `body` only for threads where `pred` holds.
 fn when(b: &mut KernelBuilder, pred: Option<Reg>, body: impl FnOnce(&mut KernelBuilder)) {
     match pred {
         None => body(b),
