@@ -30,7 +30,8 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/.dev/out}"
 mkdir -p "$OUT/results"
 res="$OUT/results"
-export VIDRT_GOLDEN="$PWD/.dev/golden" PYTHONUNBUFFERED=1
+# VIDRT_CUDA_LOG: each compile's module loading (JIT) time in the log.
+export VIDRT_GOLDEN="$PWD/.dev/golden" PYTHONUNBUFFERED=1 VIDRT_CUDA_LOG=1
 scale="${BENCH_SCALE:-1}"
 log="$OUT/log.txt"
 worst=0

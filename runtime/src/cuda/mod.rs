@@ -71,6 +71,10 @@ pub const WGMMA_ENV: &str = "VIDRT_CUDA_WGMMA";
 /// it serializes the host with the GPU.
 pub const SYNC_ENV: &str = "VIDRT_CUDA_SYNC";
 
+/// Environment variable: `1` reports on stderr how many modules each compile loaded (JIT-
+/// compiled), on how many threads, and how long it took.
+pub const LOG_ENV: &str = "VIDRT_CUDA_LOG";
+
 /// Whether [`WGMMA_ENV`] asks for the wgmma GEMM.
 fn wgmma_from_env() -> bool {
     std::env::var(WGMMA_ENV).is_ok_and(|v| v == "1")
@@ -135,6 +139,8 @@ struct Device {
     modules: Mutex<HashMap<u64, (CUmodule, CUfunction)>>,
     /// [`SYNC_ENV`]: synchronize after each launch.
     sync_each: bool,
+    /// [`LOG_ENV`]: report module loading on stderr.
+    log: bool,
 }
 
 // SAFETY: the raw module and function handles are only used with the context bound and
@@ -286,11 +292,23 @@ impl Device {
             .collect();
         drop(loaded);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16).min(todo.len());
+        let t0 = std::time::Instant::now();
+        let log = |r: Result<(), RuntimeError>| {
+            if self.log && !todo.is_empty() {
+                eprintln!(
+                    "vidrt cuda: loaded {} modules on {} threads in {:.2} s",
+                    todo.len(),
+                    threads.max(1),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            r
+        };
         if threads < 2 {
-            return todo.iter().try_for_each(|k| self.function(k).map(|_| ()));
+            return log(todo.iter().try_for_each(|k| self.function(k).map(|_| ())));
         }
         let per = todo.len().div_ceil(threads);
-        std::thread::scope(|s| {
+        log(std::thread::scope(|s| {
             let handles: Vec<_> = todo
                 .chunks(per)
                 .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|k| self.function(k).map(|_| ()))))
@@ -298,7 +316,7 @@ impl Device {
             handles.into_iter().try_for_each(|h| {
                 h.join().unwrap_or_else(|_| Err(RuntimeError::Device("a module-loading thread panicked".into())))
             })
-        })
+        }))
     }
 }
 
@@ -438,6 +456,7 @@ impl CudaBackend {
                 pool: Mutex::new(Pool::default()),
                 modules: Mutex::new(HashMap::new()),
                 sync_each: std::env::var(SYNC_ENV).is_ok_and(|v| v == "1"),
+                log: std::env::var(LOG_ENV).is_ok_and(|v| v == "1"),
             }),
             tuning: Arc::new(
                 Tuning::new(info, None)
