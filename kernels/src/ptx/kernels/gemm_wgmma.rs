@@ -353,28 +353,7 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     let a_wg = b.bin(BinOp::Add, Ty::U32, base, a_wg);
     let b_at = b.bin(BinOp::Add, Ty::U32, base, imm(a_bytes));
     let (lbo_a, lbo_b) = (p.bm / 8 * 128, p.bn / 8 * 128);
-    // The descriptors' start advance (in 16-byte units) from k-step 0 to k-step s: no swizzle,
-    // 2·LBO per step (16 k = two core matrices in K); swizzled, 32 bytes per step inside the
-    // 128-byte rows and a panel (rows·128 bytes) per 4 steps.
-    let advance = |s: u64| -> (u64, u64) {
-        if p.swizzle {
-            let (panel, within) = (s / 4, (s % 4) * 32);
-            ((panel * u64::from(p.bm) * 128 + within) >> 4, (panel * u64::from(p.bn) * 128 + within) >> 4)
-        } else {
-            (s * u64::from((2 * lbo_a) >> 4), s * u64::from((2 * lbo_b) >> 4))
-        }
-    };
-
-    let zero = b.imm_f32(0.0);
-    let acc: Vec<Reg> = (0..p.bn / 2)
-        .map(|_| {
-            let r = b.reg(Ty::F32);
-            b.push(Inst::Mov { dst: r, src: Operand::Reg(zero) });
-            r
-        })
-        .collect();
-    let one = b.imm_u32(1);
-    let scale_d = b.setp(Cmp::Ne, one, imm(0));
+    let acc = zero_accumulators(&mut b, p);
 
     // Prologue: slices 0..S-1 into stages 0..S-1, one commit group each.
     let stages = p.stages;
@@ -412,19 +391,7 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     } else {
         (descriptor(&mut b, a_addr, lbo_a, 128), descriptor(&mut b, b_addr, lbo_b, 128))
     };
-    b.wgmma_fence();
-    for s in 0..u64::from(p.bk / 16) {
-        let (da_s, db_s) = if s == 0 {
-            (da, db)
-        } else {
-            let (step_a, step_b) = advance(s);
-            let x = b.bin(BinOp::Add, Ty::U64, da, Operand::Int(step_a as i64));
-            let y = b.bin(BinOp::Add, Ty::U64, db, Operand::Int(step_b as i64));
-            (x, y)
-        };
-        b.wgmma(ab, &acc, da_s, db_s, scale_d);
-    }
-    b.wgmma_commit();
+    slice_wgmma(&mut b, (ab, p), &acc, (da, db));
     b.wgmma_wait(0);
     let next = b.bin(BinOp::Add, Ty::U32, stage, imm(stage_bytes));
     let wrap = b.setp(Cmp::Ge, next, imm(ring));
@@ -437,8 +404,59 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     // The zero-fill slices past K still land in shared memory; nothing reads them.
     b.cp_async_wait_all();
 
-    store_accumulators(&mut b, (&st, &ptrs), &acc, (tid, wg), (bi, m0, n0), (mu, nu))?;
+    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu))?;
     Ok(b.finish())
+}
+
+/// A warpgroup's f32 accumulators (BN/2 registers per thread, zeroed) and the `scale-d`
+/// predicate (true: accumulate) of its wgmma.
+pub(super) struct Accumulators {
+    pub regs: Vec<Reg>,
+    scale_d: Reg,
+}
+
+pub(super) fn zero_accumulators(b: &mut KernelBuilder, p: WgmmaParams) -> Accumulators {
+    let zero = b.imm_f32(0.0);
+    let regs = (0..p.bn / 2)
+        .map(|_| {
+            let r = b.reg(Ty::F32);
+            b.push(Inst::Mov { dst: r, src: Operand::Reg(zero) });
+            r
+        })
+        .collect();
+    let one = b.imm_u32(1);
+    let scale_d = b.setp(Cmp::Ne, one, imm(0));
+    Accumulators { regs, scale_d }
+}
+
+/// One k-slice's product into `acc`: `wgmma.fence`, the BK/16 `wgmma.mma_async` from the
+/// stage's descriptors `da` (A) and `db` (B) at k-step 0, and `commit_group`. The
+/// descriptors' start advance (in 16-byte units) from k-step 0 to k-step s: no swizzle,
+/// 2·LBO per step (16 k = two core matrices in K); swizzled, 32 bytes per step inside the
+/// 128-byte rows and a panel (rows·128 bytes) per 4 steps.
+pub(super) fn slice_wgmma(b: &mut KernelBuilder, (ab, p): (Ty, WgmmaParams), acc: &Accumulators, (da, db): (Reg, Reg)) {
+    let (lbo_a, lbo_b) = (p.bm / 8 * 128, p.bn / 8 * 128);
+    let advance = |s: u64| -> (u64, u64) {
+        if p.swizzle {
+            let (panel, within) = (s / 4, (s % 4) * 32);
+            ((panel * u64::from(p.bm) * 128 + within) >> 4, (panel * u64::from(p.bn) * 128 + within) >> 4)
+        } else {
+            (s * u64::from((2 * lbo_a) >> 4), s * u64::from((2 * lbo_b) >> 4))
+        }
+    };
+    b.wgmma_fence();
+    for s in 0..u64::from(p.bk / 16) {
+        let (da_s, db_s) = if s == 0 {
+            (da, db)
+        } else {
+            let (step_a, step_b) = advance(s);
+            let x = b.bin(BinOp::Add, Ty::U64, da, Operand::Int(step_a as i64));
+            let y = b.bin(BinOp::Add, Ty::U64, db, Operand::Int(step_b as i64));
+            (x, y)
+        };
+        b.wgmma(ab, &acc.regs, da_s, db_s, acc.scale_d);
+    }
+    b.wgmma_commit();
 }
 
 /// The epilogue of both wgmma GEMMs: thread t (warpgroup g = `wg`, warp w = (t/32) % 4, lane

@@ -40,7 +40,10 @@ use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, imm, GemmSpec, OutPtrs};
-use super::gemm_wgmma::{launch_dims, store_accumulators, swizzled_descriptor, wgmma_unsupported, WgmmaParams};
+use super::gemm_wgmma::{
+    launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, wgmma_unsupported, zero_accumulators,
+    WgmmaParams,
+};
 use crate::ptx::builder::{BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::tma::{TensorMapDesc, TmaDtype, TmaSwizzle};
@@ -214,16 +217,7 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     }
     b.place(after_prologue);
 
-    let zero = b.imm_f32(0.0);
-    let acc: Vec<Reg> = (0..p.bn / 2)
-        .map(|_| {
-            let r = b.reg(Ty::F32);
-            b.push(Inst::Mov { dst: r, src: Operand::Reg(zero) });
-            r
-        })
-        .collect();
-    let one = b.imm_u32(1);
-    let scale_d = b.setp(Cmp::Ne, one, imm(0));
+    let acc = zero_accumulators(&mut b, p);
     let wg = b.bin(BinOp::Shr, Ty::U32, tid, imm(7));
     let a_wg = b.bin(BinOp::Mul, Ty::U32, wg, imm(64 * 128));
 
@@ -243,22 +237,7 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let b_addr = b.bin(BinOp::Add, Ty::U32, stage_at, imm(a_bytes));
     let da = swizzled_descriptor(&mut b, a_addr);
     let db = swizzled_descriptor(&mut b, b_addr);
-    b.wgmma_fence();
-    for step in 0..u64::from(p.bk / 16) {
-        let (panel, within) = (step / 4, (step % 4) * 32);
-        let (da_s, db_s) = if step == 0 {
-            (da, db)
-        } else {
-            let sa = (panel * u64::from(p.bm) * 128 + within) >> 4;
-            let sb = (panel * u64::from(p.bn) * 128 + within) >> 4;
-            (
-                b.bin(BinOp::Add, Ty::U64, da, Operand::Int(sa as i64)),
-                b.bin(BinOp::Add, Ty::U64, db, Operand::Int(sb as i64)),
-            )
-        };
-        b.wgmma(ab, &acc, da_s, db_s, scale_d);
-    }
-    b.wgmma_commit();
+    slice_wgmma(&mut b, (ab, p), &acc, (da, db));
     // Keep this slice's group in flight and wait only for the previous slice's (CUTLASS's
     // mainloop keeps one group outstanding the same way), then release that slice's stage.
     b.wgmma_wait(1);
@@ -300,6 +279,6 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     b.bra_if(top, again, false);
     b.wgmma_wait(0);
 
-    store_accumulators(&mut b, (&st, &ptrs), &acc, (tid, wg), (bi, m0, n0), (mu, nu))?;
+    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu))?;
     Ok(b.finish())
 }
