@@ -218,19 +218,16 @@ impl Device {
         }
     }
 
-    /// The function of `k`, loading its module on first use (cached by the hash of its
-    /// [`Kernel::canonical`] text, so identical kernels of different nodes share one module),
-    /// with its dynamic shared memory allowed (see [`dynamic_shared_attribute`]).
-    fn function(&self, k: &Kernel) -> Result<CUfunction, RuntimeError> {
-        // Before anything is loaded: a kernel that cannot run here is refused by name.
+    /// Loads the module of `k`, whose canonical text is `text` with cache key `key` (see
+    /// [`module_key`]), unless it is loaded; with its dynamic shared memory allowed (see
+    /// [`dynamic_shared_attribute`]). Loads outside the cache lock, so that
+    /// [`Device::functions`]' threads JIT-compile at once.
+    fn load(&self, k: &Kernel, (key, text): (u64, &str)) -> Result<CUfunction, RuntimeError> {
         let dynamic = dynamic_shared_attribute(k, self.max_shared)?;
-        let text = emit(&k.canonical(), self.target);
-        let key = module_key(k, &text);
         let modules = || self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()));
         if let Some((_, f)) = modules()?.get(&key) {
             return Ok(*f);
         }
-        // Loaded outside the lock, so that [`Device::preload`]'s threads JIT-compile at once.
         self.ctx.bind_to_thread().map_err(|e| driver("bind context", e))?;
         let src = CString::new(text).map_err(|_| RuntimeError::Device(format!("kernel `{}`: NUL in PTX", k.name)))?;
         let module = load_ptx(&src).map_err(|(e, log)| {
@@ -276,47 +273,67 @@ impl Device {
         Ok(f)
     }
 
-    /// Loads the modules of `kernels` not loaded yet, the distinct ones in parallel (up to
-    /// the host's cores, 16 at most): the driver's JIT compile of a model's few dozen
-    /// distinct kernels is the bulk of a first compile. The first error is returned.
-    fn preload(&self, kernels: &[&Kernel]) -> Result<(), RuntimeError> {
-        let mut seen = std::collections::HashSet::new();
-        let loaded = self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()))?;
-        let todo: Vec<&Kernel> = kernels
+    /// The functions of `kernels`, in order, loading the modules not loaded yet: each distinct
+    /// canonical text once, the distinct ones in parallel (up to the host's cores, 16 at
+    /// most), since the driver's JIT compile of a model's few dozen distinct kernels is the
+    /// bulk of a first compile. A kernel that cannot run here is refused by name before
+    /// anything is loaded; otherwise the first error is returned.
+    fn functions(&self, kernels: &[&Kernel]) -> Result<Vec<CUfunction>, RuntimeError> {
+        for k in kernels {
+            dynamic_shared_attribute(k, self.max_shared)?;
+        }
+        let keyed: Vec<(u64, String)> = kernels
             .iter()
-            .copied()
-            .filter(|k| {
-                let key = module_key(k, &emit(&k.canonical(), self.target));
-                !loaded.contains_key(&key) && seen.insert(key)
+            .map(|k| {
+                let text = emit(&k.canonical(), self.target);
+                (module_key(k, &text), text)
             })
             .collect();
-        drop(loaded);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16).min(todo.len());
-        let t0 = std::time::Instant::now();
-        let log = |r: Result<(), RuntimeError>| {
-            if self.log && !todo.is_empty() {
-                eprintln!(
-                    "vidrt cuda: loaded {} modules on {} threads in {:.2} s",
-                    todo.len(),
-                    threads.max(1),
-                    t0.elapsed().as_secs_f64()
-                );
-            }
-            r
+        let modules = || self.modules.lock().map_err(|_| RuntimeError::Device("module cache poisoned".into()));
+        let mut seen = std::collections::HashSet::new();
+        let todo: Vec<(&Kernel, u64, &str)> = {
+            let loaded = modules()?;
+            kernels
+                .iter()
+                .zip(&keyed)
+                .filter(|(_, (key, _))| !loaded.contains_key(key) && seen.insert(*key))
+                .map(|(k, (key, text))| (*k, *key, text.as_str()))
+                .collect()
         };
-        if threads < 2 {
-            return log(todo.iter().try_for_each(|k| self.function(k).map(|_| ())));
-        }
-        let per = todo.len().div_ceil(threads);
-        log(std::thread::scope(|s| {
-            let handles: Vec<_> = todo
-                .chunks(per)
-                .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|k| self.function(k).map(|_| ()))))
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join().unwrap_or_else(|_| Err(RuntimeError::Device("a module-loading thread panicked".into())))
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16).min(todo.len()).max(1);
+        let t0 = std::time::Instant::now();
+        let load_all = |chunk: &[(&Kernel, u64, &str)]| {
+            chunk.iter().try_for_each(|&(k, key, text)| self.load(k, (key, text)).map(|_| ()))
+        };
+        let loaded = if threads < 2 {
+            load_all(&todo)
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    todo.chunks(todo.len().div_ceil(threads)).map(|c| s.spawn(move || load_all(c))).collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join().unwrap_or_else(|_| Err(RuntimeError::Device("a module-loading thread panicked".into())))
+                })
             })
-        }))
+        };
+        if self.log && !todo.is_empty() {
+            eprintln!(
+                "vidrt cuda: loaded {} modules on {threads} threads in {:.2} s",
+                todo.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        loaded?;
+        let m = modules()?;
+        kernels
+            .iter()
+            .zip(&keyed)
+            .map(|(k, (key, _))| {
+                m.get(key)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| RuntimeError::Device(format!("internal: the module of `{}` is not loaded", k.name)))
+            })
+            .collect()
     }
 }
 
@@ -579,14 +596,16 @@ impl Backend for CudaBackend {
                 _ => Vec::new(),
             })
             .collect();
-        self.dev.preload(&kernels)?;
+        let mut loaded = self.dev.functions(&kernels)?.into_iter();
         let functions = plans
             .iter()
             .map(|p| match p {
                 Lowered::Launches(ls) => ls
                     .iter()
                     .map(|l| {
-                        let f = self.dev.function(&l.kernel)?;
+                        let f = loaded
+                            .next()
+                            .ok_or_else(|| RuntimeError::Device("internal: a launch lacks its function".into()))?;
                         check_launchable(f, &l.kernel.name, l.block)?;
                         Ok(Function(f))
                     })
