@@ -93,6 +93,14 @@ impl Ctx<'_> {
         SimError::Fault { kernel: self.k.name.clone(), reason: reason.into(), block: self.block, thread: t, pc }
     }
 
+    pub(super) fn misaligned(&self, (t, pc): (u32, usize), space: &'static str, addr: u64, bytes: u32) -> SimError {
+        SimError::Misaligned { kernel: self.k.name.clone(), space, addr, bytes, block: self.block, thread: t, pc }
+    }
+
+    pub(super) fn out_of_bounds(&self, (t, pc): (u32, usize), space: &'static str, addr: u64, bytes: u32) -> SimError {
+        SimError::OutOfBounds { kernel: self.k.name.clone(), space, addr, bytes, block: self.block, thread: t, pc }
+    }
+
     pub(super) fn hazard(&self, t: u32, pc: usize, what: impl Into<String>) -> SimError {
         SimError::AsyncHazard { kernel: self.k.name.clone(), what: what.into(), block: self.block, thread: t, pc }
     }
@@ -396,25 +404,9 @@ fn access(
     shared: &Shared,
     mem: &GlobalMem,
 ) -> Result<(), SimError> {
-    let oob = || SimError::OutOfBounds {
-        kernel: ctx.k.name.clone(),
-        space: space.name(),
-        addr,
-        bytes,
-        block: ctx.block,
-        thread: t,
-        pc,
-    };
+    let oob = || ctx.out_of_bounds((t, pc), space.name(), addr, bytes);
     if !addr.is_multiple_of(u64::from(bytes)) {
-        return Err(SimError::Misaligned {
-            kernel: ctx.k.name.clone(),
-            space: space.name(),
-            addr,
-            bytes,
-            block: ctx.block,
-            thread: t,
-            pc,
-        });
+        return Err(ctx.misaligned((t, pc), space.name(), addr, bytes));
     }
     let ok = match space {
         Space::Global => mem.read(addr, bytes as usize).is_some(),

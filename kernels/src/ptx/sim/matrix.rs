@@ -200,26 +200,10 @@ pub(super) fn cp_async(
     }
     for (space, addr) in [(Space::Shared, dst), (Space::Global, src)] {
         if !addr.is_multiple_of(u64::from(size)) {
-            return Err(SimError::Misaligned {
-                kernel: ctx.k.name.clone(),
-                space: space.name(),
-                addr,
-                bytes: size,
-                block: ctx.block,
-                thread: t,
-                pc,
-            });
+            return Err(ctx.misaligned((t, pc), space.name(), addr, size));
         }
     }
-    let oob = |space: Space, addr: u64, bytes: u32| SimError::OutOfBounds {
-        kernel: ctx.k.name.clone(),
-        space: space.name(),
-        addr,
-        bytes,
-        block: ctx.block,
-        thread: t,
-        pc,
-    };
+    let oob = |space: Space, addr: u64, bytes: u32| ctx.out_of_bounds((t, pc), space.name(), addr, bytes);
     let d = dst as usize;
     if !shared.in_bounds(dst, u64::from(size)) {
         return Err(oob(Space::Shared, dst, size));
@@ -267,27 +251,11 @@ pub(super) fn ldmatrix(
         let t = (warp * 32 + l) as u32;
         let a = th.regs[addr.id as usize] & 0xFFFF_FFFF;
         if !a.is_multiple_of(16) {
-            return Err(SimError::Misaligned {
-                kernel: ctx.k.name.clone(),
-                space: "shared",
-                addr: a,
-                bytes: 16,
-                block: ctx.block,
-                thread: t,
-                pc,
-            });
+            return Err(ctx.misaligned((t, pc), "shared", a, 16));
         }
         let off = a as usize;
         let Some(row) = shared.data.get(off..off + 16).filter(|_| shared.in_bounds(a, 16)) else {
-            return Err(SimError::OutOfBounds {
-                kernel: ctx.k.name.clone(),
-                space: "shared",
-                addr: a,
-                bytes: 16,
-                block: ctx.block,
-                thread: t,
-                pc,
-            });
+            return Err(ctx.out_of_bounds((t, pc), "shared", a, 16));
         };
         shared.check_settled(ctx, (t, pc), off, 16, "ldmatrix read")?;
         for (c, e) in m[l / 8][l % 8].iter_mut().enumerate() {

@@ -125,26 +125,10 @@ impl BlockTma {
 fn mbar_addr(ctx: &Ctx<'_>, (t, pc): (u32, usize), shared: &Shared, a: u64, what: &str) -> Result<usize, SimError> {
     let a = a & 0xFFFF_FFFF;
     if !a.is_multiple_of(8) {
-        return Err(SimError::Misaligned {
-            kernel: ctx.k.name.clone(),
-            space: "shared",
-            addr: a,
-            bytes: 8,
-            block: ctx.block,
-            thread: t,
-            pc,
-        });
+        return Err(ctx.misaligned((t, pc), "shared", a, 8));
     }
     if !shared.in_bounds(a, 8) {
-        return Err(SimError::OutOfBounds {
-            kernel: ctx.k.name.clone(),
-            space: "shared",
-            addr: a,
-            bytes: 8,
-            block: ctx.block,
-            thread: t,
-            pc,
-        });
+        return Err(ctx.out_of_bounds((t, pc), "shared", a, 8));
     }
     if what == "mbarrier.init" {
         if let Some(m) = shared.tma.overlapping(a as usize, 8).filter(|&m| m != a as usize) {
@@ -329,27 +313,11 @@ pub(super) fn load(
     let dst = dst & 0xFFFF_FFFF;
     let align = if d.swizzle == TmaSwizzle::B128 { 1024 } else { 128 };
     if !dst.is_multiple_of(align) {
-        return Err(SimError::Misaligned {
-            kernel: ctx.k.name.clone(),
-            space: "shared",
-            addr: dst,
-            bytes: align as u32,
-            block: ctx.block,
-            thread: t,
-            pc,
-        });
+        return Err(ctx.misaligned((t, pc), "shared", dst, align as u32));
     }
     let total = d.box_bytes() as usize;
     if !shared.in_bounds(dst, total as u64) {
-        return Err(SimError::OutOfBounds {
-            kernel: ctx.k.name.clone(),
-            space: "shared",
-            addr: dst,
-            bytes: total as u32,
-            block: ctx.block,
-            thread: t,
-            pc,
-        });
+        return Err(ctx.out_of_bounds((t, pc), "shared", dst, total as u32));
     }
     if d.swizzle == TmaSwizzle::B128 && d.row_bytes() != 128 {
         return Err(fault(format!("128-byte swizzle with {}-byte box rows (only 128 is simulated)", d.row_bytes())));
@@ -387,15 +355,7 @@ pub(super) fn load(
                 }
                 let a = base + c as u64 * elem as u64;
                 let Some(v) = mem.read(a, elem) else {
-                    return Err(SimError::OutOfBounds {
-                        kernel: ctx.k.name.clone(),
-                        space: "global",
-                        addr: a,
-                        bytes: elem as u32,
-                        block: ctx.block,
-                        thread: t,
-                        pc,
-                    });
+                    return Err(ctx.out_of_bounds((t, pc), "global", a, elem as u32));
                 };
                 bytes[x * elem..(x + 1) * elem].copy_from_slice(v);
             }

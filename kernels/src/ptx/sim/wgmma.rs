@@ -402,15 +402,7 @@ fn issue(
                 let o = if mn_major { desc.element_mn(r, k) } else { desc.element(r, k) };
                 let o = o.map_err(|e| fault(format!("wgmma.mma_async descriptor: {e}")))?;
                 if !shared.in_bounds(o as u64, 2) {
-                    return Err(SimError::OutOfBounds {
-                        kernel: ctx.k.name.clone(),
-                        space: "shared",
-                        addr: o as u64,
-                        bytes: 2,
-                        block: ctx.block,
-                        thread: t0,
-                        pc,
-                    });
+                    return Err(ctx.out_of_bounds((t0, pc), "shared", o as u64, 2));
                 }
                 shared.check_settled(ctx, (t0, pc), o, 2, "wgmma.mma_async operand read")?;
                 if shared.unfenced[o] > 0 || shared.unfenced[o + 1] > 0 {
