@@ -257,17 +257,31 @@ impl Loader {
         (sbase, stride): (u32, u32),
         threads: u32,
     ) -> Loader {
+        Loader::row_major(b, (base, tid, row0), (rows, total, k), bk, threads, |b, r, kc| {
+            let soff = b.fma(Ty::U32, r, imm(stride), imm(sbase));
+            b.fma(Ty::U32, kc, imm(16), soff)
+        })
+    }
+
+    /// The chunks of a `rows`×BK slice from global row `row0` of a `[total, K]` matrix at
+    /// `base`, chunk c = tid + i·threads at row c / (BK/8), k block c % (BK/8) (consecutive
+    /// threads read consecutive 16 bytes of a row), stored at the stage byte offset
+    /// `offset(row, k block)`.
+    pub(super) fn row_major(
+        b: &mut KernelBuilder,
+        (base, tid, row0): (Reg, Reg, Reg),
+        (rows, total, k): (u32, u32, u32),
+        bk: u32,
+        threads: u32,
+        offset: impl Fn(&mut KernelBuilder, Reg, Reg) -> Reg,
+    ) -> Loader {
         let per_row = bk / 8;
         let mut chunks = Vec::new();
         for i in 0..rows * per_row / threads {
-            // Chunk c = tid + i·threads: row c / per_row, k offset 8·(c % per_row).
             let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
             let r = b.bin(BinOp::Div, Ty::U32, c, imm(per_row));
             let kc = b.bin(BinOp::Rem, Ty::U32, c, imm(per_row));
-            chunks.push(Chunk::at(b, (base, row0), (r, kc), (total, k), |b| {
-                let soff = b.fma(Ty::U32, r, imm(stride), imm(sbase));
-                b.fma(Ty::U32, kc, imm(16), soff)
-            }));
+            chunks.push(Chunk::at(b, (base, row0), (r, kc), (total, k), |b| offset(b, r, kc)));
         }
         Loader { chunks }
     }

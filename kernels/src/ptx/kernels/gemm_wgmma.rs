@@ -224,7 +224,7 @@ fn core_matrix_loader(
 /// from byte `sbase` of the stage (1024-byte aligned); in a panel row r is 128 bytes at
 /// `r · 128` and its 16-byte chunk j (k `8j..8j+8` of the panel) sits at chunk `j XOR (r % 8)`
 /// (CUTLASS `Swizzle<3,4,3>` on byte offsets from a 1024-byte boundary). Chunk c: row
-/// `c / (BK/8)`, k block `c % (BK/8)` (consecutive threads read consecutive 16 bytes of a row).
+/// `c / (BK/8)`, k block `c % (BK/8)` ([`Loader::row_major`]).
 #[allow(clippy::too_many_arguments)]
 fn swizzled_loader(
     b: &mut KernelBuilder,
@@ -236,15 +236,9 @@ fn swizzled_loader(
     sbase: u32,
     threads: u32,
 ) -> Loader {
-    let per_row = bk / 8;
-    let mut chunks = Vec::new();
-    for i in 0..rows * per_row / threads {
-        let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
-        let r = b.bin(BinOp::Div, Ty::U32, c, imm(per_row));
-        let kb = b.bin(BinOp::Rem, Ty::U32, c, imm(per_row));
-        chunks.push(Chunk::at(b, (base, row0), (r, kb), (total, k), |b| swizzled_offset(b, r, kb, rows, sbase)));
-    }
-    Loader { chunks }
+    Loader::row_major(b, (base, tid, row0), (rows, total, k), bk, threads, |b, r, kb| {
+        swizzled_offset(b, r, kb, rows, sbase)
+    })
 }
 
 /// The byte offset of chunk `kb` (16 bytes, k `8·kb..`) of row `r` of an operand with `rows`
