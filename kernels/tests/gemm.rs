@@ -481,7 +481,7 @@ fn matmul_wgmma_refuses_what_it_cannot_take() {
     ] {
         assert!(matches!(gemm_wgmma::gemm_wgmma_spec("x", &case.spec, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }
-    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3, swizzle: false };
+    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3, swizzle: false, producer: false };
     assert_eq!(big.shared_bytes(), 294_912);
     match gemm_wgmma::gemm_wgmma_spec("x", &case.spec, big) {
         Err(KernelError::Unsupported(why)) => assert!(why.contains("294912"), "{why}"),
@@ -603,6 +603,85 @@ fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
     match try_check_with(case, &short, wgmma_dims(case, p), 3, Some(p)) {
         Err(SimError::Fault { reason, .. }) => assert!(reason.contains("more than its expect_tx"), "{reason}"),
         other => panic!("with a short expect_tx: {other:?}"),
+    }
+}
+
+/// A producer point of `matmul_wgmma_tma` (warpgroup 0 only copies, two computing
+/// warpgroups; `setmaxnreg` 40 / 232): K of 10 slices wraps its 4-stage ring twice, so the
+/// producer waits on each stage's `empty` at both parities; every generated point passes.
+/// Mutants: without the producer's wait on `empty` it refills a stage whose `full` phase
+/// the computing warpgroups have not consumed, arriving on it a second time (a fault); without the computing threads' arrivals the
+/// producer waits forever (a deadlock); without the producer's `setmaxnreg.dec`, or with an
+/// `.inc` to 240 (2·128·72 registers from a pool of 128·128), the `.inc` can never be paid (a
+/// deadlock); with the producer warpgroup keeping its registers and computing warpgroups
+/// asking for none above the launch's 168, it runs.
+#[test]
+fn matmul_wgmma_tma_producer_warpgroup_waits_and_rebalances() {
+    use DType::{BF16, F32};
+    let case = spec((130, 72, 64 * 9 + 8), &[], (&[], &[]), (false, true), (BF16, F32), true, Epi::None);
+    let p = gemm_wgmma_tma::param_space().into_iter().find(|p| p.producer && p.bm == 128 && p.stages == 4).unwrap();
+    let kern = gemm_wgmma_tma::gemm_wgmma_tma_spec("producer", &case.spec, p).expect("generates");
+    assert_eq!(kern.block, Some(384));
+    let text = emit(&kern, Target::Sm90a);
+    assert_eq!(text.matches("setmaxnreg.dec.sync.aligned.u32 40;").count(), 1, "{text}");
+    assert_eq!(text.matches("setmaxnreg.inc.sync.aligned.u32 232;").count(), 1, "{text}");
+    assert_eq!(vidrt_kernels::ptx::sim::launch_registers(384), 168);
+    let dims = wgmma_dims(&case, p);
+    assert_eq!(dims.1, 384);
+    let worst = try_check_with(&case, &kern, dims, 7, Some(p)).expect("the kernel as generated");
+    println!("{p:?}: max error / tolerance = {worst:.3}");
+    let run = |k: &Kernel| try_check_with(&case, k, dims, 7, Some(p));
+
+    // The producer's only wait on `empty` is the first try_wait after its setmaxnreg.dec.
+    let dec = kern.insts.iter().position(|i| matches!(i, Inst::SetMaxNReg { inc: false, .. })).unwrap();
+    let wait = dec + kern.insts[dec..].iter().position(|i| matches!(i, Inst::MbarTryWait { .. })).unwrap();
+    let mut eager = kern.clone();
+    eager.insts.drain(wait..wait + 2); // the try_wait and its loop branch
+    match run(&eager) {
+        Err(SimError::Fault { reason, .. }) => assert!(reason.contains("no pending arrivals"), "{reason}"),
+        other => panic!("without the producer's wait on empty: {other:?}"),
+    }
+    let mut no_release = kern.clone();
+    no_release.insts.retain(|i| !matches!(i, Inst::MbarArrive { .. }));
+    match run(&no_release) {
+        Err(SimError::Deadlock { what, .. }) => assert!(what.contains("arrivals pending"), "{what}"),
+        other => panic!("without the computing threads' arrivals: {other:?}"),
+    }
+    let mut no_dec = kern.clone();
+    no_dec.insts.remove(dec);
+    match run(&no_dec) {
+        Err(SimError::Deadlock { what, .. }) => assert!(what.contains("setmaxnreg.inc"), "{what}"),
+        other => panic!("without the producer's setmaxnreg.dec: {other:?}"),
+    }
+    let mut greedy = kern.clone();
+    for i in &mut greedy.insts {
+        if let Inst::SetMaxNReg { inc: true, count } = i {
+            *count = 240;
+        }
+    }
+    match run(&greedy) {
+        Err(SimError::Deadlock { what, .. }) => {
+            // The first computing warpgroup takes 128·72 of the 128·128 the producer freed.
+            assert!(what.contains("setmaxnreg.inc") && what.contains("7168 registers free"), "{what}")
+        }
+        other => panic!("with setmaxnreg.inc 240: {other:?}"),
+    }
+    let mut modest = kern.clone();
+    for i in &mut modest.insts {
+        if let Inst::SetMaxNReg { count, .. } = i {
+            *count = 168;
+        }
+    }
+    run(&modest).expect("setmaxnreg to the launch's own count");
+    let mut odd = kern.clone();
+    for i in &mut odd.insts {
+        if let Inst::SetMaxNReg { inc: false, count } = i {
+            *count = 44;
+        }
+    }
+    match run(&odd) {
+        Err(SimError::Fault { reason, .. }) => assert!(reason.contains("multiple of 8"), "{reason}"),
+        other => panic!("with setmaxnreg.dec 44: {other:?}"),
     }
 }
 

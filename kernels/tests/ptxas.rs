@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vidrt_kernels::ptx::builder::{BinOp, CpCache, KernelBuilder, Operand, ParamTy, Reg, Space, Ty};
+use vidrt_kernels::ptx::builder::{BinOp, CpCache, Inst, KernelBuilder, Operand, ParamTy, Reg, Space, Ty};
 use vidrt_kernels::ptx::catalog::all_kernels;
 use vidrt_kernels::ptx::emit::check_target;
 use vidrt_kernels::ptx::{emit, Kernel, Target};
@@ -192,6 +192,8 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "matmul_wgmma_epilogue_12",
         // TMA-fed: bulk tensor copies (UTMALDG) instead of LDGSTS.
         "matmul_wgmma_tma_epilogue_1",
+        // With a producer warpgroup and setmaxnreg (128×256×64, 3 stages).
+        "matmul_wgmma_tma_epilogue_6",
         "attention_flash_wgmma_bf16_d128_0",
         "attention_flash_wgmma_f16_d64_1",
     ] {
@@ -273,6 +275,36 @@ fn every_kernel_assembles_without_spills() {
         asm.ptxas.display(),
         failures.len()
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Kernels with `setmaxnreg` start with the registers the simulator gives their blocks
+/// ([`vidrt_kernels::ptx::sim::launch_registers`] of their `.maxntid`), by ptxas's own
+/// report: the register pool the simulator pays `.inc`s from is the real one.
+#[test]
+fn setmaxnreg_kernels_get_the_registers_the_simulator_assumes() {
+    let asm = Assembler::new("setmaxnreg");
+    let kernels = all_kernels().expect("the catalog generates");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for k in kernels.iter().filter(|k| k.insts.iter().any(|i| matches!(i, Inst::SetMaxNReg { .. }))) {
+        let a = asm.assemble(k, Target::Sm90a);
+        let used =
+            a.log.lines().find_map(|l| l.split("Used ").nth(1)?.split(" registers").next()?.trim().parse::<u32>().ok());
+        let want = vidrt_kernels::ptx::sim::launch_registers(k.block.unwrap_or(1024));
+        println!("{} (sm_90a, {} threads): ptxas {used:?} registers, simulator {want}", k.name, k.block.unwrap_or(0));
+        if let Some(why) = problem(&a) {
+            failures.push(format!("{}: {why}:\n{}", k.name, a.log));
+        } else if used != Some(want) {
+            failures.push(format!(
+                "{}: ptxas gives {used:?} registers per thread, the simulator {want}:\n{}",
+                k.name, a.log
+            ));
+        }
+        checked += 1;
+    }
+    println!("{checked} setmaxnreg kernels checked");
+    assert!(checked > 0, "no kernel of the catalog uses setmaxnreg");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

@@ -393,6 +393,14 @@ pub enum Inst {
     /// `fence.mbarrier_init.release.cluster` (sm_90): makes prior `mbarrier.init`s visible to
     /// the async proxy (the TMA unit's complete-tx) before the barrier that publishes them.
     FenceMbarrierInit,
+    /// `setmaxnreg.{inc,dec}.sync.aligned.u32 count` (sm_90a): warpgroup-collective (every warp
+    /// of the warpgroup executes the same one). `.dec` lowers the warps' per-thread register
+    /// maximum to `count` and returns the rest to the block's register pool; `.inc` raises it
+    /// to `count`, blocking until the pool holds the registers (so an `.inc` that no `.dec`
+    /// pays for blocks forever). `count` is a multiple of 8 in 24..=256. The registers a
+    /// block starts with are those of its `.maxntid` (see
+    /// [`crate::ptx::sim::launch_registers`]).
+    SetMaxNReg { inc: bool, count: u32 },
     /// `cvta.param.u64 dst, src`: the generic address of the kernel parameter whose
     /// parameter-space address is `src` (what `mov.u64 %rd, name` gives). The tensor-map
     /// operand of `cp.async.bulk.tensor` is a generic address (PTX ISA, cp.async.bulk.tensor:
@@ -950,6 +958,12 @@ impl KernelBuilder {
         let dst = self.reg(Ty::Pred);
         self.push(Inst::MbarTryWait { dst, addr, parity });
         self.bra_if(top, dst, true);
+    }
+
+    /// `setmaxnreg` (see [`Inst::SetMaxNReg`]): raises (`inc`) or lowers the executing
+    /// warpgroup's per-thread register maximum to `count`.
+    pub fn setmaxnreg(&mut self, inc: bool, count: u32) {
+        self.push(Inst::SetMaxNReg { inc, count });
     }
 
     /// `fence.mbarrier_init.release.cluster`.

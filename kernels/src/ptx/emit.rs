@@ -150,6 +150,7 @@ pub fn sm90a_only(i: &Inst) -> Option<&'static str> {
         Inst::MbarTryWait { .. } => Some("mbarrier.try_wait"),
         Inst::FenceMbarrierInit => Some("fence.mbarrier_init"),
         Inst::TmaLoad { .. } => Some("cp.async.bulk.tensor"),
+        Inst::SetMaxNReg { .. } => Some("setmaxnreg"),
         _ => None,
     }
 }
@@ -359,6 +360,9 @@ pub fn emit(k: &Kernel, target: Target) -> String {
                 format!("mbarrier.try_wait.parity.shared::cta.b64 {dst}, [{a}], {};", op(parity))
             }
             Inst::FenceMbarrierInit => "fence.mbarrier_init.release.cluster;".to_string(),
+            Inst::SetMaxNReg { inc, count } => {
+                format!("setmaxnreg.{}.sync.aligned.u32 {count};", if *inc { "inc" } else { "dec" })
+            }
             Inst::CvtaParam { dst, src } => format!("cvta.param.u64 {dst}, {src};"),
             Inst::TmaLoad { dst, tmap, coords, mbar } => format!(
                 "cp.async.bulk.tensor.{}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{dst}], [{tmap}, {{{}}}], [{mbar}];",

@@ -200,6 +200,13 @@ mod tests {
         round_trips(&mma_param_space());
         round_trips(&crate::ptx::kernels::gemm_wgmma::param_space());
         round_trips(&crate::ptx::kernels::attention::wgmma_param_space());
+        round_trips(&crate::ptx::kernels::gemm_wgmma_tma::param_space());
+        // A wgmma text from before `producer` existed reads as the point without a producer.
+        type W = crate::ptx::kernels::gemm_wgmma::WgmmaParams;
+        let tma = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1");
+        assert_eq!(tma, Some(crate::ptx::kernels::gemm_wgmma_tma::large()));
+        let with = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1,producer=1");
+        assert_eq!(with.map(|p| p.producer), Some(true));
         assert_eq!(crate::ptx::kernels::attention::wgmma_param_space()[0].to_text(), "wg=2,bkv=64,stages=3");
         let p = param_space()[0];
         assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");

@@ -79,15 +79,21 @@ pub struct WgmmaParams {
     /// 16-byte chunks are XOR-permuted within 1024-byte atoms of 8 rows, read through
     /// swizzle-mode-1 descriptors; else the no-swizzle core-matrix layout.
     pub swizzle: bool,
+    /// A dedicated producer warpgroup (`matmul_wgmma_tma` only): warpgroup 0 issues the
+    /// copies and the BM/64 warpgroups after it only compute (CUTLASS's warp-specialized
+    /// kernels); else thread 0 of the first computing warpgroup issues them between its MMAs.
+    pub producer: bool,
 }
 
 impl WgmmaParams {
+    /// The warpgroups that compute (64 tile rows each), not counting a producer.
     pub fn warpgroups(self) -> u32 {
         self.bm / 64
     }
 
+    /// Threads of a block: the computing warpgroups, and the producer warpgroup if any.
     pub fn threads(self) -> u32 {
-        128 * self.warpgroups()
+        128 * (self.warpgroups() + u32::from(self.producer))
     }
 
     /// Bytes of one stage: A `[BM][BK]` and B `[BN][BK]` b16 elements, no padding.
@@ -117,8 +123,12 @@ impl WgmmaParams {
         if self.swizzle && !self.bk.is_multiple_of(64) {
             return bad("the 128-byte swizzle needs BK a multiple of 64 (128-byte rows of b16)");
         }
-        let chunks = |rows: u32| rows * self.bk / 8;
-        if !chunks(self.bm).is_multiple_of(self.threads()) || !chunks(self.bn).is_multiple_of(self.threads()) {
+        if self.producer && !self.swizzle {
+            return bad("a producer warpgroup needs the TMA kernel's 128-byte-swizzled stages (swizzle must be set)");
+        }
+        // The cp.async kernel's loads, which have no producer warpgroup.
+        let (chunks, t) = (|rows: u32| rows * self.bk / 8, 128 * self.warpgroups());
+        if !chunks(self.bm).is_multiple_of(t) || !chunks(self.bn).is_multiple_of(t) {
             return bad("the 16-byte chunks of a stage must divide evenly among the threads");
         }
         Ok(())
@@ -126,26 +136,28 @@ impl WgmmaParams {
 }
 
 impl crate::ptx::tune::Point for WgmmaParams {
-    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages", "swizzle"];
-    /// `swizzle` came later: texts without it are the no-swizzle points they always were.
-    const DEFAULTS: &'static [(&'static str, u32)] = &[("swizzle", 0)];
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages", "swizzle", "producer"];
+    /// `swizzle` and `producer` came later: texts without them are the points they always were.
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("swizzle", 0), ("producer", 0)];
 
     fn values(self) -> Vec<u32> {
-        vec![self.bm, self.bn, self.bk, self.stages, u32::from(self.swizzle)]
+        vec![self.bm, self.bn, self.bk, self.stages, u32::from(self.swizzle), u32::from(self.producer)]
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
         match *v {
-            [bm, bn, bk, stages, sw @ (0 | 1)] => Some(WgmmaParams { bm, bn, bk, stages, swizzle: sw == 1 }),
+            [bm, bn, bk, stages, sw @ (0 | 1), pr @ (0 | 1)] => {
+                Some(WgmmaParams { bm, bn, bk, stages, swizzle: sw == 1, producer: pr == 1 })
+            }
             _ => None,
         }
     }
 }
 
 /// The lowering's heuristic point for small products (M or N under 128): one warpgroup.
-pub const SMALL: WgmmaParams = WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3, swizzle: false };
+pub const SMALL: WgmmaParams = WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3, swizzle: false, producer: false };
 /// The lowering's heuristic point for the rest: two warpgroups, 128×128.
-pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3, swizzle: false };
+pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3, swizzle: false, producer: false };
 
 /// Every parameter point of `matmul_wgmma` (the first two are the heuristic's). The first six
 /// fill 48 KiB of static shared memory (64×256×32: 40 KiB); the next four are dynamic shared
@@ -154,8 +166,8 @@ pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3
 /// 128-byte-swizzled forms of BK=64 points: 64×64 at 3 stages and 64×128 at 2 (static, 48
 /// KiB each), 128×128 at 3 and 128×256 at 4 (dynamic).
 pub fn param_space() -> Vec<WgmmaParams> {
-    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: false };
-    let sw = |bm, bn, stages| WgmmaParams { bm, bn, bk: 64, stages, swizzle: true };
+    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: false, producer: false };
+    let sw = |bm, bn, stages| WgmmaParams { bm, bn, bk: 64, stages, swizzle: true, producer: false };
     vec![
         SMALL,
         LARGE,
@@ -283,6 +295,12 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
         return Err(KernelError::Unsupported(why));
     }
     p.check()?;
+    if p.producer {
+        return Err(KernelError::Invalid(format!(
+            "gemm_wgmma parameters {p:?}: a producer warpgroup is a matmul_wgmma_tma point (the cp.async stages are \
+             filled by every thread)"
+        )));
+    }
     if p.shared_bytes() > MAX_SHARED {
         return Err(KernelError::Unsupported(format!(
             "{name}: parameters {p:?} need {} bytes of shared memory; no target allows more than {MAX_SHARED} per block",

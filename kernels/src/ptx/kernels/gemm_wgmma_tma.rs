@@ -21,18 +21,26 @@
 //!   STAGES stages (1024-byte aligned, `.align 1024`) plus 16 bytes of mbarriers per stage.
 //! - Pipeline: stage s has a `full` mbarrier (1 arrival: the producer's `arrive.expect_tx` of
 //!   the stage's bytes, completed by the copies' complete-tx) and an `empty` one (an arrival
-//!   from every thread). Thread 0 initialises them (`fence.mbarrier_init`, `fence.proxy.async.shared::cta`, `bar.sync`), then
+//!   from the first thread of every computing warpgroup, after the warpgroup's wait). Thread 0 initialises them (`fence.mbarrier_init`, `fence.proxy.async.shared::cta`, `bar.sync`), then
 //!   fills the first min(STAGES, k-slices) stages: `expect_tx`, then per 64-k panel one box
 //!   copy of A (rows m0.., k) and one of B (rows n0.., k). Every k-slice i (stage i % STAGES,
 //!   phase parity (i / STAGES) % 2): all threads wait on `full`, `wgmma.fence`, BK/16
 //!   wgmma (128-byte-swizzle descriptors as `matmul_wgmma`'s swizzled points), commit, then
 //!   `wgmma.wait_group 1`, which leaves slice i's group running and completes slice i - 1's;
-//!   all threads then arrive on slice i - 1's `empty`, and thread 0 waits on it (every
+//!   each warpgroup then arrives on slice i - 1's `empty`, and thread 0 waits on it (every
 //!   warpgroup is done reading that stage) and refills it with slice i - 1 + STAGES. So the
 //!   tensor cores are never idle between slices on the release and the refill, and the copies
 //!   of the next STAGES - 2 slices or more are in flight during each step's MMAs; a
 //!   `wait_group 0` after the loop completes the last slice. The TMA writes and wgmma reads are both async proxy:
 //!   no `fence.proxy.async`.
+//! - Producer points (`producer`, CUTLASS's warp-specialized form): the block has one more
+//!   warpgroup, warpgroup 0, that only copies. Its thread 0 issues every slice in order,
+//!   waiting on a stage's `empty` (the previous round's parity) before each refill, and the
+//!   warpgroup then exits; the computing warpgroups 1.. run the loop above without the
+//!   refills, so no computing thread ever waits for a copy to be issued. With two computing
+//!   warpgroups (384 threads, which start with 168 registers per thread) the producer lowers
+//!   its registers to 40 (`setmaxnreg.dec`) and the computing warpgroups raise theirs to
+//!   232 (`setmaxnreg.inc`), the whole register file: 128·40 + 256·232 = 384·168.
 //! - Tunables: [`WgmmaParams`] with `swizzle` (BK a multiple of 64); the points are
 //!   [`param_space`].
 
@@ -51,10 +59,23 @@ use crate::ptx::KernelError;
 
 /// Every parameter point of `matmul_wgmma_tma` (the first two are the lowering's heuristic
 /// picks, small and large): 64×64×64 at 4 stages (64 KiB), 128×128×64 at 4 (128 KiB),
-/// 64×128×64 at 3 (72 KiB), 128×256×64 at 3 (144 KiB), 64×256×128 at 2 (160 KiB).
+/// 64×128×64 at 3 (72 KiB), 128×256×64 at 3 (144 KiB), 64×256×128 at 2 (160 KiB); then with
+/// a producer warpgroup 128×128×64 at 4, 128×256×64 at 3 and 4 (192 KiB), 64×128×64 at 4
+/// (96 KiB). The heuristics stay on points without a producer until a GPU has timed them.
 pub fn param_space() -> Vec<WgmmaParams> {
-    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: true };
-    vec![p(64, 64, 64, 4), p(128, 128, 64, 4), p(64, 128, 64, 3), p(128, 256, 64, 3), p(64, 256, 128, 2)]
+    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: true, producer: false };
+    let w = |bm, bn, stages| WgmmaParams { producer: true, ..p(bm, bn, 64, stages) };
+    vec![
+        p(64, 64, 64, 4),
+        p(128, 128, 64, 4),
+        p(64, 128, 64, 3),
+        p(128, 256, 64, 3),
+        p(64, 256, 128, 2),
+        w(128, 128, 4),
+        w(128, 256, 3),
+        w(128, 256, 4),
+        w(64, 128, 4),
+    ]
 }
 
 /// The lowering's heuristic point for small products (M or N under 128).
@@ -131,15 +152,22 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
          wgmma.mma_async m64n{bn}k16 f32 accumulation from 128-byte-swizzled shared stages filled by \
          cp.async.bulk.tensor (TMA) with full/empty mbarriers, {s} stages; minimum sm_90a; NOT YET RUN ON A GPU \
          (checked in vidrt's simulator and by ptxas)\n\
-         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads ({} warpgroups), {total} bytes of {} shared \
-         memory; params BM={} BN={bn} BK={} stages={s} swizzle=128B",
+         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads ({} computing warpgroups{}), {total} bytes \
+         of {} shared memory; params BM={} BN={bn} BK={} stages={s} swizzle=128B producer={}",
         spec.describe(),
         launch_dims(spec.m, spec.n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
         p.threads(),
         p.warpgroups(),
+        match (p.producer, p.warpgroups()) {
+            (false, _) => String::new(),
+            (true, 2) =>
+                format!(" and a producer warpgroup; setmaxnreg {PRODUCER_REGS} / {COMPUTING_REGS} registers per thread"),
+            (true, _) => " and a producer warpgroup".to_string(),
+        },
         if total > STATIC_SHARED_MAX { "dynamic" } else { "static" },
         p.bm,
         p.bk,
+        u32::from(p.producer),
         m = spec.m,
         n = spec.n,
         k = spec.k,
@@ -175,16 +203,21 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let ring = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
     let full0 = b.bin(BinOp::Add, Ty::U32, base, imm(bars));
     let empty0 = b.bin(BinOp::Add, Ty::U32, full0, imm(8 * p.stages));
-    let producer = b.setp(Cmp::Eq, tid, imm(0));
+    let leader = b.setp(Cmp::Eq, tid, imm(0));
+    // Each computing warpgroup (not a producer) releases a stage with one arrival, from its
+    // first thread after its `wgmma.wait_group`: the wait completes the warpgroup's wgmma
+    // group, whose operand reads are the warpgroup's, not one warp's (as CUTLASS's consumer
+    // release signals once per warpgroup).
+    let computing = p.warpgroups();
 
     // Thread 0 initialises the mbarriers.
     let after_init = b.label();
-    b.bra_if(after_init, producer, true);
+    b.bra_if(after_init, leader, true);
     for s in 0..p.stages {
         let f = b.bin(BinOp::Add, Ty::U32, full0, imm(8 * s));
         let e = b.bin(BinOp::Add, Ty::U32, empty0, imm(8 * s));
         b.mbar_init(f, 1);
-        b.mbar_init(e, threads);
+        b.mbar_init(e, computing);
     }
     b.fence_mbarrier_init();
     // And to the async proxy as DeepGEMM's sm_90 GEMMs and the CUDA guide's TMA examples
@@ -207,18 +240,47 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
         }
     };
     let slices = ku.div_ceil(p.bk);
-    let after_prologue = b.label();
-    b.bra_if(after_prologue, producer, true);
-    for s in 0..p.stages.min(slices) {
-        let at = b.bin(BinOp::Add, Ty::U32, ring, imm(s * stage_bytes));
-        let f = b.bin(BinOp::Add, Ty::U32, full0, imm(8 * s));
-        let k = b.imm_u32(s * p.bk);
-        issue(&mut b, at, f, k);
-    }
-    b.place(after_prologue);
+    let done = b.label();
+    // The computing thread's index among the computing threads, and its warpgroup.
+    let ctid = if p.producer {
+        producer_warpgroup(
+            &mut b,
+            p,
+            (tid, done),
+            |b, s, parity, i| {
+                // Slice i reuses stage s once the computing threads released slice i - STAGES
+                // (round i / STAGES - 1 of its `empty`: the other parity).
+                let s8 = b.bin(BinOp::Mul, Ty::U32, s, imm(8));
+                let skip = b.label();
+                let fresh = b.setp(Cmp::Lt, i, imm(p.stages));
+                b.bra_if(skip, fresh, false);
+                let empty = b.bin(BinOp::Add, Ty::U32, empty0, s8);
+                let other = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
+                b.mbar_wait(empty, other);
+                b.place(skip);
+                let full = b.bin(BinOp::Add, Ty::U32, full0, s8);
+                let off = b.bin(BinOp::Mul, Ty::U32, s, imm(stage_bytes));
+                let at = b.bin(BinOp::Add, Ty::U32, ring, off);
+                let k = b.bin(BinOp::Mul, Ty::U32, i, imm(p.bk));
+                issue(b, at, full, k);
+            },
+            slices,
+        )
+    } else {
+        let after_prologue = b.label();
+        b.bra_if(after_prologue, leader, true);
+        for s in 0..p.stages.min(slices) {
+            let at = b.bin(BinOp::Add, Ty::U32, ring, imm(s * stage_bytes));
+            let f = b.bin(BinOp::Add, Ty::U32, full0, imm(8 * s));
+            let k = b.imm_u32(s * p.bk);
+            issue(&mut b, at, f, k);
+        }
+        b.place(after_prologue);
+        tid
+    };
 
     let acc = zero_accumulators(&mut b, p);
-    let wg = b.bin(BinOp::Shr, Ty::U32, tid, imm(7));
+    let wg = b.bin(BinOp::Shr, Ty::U32, ctid, imm(7));
     let a_wg = b.bin(BinOp::Mul, Ty::U32, wg, imm(64 * 128));
 
     // Loop state: slice i, its stage s and phase parity.
@@ -248,26 +310,90 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let s_is0 = b.setp(Cmp::Eq, s, imm(0));
     let s_less = b.bin(BinOp::Sub, Ty::U32, s, imm(1));
     let sp = b.selp(Ty::U32, imm(p.stages - 1), s_less, s_is0);
-    let flipped = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
-    let pp = b.selp(Ty::U32, flipped, parity, s_is0);
     let sp8 = b.bin(BinOp::Mul, Ty::U32, sp, imm(8));
     let empty_p = b.bin(BinOp::Add, Ty::U32, empty0, sp8);
+    let in_group = b.bin(BinOp::And, Ty::U32, ctid, imm(127));
+    let signals = b.setp(Cmp::Eq, in_group, imm(0));
+    let released = b.label();
+    b.bra_if(released, signals, true);
     b.mbar_arrive(empty_p);
-    // Thread 0 refills that stage with slice i - 1 + STAGES once every thread released it.
-    b.bra_if(after_release, producer, true);
-    let ahead = b.bin(BinOp::Add, Ty::U32, i, imm(p.stages - 1));
-    let more = b.setp(Cmp::Lt, ahead, imm(slices));
-    b.bra_if(after_release, more, true);
-    b.mbar_wait(empty_p, pp);
-    let full_p = b.bin(BinOp::Add, Ty::U32, full0, sp8);
-    let sp_off = b.bin(BinOp::Mul, Ty::U32, sp, imm(stage_bytes));
-    let stage_p = b.bin(BinOp::Add, Ty::U32, ring, sp_off);
-    let k = b.bin(BinOp::Mul, Ty::U32, ahead, imm(p.bk));
-    issue(&mut b, stage_p, full_p, k);
+    b.place(released);
+    if !p.producer {
+        // Thread 0 refills that stage with slice i - 1 + STAGES once every thread released it.
+        let flipped = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
+        let pp = b.selp(Ty::U32, flipped, parity, s_is0);
+        b.bra_if(after_release, leader, true);
+        let ahead = b.bin(BinOp::Add, Ty::U32, i, imm(p.stages - 1));
+        let more = b.setp(Cmp::Lt, ahead, imm(slices));
+        b.bra_if(after_release, more, true);
+        b.mbar_wait(empty_p, pp);
+        let full_p = b.bin(BinOp::Add, Ty::U32, full0, sp8);
+        let sp_off = b.bin(BinOp::Mul, Ty::U32, sp, imm(stage_bytes));
+        let stage_p = b.bin(BinOp::Add, Ty::U32, ring, sp_off);
+        let k = b.bin(BinOp::Mul, Ty::U32, ahead, imm(p.bk));
+        issue(&mut b, stage_p, full_p, k);
+    }
     b.place(after_release);
-    // Next slice: stage s + 1, wrapping (and flipping the parity) after STAGES.
+    advance_ring(&mut b, p.stages, (s, parity, i));
+    let again = b.setp(Cmp::Lt, i, imm(slices));
+    b.bra_if(top, again, false);
+    b.wgmma_wait(0);
+
+    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (ctid, wg), (bi, m0, n0), (mu, nu))?;
+    b.place(done);
+    Ok(b.finish())
+}
+
+/// Per-thread registers of a producer warpgroup after its `setmaxnreg.dec` and of the two
+/// computing warpgroups after their `.inc` (CUTLASS's split for a 384-thread block, which
+/// starts with 168 each: 128·40 + 256·232 = 384·168).
+const PRODUCER_REGS: u32 = 40;
+const COMPUTING_REGS: u32 = 232;
+
+/// The producer warpgroup of a `producer` point: warpgroup 0 (threads 0..128) lowers its
+/// registers (with two computing warpgroups), and its thread 0 runs `issue(s, parity, i)`
+/// for every slice i (stage s = i % STAGES, phase parity (i / STAGES) % 2), then the
+/// producer warpgroup branches to `done`. The computing warpgroups raise their registers
+/// and go on; returns their thread index counted from 0 (tid - 128).
+fn producer_warpgroup(
+    b: &mut KernelBuilder,
+    p: WgmmaParams,
+    (tid, done): (Reg, crate::ptx::builder::Label),
+    issue: impl Fn(&mut KernelBuilder, Reg, Reg, Reg),
+    slices: u32,
+) -> Reg {
+    let rebalance = p.warpgroups() == 2;
+    let computing = b.label();
+    let is_producer = b.setp(Cmp::Lt, tid, imm(128));
+    b.bra_if(computing, is_producer, true);
+    if rebalance {
+        b.setmaxnreg(false, PRODUCER_REGS);
+    }
+    let leader = b.setp(Cmp::Eq, tid, imm(0));
+    b.bra_if(done, leader, true);
+    let i = b.imm_u32(0);
+    let s = b.imm_u32(0);
+    let parity = b.imm_u32(0);
+    let top = b.label();
+    b.place(top);
+    b.no_unroll();
+    issue(b, s, parity, i);
+    advance_ring(b, p.stages, (s, parity, i));
+    let again = b.setp(Cmp::Lt, i, imm(slices));
+    b.bra_if(top, again, false);
+    b.bra(done);
+    b.place(computing);
+    if rebalance {
+        b.setmaxnreg(true, COMPUTING_REGS);
+    }
+    b.bin(BinOp::Sub, Ty::U32, tid, imm(128))
+}
+
+/// The next slice of a ring of `stages`: stage s + 1, wrapping (and flipping the parity)
+/// after the last; i + 1.
+fn advance_ring(b: &mut KernelBuilder, stages: u32, (s, parity, i): (Reg, Reg, Reg)) {
     let s1 = b.bin(BinOp::Add, Ty::U32, s, imm(1));
-    let wrap = b.setp(Cmp::Ge, s1, imm(p.stages));
+    let wrap = b.setp(Cmp::Ge, s1, imm(stages));
     let s_next = b.selp(Ty::U32, imm(0), s1, wrap);
     let flipped = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
     let p_next = b.selp(Ty::U32, flipped, parity, wrap);
@@ -275,10 +401,4 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     b.push(Inst::Mov { dst: parity, src: Operand::Reg(p_next) });
     let i1 = b.bin(BinOp::Add, Ty::U32, i, imm(1));
     b.push(Inst::Mov { dst: i, src: Operand::Reg(i1) });
-    let again = b.setp(Cmp::Lt, i, imm(slices));
-    b.bra_if(top, again, false);
-    b.wgmma_wait(0);
-
-    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu))?;
-    Ok(b.finish())
 }

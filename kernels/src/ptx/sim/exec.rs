@@ -184,6 +184,7 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
         })
         .collect();
     let mut groups: Vec<GroupWg> = (0..n.div_ceil(128)).map(|_| GroupWg::default()).collect();
+    let mut pool = RegPool::new(k.block.unwrap_or(ctx.dims.block), n.div_ceil(128));
     loop {
         for (t, th) in threads.iter_mut().enumerate() {
             if th.state == State::Run {
@@ -221,11 +222,29 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
         if progressed {
             continue;
         }
-        if warpgroups(ctx, &mut threads, &mut shared, &mut groups)? {
+        if warpgroups(ctx, &mut threads, &mut shared, (&mut groups, &mut pool))? {
             continue;
         }
-        if mbar_waiters(ctx, &mut threads, &mut shared)? {
-            continue;
+        // Warpgroups still at a collective now are at a `setmaxnreg.inc` the pool cannot pay
+        // for: the root cause when the mbarrier waits are stuck too (they wait on them).
+        let unpaid = threads
+            .iter()
+            .position(
+                |t| matches!(t.state, State::Group(pc) if matches!(k.insts.get(pc), Some(Inst::SetMaxNReg { .. }))),
+            )
+            .map(|t| t / 128);
+        match mbar_waiters(ctx, &mut threads, &mut shared) {
+            Ok(true) => continue,
+            Ok(false) | Err(SimError::Deadlock { .. }) if unpaid.is_some() => {}
+            Ok(false) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(g) = unpaid {
+            return Err(SimError::Deadlock {
+                kernel: k.name.clone(),
+                block: ctx.block,
+                what: format!("warpgroup {g} blocks at a setmaxnreg.inc that nothing can pay for: {}", pool.describe()),
+            });
         }
         let waiting: Vec<usize> = threads
             .iter()
@@ -262,14 +281,69 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
     }
 }
 
-/// Runs the warpgroup-collective instructions (`wgmma.*`) that every thread of their
+/// The block's register pool for `setmaxnreg` (see the module notes in [`super`]).
+struct RegPool {
+    /// Registers per thread at launch.
+    launch: u32,
+    /// Registers in the pool.
+    free: u64,
+    /// Each warpgroup's per-thread count once it has executed its `setmaxnreg`.
+    set: Vec<Option<u32>>,
+}
+
+impl RegPool {
+    fn new(threads: u32, warpgroups: usize) -> Self {
+        RegPool { launch: super::launch_registers(threads), free: 0, set: vec![None; warpgroups] }
+    }
+
+    fn describe(&self) -> String {
+        let counts: Vec<String> =
+            self.set.iter().map(|c| c.map_or(format!("{} (launch)", self.launch), |c| c.to_string())).collect();
+        format!("{} registers free in the pool, warpgroups at [{}] per thread", self.free, counts.join(", "))
+    }
+
+    /// `setmaxnreg` by warpgroup `g`: whether it went through (false: an `.inc` waiting for
+    /// the pool), or why it is wrong.
+    fn adjust(&mut self, g: usize, inc: bool, count: u32) -> Result<bool, String> {
+        if !(24..=256).contains(&count) || !count.is_multiple_of(8) {
+            return Err(format!("setmaxnreg count {count} is not a multiple of 8 in 24..=256"));
+        }
+        let Some(slot) = self.set.get_mut(g) else { return Err(format!("no warpgroup {g}")) };
+        if slot.is_some() {
+            return Err(format!(
+                "warpgroup {g} executes a second setmaxnreg (the simulator models one per warpgroup, not the                  synchronisation the ISA requires between two)"
+            ));
+        }
+        let cur = self.launch;
+        let per_group = |regs: u32| 128 * u64::from(regs);
+        if inc {
+            if count < cur {
+                return Err(format!("setmaxnreg.inc to {count} below the warpgroup's {cur} registers per thread"));
+            }
+            let need = per_group(count - cur);
+            if self.free < need {
+                return Ok(false);
+            }
+            self.free -= need;
+        } else {
+            if count > cur {
+                return Err(format!("setmaxnreg.dec to {count} above the warpgroup's {cur} registers per thread"));
+            }
+            self.free += per_group(cur - count);
+        }
+        *slot = Some(count);
+        Ok(true)
+    }
+}
+
+/// Runs the warpgroup-collective instructions (`wgmma.*`, `setmaxnreg`) that every thread of their
 /// warpgroup (128 threads, warps 4g..4g+3) has reached; a warpgroup with only some of its
 /// threads at one is a divergence. Returns whether any ran.
 fn warpgroups(
     ctx: &Ctx<'_>,
     threads: &mut [Thread],
     shared: &mut Shared,
-    groups: &mut [GroupWg],
+    (groups, pool): (&mut [GroupWg], &mut RegPool),
 ) -> Result<bool, SimError> {
     let n = threads.len();
     let mut progressed = false;
@@ -296,7 +370,15 @@ fn warpgroups(
                 ),
             });
         }
-        wgmma::collective(ctx, &mut threads[range.clone()], (g, pc), shared, st)?;
+        if let Some(&Inst::SetMaxNReg { inc, count }) = ctx.k.insts.get(pc) {
+            match pool.adjust(g, inc, count) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(why) => return Err(ctx.fault((g * 128) as u32, pc, why)),
+            }
+        } else {
+            wgmma::collective(ctx, &mut threads[range.clone()], (g, pc), shared, st)?;
+        }
         for th in &mut threads[range] {
             th.pc = pc + 1;
             th.state = State::Run;
@@ -715,7 +797,11 @@ fn run_thread(
                 th.state = State::Warp(pc);
                 return Ok(());
             }
-            Inst::WgmmaFence | Inst::WgmmaCommit | Inst::WgmmaWait { .. } | Inst::Wgmma { .. } => {
+            Inst::WgmmaFence
+            | Inst::WgmmaCommit
+            | Inst::WgmmaWait { .. }
+            | Inst::Wgmma { .. }
+            | Inst::SetMaxNReg { .. } => {
                 th.pc = pc;
                 th.state = State::Group(pc);
                 return Ok(());

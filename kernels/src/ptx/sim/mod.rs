@@ -34,6 +34,13 @@
 //! - the sm_90a `wgmma.*` instructions are warpgroup-collective (128 threads), read their
 //!   shared operands through matrix descriptors and complete at `wgmma.wait_group`, with the
 //!   register and shared-memory hazards and the `fence.proxy.async` rule of [`wgmma`].
+//! - `setmaxnreg` is warpgroup-collective too and moves registers between a warpgroup and its
+//!   block's pool: a block starts with [`launch_registers`] per thread and an empty pool, a
+//!   `.dec` returns registers to the pool, an `.inc` blocks until the pool holds what it
+//!   asks for (one that can never be paid is a [`SimError::Deadlock`]); a count outside
+//!   24..=256 or not a multiple of 8, a `.dec` above or an `.inc` below the warpgroup's
+//!   count, and a second `setmaxnreg` by one warpgroup (whose required synchronisation is
+//!   not modelled) are faults. Register use itself is not counted: ptxas checks that.
 
 mod exec;
 mod matrix;
@@ -45,6 +52,14 @@ use half::{bf16, f16};
 use super::builder::{Kernel, Target, STATIC_SHARED_MAX};
 
 pub use exec::{launch, launch_with};
+
+/// Registers per thread a block of `threads` threads starts with when its kernel uses
+/// `setmaxnreg`: the register file (65,536 per SM) shared by one block of `threads`, in
+/// steps of 8, at most 256 — the count ptxas gives such a kernel of that `.maxntid` (168 at
+/// 384 threads, which `kernels/tests/ptxas.rs` checks against ptxas's own report).
+pub fn launch_registers(threads: u32) -> u32 {
+    (65_536 / threads.max(1) / 8 * 8).min(256)
+}
 
 /// Bits of an address that hold the offset inside a buffer; the buffer index + 1 sits above.
 pub const OFFSET_BITS: u32 = 40;

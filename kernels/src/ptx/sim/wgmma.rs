@@ -256,6 +256,7 @@ fn regs_of(i: &Inst) -> Vec<Reg> {
         }
         Inst::Label(_)
         | Inst::FenceMbarrierInit
+        | Inst::SetMaxNReg { .. }
         | Inst::BarSync
         | Inst::CpAsyncCommit
         | Inst::CpAsyncWait { .. }
