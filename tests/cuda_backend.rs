@@ -86,6 +86,17 @@ fn generate_in_bf16_on_cuda_is_as_close_to_f32_as_the_cpu_in_bf16() {
     common::bf16_pipeline_is_as_close_to_f32_as_the_cpus(Box::new(b));
 }
 
+/// Every tuning candidate of every PTX family (each point of matmul, conv3d and attention,
+/// with the wgmma and TMA points on Hopper when `VIDRT_CUDA_WGMMA=1`) at shapes that run the
+/// kernels' pipelines several times, against the CPU: the points the heuristics do not pick
+/// run on hardware before a tuner may choose them.
+#[test]
+#[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
+fn every_tuning_candidate_matches_the_cpu_on_cuda() {
+    let b = cuda("every_tuning_candidate_matches_the_cpu_on_cuda");
+    common::every_candidate_matches_the_cpu(&b, &common::every_family_graph(true), 2e-2);
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU (run with --run-ignored all on one)"]
 fn check_intermediates_names_the_first_non_finite_node_on_cuda() {

@@ -177,26 +177,8 @@ fn check_intermediates_names_the_first_non_finite_node_on_the_simulator() {
 
 // --- Tuning on the simulator (issue 8): the CUDA backend's tuning plumbing, run in CI ---
 
-/// One graph with a node of every tunable PTX family at tiny shapes: matmul, conv3d and
-/// attention, each in bf16 (tensor-core kernels) and f32 (SIMT kernels).
 fn every_family_graph() -> vidrt::ir::Graph {
-    use vidrt::ir::{DType, Graph};
-    let mut g = Graph::new();
-    for (t, dtype) in [("h", DType::BF16), ("f", DType::F32)] {
-        let a = g.input(&format!("a{t}"), [12, 16], dtype).unwrap();
-        let w = g.input(&format!("w{t}"), [8, 16], dtype).unwrap();
-        let y = g.linear(a, w, None).unwrap();
-        g.set_output(format!("mm{t}"), y).unwrap();
-        let x = g.input(&format!("x{t}"), [1, 8, 2, 4, 4], dtype).unwrap();
-        let k = g.input(&format!("k{t}"), [8, 8, 1, 3, 3], dtype).unwrap();
-        let c = g.conv3d(x, k, None, [1; 3], [[0, 0], [1, 1], [1, 1]]).unwrap();
-        g.set_output(format!("conv{t}"), c).unwrap();
-        let q = g.input(&format!("q{t}"), [1, 5, 1, 16], dtype).unwrap();
-        let kv = g.input(&format!("kv{t}"), [1, 7, 1, 16], dtype).unwrap();
-        let o = g.attention(q, kv, kv, 0.25, None, None).unwrap();
-        g.set_output(format!("att{t}"), o).unwrap();
-    }
-    g
+    common::every_family_graph(false)
 }
 
 fn temp_db(test: &str) -> std::path::PathBuf {
@@ -448,8 +430,9 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     );
     assert!(problems.iter().all(|p| p.key.device.arch == "sm_90a (simulated)"));
     let wgmma = problems.iter().find(|p| p.key.family == "matmul_wgmma_tma_bf16").unwrap();
-    // All five TMA points fit sm_90a's 227 KiB (all in dynamic shared memory).
-    assert_eq!(wgmma.candidates.len(), 5, "{:?}", wgmma.candidates);
+    // Every TMA point fits sm_90a's 227 KiB (all in dynamic shared memory).
+    let tma = vidrt_kernels::ptx::kernels::gemm_wgmma_tma::param_space();
+    assert_eq!(wgmma.candidates.len(), tma.len(), "{:?}", wgmma.candidates);
     let attention = problems.iter().find(|p| p.key.family == "attention_wgmma_bf16").unwrap();
     let space = vidrt_kernels::ptx::kernels::attention::wgmma_param_space();
     assert_eq!(attention.candidates.len(), space.len(), "{:?}", attention.candidates);
@@ -463,7 +446,7 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
         assert!(c.rel_l2 < 2e-2, "{name}: {c:?}");
     }
 
-    // Every candidate of every family (the five TMA wgmma points among them) runs in the tuner.
+    // Every candidate of every family (the TMA wgmma points among them) runs in the tuner.
     let path = temp_db("hopper");
     let mut db = TuneDb::open(&path, hopper.device_info());
     let graphs = vec![("every family".to_string(), g.clone())];
@@ -475,6 +458,33 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     tuned.compile(&g, &vidrt::runtime::NoWeights).unwrap().run(&refs).unwrap();
     assert_eq!(tuned.tuning_hits(), (problems.len(), 0));
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// Every tuning candidate of every family on the simulated sm_80 and sm_90a devices (the
+/// latter with the wgmma and TMA points, producer warpgroups among them) against the CPU, as
+/// `cuda_backend` checks them on hardware.
+#[test]
+fn every_tuning_candidate_matches_the_cpu_on_the_simulator() {
+    let g = every_family_graph();
+    common::every_candidate_matches_the_cpu(&SimBackend::without_tuning(), &g, 2e-2);
+    let hopper = SimBackend::hopper();
+    let families: Vec<String> = hopper.problems(&g).into_iter().map(|p| p.key.family).collect();
+    assert!(families.iter().any(|f| f == "matmul_wgmma_tma_bf16"), "{families:?}");
+    assert!(families.iter().any(|f| f == "attention_wgmma_bf16"), "{families:?}");
+    common::every_candidate_matches_the_cpu(&hopper, &g, 2e-2);
+    // The large graph `cuda_backend` runs them on compiles for every candidate here (running
+    // it would take the simulator minutes).
+    let large = common::every_family_graph(true);
+    for b in [SimBackend::without_tuning(), hopper] {
+        for p in b.problems(&large) {
+            let one = vidrt::tune::isolate(&large, p.node).unwrap();
+            for c in &p.candidates {
+                let compiled =
+                    vidrt::runtime::Backend::compile(&b.forcing(&p.key.family, c), &one, &vidrt::runtime::NoWeights);
+                assert!(compiled.is_ok(), "{} {c}: {:?}", p.key.family, compiled.err());
+            }
+        }
+    }
 }
 
 /// The simulated Hopper, recording the tuning families of every graph it compiles.

@@ -184,3 +184,70 @@ pub fn check_intermediates_names_the_first_non_finite_node(b: &dyn Backend) {
     let p = plain[0].1.to_f32_vec();
     assert!(p.len() == 2 && p[0] == 1.0 && (p[1] - 1.0f32.exp()).abs() < 1e-5, "{p:?}");
 }
+
+/// One graph with a node of every tunable PTX family: matmul, conv3d and attention, each in
+/// bf16 (tensor-core kernels) and f32 (SIMT kernels). Tiny shapes, or with `large` shapes
+/// that run every kernel's loops several times: K of 584 (ten 64-wide slices, every stage
+/// ring wrapped twice), 300 keys at head dim 128 (past every key-block ring), a causal
+/// 3×3×3 conv over 16 channels.
+pub fn every_family_graph(large: bool) -> vidrt::ir::Graph {
+    use vidrt::ir::{DType, Graph};
+    let (m, n, k) = if large { (200, 136, 584) } else { (12, 8, 16) };
+    let (c, kt, t, hw) = if large { (16, 3, 3, 12) } else { (8, 1, 2, 4) };
+    let (sq, skv, heads, d) = if large { (300, 300, 2, 128) } else { (5, 7, 1, 16) };
+    let mut g = Graph::new();
+    for (tag, dtype) in [("h", DType::BF16), ("f", DType::F32)] {
+        let a = g.input(&format!("a{tag}"), [m, k], dtype).unwrap();
+        let w = g.input(&format!("w{tag}"), [n, k], dtype).unwrap();
+        let y = g.linear(a, w, None).unwrap();
+        g.set_output(format!("mm{tag}"), y).unwrap();
+        let x = g.input(&format!("x{tag}"), [1, c, t, hw, hw], dtype).unwrap();
+        let kern = g.input(&format!("k{tag}"), [c, c, kt, 3, 3], dtype).unwrap();
+        let y = g.conv3d(x, kern, None, [1; 3], [[kt - 1, 0], [1, 1], [1, 1]]).unwrap();
+        g.set_output(format!("conv{tag}"), y).unwrap();
+        let q = g.input(&format!("q{tag}"), [1, sq, heads, d], dtype).unwrap();
+        let kv = g.input(&format!("kv{tag}"), [1, skv, heads, d], dtype).unwrap();
+        let o = g.attention(q, kv, kv, 1.0 / (d as f64).sqrt(), None, None).unwrap();
+        g.set_output(format!("att{tag}"), o).unwrap();
+    }
+    g
+}
+
+/// Every candidate point of every tunable problem of `g` on `b` (each problem's node alone,
+/// compiled with its family forced to the point) against the CPU at rel_l2 `tol`: what a
+/// tuner would time, checked for correctness first. Returns the number of (problem, point)
+/// pairs checked; fails listing every pair that did not compile, run or match.
+pub fn every_candidate_matches_the_cpu(b: &dyn vidrt::runtime::tune::Tunable, g: &vidrt::ir::Graph, tol: f64) -> usize {
+    let cpu = vidrt::runtime::CpuBackend::new();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (pi, p) in b.problems(g).iter().enumerate() {
+        let one = vidrt::tune::isolate(g, p.node).expect("isolate");
+        let ins = vidrt::tune::seeded_inputs(&one, 11 + pi as u64);
+        let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let want = cpu.compile(&one, &vidrt::runtime::NoWeights).expect("cpu").run(&refs).expect("cpu run");
+        eprintln!("{}: {} candidates", p.key.family, p.candidates.len());
+        for c in &p.candidates {
+            checked += 1;
+            let got =
+                b.forcing(&p.key.family, c).compile(&one, &vidrt::runtime::NoWeights).and_then(|mut e| e.run(&refs));
+            let got = match got {
+                Ok(got) => got,
+                Err(e) => {
+                    failures.push(format!("{} {c}: {e}", p.key.family));
+                    continue;
+                }
+            };
+            for ((name, a), (_, w)) in got.iter().zip(&want) {
+                match vidrt::golden::compare(a, w) {
+                    Ok(cmp) if cmp.rel_l2 <= tol && cmp.rel_l2.is_finite() => {}
+                    other => failures.push(format!("{} {c}: {name}: {other:?}", p.key.family)),
+                }
+            }
+        }
+    }
+    eprintln!("{checked} tuning candidates checked against the CPU on {}, {} failed", b.describe(), failures.len());
+    assert!(checked > 0, "no tunable problem in the graph");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    checked
+}
