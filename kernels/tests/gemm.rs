@@ -396,6 +396,12 @@ fn wgmma_cases() -> Vec<Case> {
     ]
 }
 
+/// (grid, block) of `matmul_wgmma_tma` at `p`, as the lowering launches it (a block per
+/// `p.tiles` tiles).
+fn tma_dims(case: &Case, p: WgmmaParams) -> (u32, u32) {
+    gemm_wgmma_tma::launch_grid(&case.spec, p).expect("grid")
+}
+
 fn wgmma_dims(case: &Case, p: WgmmaParams) -> (u32, u32) {
     let (tiles, block) = gemm_wgmma::launch_dims(case.spec.m, case.spec.n, p);
     (tiles * case.spec.batch_count() as u32, block)
@@ -481,7 +487,7 @@ fn matmul_wgmma_refuses_what_it_cannot_take() {
     ] {
         assert!(matches!(gemm_wgmma::gemm_wgmma_spec("x", &case.spec, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }
-    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3, swizzle: false, producer: false };
+    let big = WgmmaParams { bm: 128, bn: 256, bk: 128, stages: 3, swizzle: false, producer: false, tiles: 1 };
     assert_eq!(big.shared_bytes(), 294_912);
     match gemm_wgmma::gemm_wgmma_spec("x", &case.spec, big) {
         Err(KernelError::Unsupported(why)) => assert!(why.contains("294912"), "{why}"),
@@ -530,7 +536,7 @@ fn matmul_wgmma_tma_matches_the_host_at_every_parameter_point() {
             assert!(!text.contains("cp.async.cg"), "{p:?}: no per-thread copies");
             assert_eq!(kern.shared_total(), gemm_wgmma_tma::shared_bytes(p), "{p:?}");
             assert!(try_emit(&kern, Target::Sm80).is_err());
-            let worst = try_check_with(case, &kern, wgmma_dims(case, p), 500 + ci as u64, Some(p))
+            let worst = try_check_with(case, &kern, tma_dims(case, p), 500 + ci as u64, Some(p))
                 .unwrap_or_else(|e| panic!("{p:?} {}: {e}", case.spec.describe()));
             println!("{} {p:?}: max error / tolerance = {worst:.3}", case.spec.describe());
         }
@@ -550,19 +556,19 @@ fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
     let case = &wgmma_cases()[4];
     let p = gemm_wgmma_tma::small();
     let kern = gemm_wgmma_tma::gemm_wgmma_tma_spec("tma", &case.spec, p).expect("generates");
-    try_check_with(case, &kern, wgmma_dims(case, p), 3, Some(p)).expect("the kernel as generated");
+    try_check_with(case, &kern, tma_dims(case, p), 3, Some(p)).expect("the kernel as generated");
     // The first try_wait is the wait on `full` of the main loop (no wait comes before it).
     let first_wait = kern.insts.iter().position(|i| matches!(i, Inst::MbarTryWait { .. })).unwrap();
     let mut no_full_wait = kern.clone();
     no_full_wait.insts.remove(first_wait);
     no_full_wait.insts.remove(first_wait); // its loop branch
-    match try_check_with(case, &no_full_wait, wgmma_dims(case, p), 3, Some(p)) {
+    match try_check_with(case, &no_full_wait, tma_dims(case, p), 3, Some(p)) {
         Err(SimError::AsyncHazard { what, .. }) => assert!(what.contains("cp.async.bulk.tensor"), "{what}"),
         other => panic!("without the full wait: {other:?}"),
     }
     let mut no_release = kern.clone();
     no_release.insts.retain(|i| !matches!(i, Inst::MbarArrive { .. }));
-    match try_check_with(case, &no_release, wgmma_dims(case, p), 3, Some(p)) {
+    match try_check_with(case, &no_release, tma_dims(case, p), 3, Some(p)) {
         Err(SimError::Deadlock { what, .. }) => assert!(what.contains("arrivals pending"), "{what}"),
         other => panic!("without the empty arrivals: {other:?}"),
     }
@@ -580,7 +586,7 @@ fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
         n_waits += 1;
     }
     assert_eq!(n_waits, 1, "one wait_group 1 in the main loop");
-    match try_check_with(case, &lax, wgmma_dims(case, p), 3, Some(p)) {
+    match try_check_with(case, &lax, tma_dims(case, p), 3, Some(p)) {
         Err(SimError::AsyncHazard { what, .. }) => {
             assert!(what.contains("cp.async.bulk.tensor") && what.contains("wgmma"), "{what}")
         }
@@ -590,7 +596,7 @@ fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
     // alone publishes them).
     let mut unfenced = kern.clone();
     unfenced.insts.retain(|i| !matches!(i, Inst::FenceMbarrierInit | Inst::FenceProxyAsync));
-    match try_check_with(case, &unfenced, wgmma_dims(case, p), 3, Some(p)) {
+    match try_check_with(case, &unfenced, tma_dims(case, p), 3, Some(p)) {
         Err(SimError::Fault { reason, .. }) => assert!(reason.contains("not made visible to the async"), "{reason}"),
         other => panic!("without the init fences: {other:?}"),
     }
@@ -600,7 +606,7 @@ fn matmul_wgmma_tma_without_its_waits_or_arrivals_is_caught() {
             *tx -= 16;
         }
     }
-    match try_check_with(case, &short, wgmma_dims(case, p), 3, Some(p)) {
+    match try_check_with(case, &short, tma_dims(case, p), 3, Some(p)) {
         Err(SimError::Fault { reason, .. }) => assert!(reason.contains("more than its expect_tx"), "{reason}"),
         other => panic!("with a short expect_tx: {other:?}"),
     }
@@ -626,7 +632,7 @@ fn matmul_wgmma_tma_producer_warpgroup_waits_and_rebalances() {
     assert_eq!(text.matches("setmaxnreg.dec.sync.aligned.u32 40;").count(), 1, "{text}");
     assert_eq!(text.matches("setmaxnreg.inc.sync.aligned.u32 232;").count(), 1, "{text}");
     assert_eq!(vidrt_kernels::ptx::sim::launch_registers(384), 168);
-    let dims = wgmma_dims(&case, p);
+    let dims = tma_dims(&case, p);
     assert_eq!(dims.1, 384);
     let worst = try_check_with(&case, &kern, dims, 7, Some(p)).expect("the kernel as generated");
     println!("{p:?}: max error / tolerance = {worst:.3}");
@@ -683,6 +689,34 @@ fn matmul_wgmma_tma_producer_warpgroup_waits_and_rebalances() {
         Err(SimError::Fault { reason, .. }) => assert!(reason.contains("multiple of 8"), "{reason}"),
         other => panic!("with setmaxnreg.dec 44: {other:?}"),
     }
+}
+
+/// A persistent producer point (two tiles per block): one block computes both row tiles of
+/// M = 130, its ring running on from the first tile's ten slices into the second's; without
+/// the release of each tile's last slice (after the tile's `wait_group 0`) the producer waits
+/// forever for that stage (a deadlock).
+#[test]
+fn persistent_matmul_wgmma_tma_releases_every_tiles_last_slice() {
+    use DType::{BF16, F32};
+    let case = spec((130, 72, 64 * 9 + 8), &[], (&[], &[]), (false, true), (BF16, F32), true, Epi::None);
+    let p = gemm_wgmma_tma::param_space().into_iter().find(|p| p.tiles == 2 && p.bn == 128).unwrap();
+    let kern = gemm_wgmma_tma::gemm_wgmma_tma_spec("persistent", &case.spec, p).expect("generates");
+    let dims = tma_dims(&case, p);
+    assert_eq!(dims.0, 1, "one block for both tiles");
+    let worst = try_check_with(&case, &kern, dims, 8, Some(p)).expect("the kernel as generated");
+    println!("{p:?}: max error / tolerance = {worst:.3}");
+    // The last arrival in the text is the release after the tile's loop.
+    let last = kern.insts.iter().rposition(|i| matches!(i, Inst::MbarArrive { .. })).unwrap();
+    let mut unreleased = kern.clone();
+    unreleased.insts.remove(last);
+    match try_check_with(&case, &unreleased, dims, 8, Some(p)) {
+        Err(SimError::Deadlock { what, .. }) => assert!(what.contains("arrivals pending"), "{what}"),
+        other => panic!("without the last slice's release: {other:?}"),
+    }
+    // A grid of one block per tile (as without persistence) computes the same.
+    let per_tile = gemm_wgmma_tma::launch_grid(&case.spec, WgmmaParams { tiles: 1, ..p }).unwrap();
+    assert_eq!(per_tile.0, 2);
+    try_check_with(&case, &kern, per_tile, 8, Some(p)).expect("a block per tile");
 }
 
 /// What the TMA kernel cannot take is refused (batch strides not multiples of K, the

@@ -244,7 +244,20 @@ struct TensorCore<'a, P> {
     space: &'a [P],
     heuristic: P,
     generate: &'a dyn Fn(&str, &GemmSpec, P) -> Result<Kernel, KernelError>,
-    launch_dims: &'a dyn Fn(usize, usize, P) -> (u32, u32),
+    /// (grid over every matrix of the batch, block).
+    grid: &'a dyn Fn(&GemmSpec, P) -> Result<Dims, KernelError>,
+}
+
+/// A launch's (grid, block).
+type Dims = (u32, u32);
+
+/// (grid, block) for one block per tile of every matrix of `spec`'s batch, from the
+/// per-matrix (tiles, block).
+fn per_matrix(spec: &GemmSpec, (tiles, block): (u32, u32)) -> Result<(u32, u32), KernelError> {
+    let grid = tiles
+        .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
+        .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+    Ok((grid, block))
 }
 
 impl<P: Point> TensorCore<'_, P> {
@@ -253,10 +266,7 @@ impl<P: Point> TensorCore<'_, P> {
     fn tuned(self, chooser: &dyn Chooser, name: &str, spec: &GemmSpec, rep: &GemmSpec) -> Result<Built, KernelError> {
         let build = |p: P| -> Result<Built, KernelError> {
             let k = (self.generate)(name, spec, p)?;
-            let (tiles, block) = (self.launch_dims)(spec.m, spec.n, p);
-            let grid = tiles
-                .checked_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX))
-                .ok_or_else(|| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+            let (grid, block) = (self.grid)(spec, p)?;
             Ok((k, grid, block))
         };
         let heuristic = self.heuristic;
@@ -303,7 +313,7 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
             space: &gemm_wgmma_tma::param_space(),
             heuristic: if big { gemm_wgmma_tma::large() } else { gemm_wgmma_tma::small() },
             generate: &gemm_wgmma_tma::gemm_wgmma_tma_spec,
-            launch_dims: &gemm_wgmma::launch_dims,
+            grid: &gemm_wgmma_tma::launch_grid,
         };
         let (k, grid, block) = family.tuned(chooser, &format!("{name}_wgmma_tma"), spec, &rep)?;
         return Ok(one(k, grid, block, args, work));
@@ -315,7 +325,7 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
             space: &gemm_wgmma::param_space(),
             heuristic: if big { gemm_wgmma::LARGE } else { gemm_wgmma::SMALL },
             generate: &gemm_wgmma::gemm_wgmma_spec,
-            launch_dims: &gemm_wgmma::launch_dims,
+            grid: &|s: &GemmSpec, p| per_matrix(s, gemm_wgmma::launch_dims(s.m, s.n, p)),
         };
         let (k, grid, block) = family.tuned(chooser, &format!("{name}_wgmma"), spec, &rep)?;
         return Ok(one(k, grid, block, args, work));
@@ -327,7 +337,7 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
             space: &gemm_mma::param_space(),
             heuristic: if big { gemm_mma::LARGE } else { gemm_mma::SMALL },
             generate: &gemm_mma::gemm_mma_spec,
-            launch_dims: &gemm_mma::launch_dims,
+            grid: &|s: &GemmSpec, p| per_matrix(s, gemm_mma::launch_dims(s.m, s.n, p)),
         };
         let (k, grid, block) = family.tuned(chooser, &format!("{name}_mma"), spec, &rep)?;
         return Ok(one(k, grid, block, args, work));

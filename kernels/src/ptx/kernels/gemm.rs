@@ -244,6 +244,12 @@ pub(crate) fn store_result(
 /// `tiles` tiles per matrix.
 pub(crate) fn block_coords(b: &mut KernelBuilder, tiles: u32, tiles_n: u32) -> (Reg, Reg, Reg) {
     let cta = b.special(Special::CtaidX);
+    tile_coords(b, cta, tiles, tiles_n)
+}
+
+/// [`block_coords`] of tile number `tile` (a register) instead of the block's own.
+pub(crate) fn tile_coords(b: &mut KernelBuilder, tile: Reg, tiles: u32, tiles_n: u32) -> (Reg, Reg, Reg) {
+    let cta = tile;
     let bi = b.bin(BinOp::Div, Ty::U32, cta, imm(tiles));
     let t = b.bin(BinOp::Rem, Ty::U32, cta, imm(tiles));
     let tm = b.bin(BinOp::Div, Ty::U32, t, imm(tiles_n));

@@ -83,6 +83,10 @@ pub struct WgmmaParams {
     /// copies and the BM/64 warpgroups after it only compute (CUTLASS's warp-specialized
     /// kernels); else thread 0 of the first computing warpgroup issues them between its MMAs.
     pub producer: bool,
+    /// Output tiles per block (1, 2 or 4; more than 1 only with a producer warpgroup): block
+    /// b computes tiles b, b + G, … of the G blocks' grid, the producer copying the next
+    /// tile's first slices while the computing warpgroups store the last one's results.
+    pub tiles: u32,
 }
 
 impl WgmmaParams {
@@ -126,6 +130,9 @@ impl WgmmaParams {
         if self.producer && !self.swizzle {
             return bad("a producer warpgroup needs the TMA kernel's 128-byte-swizzled stages (swizzle must be set)");
         }
+        if !matches!(self.tiles, 1 | 2 | 4) || (self.tiles > 1 && !self.producer) {
+            return bad("tiles per block must be 1, 2 or 4, and more than 1 only with a producer warpgroup");
+        }
         // The cp.async kernel's loads, which have no producer warpgroup.
         let (chunks, t) = (|rows: u32| rows * self.bk / 8, 128 * self.warpgroups());
         if !chunks(self.bm).is_multiple_of(t) || !chunks(self.bn).is_multiple_of(t) {
@@ -136,18 +143,19 @@ impl WgmmaParams {
 }
 
 impl crate::ptx::tune::Point for WgmmaParams {
-    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages", "swizzle", "producer"];
-    /// `swizzle` and `producer` came later: texts without them are the points they always were.
-    const DEFAULTS: &'static [(&'static str, u32)] = &[("swizzle", 0), ("producer", 0)];
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages", "swizzle", "producer", "tiles"];
+    /// `swizzle`, `producer` and `tiles` came later: texts without them are the points they
+    /// always were.
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("swizzle", 0), ("producer", 0), ("tiles", 1)];
 
     fn values(self) -> Vec<u32> {
-        vec![self.bm, self.bn, self.bk, self.stages, u32::from(self.swizzle), u32::from(self.producer)]
+        vec![self.bm, self.bn, self.bk, self.stages, u32::from(self.swizzle), u32::from(self.producer), self.tiles]
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
         match *v {
-            [bm, bn, bk, stages, sw @ (0 | 1), pr @ (0 | 1)] => {
-                Some(WgmmaParams { bm, bn, bk, stages, swizzle: sw == 1, producer: pr == 1 })
+            [bm, bn, bk, stages, sw @ (0 | 1), pr @ (0 | 1), tiles] => {
+                Some(WgmmaParams { bm, bn, bk, stages, swizzle: sw == 1, producer: pr == 1, tiles })
             }
             _ => None,
         }
@@ -155,9 +163,11 @@ impl crate::ptx::tune::Point for WgmmaParams {
 }
 
 /// The lowering's heuristic point for small products (M or N under 128): one warpgroup.
-pub const SMALL: WgmmaParams = WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3, swizzle: false, producer: false };
+pub const SMALL: WgmmaParams =
+    WgmmaParams { bm: 64, bn: 64, bk: 64, stages: 3, swizzle: false, producer: false, tiles: 1 };
 /// The lowering's heuristic point for the rest: two warpgroups, 128×128.
-pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3, swizzle: false, producer: false };
+pub const LARGE: WgmmaParams =
+    WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3, swizzle: false, producer: false, tiles: 1 };
 
 /// Every parameter point of `matmul_wgmma` (the first two are the heuristic's). The first six
 /// fill 48 KiB of static shared memory (64×256×32: 40 KiB); the next four are dynamic shared
@@ -166,8 +176,8 @@ pub const LARGE: WgmmaParams = WgmmaParams { bm: 128, bn: 128, bk: 32, stages: 3
 /// 128-byte-swizzled forms of BK=64 points: 64×64 at 3 stages and 64×128 at 2 (static, 48
 /// KiB each), 128×128 at 3 and 128×256 at 4 (dynamic).
 pub fn param_space() -> Vec<WgmmaParams> {
-    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: false, producer: false };
-    let sw = |bm, bn, stages| WgmmaParams { bm, bn, bk: 64, stages, swizzle: true, producer: false };
+    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: false, producer: false, tiles: 1 };
+    let sw = |bm, bn, stages| WgmmaParams { bm, bn, bk: 64, stages, swizzle: true, producer: false, tiles: 1 };
     vec![
         SMALL,
         LARGE,

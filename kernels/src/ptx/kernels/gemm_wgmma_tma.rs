@@ -17,7 +17,7 @@
 //!   elements zero), then [bias], [epilogue inputs…], out as `matmul_wgmma`. The TMA's
 //!   zero fill covers the tails: k past K, rows past the operand; rows of the next matrix of
 //!   a batch only reach output rows/columns past M/N, which the store skips.
-//! - Launch: as `matmul_wgmma` ([`super::gemm_wgmma::launch_dims`]). Shared memory: the
+//! - Launch: [`launch_grid`] (as `matmul_wgmma` at one tile per block). Shared memory: the
 //!   STAGES stages (1024-byte aligned, `.align 1024`) plus 16 bytes of mbarriers per stage.
 //! - Pipeline: stage s has a `full` mbarrier (1 arrival: the producer's `arrive.expect_tx` of
 //!   the stage's bytes, completed by the copies' complete-tx) and an `empty` one (an arrival
@@ -41,13 +41,20 @@
 //!   warpgroups (384 threads, which start with 168 registers per thread) the producer lowers
 //!   its registers to 40 (`setmaxnreg.dec`) and the computing warpgroups raise theirs to
 //!   232 (`setmaxnreg.inc`), the whole register file: 128·40 + 256·232 = 384·168.
+//! - Persistent producer points (`tiles` 2 or 4): a block computes tiles b, b + G, … (G the
+//!   grid's blocks, [`launch_grid`]: one block per `tiles` tiles). The ring runs on across
+//!   tiles (the producer's global slice count sets each stage's round), the computing
+//!   warpgroups release a tile's last slice after its `wait_group 0`, and so the producer is
+//!   already copying the next tile's first slices while they store the last tile's results.
+//!   Such a block needs the whole register file (1 block per SM), so without persistence its
+//!   epilogue would leave the tensor cores idle.
 //! - Tunables: [`WgmmaParams`] with `swizzle` (BK a multiple of 64); the points are
 //!   [`param_space`].
 
 use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
-use super::gemm::{block_coords, imm, GemmSpec, OutPtrs};
+use super::gemm::{imm, tile_coords, GemmSpec, OutPtrs};
 use super::gemm_wgmma::{
     launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, wgmma_unsupported, zero_accumulators,
     WgmmaParams,
@@ -61,9 +68,11 @@ use crate::ptx::KernelError;
 /// picks, small and large): 64×64×64 at 4 stages (64 KiB), 128×128×64 at 4 (128 KiB),
 /// 64×128×64 at 3 (72 KiB), 128×256×64 at 3 (144 KiB), 64×256×128 at 2 (160 KiB); then with
 /// a producer warpgroup 128×128×64 at 4, 128×256×64 at 3 and 4 (192 KiB), 64×128×64 at 4
-/// (96 KiB). The heuristics stay on points without a producer until a GPU has timed them.
+/// (96 KiB); then persistent: two tiles per block at 128×128×64 (4 stages) and 128×256×64
+/// (3), four at 128×128×64. The heuristics stay on points without a producer until a GPU
+/// has timed them.
 pub fn param_space() -> Vec<WgmmaParams> {
-    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: true, producer: false };
+    let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: true, producer: false, tiles: 1 };
     let w = |bm, bn, stages| WgmmaParams { producer: true, ..p(bm, bn, 64, stages) };
     vec![
         p(64, 64, 64, 4),
@@ -75,6 +84,9 @@ pub fn param_space() -> Vec<WgmmaParams> {
         w(128, 256, 3),
         w(128, 256, 4),
         w(64, 128, 4),
+        WgmmaParams { tiles: 2, ..w(128, 128, 4) },
+        WgmmaParams { tiles: 2, ..w(128, 256, 3) },
+        WgmmaParams { tiles: 4, ..w(128, 128, 4) },
     ]
 }
 
@@ -152,10 +164,10 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
          wgmma.mma_async m64n{bn}k16 f32 accumulation from 128-byte-swizzled shared stages filled by \
          cp.async.bulk.tensor (TMA) with full/empty mbarriers, {s} stages; minimum sm_90a; NOT YET RUN ON A GPU \
          (checked in vidrt's simulator and by ptxas)\n\
-         1-D grid of batch*ceil(M/BM)*ceil(N/BN) = {} blocks of {} threads ({} computing warpgroups{}), {total} bytes \
-         of {} shared memory; params BM={} BN={bn} BK={} stages={s} swizzle=128B producer={}",
+         1-D grid of ceil(batch*ceil(M/BM)*ceil(N/BN) / tiles) = {} blocks of {} threads ({} computing warpgroups{}), {total} bytes \
+         of {} shared memory; params BM={} BN={bn} BK={} stages={s} swizzle=128B producer={} tiles={}",
         spec.describe(),
-        launch_dims(spec.m, spec.n, p).0.saturating_mul(u32::try_from(spec.batch_count()).unwrap_or(u32::MAX)),
+        launch_grid(spec, p)?.0,
         p.threads(),
         p.warpgroups(),
         match (p.producer, p.warpgroups()) {
@@ -168,6 +180,7 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
         p.bm,
         p.bk,
         u32::from(p.producer),
+        p.tiles,
         m = spec.m,
         n = spec.n,
         k = spec.k,
@@ -189,15 +202,21 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let bars = b.shared(16 * p.stages);
 
     let tid = b.special(Special::TidX);
-    let (bi, tm, tn) = block_coords(&mut b, mu.div_ceil(p.bm) * tiles_n, tiles_n);
-    let m0 = b.bin(BinOp::Mul, Ty::U32, tm, imm(p.bm));
-    let n0 = b.bin(BinOp::Mul, Ty::U32, tn, imm(p.bn));
-    // Operand rows of this matrix of the batch (the strides are multiples of K).
+    let per_matrix = mu.div_ceil(p.bm) * tiles_n;
+    let total = launch_grid(spec, WgmmaParams { tiles: 1, ..p })?.0;
+    // Operand rows of a tile's matrix of the batch (the strides are multiples of K).
     let rows_of = |s: &[usize]| s.iter().map(|x| x / spec.k).collect::<Vec<_>>();
-    let a_row = offset_of(&mut b, bi, &spec.batch, &rows_of(&spec.a_batch))?;
-    let b_row = offset_of(&mut b, bi, &spec.batch, &rows_of(&spec.b_batch))?;
-    let a_row = b.bin(BinOp::Add, Ty::U32, a_row, m0);
-    let b_row = b.bin(BinOp::Add, Ty::U32, b_row, n0);
+    let (a_rows, b_rows) = (rows_of(&spec.a_batch), rows_of(&spec.b_batch));
+    let tile_at = |b: &mut KernelBuilder, tile: Reg| -> Result<TileAt, KernelError> {
+        let (bi, tm, tn) = tile_coords(b, tile, per_matrix, tiles_n);
+        let m0 = b.bin(BinOp::Mul, Ty::U32, tm, imm(p.bm));
+        let n0 = b.bin(BinOp::Mul, Ty::U32, tn, imm(p.bn));
+        let a_row = offset_of(b, bi, &spec.batch, &a_rows)?;
+        let b_row = offset_of(b, bi, &spec.batch, &b_rows)?;
+        let a_row = b.bin(BinOp::Add, Ty::U32, a_row, m0);
+        let b_row = b.bin(BinOp::Add, Ty::U32, b_row, n0);
+        Ok(TileAt { bi, m0, n0, a_row, b_row })
+    };
 
     let base = b.shared_base();
     let ring = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
@@ -227,32 +246,41 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     b.bar_sync();
 
     // One stage's copies: expect_tx of the stage's bytes on `full`, then per 64-k panel the
-    // A box (64 k × BM rows) and the B box (64 k × BN rows).
+    // A box (64 k × BM rows) and the B box (64 k × BN rows) of the tile at `at`.
     let panels = p.bk / 64;
-    let issue = |b: &mut KernelBuilder, stage_at: Reg, full: Reg, k: Reg| {
+    let issue = |b: &mut KernelBuilder, stage_at: Reg, full: Reg, k: Reg, at: &TileAt| {
         b.mbar_arrive_expect_tx(full, stage_bytes);
         for j in 0..panels {
             let kj = b.bin(BinOp::Add, Ty::U32, k, imm(64 * j));
             let da = b.bin(BinOp::Add, Ty::U32, stage_at, imm(j * p.bm * 128));
-            b.tma_load(da, ta, &[kj, a_row], full);
+            b.tma_load(da, ta, &[kj, at.a_row], full);
             let db = b.bin(BinOp::Add, Ty::U32, stage_at, imm(a_bytes + j * p.bn * 128));
-            b.tma_load(db, tb, &[kj, b_row], full);
+            b.tma_load(db, tb, &[kj, at.b_row], full);
         }
     };
     let slices = ku.div_ceil(p.bk);
     let done = b.label();
-    // The computing thread's index among the computing threads, and its warpgroup.
-    let ctid = if p.producer {
-        producer_warpgroup(
-            &mut b,
-            p,
-            (tid, done),
-            |b, s, parity, i| {
-                // Slice i reuses stage s once the computing threads released slice i - STAGES
-                // (round i / STAGES - 1 of its `empty`: the other parity).
+    // The tile this block computes first; with a producer, the tile loop's variable.
+    let cta = b.special(Special::CtaidX);
+    let tile = b.reg(Ty::U32);
+    b.push(Inst::Mov { dst: tile, src: Operand::Reg(cta) });
+    let step = b.special(Special::NctaidX);
+    // The computing thread's index among the computing threads.
+    let (ctid, first_at) = if p.producer {
+        let ctid = producer_warpgroup(&mut b, p, (tid, done), |b| {
+            // Thread 0: every slice of every tile of this block, in order (global slice g).
+            let (s, parity, g) = (b.imm_u32(0), b.imm_u32(0), b.imm_u32(0));
+            tile_loop(b, (tile, step, total), |b| {
+                let at = tile_at(b, tile)?;
+                let i = b.imm_u32(0);
+                let top = b.label();
+                b.place(top);
+                b.no_unroll();
+                // Global slice g reuses stage s once the computing threads released slice
+                // g - STAGES (round g / STAGES - 1 of its `empty`: the other parity).
                 let s8 = b.bin(BinOp::Mul, Ty::U32, s, imm(8));
                 let skip = b.label();
-                let fresh = b.setp(Cmp::Lt, i, imm(p.stages));
+                let fresh = b.setp(Cmp::Lt, g, imm(p.stages));
                 b.bra_if(skip, fresh, false);
                 let empty = b.bin(BinOp::Add, Ty::U32, empty0, s8);
                 let other = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
@@ -260,88 +288,162 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
                 b.place(skip);
                 let full = b.bin(BinOp::Add, Ty::U32, full0, s8);
                 let off = b.bin(BinOp::Mul, Ty::U32, s, imm(stage_bytes));
-                let at = b.bin(BinOp::Add, Ty::U32, ring, off);
+                let stage_at = b.bin(BinOp::Add, Ty::U32, ring, off);
                 let k = b.bin(BinOp::Mul, Ty::U32, i, imm(p.bk));
-                issue(b, at, full, k);
-            },
-            slices,
-        )
+                issue(b, stage_at, full, k, &at);
+                advance_ring(b, p.stages, (s, parity, g));
+                let i1 = b.bin(BinOp::Add, Ty::U32, i, imm(1));
+                b.push(Inst::Mov { dst: i, src: Operand::Reg(i1) });
+                let again = b.setp(Cmp::Lt, i, imm(slices));
+                b.bra_if(top, again, false);
+                Ok(())
+            })
+        })?;
+        (ctid, None)
     } else {
+        let at = tile_at(&mut b, tile)?;
         let after_prologue = b.label();
         b.bra_if(after_prologue, leader, true);
         for s in 0..p.stages.min(slices) {
-            let at = b.bin(BinOp::Add, Ty::U32, ring, imm(s * stage_bytes));
+            let stage_at = b.bin(BinOp::Add, Ty::U32, ring, imm(s * stage_bytes));
             let f = b.bin(BinOp::Add, Ty::U32, full0, imm(8 * s));
             let k = b.imm_u32(s * p.bk);
-            issue(&mut b, at, f, k);
+            issue(&mut b, stage_at, f, k, &at);
         }
         b.place(after_prologue);
-        tid
+        (tid, Some(at))
     };
 
-    let acc = zero_accumulators(&mut b, p);
     let wg = b.bin(BinOp::Shr, Ty::U32, ctid, imm(7));
     let a_wg = b.bin(BinOp::Mul, Ty::U32, wg, imm(64 * 128));
-
-    // Loop state: slice i, its stage s and phase parity.
-    let i = b.imm_u32(0);
-    let s = b.imm_u32(0);
-    let parity = b.imm_u32(0);
-    let top = b.label();
-    b.place(top);
-    b.no_unroll();
-    let s8 = b.bin(BinOp::Mul, Ty::U32, s, imm(8));
-    let full = b.bin(BinOp::Add, Ty::U32, full0, s8);
-    let stage_off = b.bin(BinOp::Mul, Ty::U32, s, imm(stage_bytes));
-    let stage_at = b.bin(BinOp::Add, Ty::U32, ring, stage_off);
-    b.mbar_wait(full, parity);
-    let a_addr = b.bin(BinOp::Add, Ty::U32, stage_at, a_wg);
-    let b_addr = b.bin(BinOp::Add, Ty::U32, stage_at, imm(a_bytes));
-    let da = swizzled_descriptor(&mut b, a_addr);
-    let db = swizzled_descriptor(&mut b, b_addr);
-    slice_wgmma(&mut b, (ab, p), &acc, (da, db));
-    // Keep this slice's group in flight and wait only for the previous slice's (CUTLASS's
-    // mainloop keeps one group outstanding the same way), then release that slice's stage.
-    b.wgmma_wait(1);
-    let after_release = b.label();
-    let first = b.setp(Cmp::Eq, i, imm(0));
-    b.bra_if(after_release, first, false);
-    // Slice i - 1: stage s - 1 (STAGES - 1 when s is 0, with the other parity).
-    let s_is0 = b.setp(Cmp::Eq, s, imm(0));
-    let s_less = b.bin(BinOp::Sub, Ty::U32, s, imm(1));
-    let sp = b.selp(Ty::U32, imm(p.stages - 1), s_less, s_is0);
-    let sp8 = b.bin(BinOp::Mul, Ty::U32, sp, imm(8));
-    let empty_p = b.bin(BinOp::Add, Ty::U32, empty0, sp8);
     let in_group = b.bin(BinOp::And, Ty::U32, ctid, imm(127));
     let signals = b.setp(Cmp::Eq, in_group, imm(0));
-    let released = b.label();
-    b.bra_if(released, signals, true);
-    b.mbar_arrive(empty_p);
-    b.place(released);
-    if !p.producer {
-        // Thread 0 refills that stage with slice i - 1 + STAGES once every thread released it.
-        let flipped = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
-        let pp = b.selp(Ty::U32, flipped, parity, s_is0);
-        b.bra_if(after_release, leader, true);
-        let ahead = b.bin(BinOp::Add, Ty::U32, i, imm(p.stages - 1));
-        let more = b.setp(Cmp::Lt, ahead, imm(slices));
-        b.bra_if(after_release, more, true);
-        b.mbar_wait(empty_p, pp);
-        let full_p = b.bin(BinOp::Add, Ty::U32, full0, sp8);
-        let sp_off = b.bin(BinOp::Mul, Ty::U32, sp, imm(stage_bytes));
-        let stage_p = b.bin(BinOp::Add, Ty::U32, ring, sp_off);
-        let k = b.bin(BinOp::Mul, Ty::U32, ahead, imm(p.bk));
-        issue(&mut b, stage_p, full_p, k);
+    // Stage s's `empty` gets this warpgroup's arrival.
+    let release = |b: &mut KernelBuilder, s: Reg| {
+        let s8 = b.bin(BinOp::Mul, Ty::U32, s, imm(8));
+        let empty = b.bin(BinOp::Add, Ty::U32, empty0, s8);
+        let released = b.label();
+        b.bra_if(released, signals, true);
+        b.mbar_arrive(empty);
+        b.place(released);
+        s8
+    };
+    // The stage before s in the ring.
+    let previous = |b: &mut KernelBuilder, s: Reg| {
+        let s_is0 = b.setp(Cmp::Eq, s, imm(0));
+        let s_less = b.bin(BinOp::Sub, Ty::U32, s, imm(1));
+        (b.selp(Ty::U32, imm(p.stages - 1), s_less, s_is0), s_is0)
+    };
+    // Ring state over every slice of every tile: stage s and its phase parity.
+    let s = b.imm_u32(0);
+    let parity = b.imm_u32(0);
+    let tile_body = |b: &mut KernelBuilder| -> Result<(), KernelError> {
+        let at = match first_at {
+            Some(at) => at,
+            None => tile_at(b, tile)?,
+        };
+        let acc = zero_accumulators(b, p);
+        let i = b.imm_u32(0);
+        let top = b.label();
+        b.place(top);
+        b.no_unroll();
+        let s8 = b.bin(BinOp::Mul, Ty::U32, s, imm(8));
+        let full = b.bin(BinOp::Add, Ty::U32, full0, s8);
+        let stage_off = b.bin(BinOp::Mul, Ty::U32, s, imm(stage_bytes));
+        let stage_at = b.bin(BinOp::Add, Ty::U32, ring, stage_off);
+        b.mbar_wait(full, parity);
+        let a_addr = b.bin(BinOp::Add, Ty::U32, stage_at, a_wg);
+        let b_addr = b.bin(BinOp::Add, Ty::U32, stage_at, imm(a_bytes));
+        let da = swizzled_descriptor(b, a_addr);
+        let db = swizzled_descriptor(b, b_addr);
+        slice_wgmma(b, (ab, p), &acc, (da, db));
+        // Keep this slice's group in flight and wait only for the previous slice's (CUTLASS's
+        // mainloop keeps one group outstanding the same way), then release that slice's stage.
+        b.wgmma_wait(1);
+        let after_release = b.label();
+        let first = b.setp(Cmp::Eq, i, imm(0));
+        b.bra_if(after_release, first, false);
+        // Slice i - 1: stage s - 1 (STAGES - 1 when s is 0, with the other parity).
+        let (sp, s_is0) = previous(b, s);
+        let sp8 = release(b, sp);
+        if !p.producer {
+            // Thread 0 refills that stage with slice i - 1 + STAGES once every warpgroup
+            // released it.
+            let flipped = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
+            let pp = b.selp(Ty::U32, flipped, parity, s_is0);
+            b.bra_if(after_release, leader, true);
+            let ahead = b.bin(BinOp::Add, Ty::U32, i, imm(p.stages - 1));
+            let more = b.setp(Cmp::Lt, ahead, imm(slices));
+            b.bra_if(after_release, more, true);
+            let empty_p = b.bin(BinOp::Add, Ty::U32, empty0, sp8);
+            b.mbar_wait(empty_p, pp);
+            let full_p = b.bin(BinOp::Add, Ty::U32, full0, sp8);
+            let sp_off = b.bin(BinOp::Mul, Ty::U32, sp, imm(stage_bytes));
+            let stage_p = b.bin(BinOp::Add, Ty::U32, ring, sp_off);
+            let k = b.bin(BinOp::Mul, Ty::U32, ahead, imm(p.bk));
+            issue(b, stage_p, full_p, k, &at);
+        }
+        b.place(after_release);
+        advance_ring(b, p.stages, (s, parity, i));
+        let again = b.setp(Cmp::Lt, i, imm(slices));
+        b.bra_if(top, again, false);
+        b.wgmma_wait(0);
+        if p.producer {
+            // The tile's last slice: its stage goes back to the producer (the next tile's).
+            let (sp, _) = previous(b, s);
+            release(b, sp);
+        }
+        store_accumulators(b, (&st, &ptrs), &acc.regs, (ctid, wg), (at.bi, at.m0, at.n0), (mu, nu))
+    };
+    if p.producer {
+        tile_loop(&mut b, (tile, step, total), tile_body)?;
+    } else {
+        tile_body(&mut b)?;
     }
-    b.place(after_release);
-    advance_ring(&mut b, p.stages, (s, parity, i));
-    let again = b.setp(Cmp::Lt, i, imm(slices));
-    b.bra_if(top, again, false);
-    b.wgmma_wait(0);
-
-    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (ctid, wg), (bi, m0, n0), (mu, nu))?;
     b.place(done);
     Ok(b.finish())
+}
+
+/// A tile's coordinates: its matrix of the batch, first output row and column, and the
+/// first operand rows of A and B (in the `[rows, K]` tensor maps).
+#[derive(Clone, Copy)]
+struct TileAt {
+    bi: Reg,
+    m0: Reg,
+    n0: Reg,
+    a_row: Reg,
+    b_row: Reg,
+}
+
+/// `body` for tile = tile, tile + step, … while tile < total (`tile` a loop variable, `step`
+/// the grid's block count).
+fn tile_loop(
+    b: &mut KernelBuilder,
+    (tile, step, total): (Reg, Reg, u32),
+    body: impl FnOnce(&mut KernelBuilder) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    let top = b.label();
+    let end = b.label();
+    b.place(top);
+    b.no_unroll();
+    let past = b.setp(Cmp::Ge, tile, imm(total));
+    b.bra_if(end, past, false);
+    body(b)?;
+    let next = b.bin(BinOp::Add, Ty::U32, tile, step);
+    b.push(Inst::Mov { dst: tile, src: Operand::Reg(next) });
+    b.bra(top);
+    b.place(end);
+    Ok(())
+}
+
+/// (grid, block) of `matmul_wgmma_tma` for `spec` at `p`: one block per `p.tiles` output
+/// tiles of every matrix of the batch.
+pub fn launch_grid(spec: &GemmSpec, p: WgmmaParams) -> Result<(u32, u32), KernelError> {
+    let (per_matrix, block) = launch_dims(spec.m, spec.n, p);
+    let tiles = u64::from(per_matrix).saturating_mul(spec.batch_count() as u64);
+    let grid = tiles.div_ceil(u64::from(p.tiles.max(1)));
+    let grid = u32::try_from(grid).map_err(|_| KernelError::Unsupported("matmul grid exceeds 2^32 blocks".into()))?;
+    Ok((grid, block))
 }
 
 /// Per-thread registers of a producer warpgroup after its `setmaxnreg.dec` and of the two
@@ -351,17 +453,15 @@ const PRODUCER_REGS: u32 = 40;
 const COMPUTING_REGS: u32 = 232;
 
 /// The producer warpgroup of a `producer` point: warpgroup 0 (threads 0..128) lowers its
-/// registers (with two computing warpgroups), and its thread 0 runs `issue(s, parity, i)`
-/// for every slice i (stage s = i % STAGES, phase parity (i / STAGES) % 2), then the
-/// producer warpgroup branches to `done`. The computing warpgroups raise their registers
-/// and go on; returns their thread index counted from 0 (tid - 128).
+/// registers (with two computing warpgroups), its thread 0 runs `produce` (every copy of the
+/// block), then the producer warpgroup branches to `done`. The computing warpgroups raise
+/// their registers and go on; returns their thread index counted from 0 (tid - 128).
 fn producer_warpgroup(
     b: &mut KernelBuilder,
     p: WgmmaParams,
     (tid, done): (Reg, crate::ptx::builder::Label),
-    issue: impl Fn(&mut KernelBuilder, Reg, Reg, Reg),
-    slices: u32,
-) -> Reg {
+    produce: impl FnOnce(&mut KernelBuilder) -> Result<(), KernelError>,
+) -> Result<Reg, KernelError> {
     let rebalance = p.warpgroups() == 2;
     let computing = b.label();
     let is_producer = b.setp(Cmp::Lt, tid, imm(128));
@@ -371,22 +471,13 @@ fn producer_warpgroup(
     }
     let leader = b.setp(Cmp::Eq, tid, imm(0));
     b.bra_if(done, leader, true);
-    let i = b.imm_u32(0);
-    let s = b.imm_u32(0);
-    let parity = b.imm_u32(0);
-    let top = b.label();
-    b.place(top);
-    b.no_unroll();
-    issue(b, s, parity, i);
-    advance_ring(b, p.stages, (s, parity, i));
-    let again = b.setp(Cmp::Lt, i, imm(slices));
-    b.bra_if(top, again, false);
+    produce(b)?;
     b.bra(done);
     b.place(computing);
     if rebalance {
         b.setmaxnreg(true, COMPUTING_REGS);
     }
-    b.bin(BinOp::Sub, Ty::U32, tid, imm(128))
+    Ok(b.bin(BinOp::Sub, Ty::U32, tid, imm(128)))
 }
 
 /// The next slice of a ring of `stages`: stage s + 1, wrapping (and flipping the parity)
