@@ -244,13 +244,32 @@ fn conv3d_mma_matches_a_direct_convolution_at_every_parameter_point() {
         c([2, 8, 2, 7, 9], [8, 8, 1, 3, 3], [1, 2, 2], [[0, 0], [0, 1], [0, 1]], (F16, F32), true, Epi::None),
         c([2, 16, 2, 4, 4], [20, 16, 1, 1, 1], [1; 3], [[0, 0]; 3], (BF16, BF16), false, Epi::GateResidual),
         c([1, 8, 5, 3, 3], [40, 8, 3, 1, 1], [2, 1, 1], [[0, 0]; 3], (BF16, F32), true, Epi::None),
+        // Output widths of 8 and 16: gathered by rows of 8 positions (causal, strided, and
+        // with several k slices and a time pad).
+        c([1, 8, 3, 6, 8], [16, 8, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::Silu),
+        c([2, 8, 2, 7, 16], [8, 8, 1, 3, 3], [1, 2, 2], [[0, 0], [0, 1], [0, 1]], (F16, F32), true, Epi::None),
+        c(
+            [1, 16, 2, 3, 16],
+            [24, 16, 2, 3, 3],
+            [1; 3],
+            [[1, 0], [1, 1], [1, 1]],
+            (BF16, F32),
+            false,
+            Epi::GateResidual,
+        ),
     ];
+    let mut by_rows = 0;
     for (pi, p) in gemm_mma::param_space().into_iter().enumerate() {
         for (ci, case) in cases.iter().enumerate() {
             let spec = spec_of(case);
             assert_eq!(conv3d::mma_unsupported(&spec), None);
             let kern = conv3d::conv3d_mma(&format!("conv_mma_{pi}_{ci}"), &spec, p).expect("generates");
             assert!(emit(&kern, Target::Sm80).contains("mma.sync.aligned.m16n8k16"));
+            let rows = kern.header.contains("by rows of 8 output positions");
+            if !spec.geom.output[2].is_multiple_of(8) {
+                assert!(!rows && kern.header.contains("element by element"), "{}", kern.header);
+            }
+            by_rows += usize::from(rows);
             let dims = conv3d::mma_launch_dims(&spec, p).expect("fits");
             let worst = run_kernel(case, &kern, dims, 400 + ci as u64);
             println!(
@@ -259,6 +278,9 @@ fn conv3d_mma_matches_a_direct_convolution_at_every_parameter_point() {
             );
         }
     }
+    // Every point gathers the width-8/16 cases by rows except where the threads do not
+    // divide into BN/8 groups.
+    assert!(by_rows >= 2 * gemm_mma::param_space().len(), "{by_rows} kernels gathered by rows");
     // K = 4·27 is not a multiple of 8; f32 has no tensor-core path: both say why.
     let odd = spec_of(&c([1, 4, 3, 5, 5], [3, 4, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::None));
     assert!(conv3d::mma_unsupported(&odd).is_some());

@@ -208,6 +208,13 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
                 None,
             )?;
             out.push(conv3d::conv3d_mma(&format!("conv3d_mma_down_{d}_{i}"), &c, p)?);
+            // Output widths of 16 and 8: the im2col gathered by rows of 8 positions.
+            let x = [1, 16, 3, 9, 16];
+            let c = conv3d::ConvSpec::new(&x, &[24, 16, 3, 3, 3], [1; 3], causal, (dtype, dtype), true, None)?;
+            out.push(conv3d::conv3d_mma(&format!("conv3d_mma_rows_{d}_{i}"), &c, p)?);
+            let x = [1, 16, 2, 9, 16];
+            let c = conv3d::ConvSpec::new(&x, &[16, 16, 1, 3, 3], [1, 2, 2], down, (dtype, dtype), true, None)?;
+            out.push(conv3d::conv3d_mma(&format!("conv3d_mma_rows_down_{d}_{i}"), &c, p)?);
         }
     }
     attention_kernels(&mut out)?;

@@ -13,8 +13,10 @@
 //!   `[B, Cout, To, Ho, Wo]`, all row-major; f32, f16 or bf16, arithmetic in f32.
 //! - `conv3d_mma`: the `matmul_mma` pipeline (`ldmatrix`, `mma.sync.m16n8k16`, f32
 //!   accumulation) with the weight slice copied by `cp.async` (needs K a multiple of 8) and
-//!   the im2col slice gathered by 16-bit loads into the `[BN][BK]` stage (each thread keeps
-//!   one output position, `n = tid % BN`, and walks k). The gather is staged through
+//!   the im2col slice gathered by 16-bit loads into the `[BN][BK]` stage: where the output
+//!   width is a multiple of 8, each thread takes 8 positions of one output row and works
+//!   out each k's taps and row once for all 8; otherwise each thread keeps one output
+//!   position, `n = tid % BN`, and decomposes every k it walks. The gather is staged through
 //!   registers: the loads of slice k+1 are issued before the MMAs of slice k and stored to
 //!   shared memory after them, so they are in flight while the tensor cores work (cp.async
 //!   cannot gather 2-byte elements). Tunables [`MmaParams`] with BN dividing the block's
@@ -243,10 +245,11 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
     let (grid, block) = mma_launch_dims(spec, p)?;
     let g = &spec.geom;
     let header = format!(
-        "conv3d_mma {name}: {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through registers (loads overlap the MMAs), \
+        "conv3d_mma {name}: {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through registers {} (loads overlap the MMAs), \
          ldmatrix + mma.sync.m16n8k16 f32 accumulation, {} stages; minimum sm_80\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{} stages={}",
         spec.describe(),
+        if gemm_mma::gathers_rows(g, p) { "by rows of 8 output positions" } else { "element by element" },
         p.stages,
         p.bm,
         p.bn,

@@ -209,6 +209,7 @@ impl Chunk {
 enum BLoad<'a> {
     Async(Loader),
     Gather(Gather, &'a ConvGeom),
+    Rows(RowGather, &'a ConvGeom),
 }
 
 impl BLoad<'_> {
@@ -222,13 +223,16 @@ impl BLoad<'_> {
                 Vec::new()
             }
             BLoad::Gather(g, geom) => g.load(b, base, k0, geom),
+            BLoad::Rows(g, geom) => g.load(b, base, k0, geom),
         }
     }
 
     /// Completes [`BLoad::start`] into the stage at `stage`.
     fn finish(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
-        if let BLoad::Gather(g, _) = self {
-            g.store(b, vals, stage);
+        match self {
+            BLoad::Async(_) => {}
+            BLoad::Gather(g, _) => g.store(b, vals, stage),
+            BLoad::Rows(g, _) => g.store(b, vals, stage),
         }
     }
 
@@ -454,6 +458,151 @@ impl Gather {
     }
 }
 
+/// A gathered B slice by rows of output positions, for convs whose output width is a
+/// multiple of 8: thread t takes the 8 positions `8·pg..8·pg + 8` (pg = t % (BN/8): one
+/// group lies in one output row, so it shares to and ho) at k offsets `kk0 + i·step` (kk0 =
+/// t / (BN/8), step = threads / (BN/8)). Each k's taps, input row and time/height validity
+/// are worked out once for its 8 positions, leaving an add, a compare and the load per
+/// element ([`Gather`] decomposes every element's k). Value (i, j) is position
+/// `8·pg + (j + pg) % 8`: the rotation puts a store's lanes on different rows modulo 8, which
+/// spreads them over the banks (the stage's row stride is a multiple of 16 bytes).
+struct RowGather {
+    pg: Reg,
+    /// Whether the group is inside N (N is a multiple of 8, so all of it or none).
+    nok: Reg,
+    /// The group's padded input origin in time and height (`to·st`, `ho·sh`) and its first
+    /// output column times the width stride (`wo·sw`).
+    origin: [Reg; 3],
+    kk0: Reg,
+    /// Byte offset of the group's first row and the thread's first k in a stage.
+    soff: Reg,
+    per: u32,
+    step: u32,
+    stride: u32,
+}
+
+/// Whether `conv3d_mma` gathers a conv of `g` at `p` by rows of 8 output positions
+/// ([`RowGather`]: the output width a multiple of 8 and the threads dividing into the
+/// groups), else element by element.
+pub(crate) fn gathers_rows(g: &ConvGeom, p: MmaParams) -> bool {
+    RowGather::fits(g, p)
+}
+
+impl RowGather {
+    /// Whether a conv of `g` at `p` can gather by rows (see [`RowGather`]).
+    fn fits(g: &ConvGeom, p: MmaParams) -> bool {
+        let groups = p.bn / 8;
+        g.output[2].is_multiple_of(8)
+            && p.bn.is_multiple_of(8)
+            && groups > 0
+            && p.threads().is_multiple_of(groups)
+            && p.bk.is_multiple_of(p.threads() / groups)
+    }
+
+    fn new(
+        b: &mut KernelBuilder,
+        (tid, n0): (Reg, Reg),
+        g: &ConvGeom,
+        (nu, p): (u32, MmaParams),
+        (a_bytes, stride): (u32, u32),
+    ) -> RowGather {
+        let groups = p.bn / 8;
+        let step = p.threads() / groups;
+        let [_, oh, ow] = g.output.map(|d| d as u32);
+        let st = g.stride.map(|d| d as u32);
+        let pg = b.bin(BinOp::Rem, Ty::U32, tid, imm(groups));
+        let kk0 = b.bin(BinOp::Div, Ty::U32, tid, imm(groups));
+        let gn = b.fma(Ty::U32, pg, imm(8), n0);
+        let nok = b.setp(Cmp::Lt, gn, imm(nu));
+        let gnc = b.bin(BinOp::Min, Ty::U32, gn, imm(nu - 8));
+        let hw = b.bin(BinOp::Rem, Ty::U32, gnc, imm(oh * ow));
+        let to = b.bin(BinOp::Div, Ty::U32, gnc, imm(oh * ow));
+        let ho = b.bin(BinOp::Div, Ty::U32, hw, imm(ow));
+        let wo = b.bin(BinOp::Rem, Ty::U32, hw, imm(ow));
+        let origin = [
+            b.bin(BinOp::Mul, Ty::U32, to, imm(st[0])),
+            b.bin(BinOp::Mul, Ty::U32, ho, imm(st[1])),
+            b.bin(BinOp::Mul, Ty::U32, wo, imm(st[2])),
+        ];
+        let row = b.bin(BinOp::Mul, Ty::U32, pg, imm(8 * stride));
+        let soff = b.fma(Ty::U32, kk0, imm(2), row);
+        let soff = b.bin(BinOp::Add, Ty::U32, soff, imm(a_bytes));
+        RowGather { pg, nok, origin, kk0, soff, per: p.bk / step, step, stride }
+    }
+
+    /// The row `(j + pg) % 8` of the group that value j holds.
+    fn rotated(&self, b: &mut KernelBuilder, j: u32) -> Reg {
+        let r = b.bin(BinOp::Add, Ty::U32, self.pg, imm(j));
+        b.bin(BinOp::And, Ty::U32, r, imm(7))
+    }
+
+    /// Loads this thread's values of the slice at `k0` of the input at `x` (zero in the
+    /// padding and past K or N), k-major: value `i·8 + j`. Not waited on here (see
+    /// [`Gather::load`]).
+    fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
+        let (k, taps) = ((g.cin * g.taps()) as u32, g.taps() as u32);
+        let [kh, kw] = [g.kernel[1] as u32, g.kernel[2] as u32];
+        let [t, h, w] = g.input.map(|d| d as u32);
+        let gk0 = b.bin(BinOp::Add, Ty::U32, k0, self.kk0);
+        let sw = g.stride[2] as u32;
+        let mut vals = Vec::with_capacity((self.per * 8) as usize);
+        for i in 0..self.per {
+            // This k's input row (its first element), the row's validity, and the width tap
+            // less the padding (wrapping u32, as in `im2col_index`), for all 8 positions.
+            let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i * self.step));
+            let kok = b.setp(Cmp::Lt, gk, imm(k));
+            let mut ok = b.bin(BinOp::And, Ty::Pred, kok, self.nok);
+            let gkc = b.bin(BinOp::Min, Ty::U32, gk, imm(k - 1));
+            let ci = b.bin(BinOp::Div, Ty::U32, gkc, imm(taps));
+            let r = b.bin(BinOp::Rem, Ty::U32, gkc, imm(taps));
+            let dt = b.bin(BinOp::Div, Ty::U32, r, imm(kh * kw));
+            let r2 = b.bin(BinOp::Rem, Ty::U32, r, imm(kh * kw));
+            let dh = b.bin(BinOp::Div, Ty::U32, r2, imm(kw));
+            let dw = b.bin(BinOp::Rem, Ty::U32, r2, imm(kw));
+            let mut coord = [dt, dh];
+            for (ax, (tap, extent)) in [dt, dh].into_iter().zip([t, h]).enumerate() {
+                let c = b.bin(BinOp::Add, Ty::U32, self.origin[ax], tap);
+                let c = b.bin(BinOp::Sub, Ty::U32, c, imm(g.pad_lo[ax] as u32));
+                let inside = b.setp(Cmp::Lt, c, imm(extent));
+                ok = b.bin(BinOp::And, Ty::Pred, ok, inside);
+                coord[ax] = c;
+            }
+            let base = b.fma(Ty::U32, ci, imm(t), coord[0]);
+            let base = b.fma(Ty::U32, base, imm(h), coord[1]);
+            let base = b.bin(BinOp::Mul, Ty::U32, base, imm(w));
+            // The group's first input column under this tap.
+            let w0 = b.bin(BinOp::Add, Ty::U32, self.origin[2], dw);
+            let w0 = b.bin(BinOp::Sub, Ty::U32, w0, imm(g.pad_lo[2] as u32));
+            for j in 0..8 {
+                let r = self.rotated(b, j);
+                let wi = b.fma(Ty::U32, r, imm(sw), w0);
+                let inside = b.setp(Cmp::Lt, wi, imm(w));
+                let ok = b.bin(BinOp::And, Ty::Pred, ok, inside);
+                let idx = b.bin(BinOp::Add, Ty::U32, base, wi);
+                let idx = b.selp(Ty::U32, idx, imm(0), ok);
+                let ad = b.addr(x, idx, 2);
+                let v = b.ld(Space::Global, Ty::B16, ad);
+                vals.push(b.selp(Ty::B16, v, Operand::Int(0), ok));
+            }
+        }
+        vals
+    }
+
+    /// Stores values from [`RowGather::load`] into the stage at shared address `stage`.
+    fn store(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
+        let dst0 = b.bin(BinOp::Add, Ty::U32, stage, self.soff);
+        for j in 0..8u32 {
+            let r = self.rotated(b, j);
+            let dst = b.fma(Ty::U32, r, imm(self.stride), dst0);
+            for i in 0..self.per {
+                let v = vals[(i * 8 + j) as usize];
+                let offset = (2 * i * self.step) as i32;
+                b.push(Inst::St { space: Space::Shared, src: vec![v], addr: dst, offset, guard: None });
+            }
+        }
+    }
+}
+
 /// Generates the tensor-core kernel for `core` at `p`. Parameters: A, B (or B, A with
 /// `b_first`), [bias], [epilogue inputs…], out.
 pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams) -> Result<Kernel, KernelError> {
@@ -511,6 +660,9 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
     let lb = match &core.b {
         MmaB::Matrix { .. } => {
             BLoad::Async(Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, (a_bytes, stride), threads))
+        }
+        MmaB::Im2col(g) if RowGather::fits(g, p) => {
+            BLoad::Rows(RowGather::new(&mut b, (tid, n0), g, (nu, p), (a_bytes, stride)), g)
         }
         MmaB::Im2col(g) => BLoad::Gather(Gather::new(&mut b, (tid, n0), g, (nu, p), (a_bytes, stride))?, g),
     };
