@@ -531,3 +531,20 @@ fn golden_dit_in_bf16_on_the_simulated_hopper() {
     assert!(families.contains("attention_wgmma_bf16"), "{families:?}");
     assert!(!families.iter().any(|f| f.starts_with("attention_mma")), "{families:?}");
 }
+
+/// The tiny pipeline at bf16 storage with the Hopper lowering against the CPU in f32 (the
+/// CPU's own bf16 run as the yardstick): the DiT on `matmul_wgmma_tma` and `attention_wgmma`,
+/// the VAE decoder's convs at widths 8, 16 and 32 on `conv3d_wgmma` (the narrower ones on
+/// `conv3d_mma`), as the compiled graphs' tuning families show.
+#[test]
+fn generate_in_bf16_on_the_simulated_hopper_is_as_close_to_f32_as_the_cpu_in_bf16() {
+    let families = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = Recording { inner: SimBackend::hopper(), families: families.clone() };
+    common::bf16_pipeline_is_as_close_to_f32_as_the_cpus(Box::new(rec));
+    let families = families.lock().unwrap();
+    let families: std::collections::BTreeSet<&str> = families.iter().map(String::as_str).collect();
+    eprintln!("the tiny pipeline on the simulated hopper: families {families:?}");
+    for f in ["matmul_wgmma_tma_bf16", "attention_wgmma_bf16", "conv3d_wgmma_bf16"] {
+        assert!(families.contains(f), "{f} not in {families:?}");
+    }
+}

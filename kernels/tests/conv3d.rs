@@ -288,3 +288,62 @@ fn conv3d_mma_matches_a_direct_convolution_at_every_parameter_point() {
     assert!(conv3d::mma_unsupported(&f32_spec).is_some());
     assert!(conv3d::conv3d_mma("x", &odd, gemm_mma::param_space()[0]).is_err());
 }
+
+/// `conv3d_wgmma` (sm_90a) at every point against the direct convolution: output widths of
+/// 8 and 16 (causal, strided, a time pad, several k slices with a tail, two batch items and
+/// two Cout tiles), bias and epilogues, bf16 and f16; what it cannot take is refused; without
+/// its `fence.proxy.async` the wgmma reads the gathered stores through the wrong proxy (the
+/// simulator's hazard).
+#[test]
+fn conv3d_wgmma_matches_a_direct_convolution_at_every_parameter_point() {
+    use vidrt_kernels::ptx::builder::Inst;
+    use vidrt_kernels::ptx::kernels::conv3d_wgmma;
+    use DType::{BF16, F16, F32};
+    let causal = [[2, 0], [1, 1], [1, 1]];
+    let c = |x, w, stride, pad, dtypes, bias, epi| Case { x, w, stride, pad, dtypes, bias, epi };
+    let cases = [
+        c([1, 8, 3, 6, 8], [16, 8, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::Silu),
+        c([2, 8, 2, 7, 16], [8, 8, 1, 3, 3], [1, 2, 2], [[0, 0], [0, 1], [0, 1]], (F16, F32), true, Epi::None),
+        c(
+            [1, 16, 2, 3, 16],
+            [24, 16, 2, 3, 3],
+            [1; 3],
+            [[1, 0], [1, 1], [1, 1]],
+            (BF16, F32),
+            false,
+            Epi::GateResidual,
+        ),
+        c([2, 16, 2, 4, 16], [72, 16, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::None),
+    ];
+    for (pi, p) in conv3d_wgmma::wgmma_param_space().into_iter().enumerate() {
+        for (ci, case) in cases.iter().enumerate() {
+            let spec = spec_of(case);
+            assert_eq!(conv3d_wgmma::wgmma_unsupported(&spec), None);
+            let kern = conv3d_wgmma::conv3d_wgmma(&format!("conv_wgmma_{pi}_{ci}"), &spec, p).expect("generates");
+            assert!(emit(&kern, Target::Sm90a).contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16", p.bn)));
+            assert!(vidrt_kernels::ptx::try_emit(&kern, Target::Sm80).is_err());
+            let dims = conv3d_wgmma::wgmma_launch_dims(&spec, p).expect("fits");
+            let worst = run_kernel(case, &kern, dims, 600 + ci as u64);
+            println!(
+                "wgmma case {ci} x{:?} w{:?} {:?} {p:?}: max error / tolerance = {worst:.3}",
+                case.x, case.w, case.dtypes
+            );
+        }
+    }
+    let narrow = spec_of(&c([1, 8, 3, 5, 6], [12, 8, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::None));
+    assert!(conv3d_wgmma::wgmma_unsupported(&narrow).is_some_and(|w| w.contains("width 6")));
+    let f32_spec = spec_of(&c([1, 8, 3, 5, 8], [3, 8, 3, 3, 3], [1; 3], causal, (F32, F32), true, Epi::None));
+    assert!(conv3d_wgmma::wgmma_unsupported(&f32_spec).is_some());
+    let p = conv3d_wgmma::wgmma_param_space()[0];
+    assert!(conv3d_wgmma::conv3d_wgmma("x", &narrow, p).is_err());
+    let three = vidrt_kernels::ptx::kernels::gemm_wgmma::WgmmaParams { stages: 3, ..p };
+    assert!(conv3d_wgmma::conv3d_wgmma("x", &spec_of(&cases[0]), three).is_err());
+
+    let case = &cases[3];
+    let mut unfenced = conv3d_wgmma::conv3d_wgmma("unfenced", &spec_of(case), p).expect("generates");
+    unfenced.insts.retain(|i| !matches!(i, Inst::FenceProxyAsync));
+    let dims = conv3d_wgmma::wgmma_launch_dims(&spec_of(case), p).expect("fits");
+    let caught = std::panic::catch_unwind(|| run_kernel(case, &unfenced, dims, 7));
+    let why = caught.err().and_then(|e| e.downcast_ref::<String>().cloned()).unwrap_or_default();
+    assert!(why.contains("fence.proxy.async"), "without the proxy fence: {why}");
+}

@@ -26,7 +26,7 @@ use vidrt_kernels::ptx::{emit, Kernel, Target};
 
 /// The families the emitter refuses for sm_80 (they use `wgmma`).
 fn sm90a_only(name: &str) -> bool {
-    name.starts_with("matmul_wgmma") || name.starts_with("attention_flash_wgmma")
+    name.starts_with("matmul_wgmma") || name.starts_with("attention_flash_wgmma") || name.starts_with("conv3d_wgmma")
 }
 
 fn find_ptxas() -> Option<PathBuf> {
@@ -194,6 +194,7 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "matmul_wgmma_tma_epilogue_1",
         // With a producer warpgroup and setmaxnreg (128×256×64, 3 stages).
         "matmul_wgmma_tma_epilogue_6",
+        "conv3d_wgmma_causal_bf16_1",
         "attention_flash_wgmma_bf16_d128_0",
         "attention_flash_wgmma_f16_d64_1",
     ] {

@@ -130,7 +130,7 @@ proptest! {
 
     #[test]
     fn conv3d_points_generate_or_fail_typed(
-        cin in 1usize..20, cout in 1usize..40, t in 1usize..4, h in 3usize..12, w in 3usize..12,
+        cin in 1usize..20, cout in 1usize..40, t in 1usize..4, h in 3usize..12, w in 3usize..20,
         kt in 1usize..3, k3 in any::<bool>(), stride2 in any::<bool>(), dtype in float(),
     ) {
         let kh = if k3 { 3 } else { 1 };
@@ -145,8 +145,19 @@ proptest! {
         let s = if stride2 { 2 } else { 1 };
         let out = [1, cout, t, (h + 2 * p - kh) / s + 1, (w + 2 * p - kh) / s + 1];
         let (family, ok, _) = every_point(&op, &[(&x, dtype), (&wt, dtype)], &out, dtype);
-        prop_assert!(family.starts_with("conv3d_"), "{family}");
+        prop_assert!(family.starts_with("conv3d_") && !family.starts_with("conv3d_wgmma"), "{family}");
         prop_assert!(ok > 0, "no point of {family} generates for {x:?} * {wt:?}");
+        // On sm_90a a 16-bit conv with K a multiple of 8 and an output width a multiple of 8
+        // takes the wgmma family (every point generates), the rest what sm_80 takes.
+        let ins = [(&x[..], dtype), (&wt[..], dtype)];
+        let (hopper, ok, _) = every_point_on(Target::Sm90a, &op, &ins, &out, dtype);
+        let wgmma = dtype != DType::F32 && (cin * kt * kh * kh) % 8 == 0 && out[4] % 8 == 0;
+        prop_assert_eq!(hopper.starts_with("conv3d_wgmma_"), wgmma, "{}", hopper);
+        if wgmma {
+            prop_assert_eq!(ok, vidrt_kernels::ptx::kernels::conv3d_wgmma::wgmma_param_space().len());
+        } else {
+            prop_assert_eq!(&hopper, &family);
+        }
     }
 
     #[test]
@@ -431,4 +442,45 @@ fn grids_past_cuda_limit_are_refused() {
     assert!(launch(&ls[0].kernel, dims(ls[0].grid), &[ArgValue::Ptr(out)], &mut mem).is_ok());
     let r = launch(&ls[0].kernel, dims(MAX_GRID_X + 1), &[ArgValue::Ptr(out)], &mut mem);
     assert!(matches!(r, Err(SimError::BadLaunch(..))), "{r:?}");
+}
+
+/// The heuristic lowering of a bf16 causal 3×3×3 conv at output width 16: `conv3d_wgmma` on
+/// sm_90a, `conv3d_mma` on sm_80, on sm_90a with wgmma off, and at width 10.
+#[test]
+fn sm90a_lowers_16_bit_convs_to_wgmma() {
+    use vidrt_kernels::ptx::lower::lower;
+    use vidrt_kernels::ptx::tune::HeuristicsFor;
+    let op = Op::Conv3d { stride: [1; 3], pad: [[2, 0], [1, 1], [1, 1]], bias: false };
+    let kernel = |l: Lowered| match l {
+        Lowered::Launches(mut ls) if ls.len() == 1 => ls.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let (x, w, out) = ([1usize, 16, 3, 10, 16], [32usize, 16, 3, 3, 3], [1usize, 32, 3, 10, 16]);
+    let ins: Vec<(&[usize], DType)> = vec![(&x, DType::BF16), (&w, DType::BF16)];
+    let hopper = kernel(lower_with(&op, &ins, &out, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    assert!(hopper.kernel.name.ends_with("_wgmma"), "{}", hopper.kernel.name);
+    assert!(hopper.kernel.header.contains("conv3d_wgmma"), "{}", hopper.kernel.header);
+    // The small point (64×64): ceil(32/64) × ceil(480/64) tiles, one warpgroup.
+    assert_eq!((hopper.grid, hopper.block), (8, 128));
+    assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("wgmma.mma_async"));
+    assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
+    let ampere = kernel(lower(&op, &ins, &out, DType::BF16, "t").unwrap());
+    assert!(ampere.kernel.header.contains("conv3d_mma"), "{}", ampere.kernel.header);
+    struct NoWgmma;
+    impl Chooser for NoWgmma {
+        fn pick(&self, _: &TuneProblem<'_>) -> Pick {
+            Pick::Heuristic
+        }
+        fn target(&self) -> Target {
+            Target::Sm90a
+        }
+        fn wgmma(&self) -> bool {
+            false
+        }
+    }
+    assert_eq!(kernel(lower_with(&op, &ins, &out, DType::BF16, "t", &NoWgmma).unwrap()), ampere);
+    let (x10, out10) = ([1usize, 16, 3, 10, 10], [1usize, 32, 3, 10, 10]);
+    let ins10: Vec<(&[usize], DType)> = vec![(&x10, DType::BF16), (&w, DType::BF16)];
+    let narrow = kernel(lower_with(&op, &ins10, &out10, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    assert!(narrow.kernel.header.contains("conv3d_mma"), "{}", narrow.kernel.header);
 }

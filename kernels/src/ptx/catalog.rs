@@ -1,12 +1,13 @@
 //! Every kernel family at every point of its parameter space, on representative shapes and
 //! dtypes: what the ptxas test assembles (each for every target that has its instructions:
-//! `matmul_wgmma` and `attention_flash_wgmma` for sm_90a only, see [`super::emit::check_target`]). The tunable families' points are the same spaces the
+//! `matmul_wgmma`, `conv3d_wgmma` and `attention_flash_wgmma` for sm_90a only, see [`super::emit::check_target`]). The tunable families' points are the same spaces the
 //! tuner enumerates (`ptx::tune`), so every tuning candidate is covered here.
 
 use vidrt_ir::{BinaryOp, DType, ReduceOp, RmsStyle, UnaryOp};
 
 use super::kernels::common::contiguous;
 use super::kernels::conv3d;
+use super::kernels::conv3d_wgmma;
 use super::kernels::copy::{self, Walk};
 use super::kernels::elementwise::{self, broadcast_strides, EwInput, Expr};
 use super::kernels::embed;
@@ -215,6 +216,21 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
             let x = [1, 16, 2, 9, 16];
             let c = conv3d::ConvSpec::new(&x, &[16, 16, 1, 3, 3], [1, 2, 2], down, (dtype, dtype), true, None)?;
             out.push(conv3d::conv3d_mma(&format!("conv3d_mma_rows_down_{d}_{i}"), &c, p)?);
+        }
+    }
+    // sm_90a wgmma conv (emitted for sm_90a only): the VAE's causal 3×3×3 at width 16 and a
+    // strided 2-D conv to width 8, with the silu epilogue on one.
+    for (i, p) in conv3d_wgmma::wgmma_param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            let d = dtype.name();
+            let causal = [[2, 0], [1, 1], [1, 1]];
+            let x = [1, 16, 3, 9, 16];
+            let c = conv3d::ConvSpec::new(&x, &[24, 16, 3, 3, 3], [1; 3], causal, (dtype, dtype), true, None)?;
+            out.push(conv3d_wgmma::conv3d_wgmma(&format!("conv3d_wgmma_causal_{d}_{i}"), &c, p)?);
+            let x = [1, 16, 2, 9, 16];
+            let down = [[0, 0], [0, 1], [0, 1]];
+            let c = conv3d::ConvSpec::new(&x, &[16, 16, 1, 3, 3], [1, 2, 2], down, (dtype, dtype), true, None)?;
+            out.push(conv3d_wgmma::conv3d_wgmma(&format!("conv3d_wgmma_down_{d}_{i}"), &c, p)?);
         }
     }
     attention_kernels(&mut out)?;

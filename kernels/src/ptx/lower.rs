@@ -10,12 +10,13 @@ use vidrt_ir::{DType, Op};
 
 use super::kernels::common::contiguous;
 use super::kernels::conv3d::{self, ConvSpec};
+use super::kernels::conv3d_wgmma;
 use super::kernels::copy::{self, CopyParams, Walk};
 use super::kernels::elementwise::{self, broadcast_strides, EwInput, EwParams, Expr};
 use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec, SimtParams};
 use super::kernels::gemm_mma::{self, MmaParams};
-use super::kernels::gemm_wgmma;
+use super::kernels::gemm_wgmma::{self, WgmmaParams};
 use super::kernels::gemm_wgmma_tma;
 use super::kernels::rowwise::{self, Post, RowLayout, RowOp, RowParams};
 use super::tune::{bucket, within_shared_limit, Chooser, Heuristics, Pick, Point, TuneProblem};
@@ -408,6 +409,25 @@ fn conv(
             None,
         )
     };
+    if chooser.target() == Target::Sm90a && chooser.wgmma() && conv3d_wgmma::wgmma_unsupported(&spec).is_none() {
+        let space = conv3d_wgmma::wgmma_param_space();
+        let big = spec.cout >= 128 && n_out / spec.cout.max(1) >= 128;
+        let heuristic = if big { space[1] } else { space[0] };
+        let build = |p: WgmmaParams| -> Result<Built, KernelError> {
+            let k = conv3d_wgmma::conv3d_wgmma(&format!("{name}_wgmma"), &spec, p)?;
+            let (grid, block) = conv3d_wgmma::wgmma_launch_dims(&spec, p)?;
+            Ok((k, grid, block))
+        };
+        let (k, grid, block) = tuned(
+            chooser,
+            desc("conv3d_wgmma"),
+            &space,
+            &build,
+            &|p| rep_spec().and_then(|s| conv3d_wgmma::conv3d_wgmma(REPRESENTATIVE, &s, p)),
+            &|| build(heuristic),
+        )?;
+        return Ok(one(k, grid, block, args, n_out));
+    }
     if conv3d::mma_unsupported(&spec).is_none() {
         let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
         let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };

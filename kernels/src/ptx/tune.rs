@@ -1,7 +1,7 @@
 //! The tuning hook of the PTX lowering ([`super::lower::lower_with`]).
 //!
-//! Every tunable family (`matmul_wgmma` (sm_90a), `matmul_mma`, `matmul_simt`, `conv3d_mma`,
-//! `conv3d_simt`, `attention_wgmma` (sm_90a), `attention_mma`, `attention_simt`) declares its
+//! Every tunable family (`matmul_wgmma` (sm_90a), `matmul_mma`, `matmul_simt`,
+//! `conv3d_wgmma` (sm_90a), `conv3d_mma`, `conv3d_simt`, `attention_wgmma` (sm_90a), `attention_mma`, `attention_simt`) declares its
 //! parameter space (`param_space()`, `simt_param_space()`, `mma_param_space()`,
 //! `wgmma_param_space()` in its kernel module) and gives each point a text
 //! form ([`Point::to_text`], [`Point::from_text`]: `bm=64,bn=64,bk=32,warps_m=2,warps_n=2`).
@@ -116,14 +116,15 @@ pub trait Chooser {
     fn pick(&self, problem: &TuneProblem<'_>) -> Pick;
 
     /// The PTX target the kernels are lowered for, which decides the eligible families
-    /// (`matmul_wgmma`, `attention_wgmma` on [`Target::Sm90a`] only). sm_80 unless the
+    /// (`matmul_wgmma`, `conv3d_wgmma`, `attention_wgmma` on [`Target::Sm90a`] only). sm_80 unless the
     /// chooser says otherwise.
     fn target(&self) -> Target {
         Target::Sm80
     }
 
-    /// Whether 16-bit matmuls and attention lower to `matmul_wgmma` / `attention_wgmma` on
-    /// [`Target::Sm90a`] (else to `matmul_mma` / `attention_mma`): on by default for that target here; the runtime turns it on only where
+    /// Whether 16-bit matmuls, convs and attention lower to `matmul_wgmma` / `conv3d_wgmma` /
+    /// `attention_wgmma` on [`Target::Sm90a`] (else to the `mma.sync` families): on by default
+    /// for that target here; the runtime turns it on only where
     /// asked (the kernel has not run on hardware yet, see `runtime::cuda`).
     fn wgmma(&self) -> bool {
         self.target() == Target::Sm90a
@@ -201,6 +202,7 @@ mod tests {
         round_trips(&crate::ptx::kernels::gemm_wgmma::param_space());
         round_trips(&crate::ptx::kernels::attention::wgmma_param_space());
         round_trips(&crate::ptx::kernels::gemm_wgmma_tma::param_space());
+        round_trips(&crate::ptx::kernels::conv3d_wgmma::wgmma_param_space());
         // A wgmma text from before `producer` existed reads as the point without a producer.
         type W = crate::ptx::kernels::gemm_wgmma::WgmmaParams;
         let tma = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1");

@@ -29,8 +29,9 @@
 //!   them for 16-bit matmuls (`matmul_wgmma_tma`, fed by TMA, where it takes the product,
 //!   else `matmul_wgmma`; a tensor-map parameter is encoded per launch by
 //!   `cuTensorMapEncodeTiled` from the kernel's [`vidrt_kernels::ptx::tma::TensorMapDesc`])
-//!   and for attention (`attention_wgmma`); otherwise they use `matmul_mma` /
-//!   `attention_mma` (`mma.sync`) as on sm_80. They pass the simulator and ptxas but have
+//!   for attention (`attention_wgmma`) and for convs whose output width is a multiple of 8
+//!   (`conv3d_wgmma`); otherwise they use `matmul_mma` / `attention_mma` / `conv3d_mma`
+//!   (`mma.sync`) as on sm_80. They pass the simulator and ptxas but have
 //!   never run on a GPU, and their shared
 //!   memory descriptors are the part of the ISA a simulator cannot settle; it becomes the
 //!   default once the harness passes with it on an H100/H200 (`scripts/device/run.sh` runs
@@ -61,8 +62,9 @@ use crate::cuda_sim::{
 use crate::tune::{default_db_path, DeviceInfo, Problem, Tunable, TuneDb, Tuning};
 use crate::RuntimeError;
 
-/// Environment variable: `1` lets sm_90a devices lower 16-bit matmuls to `matmul_wgmma` and
-/// 16-bit attention to `attention_wgmma` (see the module docs).
+/// Environment variable: `1` lets sm_90a devices lower 16-bit matmuls to `matmul_wgmma`,
+/// 16-bit attention to `attention_wgmma` and 16-bit convs to `conv3d_wgmma` (see the module
+/// docs).
 pub const WGMMA_ENV: &str = "VIDRT_CUDA_WGMMA";
 
 /// Environment variable: `1` synchronizes after every kernel launch, so that a kernel that

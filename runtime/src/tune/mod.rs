@@ -15,7 +15,7 @@
 //! - [`Tuning`]: a backend's choice for each tunable node (forced point, database winner,
 //!   heuristic), shared by the tunable backends: wgpu (WGSL families), and CUDA and the PTX
 //!   simulator ([`ptx`]: the PTX families `matmul_wgmma_*`, `matmul_mma_*`, `matmul_simt_*`,
-//!   `conv3d_mma_*`, `conv3d_simt_*`, `attention_wgmma_*`, `attention_mma_*`,
+//!   `conv3d_wgmma_*`, `conv3d_mma_*`, `conv3d_simt_*`, `attention_wgmma_*`, `attention_mma_*`,
 //!   `attention_simt_*`).
 //! - [`Tunable`]: what the tuner (`vidrt tune`) needs of a backend.
 //!

@@ -81,7 +81,7 @@ impl ConvSpec {
         Ok(spec)
     }
 
-    fn mnk(&self) -> (usize, usize, usize) {
+    pub(super) fn mnk(&self) -> (usize, usize, usize) {
         let g = &self.geom;
         (self.cout, g.output.iter().product(), g.cin * g.kernel.iter().product::<usize>())
     }
@@ -98,7 +98,7 @@ impl ConvSpec {
         g.kernel == [1; 3] && g.stride == [1; 3] && g.pad_lo == [0; 3] && g.output == g.input
     }
 
-    fn check(&self) -> Result<(), KernelError> {
+    pub(super) fn check(&self) -> Result<(), KernelError> {
         need_float(self.in_dtype, "conv3d inputs")?;
         need_float(self.out_dtype, "conv3d output")?;
         let (m, n, k) = self.mnk();
@@ -146,7 +146,7 @@ impl ConvSpec {
         )
     }
 
-    fn store(&self) -> Store<'_> {
+    pub(super) fn store(&self) -> Store<'_> {
         let (m, n, _) = self.mnk();
         Store {
             m,

@@ -466,7 +466,7 @@ impl Gather {
 /// element ([`Gather`] decomposes every element's k). Value (i, j) is position
 /// `8·pg + (j + pg) % 8`: the rotation puts a store's lanes on different rows modulo 8, which
 /// spreads them over the banks (the stage's row stride is a multiple of 16 bytes).
-struct RowGather {
+pub(crate) struct RowGather {
     pg: Reg,
     /// Whether the group is inside N (N is a multiple of 8, so all of it or none).
     nok: Reg,
@@ -474,40 +474,53 @@ struct RowGather {
     /// output column times the width stride (`wo·sw`).
     origin: [Reg; 3],
     kk0: Reg,
-    /// Byte offset of the group's first row and the thread's first k in a stage.
+    /// Byte offset in a stage of the group's first row (and, padded, the thread's first k).
     soff: Reg,
     per: u32,
     step: u32,
-    stride: u32,
+    layout: RowLayout,
 }
 
 /// Whether `conv3d_mma` gathers a conv of `g` at `p` by rows of 8 output positions
 /// ([`RowGather`]: the output width a multiple of 8 and the threads dividing into the
 /// groups), else element by element.
 pub(crate) fn gathers_rows(g: &ConvGeom, p: MmaParams) -> bool {
-    RowGather::fits(g, p)
+    RowGather::fits(g, (p.threads(), p.bn, p.bk))
+}
+
+/// Where a [`RowGather`] stores: the `[BN][BK]` stage's byte layout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RowLayout {
+    /// Rows of `stride` bytes (BK + 8 elements: the `ldmatrix` layout), from byte `sbase`.
+    Padded { sbase: u32, stride: u32 },
+    /// `rows` rows in 128-byte-swizzled 64-k panels from byte `sbase`
+    /// ([`super::gemm_wgmma::swizzled_offset`]'s layout).
+    Swizzled { sbase: u32, rows: u32 },
 }
 
 impl RowGather {
-    /// Whether a conv of `g` at `p` can gather by rows (see [`RowGather`]).
-    fn fits(g: &ConvGeom, p: MmaParams) -> bool {
-        let groups = p.bn / 8;
+    /// Whether a conv of `g` can gather by rows with `threads` threads into a BN × BK stage.
+    pub(crate) fn fits(g: &ConvGeom, (threads, bn, bk): (u32, u32, u32)) -> bool {
+        let groups = bn / 8;
         g.output[2].is_multiple_of(8)
-            && p.bn.is_multiple_of(8)
+            && bn.is_multiple_of(8)
             && groups > 0
-            && p.threads().is_multiple_of(groups)
-            && p.bk.is_multiple_of(p.threads() / groups)
+            && threads.is_multiple_of(groups)
+            && bk.is_multiple_of(threads / groups)
     }
 
-    fn new(
+    /// The gather of thread `tid` for the BN positions from `n0` (of `nu`), `threads` threads
+    /// and BK-wide slices (see [`RowGather::fits`]), storing in `layout`.
+    pub(crate) fn new(
         b: &mut KernelBuilder,
         (tid, n0): (Reg, Reg),
         g: &ConvGeom,
-        (nu, p): (u32, MmaParams),
-        (a_bytes, stride): (u32, u32),
+        nu: u32,
+        (threads, bn, bk): (u32, u32, u32),
+        layout: RowLayout,
     ) -> RowGather {
-        let groups = p.bn / 8;
-        let step = p.threads() / groups;
+        let groups = bn / 8;
+        let step = threads / groups;
         let [_, oh, ow] = g.output.map(|d| d as u32);
         let st = g.stride.map(|d| d as u32);
         let pg = b.bin(BinOp::Rem, Ty::U32, tid, imm(groups));
@@ -524,10 +537,16 @@ impl RowGather {
             b.bin(BinOp::Mul, Ty::U32, ho, imm(st[1])),
             b.bin(BinOp::Mul, Ty::U32, wo, imm(st[2])),
         ];
-        let row = b.bin(BinOp::Mul, Ty::U32, pg, imm(8 * stride));
-        let soff = b.fma(Ty::U32, kk0, imm(2), row);
-        let soff = b.bin(BinOp::Add, Ty::U32, soff, imm(a_bytes));
-        RowGather { pg, nok, origin, kk0, soff, per: p.bk / step, step, stride }
+        let soff = match layout {
+            RowLayout::Padded { sbase, stride } => {
+                let row = b.bin(BinOp::Mul, Ty::U32, pg, imm(8 * stride));
+                let soff = b.fma(Ty::U32, kk0, imm(2), row);
+                b.bin(BinOp::Add, Ty::U32, soff, imm(sbase))
+            }
+            // The group's first row; the k part depends on the panel and chunk (`store`).
+            RowLayout::Swizzled { sbase, .. } => b.fma(Ty::U32, pg, imm(8 * 128), imm(sbase)),
+        };
+        RowGather { pg, nok, origin, kk0, soff, per: bk / step, step, layout }
     }
 
     /// The row `(j + pg) % 8` of the group that value j holds.
@@ -539,7 +558,7 @@ impl RowGather {
     /// Loads this thread's values of the slice at `k0` of the input at `x` (zero in the
     /// padding and past K or N), k-major: value `i·8 + j`. Not waited on here (see
     /// [`Gather::load`]).
-    fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
+    pub(crate) fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
         let (k, taps) = ((g.cin * g.taps()) as u32, g.taps() as u32);
         let [kh, kw] = [g.kernel[1] as u32, g.kernel[2] as u32];
         let [t, h, w] = g.input.map(|d| d as u32);
@@ -589,15 +608,39 @@ impl RowGather {
     }
 
     /// Stores values from [`RowGather::load`] into the stage at shared address `stage`.
-    fn store(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
+    pub(crate) fn store(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
         let dst0 = b.bin(BinOp::Add, Ty::U32, stage, self.soff);
-        for j in 0..8u32 {
-            let r = self.rotated(b, j);
-            let dst = b.fma(Ty::U32, r, imm(self.stride), dst0);
-            for i in 0..self.per {
-                let v = vals[(i * 8 + j) as usize];
-                let offset = (2 * i * self.step) as i32;
-                b.push(Inst::St { space: Space::Shared, src: vec![v], addr: dst, offset, guard: None });
+        match self.layout {
+            RowLayout::Padded { stride, .. } => {
+                for j in 0..8u32 {
+                    let r = self.rotated(b, j);
+                    let dst = b.fma(Ty::U32, r, imm(stride), dst0);
+                    for i in 0..self.per {
+                        let v = vals[(i * 8 + j) as usize];
+                        let offset = (2 * i * self.step) as i32;
+                        b.push(Inst::St { space: Space::Shared, src: vec![v], addr: dst, offset, guard: None });
+                    }
+                }
+            }
+            RowLayout::Swizzled { rows, .. } => {
+                // Value (i, j): k = kk0 + i·step in panel k / 64, chunk (k / 8) % 8, element
+                // k % 8; row 8·pg + r with r = n % 8, so its chunk sits at chunk XOR r.
+                for i in 0..self.per {
+                    let k = b.bin(BinOp::Add, Ty::U32, self.kk0, imm(i * self.step));
+                    let panel = b.bin(BinOp::Shr, Ty::U32, k, imm(6));
+                    let chunk = b.bin(BinOp::Shr, Ty::U32, k, imm(3));
+                    let chunk = b.bin(BinOp::And, Ty::U32, chunk, imm(7));
+                    let e = b.bin(BinOp::And, Ty::U32, k, imm(7));
+                    let at = b.fma(Ty::U32, panel, imm(rows * 128), dst0);
+                    let at = b.fma(Ty::U32, e, imm(2), at);
+                    for j in 0..8u32 {
+                        let r = self.rotated(b, j);
+                        let c = b.bin(BinOp::Xor, Ty::U32, chunk, r);
+                        let dst = b.fma(Ty::U32, r, imm(128), at);
+                        let dst = b.fma(Ty::U32, c, imm(16), dst);
+                        b.st(Space::Shared, dst, vals[(i * 8 + j) as usize]);
+                    }
+                }
             }
         }
     }
@@ -661,8 +704,9 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
         MmaB::Matrix { .. } => {
             BLoad::Async(Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, (a_bytes, stride), threads))
         }
-        MmaB::Im2col(g) if RowGather::fits(g, p) => {
-            BLoad::Rows(RowGather::new(&mut b, (tid, n0), g, (nu, p), (a_bytes, stride)), g)
+        MmaB::Im2col(g) if gathers_rows(g, p) => {
+            let layout = RowLayout::Padded { sbase: a_bytes, stride };
+            BLoad::Rows(RowGather::new(&mut b, (tid, n0), g, nu, (threads, p.bn, p.bk), layout), g)
         }
         MmaB::Im2col(g) => BLoad::Gather(Gather::new(&mut b, (tid, n0), g, (nu, p), (a_bytes, stride))?, g),
     };

@@ -248,7 +248,7 @@ fn core_matrix_loader(
 /// (CUTLASS `Swizzle<3,4,3>` on byte offsets from a 1024-byte boundary). Chunk c: row
 /// `c / (BK/8)`, k block `c % (BK/8)` ([`Loader::row_major`]).
 #[allow(clippy::too_many_arguments)]
-fn swizzled_loader(
+pub(super) fn swizzled_loader(
     b: &mut KernelBuilder,
     base: Reg,
     tid: Reg,

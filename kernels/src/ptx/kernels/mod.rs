@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod common;
 pub mod conv3d;
+pub mod conv3d_wgmma;
 pub mod copy;
 pub mod elementwise;
 pub mod embed;
