@@ -4,8 +4,9 @@
 # ./.dev/out):
 #   1. the CUDA hardware tests: the op harness, every golden folder at f32 tolerances, the DiT
 #      and text encoder in bf16, the tiny pipeline in bf16 (issues 5, 6);
-#   2. on Hopper, the harness, the bf16 forwards and every tuning candidate again with the
-#      wgmma GEMM and attention (VIDRT_CUDA_WGMMA=1; opt-in until they pass here);
+#   2. on Hopper, the harness, the bf16 forwards, every tuning candidate and the tiny pipeline
+#      again with the wgmma GEMM, conv and attention (VIDRT_CUDA_WGMMA=1; opt-in until they
+#      pass here);
 #   3. vidrt bench, kernel suite at the real 1.3B shapes in bf16 (kernels' device time by CUDA
 #      events, against the measured device-to-device copy and matmul peaks): bench_kernels.json,
 #      and on Hopper again with wgmma (bench_kernels_wgmma.json);
@@ -70,6 +71,7 @@ if $hopper && time_for 120 "cuda tests with wgmma"; then
   step "cuda tests with wgmma"
   VIDRT_CUDA_WGMMA=1 VIDRT_CUDA_SYNC=1 VIDRT_HARNESS_VERBOSE=1 timeout 120 .dev/bin/cuda_backend --include-ignored \
     --test-threads 1 harness_on_cuda golden_forwards_in_bf16_on_cuda every_tuning_candidate_matches_the_cpu_on_cuda \
+    generate_in_bf16_on_cuda \
     >> "$log" 2>&1
   status "cuda tests with wgmma" $?
 fi
