@@ -249,7 +249,7 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
          ldmatrix + mma.sync.m16n8k16 f32 accumulation, {} stages; minimum sm_80\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{} stages={}",
         spec.describe(),
-        if gemm_mma::gathers_rows(g, p) { "by rows of 8 output positions" } else { "element by element" },
+        if super::im2col::gathers_rows(g, p) { "by rows of 8 output positions" } else { "element by element" },
         p.stages,
         p.bm,
         p.bn,

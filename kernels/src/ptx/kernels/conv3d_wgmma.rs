@@ -10,7 +10,7 @@
 //!   (1024-byte aligned), two of them. The weight slice is copied by `cp.async` as
 //!   `matmul_wgmma`'s A ([`super::gemm_wgmma::swizzled_loader`]; K a multiple of 8, zero past
 //!   K). The im2col slice is gathered by rows of 8 output positions
-//!   ([`super::gemm_mma::RowGather`], so the output width is a multiple of 8) into
+//!   ([`super::im2col::RowGather`], so the output width is a multiple of 8) into
 //!   registers and stored into the swizzled B stage.
 //! - Step k: `cp.async.wait_group 0`, `fence.proxy.async` (the landed copies and the
 //!   gathered stores are generic-proxy writes the wgmma reads), `bar.sync`; the weight copy
@@ -28,10 +28,10 @@ use vidrt_ir::DType;
 use super::common::u32_of;
 use super::conv3d::ConvSpec;
 use super::gemm::{block_coords, imm, OutPtrs};
-use super::gemm_mma::{RowGather, RowLayout};
 use super::gemm_wgmma::{
     launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, swizzled_loader, zero_accumulators, WgmmaParams,
 };
+use super::im2col::{RowGather, RowLayout};
 use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;

@@ -21,6 +21,7 @@ use vidrt_ir::DType;
 
 use super::common::{elem_ty, from_f32, load_f32, need_float, offset_of, u32_of};
 use super::elementwise::{eval, EwInput, Expr};
+use super::im2col::{im2col_index, im2col_origin, PosSlot};
 use crate::ptx::builder::{BinOp, Cmp, Guard, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Space, Special, Ty};
 use crate::ptx::KernelError;
 
@@ -414,62 +415,6 @@ impl ConvGeom {
     pub fn input_elems(&self) -> usize {
         self.cin * self.input.iter().product::<usize>()
     }
-}
-
-/// Per-slot, loop-invariant parts of an im2col load: whether the output position is inside,
-/// and its first padded input coordinate per axis.
-pub(crate) struct PosSlot {
-    nok: Reg,
-    origin: [Reg; 3],
-}
-
-/// Decomposes output position `gn` (of `n`) into (to, ho, wo) and its padded input origin
-/// `(to·st, ho·sh, wo·sw)`.
-pub(crate) fn im2col_origin(b: &mut KernelBuilder, gn: Reg, g: &ConvGeom, n: u32) -> PosSlot {
-    let [_, oh, ow] = g.output.map(|d| d as u32);
-    let st = g.stride.map(|d| d as u32);
-    let nok = b.setp(Cmp::Lt, gn, imm(n));
-    let gnc = b.bin(BinOp::Min, Ty::U32, gn, imm(n - 1));
-    let hw = b.bin(BinOp::Rem, Ty::U32, gnc, imm(oh * ow));
-    let to = b.bin(BinOp::Div, Ty::U32, gnc, imm(oh * ow));
-    let ho = b.bin(BinOp::Div, Ty::U32, hw, imm(ow));
-    let wo = b.bin(BinOp::Rem, Ty::U32, hw, imm(ow));
-    let origin = [
-        b.bin(BinOp::Mul, Ty::U32, to, imm(st[0])),
-        b.bin(BinOp::Mul, Ty::U32, ho, imm(st[1])),
-        b.bin(BinOp::Mul, Ty::U32, wo, imm(st[2])),
-    ];
-    PosSlot { nok, origin }
-}
-
-/// The input element index under tap `gk` of the output position `ps` (0 when outside), and
-/// whether it is inside the input (false in the padding or past K or N).
-pub(crate) fn im2col_index(b: &mut KernelBuilder, ps: &PosSlot, gk: Reg, g: &ConvGeom) -> (Reg, Reg) {
-    let (k, taps) = ((g.cin * g.taps()) as u32, g.taps() as u32);
-    let [kh, kw] = [g.kernel[1] as u32, g.kernel[2] as u32];
-    let [t, h, w] = g.input.map(|d| d as u32);
-    let kok = b.setp(Cmp::Lt, gk, imm(k));
-    let mut ok = b.bin(BinOp::And, Ty::Pred, kok, ps.nok);
-    let gkc = b.bin(BinOp::Min, Ty::U32, gk, imm(k - 1));
-    let ci = b.bin(BinOp::Div, Ty::U32, gkc, imm(taps));
-    let r = b.bin(BinOp::Rem, Ty::U32, gkc, imm(taps));
-    let dt = b.bin(BinOp::Div, Ty::U32, r, imm(kh * kw));
-    let r2 = b.bin(BinOp::Rem, Ty::U32, r, imm(kh * kw));
-    let dh = b.bin(BinOp::Div, Ty::U32, r2, imm(kw));
-    let dw = b.bin(BinOp::Rem, Ty::U32, r2, imm(kw));
-    // Unpadded coordinate = origin + tap − pad_lo, in wrapping u32: inside iff < extent.
-    let mut coord = [dt, dh, dw];
-    for (ax, (tap, extent)) in [dt, dh, dw].into_iter().zip([t, h, w]).enumerate() {
-        let c = b.bin(BinOp::Add, Ty::U32, ps.origin[ax], tap);
-        let c = b.bin(BinOp::Sub, Ty::U32, c, imm(g.pad_lo[ax] as u32));
-        let inside = b.setp(Cmp::Lt, c, imm(extent));
-        ok = b.bin(BinOp::And, Ty::Pred, ok, inside);
-        coord[ax] = c;
-    }
-    let idx = b.fma(Ty::U32, ci, imm(t), coord[0]);
-    let idx = b.fma(Ty::U32, idx, imm(h), coord[1]);
-    let idx = b.fma(Ty::U32, idx, imm(w), coord[2]);
-    (b.selp(Ty::U32, idx, imm(0), ok), ok)
 }
 
 /// Stages the implicit im2col slice at `k0` of the batch item whose input starts at `x`.

@@ -12,4 +12,5 @@ pub mod gemm;
 pub mod gemm_mma;
 pub mod gemm_wgmma;
 pub mod gemm_wgmma_tma;
+pub mod im2col;
 pub mod rowwise;
