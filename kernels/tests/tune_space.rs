@@ -286,18 +286,6 @@ fn sm90a_lowers_16_bit_attention_to_wgmma() {
     assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
     let ampere = kernel(lower(&op, &ins, &q, DType::BF16, "t").unwrap());
     assert!(ampere.kernel.header.contains("attention_flash mma"), "{}", ampere.kernel.header);
-    struct NoWgmma;
-    impl Chooser for NoWgmma {
-        fn pick(&self, _: &TuneProblem<'_>) -> Pick {
-            Pick::Heuristic
-        }
-        fn target(&self) -> Target {
-            Target::Sm90a
-        }
-        fn wgmma(&self) -> bool {
-            false
-        }
-    }
     let off = kernel(lower_with(&op, &ins, &q, DType::BF16, "t", &NoWgmma).unwrap());
     assert_eq!(off, ampere);
     // Head dim 6: refused by the wgmma kernel (not whole 16-byte chunks), so mma.sync.
@@ -353,18 +341,6 @@ fn sm90a_lowers_16_bit_matmuls_to_wgmma() {
     let same = kernel(lower_with(&op, &ins, &[2, 77, 96], DType::BF16, "t", &HeuristicsFor(Target::Sm80)).unwrap());
     assert_eq!(same, ampere);
     // A chooser that keeps wgmma off (the CUDA backend's default) lowers to mma.sync on Hopper.
-    struct NoWgmma;
-    impl vidrt_kernels::ptx::tune::Chooser for NoWgmma {
-        fn pick(&self, _: &vidrt_kernels::ptx::tune::TuneProblem<'_>) -> vidrt_kernels::ptx::tune::Pick {
-            vidrt_kernels::ptx::tune::Pick::Heuristic
-        }
-        fn target(&self) -> Target {
-            Target::Sm90a
-        }
-        fn wgmma(&self) -> bool {
-            false
-        }
-    }
     let off = kernel(lower_with(&op, &ins, &[2, 77, 96], DType::BF16, "t", &NoWgmma).unwrap());
     assert!(off.kernel.name.ends_with("_mma"), "{}", off.kernel.name);
     assert!(try_emit(&off.kernel, Target::Sm90a).is_ok());
@@ -466,21 +442,24 @@ fn sm90a_lowers_16_bit_convs_to_wgmma() {
     assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
     let ampere = kernel(lower(&op, &ins, &out, DType::BF16, "t").unwrap());
     assert!(ampere.kernel.header.contains("conv3d_mma"), "{}", ampere.kernel.header);
-    struct NoWgmma;
-    impl Chooser for NoWgmma {
-        fn pick(&self, _: &TuneProblem<'_>) -> Pick {
-            Pick::Heuristic
-        }
-        fn target(&self) -> Target {
-            Target::Sm90a
-        }
-        fn wgmma(&self) -> bool {
-            false
-        }
-    }
     assert_eq!(kernel(lower_with(&op, &ins, &out, DType::BF16, "t", &NoWgmma).unwrap()), ampere);
     let (x10, out10) = ([1usize, 16, 3, 10, 10], [1usize, 32, 3, 10, 10]);
     let ins10: Vec<(&[usize], DType)> = vec![(&x10, DType::BF16), (&w, DType::BF16)];
     let narrow = kernel(lower_with(&op, &ins10, &out10, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
     assert!(narrow.kernel.header.contains("conv3d_mma"), "{}", narrow.kernel.header);
+}
+
+/// sm_90a heuristics with the wgmma families off (the CUDA backend's default).
+struct NoWgmma;
+
+impl Chooser for NoWgmma {
+    fn pick(&self, _: &TuneProblem<'_>) -> Pick {
+        Pick::Heuristic
+    }
+    fn target(&self) -> Target {
+        Target::Sm90a
+    }
+    fn wgmma(&self) -> bool {
+        false
+    }
 }

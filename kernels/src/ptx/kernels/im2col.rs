@@ -20,10 +20,17 @@ pub(crate) struct PosSlot {
 /// Decomposes output position `gn` (of `n`) into (to, ho, wo) and its padded input origin
 /// `(to·st, ho·sh, wo·sw)`.
 pub(crate) fn im2col_origin(b: &mut KernelBuilder, gn: Reg, g: &ConvGeom, n: u32) -> PosSlot {
+    let (nok, origin) = position(b, gn, g, (n, n - 1));
+    PosSlot { nok, origin }
+}
+
+/// Whether output position `gn` is below `n`, and the padded input origin `(to·st, ho·sh,
+/// wo·sw)` of position min(gn, `last`).
+fn position(b: &mut KernelBuilder, gn: Reg, g: &ConvGeom, (n, last): (u32, u32)) -> (Reg, [Reg; 3]) {
     let [_, oh, ow] = g.output.map(|d| d as u32);
     let st = g.stride.map(|d| d as u32);
     let nok = b.setp(Cmp::Lt, gn, imm(n));
-    let gnc = b.bin(BinOp::Min, Ty::U32, gn, imm(n - 1));
+    let gnc = b.bin(BinOp::Min, Ty::U32, gn, imm(last));
     let hw = b.bin(BinOp::Rem, Ty::U32, gnc, imm(oh * ow));
     let to = b.bin(BinOp::Div, Ty::U32, gnc, imm(oh * ow));
     let ho = b.bin(BinOp::Div, Ty::U32, hw, imm(ow));
@@ -33,17 +40,15 @@ pub(crate) fn im2col_origin(b: &mut KernelBuilder, gn: Reg, g: &ConvGeom, n: u32
         b.bin(BinOp::Mul, Ty::U32, ho, imm(st[1])),
         b.bin(BinOp::Mul, Ty::U32, wo, imm(st[2])),
     ];
-    PosSlot { nok, origin }
+    (nok, origin)
 }
 
-/// The input element index under tap `gk` of the output position `ps` (0 when outside), and
-/// whether it is inside the input (false in the padding or past K or N).
-pub(crate) fn im2col_index(b: &mut KernelBuilder, ps: &PosSlot, gk: Reg, g: &ConvGeom) -> (Reg, Reg) {
+/// k = `gk` as (ci, [dt, dh, dw]) (of min(gk, K - 1)), and whether gk < K and `nok`.
+fn taps_of(b: &mut KernelBuilder, gk: Reg, g: &ConvGeom, nok: Reg) -> (Reg, Reg, [Reg; 3]) {
     let (k, taps) = ((g.cin * g.taps()) as u32, g.taps() as u32);
     let [kh, kw] = [g.kernel[1] as u32, g.kernel[2] as u32];
-    let [t, h, w] = g.input.map(|d| d as u32);
     let kok = b.setp(Cmp::Lt, gk, imm(k));
-    let mut ok = b.bin(BinOp::And, Ty::Pred, kok, ps.nok);
+    let ok = b.bin(BinOp::And, Ty::Pred, kok, nok);
     let gkc = b.bin(BinOp::Min, Ty::U32, gk, imm(k - 1));
     let ci = b.bin(BinOp::Div, Ty::U32, gkc, imm(taps));
     let r = b.bin(BinOp::Rem, Ty::U32, gkc, imm(taps));
@@ -51,6 +56,14 @@ pub(crate) fn im2col_index(b: &mut KernelBuilder, ps: &PosSlot, gk: Reg, g: &Con
     let r2 = b.bin(BinOp::Rem, Ty::U32, r, imm(kh * kw));
     let dh = b.bin(BinOp::Div, Ty::U32, r2, imm(kw));
     let dw = b.bin(BinOp::Rem, Ty::U32, r2, imm(kw));
+    (ok, ci, [dt, dh, dw])
+}
+
+/// The input element index under tap `gk` of the output position `ps` (0 when outside), and
+/// whether it is inside the input (false in the padding or past K or N).
+pub(crate) fn im2col_index(b: &mut KernelBuilder, ps: &PosSlot, gk: Reg, g: &ConvGeom) -> (Reg, Reg) {
+    let [t, h, w] = g.input.map(|d| d as u32);
+    let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, ps.nok);
     // Unpadded coordinate = origin + tap − pad_lo, in wrapping u32: inside iff < extent.
     let mut coord = [dt, dh, dw];
     for (ax, (tap, extent)) in [dt, dh, dw].into_iter().zip([t, h, w]).enumerate() {
@@ -187,22 +200,10 @@ impl RowGather {
     ) -> RowGather {
         let groups = bn / 8;
         let step = threads / groups;
-        let [_, oh, ow] = g.output.map(|d| d as u32);
-        let st = g.stride.map(|d| d as u32);
         let pg = b.bin(BinOp::Rem, Ty::U32, tid, imm(groups));
         let kk0 = b.bin(BinOp::Div, Ty::U32, tid, imm(groups));
         let gn = b.fma(Ty::U32, pg, imm(8), n0);
-        let nok = b.setp(Cmp::Lt, gn, imm(nu));
-        let gnc = b.bin(BinOp::Min, Ty::U32, gn, imm(nu - 8));
-        let hw = b.bin(BinOp::Rem, Ty::U32, gnc, imm(oh * ow));
-        let to = b.bin(BinOp::Div, Ty::U32, gnc, imm(oh * ow));
-        let ho = b.bin(BinOp::Div, Ty::U32, hw, imm(ow));
-        let wo = b.bin(BinOp::Rem, Ty::U32, hw, imm(ow));
-        let origin = [
-            b.bin(BinOp::Mul, Ty::U32, to, imm(st[0])),
-            b.bin(BinOp::Mul, Ty::U32, ho, imm(st[1])),
-            b.bin(BinOp::Mul, Ty::U32, wo, imm(st[2])),
-        ];
+        let (nok, origin) = position(b, gn, g, (nu, nu - 8));
         let soff = match layout {
             RowLayout::Padded { sbase, stride } => {
                 let row = b.bin(BinOp::Mul, Ty::U32, pg, imm(8 * stride));
@@ -225,8 +226,6 @@ impl RowGather {
     /// padding and past K or N), k-major: value `i·8 + j`. Not waited on here (see
     /// [`Gather::load`]).
     pub(crate) fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
-        let (k, taps) = ((g.cin * g.taps()) as u32, g.taps() as u32);
-        let [kh, kw] = [g.kernel[1] as u32, g.kernel[2] as u32];
         let [t, h, w] = g.input.map(|d| d as u32);
         let gk0 = b.bin(BinOp::Add, Ty::U32, k0, self.kk0);
         let sw = g.stride[2] as u32;
@@ -235,15 +234,7 @@ impl RowGather {
             // This k's input row (its first element), the row's validity, and the width tap
             // less the padding (wrapping u32, as in `im2col_index`), for all 8 positions.
             let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i * self.step));
-            let kok = b.setp(Cmp::Lt, gk, imm(k));
-            let mut ok = b.bin(BinOp::And, Ty::Pred, kok, self.nok);
-            let gkc = b.bin(BinOp::Min, Ty::U32, gk, imm(k - 1));
-            let ci = b.bin(BinOp::Div, Ty::U32, gkc, imm(taps));
-            let r = b.bin(BinOp::Rem, Ty::U32, gkc, imm(taps));
-            let dt = b.bin(BinOp::Div, Ty::U32, r, imm(kh * kw));
-            let r2 = b.bin(BinOp::Rem, Ty::U32, r, imm(kh * kw));
-            let dh = b.bin(BinOp::Div, Ty::U32, r2, imm(kw));
-            let dw = b.bin(BinOp::Rem, Ty::U32, r2, imm(kw));
+            let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, self.nok);
             let mut coord = [dt, dh];
             for (ax, (tap, extent)) in [dt, dh].into_iter().zip([t, h]).enumerate() {
                 let c = b.bin(BinOp::Add, Ty::U32, self.origin[ax], tap);
