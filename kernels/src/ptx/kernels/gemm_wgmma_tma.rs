@@ -69,8 +69,9 @@ use crate::ptx::KernelError;
 /// 64×128×64 at 3 (72 KiB), 128×256×64 at 3 (144 KiB), 64×256×128 at 2 (160 KiB); then with
 /// a producer warpgroup 128×128×64 at 4, 128×256×64 at 3 and 4 (192 KiB), 64×128×64 at 4
 /// (96 KiB); then persistent: two tiles per block at 128×128×64 (4 stages) and 128×256×64
-/// (3), four at 128×128×64. The heuristics stay on points without a producer until a GPU
-/// has timed them.
+/// (3), four at 128×128×64; last 128×128×64 at 3 stages without a producer (96 KiB and 90
+/// registers: two blocks per SM, so one block's epilogue overlaps the other's main loop).
+/// The heuristics stay on points without a producer until a GPU has timed them.
 pub fn param_space() -> Vec<WgmmaParams> {
     let p = |bm, bn, bk, stages| WgmmaParams { bm, bn, bk, stages, swizzle: true, producer: false, tiles: 1 };
     let w = |bm, bn, stages| WgmmaParams { producer: true, ..p(bm, bn, 64, stages) };
@@ -87,6 +88,7 @@ pub fn param_space() -> Vec<WgmmaParams> {
         WgmmaParams { tiles: 2, ..w(128, 128, 4) },
         WgmmaParams { tiles: 2, ..w(128, 256, 3) },
         WgmmaParams { tiles: 4, ..w(128, 128, 4) },
+        p(128, 128, 64, 3),
     ]
 }
 
