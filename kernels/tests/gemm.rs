@@ -637,6 +637,14 @@ fn matmul_wgmma_tma_producer_warpgroup_waits_and_rebalances() {
     let worst = try_check_with(&case, &kern, dims, 7, Some(p)).expect("the kernel as generated");
     println!("{p:?}: max error / tolerance = {worst:.3}");
     let run = |k: &Kernel| try_check_with(&case, k, dims, 7, Some(p));
+    // Emitted with exact launch bounds (`.reqntid`, `.minnctapersm 1`); another block size is
+    // refused, as the driver refuses it.
+    assert!(text.contains(".reqntid 384, 1, 1\n.minnctapersm 1"), "{text}");
+    assert_eq!(kern.registers_at_entry(), Some(168));
+    match try_check_with(&case, &kern, (dims.0, 256), 7, Some(p)) {
+        Err(SimError::BadLaunch(why, _)) => assert!(why.contains(".reqntid"), "{why}"),
+        other => panic!("a 256-thread launch: {other:?}"),
+    }
 
     // The producer's only wait on `empty` is the first try_wait after its setmaxnreg.dec.
     let dec = kern.insts.iter().position(|i| matches!(i, Inst::SetMaxNReg { inc: false, .. })).unwrap();

@@ -108,7 +108,7 @@ impl Drop for Assembler {
 /// Performance Loss: wgmma.mma_async instructions are serialized due to ...", C7510–C7515:
 /// the tensor cores would wait on every wgmma), a `wgmma.wait_group` injected by ptxas
 /// (C7517: an accumulator touched while in flight, so the pipeline waits where the kernel
-/// did not ask it to), or any other "Performance Loss".
+/// did not ask it to), any other "Performance Loss", or a warning about `setmaxnreg`.
 fn problem(a: &Assembled) -> Option<&'static str> {
     let clean = "0 bytes spill stores, 0 bytes spill loads";
     if !a.ok {
@@ -123,6 +123,10 @@ fn problem(a: &Assembled) -> Option<&'static str> {
         Some("ptxas injects a wgmma.wait_group")
     } else if a.log.contains("Performance Loss") {
         Some("ptxas reports a performance loss")
+    } else if a.log.contains("setmaxnreg") {
+        // C7508 "'setmaxnreg' ignored; unable to determine register count at entry" and the
+        // like: the kernel would run with its entry registers and no rebalancing.
+        Some("ptxas warns about setmaxnreg")
     } else {
         None
     }

@@ -546,6 +546,14 @@ pub struct Kernel {
 /// The entry name of every [`Kernel::canonical`] kernel.
 pub const CANONICAL_ENTRY: &str = "vidrt_kernel";
 
+/// Registers per thread of a block of `threads` threads that one SM's register file (65,536)
+/// holds once, in steps of 8, at most 256: what ptxas gives a `setmaxnreg` kernel of that
+/// `.reqntid` with `.minnctapersm 1` (168 at 384 threads; `kernels/tests/ptxas.rs` checks it
+/// against ptxas's report, and the CUDA backend against the loaded function's).
+pub fn registers_at_entry(threads: u32) -> u32 {
+    (65_536 / threads.max(1) / 8 * 8).min(256)
+}
+
 impl Kernel {
     /// This kernel named [`CANONICAL_ENTRY`], with its header and constant tables renamed to
     /// match. Kernels that differ only by name (the lowering names each after its node, so
@@ -564,6 +572,20 @@ impl Kernel {
     }
 
     /// The shared memory the kernel addresses from [`Inst::SharedBase`]: static plus dynamic.
+    /// Whether the kernel moves registers between warpgroups (`setmaxnreg`): it is emitted
+    /// with `.reqntid` (exactly its block size) and `.minnctapersm 1`, the launch bounds under
+    /// which ptxas gives it [`registers_at_entry`] of its block size, which its `.inc`s are
+    /// paid from.
+    pub fn uses_setmaxnreg(&self) -> bool {
+        self.insts.iter().any(|i| matches!(i, Inst::SetMaxNReg { .. }))
+    }
+
+    /// The registers per thread a `setmaxnreg` kernel must start with (see
+    /// [`Kernel::uses_setmaxnreg`]), or `None` for other kernels.
+    pub fn registers_at_entry(&self) -> Option<u32> {
+        self.uses_setmaxnreg().then(|| registers_at_entry(self.block.unwrap_or(1024)))
+    }
+
     pub fn shared_total(&self) -> u32 {
         self.shared_bytes.saturating_add(self.dynamic_shared)
     }

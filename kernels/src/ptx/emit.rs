@@ -203,8 +203,17 @@ pub fn emit(k: &Kernel, target: Target) -> String {
         })
         .collect();
     let _ = writeln!(s, ".visible .entry {}(\n{}\n)", k.name, params.join(",\n"));
-    if let Some(b) = k.block {
-        let _ = writeln!(s, ".maxntid {b}, 1, 1");
+    match k.block {
+        // `__launch_bounds__(b, 1)`: without a minimum of blocks per SM ptxas may not fix
+        // the register count at entry that `setmaxnreg` needs (CUTLASS and FlashAttention-3
+        // declare both).
+        Some(b) if k.uses_setmaxnreg() => {
+            let _ = writeln!(s, ".reqntid {b}, 1, 1\n.minnctapersm 1");
+        }
+        Some(b) => {
+            let _ = writeln!(s, ".maxntid {b}, 1, 1");
+        }
+        None => {}
     }
     s.push_str("{\n");
     for c in RegClass::ALL {

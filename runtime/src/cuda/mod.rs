@@ -254,6 +254,9 @@ impl Device {
                 }
                 .map_err(|e| driver(&format!("allowing {bytes} bytes of dynamic shared memory for `{}`", k.name), e))?;
             }
+            if let Some(want) = k.registers_at_entry() {
+                check_entry_registers(f, &k.name, want)?;
+            }
             Ok(f)
         })();
         let f = match prepared {
@@ -374,6 +377,24 @@ fn check_launchable(f: CUfunction, name: &str, block: u32) -> Result<(), Runtime
         return Err(RuntimeError::Device(format!(
             "kernel `{name}`: launched with {block} threads per block, but the loaded function \
              allows {max} ({regs} registers per thread)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `f`, the loaded function of a `setmaxnreg` kernel `name`, starts with the
+/// `want` registers per thread its warpgroups' `.inc`s are paid from: with fewer an `.inc`
+/// could wait forever for registers, with more the block would not fit. The driver's JIT
+/// compiler, not the ptxas the tests run, makes this choice.
+fn check_entry_registers(f: CUfunction, name: &str, want: u32) -> Result<(), RuntimeError> {
+    use cusys::CUfunction_attribute_enum as A;
+    // SAFETY: `f` is a function of a module loaded in the bound context.
+    let regs = unsafe { cu::function::get_function_attribute(f, A::CU_FUNC_ATTRIBUTE_NUM_REGS) }
+        .map_err(|e| driver(&format!("registers of `{name}`"), e))?;
+    if i64::from(regs) != i64::from(want) {
+        return Err(RuntimeError::Device(format!(
+            "kernel `{name}`: the driver compiled it to {regs} registers per thread, but its setmaxnreg \
+             rebalancing needs exactly {want}; this parameter point cannot run on this driver"
         )));
     }
     Ok(())

@@ -21,13 +21,13 @@
 //!   STAGES stages (1024-byte aligned, `.align 1024`) plus 16 bytes of mbarriers per stage.
 //! - Pipeline: stage s has a `full` mbarrier (1 arrival: the producer's `arrive.expect_tx` of
 //!   the stage's bytes, completed by the copies' complete-tx) and an `empty` one (an arrival
-//!   from the first thread of every computing warpgroup, after the warpgroup's wait). Thread 0 initialises them (`fence.mbarrier_init`, `fence.proxy.async.shared::cta`, `bar.sync`), then
+//!   from lane 0 of every computing warp, after the warpgroup's wait). Thread 0 initialises them (`fence.mbarrier_init`, `fence.proxy.async.shared::cta`, `bar.sync`), then
 //!   fills the first min(STAGES, k-slices) stages: `expect_tx`, then per 64-k panel one box
 //!   copy of A (rows m0.., k) and one of B (rows n0.., k). Every k-slice i (stage i % STAGES,
 //!   phase parity (i / STAGES) % 2): all threads wait on `full`, `wgmma.fence`, BK/16
 //!   wgmma (128-byte-swizzle descriptors as `matmul_wgmma`'s swizzled points), commit, then
 //!   `wgmma.wait_group 1`, which leaves slice i's group running and completes slice i - 1's;
-//!   each warpgroup then arrives on slice i - 1's `empty`, and thread 0 waits on it (every
+//!   each computing warp then arrives on slice i - 1's `empty`, and thread 0 waits on it (every
 //!   warpgroup is done reading that stage) and refills it with slice i - 1 + STAGES. So the
 //!   tensor cores are never idle between slices on the release and the refill, and the copies
 //!   of the next STAGES - 2 slices or more are in flight during each step's MMAs; a
@@ -225,11 +225,11 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let full0 = b.bin(BinOp::Add, Ty::U32, base, imm(bars));
     let empty0 = b.bin(BinOp::Add, Ty::U32, full0, imm(8 * p.stages));
     let leader = b.setp(Cmp::Eq, tid, imm(0));
-    // Each computing warpgroup (not a producer) releases a stage with one arrival, from its
-    // first thread after its `wgmma.wait_group`: the wait completes the warpgroup's wgmma
-    // group, whose operand reads are the warpgroup's, not one warp's (as CUTLASS's consumer
-    // release signals once per warpgroup).
-    let computing = p.warpgroups();
+    // Each computing warp (not the producer's) releases a stage with one arrival, from its
+    // lane 0 after the warpgroup's `wgmma.wait_group` (as DeepGEMM's sm_90 GEMMs do: the ISA
+    // does not say that one warp's wait covers the other warps' share of the wgmma, so every
+    // warp vouches for its own).
+    let computing = 4 * p.warpgroups();
 
     // Thread 0 initialises the mbarriers.
     let after_init = b.label();
@@ -318,9 +318,9 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
 
     let wg = b.bin(BinOp::Shr, Ty::U32, ctid, imm(7));
     let a_wg = b.bin(BinOp::Mul, Ty::U32, wg, imm(64 * 128));
-    let in_group = b.bin(BinOp::And, Ty::U32, ctid, imm(127));
-    let signals = b.setp(Cmp::Eq, in_group, imm(0));
-    // Stage s's `empty` gets this warpgroup's arrival.
+    let in_warp = b.bin(BinOp::And, Ty::U32, ctid, imm(31));
+    let signals = b.setp(Cmp::Eq, in_warp, imm(0));
+    // Stage s's `empty` gets this warp's arrival.
     let release = |b: &mut KernelBuilder, s: Reg| {
         let s8 = b.bin(BinOp::Mul, Ty::U32, s, imm(8));
         let empty = b.bin(BinOp::Add, Ty::U32, empty0, s8);
@@ -369,7 +369,7 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
         let (sp, s_is0) = previous(b, s);
         let sp8 = release(b, sp);
         if !p.producer {
-            // Thread 0 refills that stage with slice i - 1 + STAGES once every warpgroup
+            // Thread 0 refills that stage with slice i - 1 + STAGES once every computing warp
             // released it.
             let flipped = b.bin(BinOp::Xor, Ty::U32, parity, imm(1));
             let pp = b.selp(Ty::U32, flipped, parity, s_is0);

@@ -151,6 +151,12 @@ pub fn launch_with(
         if dims.block > b {
             return Err(SimError::BadLaunch(format!("block size {} exceeds .maxntid {b}", dims.block), k.name.clone()));
         }
+        if k.uses_setmaxnreg() && dims.block != b {
+            return Err(SimError::BadLaunch(
+                format!("block size {} is not the .reqntid {b}", dims.block),
+                k.name.clone(),
+            ));
+        }
     }
     let mut labels = Vec::new();
     for (pc, i) in k.insts.iter().enumerate() {

@@ -54,11 +54,9 @@ use super::builder::{Kernel, Target, STATIC_SHARED_MAX};
 pub use exec::{launch, launch_with};
 
 /// Registers per thread a block of `threads` threads starts with when its kernel uses
-/// `setmaxnreg`: the register file (65,536 per SM) shared by one block of `threads`, in
-/// steps of 8, at most 256 — the count ptxas gives such a kernel of that `.maxntid` (168 at
-/// 384 threads, which `kernels/tests/ptxas.rs` checks against ptxas's own report).
+/// `setmaxnreg` ([`crate::ptx::builder::registers_at_entry`]).
 pub fn launch_registers(threads: u32) -> u32 {
-    (65_536 / threads.max(1) / 8 * 8).min(256)
+    crate::ptx::builder::registers_at_entry(threads)
 }
 
 /// Bits of an address that hold the offset inside a buffer; the buffer index + 1 sits above.
