@@ -17,6 +17,7 @@
 pub mod builder;
 pub mod catalog;
 pub mod emit;
+pub mod inst;
 pub mod kernels;
 pub mod lower;
 pub mod sim;

@@ -1,5 +1,5 @@
 //! Hopper (sm_90a) implicit-GEMM conv3d on `wgmma.mma_async` (`conv3d_wgmma`): the op,
-//! layouts and GEMM view of [`super::conv3d`] (M = Cout, N = To·Ho·Wo, K = Cin·kt·kh·kw; A
+//! layouts and GEMM view of `super::conv3d` (M = Cout, N = To·Ho·Wo, K = Cin·kt·kh·kw; A
 //! the weight `[Cout, K]`, B the implicit im2col of x), with the products on the warpgroup
 //! tensor cores instead of `mma.sync`.
 //!
@@ -8,9 +8,9 @@
 //!
 //! - Stages: A `[BM][BK]` and B `[BN][BK]` in `matmul_wgmma`'s 128-byte-swizzled 64-k panels
 //!   (1024-byte aligned), two of them. The weight slice is copied by `cp.async` as
-//!   `matmul_wgmma`'s A ([`super::gemm_wgmma::swizzled_loader`]; K a multiple of 8, zero past
+//!   `matmul_wgmma`'s A (`super::gemm_wgmma::swizzled_loader`; K a multiple of 8, zero past
 //!   K). The im2col slice is gathered by rows of 8 output positions
-//!   ([`super::im2col::RowGather`], so the output width is a multiple of 8) into
+//!   (`super::im2col::RowGather`, so the output width is a multiple of 8) into
 //!   registers and stored into the swizzled B stage.
 //! - Step k: `cp.async.wait_group 0`, `fence.proxy.async` (the landed copies and the
 //!   gathered stores are generic-proxy writes the wgmma reads), `bar.sync`; the weight copy
@@ -19,9 +19,9 @@
 //!   stored into the other stage while they run; `wgmma.wait_group 0`. So the tensor cores
 //!   work while the next slice is fetched, and the other stage is only written after the
 //!   barrier that follows the last wgmma reading it.
-//! - Epilogue: [`super::gemm_wgmma`]'s accumulator store with the conv's bias and epilogue.
-//! - Launch: [`wgmma_launch_dims`] (a block per BM × BN tile of every batch item), 128·BM/64
-//!   threads. Tunables: [`WgmmaParams`] of [`wgmma_param_space`] (swizzled, two stages).
+//! - Epilogue: `super::gemm_wgmma`'s accumulator store with the conv's bias and epilogue.
+//! - Launch: `wgmma_launch_dims` (a block per BM × BN tile of every batch item), 128·BM/64
+//!   threads. Tunables: `WgmmaParams` of `wgmma_param_space` (swizzled, two stages).
 
 use vidrt_ir::DType;
 

@@ -1,9 +1,9 @@
 //! The implicit im2col of a conv input `[batch, Cin, T, H, W]` (K = Cin·kt·kh·kw, k =
 //! ci·taps + tap; N = To·Ho·Wo output positions), gathered element by element into shared
-//! memory for the implicit-GEMM convs: the SIMT kernel's per-slot loads ([`PosSlot`],
-//! [`im2col_origin`], [`im2col_index`]), and the tensor-core kernels' register-staged gathers
-//! of a `[BN][BK]` B slice: [`Gather`] (one position per thread, every k decomposed) and
-//! [`RowGather`] (8 positions of one output row per thread, each k decomposed once for them).
+//! memory for the implicit-GEMM convs: the SIMT kernel's per-slot loads (`PosSlot`,
+//! `im2col_origin`, `im2col_index`), and the tensor-core kernels' register-staged gathers
+//! of a `[BN][BK]` B slice: `Gather` (one position per thread, every k decomposed) and
+//! `RowGather` (8 positions of one output row per thread, each k decomposed once for them).
 
 use super::gemm::{imm, ConvGeom};
 use super::gemm_mma::MmaParams;
