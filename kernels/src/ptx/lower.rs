@@ -15,8 +15,8 @@ use super::kernels::copy::{self, CopyParams, Walk};
 use super::kernels::elementwise::{self, broadcast_strides, EwInput, EwParams, Expr};
 use super::kernels::embed;
 use super::kernels::gemm::{self, GemmEpilogue, GemmSpec, SimtParams};
-use super::kernels::gemm_mma::{self, MmaParams};
-use super::kernels::gemm_wgmma::{self, WgmmaParams};
+use super::kernels::gemm_mma;
+use super::kernels::gemm_wgmma;
 use super::kernels::gemm_wgmma_tma;
 use super::kernels::rowwise::{self, Post, RowLayout, RowOp, RowParams};
 use super::tune::{bucket, within_shared_limit, Chooser, Heuristics, Pick, Point, TuneProblem};
@@ -409,59 +409,73 @@ fn conv(
             None,
         )
     };
-    if chooser.target() == Target::Sm90a && chooser.wgmma() && conv3d_wgmma::wgmma_unsupported(&spec).is_none() {
-        let space = conv3d_wgmma::wgmma_param_space();
-        let big = spec.cout >= 128 && n_out / spec.cout.max(1) >= 128;
-        let heuristic = if big { space[1] } else { space[0] };
-        let build = |p: WgmmaParams| -> Result<Built, KernelError> {
-            let k = conv3d_wgmma::conv3d_wgmma(&format!("{name}_wgmma"), &spec, p)?;
-            let (grid, block) = conv3d_wgmma::wgmma_launch_dims(&spec, p)?;
-            Ok((k, grid, block))
+    // One family of conv kernels: `generate`/`dims` at the chosen point of `space`.
+    let family = |family: &str, suffix: &str| ConvFamily { desc: desc(family), suffix: suffix.to_string() };
+    let (k, grid, block) =
+        if chooser.target() == Target::Sm90a && chooser.wgmma() && conv3d_wgmma::wgmma_unsupported(&spec).is_none() {
+            let space = conv3d_wgmma::wgmma_param_space();
+            let big = spec.cout >= 128 && n_out / spec.cout.max(1) >= 128;
+            let heuristic = if big { space[1] } else { space[0] };
+            let gen: ConvGen<'_, _> = (&conv3d_wgmma::conv3d_wgmma, &conv3d_wgmma::wgmma_launch_dims);
+            family("conv3d_wgmma", "wgmma").tuned(chooser, (name, &spec, &rep_spec), &space, heuristic, gen)?
+        } else if conv3d::mma_unsupported(&spec).is_none() {
+            let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
+            let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };
+            let gen: ConvGen<'_, _> = (&conv3d::conv3d_mma, &conv3d::mma_launch_dims);
+            family("conv3d_mma", "mma").tuned(
+                chooser,
+                (name, &spec, &rep_spec),
+                &conv3d::mma_param_space(),
+                heuristic,
+                gen,
+            )?
+        } else {
+            let heuristic = if spec.cout <= 32 { gemm::SIMT_SMALL } else { gemm::SIMT_LARGE };
+            let gen: ConvGen<'_, _> = (&conv3d::conv3d_simt, &conv3d::launch_dims);
+            family("conv3d_simt", "simt").tuned(
+                chooser,
+                (name, &spec, &rep_spec),
+                &conv3d::param_space(),
+                heuristic,
+                gen,
+            )?
         };
-        let (k, grid, block) = tuned(
-            chooser,
-            desc("conv3d_wgmma"),
-            &space,
-            &build,
-            &|p| rep_spec().and_then(|s| conv3d_wgmma::conv3d_wgmma(REPRESENTATIVE, &s, p)),
-            &|| build(heuristic),
-        )?;
-        return Ok(one(k, grid, block, args, n_out));
-    }
-    if conv3d::mma_unsupported(&spec).is_none() {
-        let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
-        let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };
-        let build = |p: MmaParams| -> Result<Built, KernelError> {
-            let k = conv3d::conv3d_mma(&format!("{name}_mma"), &spec, p)?;
-            let (grid, block) = conv3d::mma_launch_dims(&spec, p)?;
-            Ok((k, grid, block))
-        };
-        let (k, grid, block) = tuned(
-            chooser,
-            desc("conv3d_mma"),
-            &conv3d::mma_param_space(),
-            &build,
-            &|p| rep_spec().and_then(|s| conv3d::conv3d_mma(REPRESENTATIVE, &s, p)),
-            &|| build(heuristic),
-        )?;
-        return Ok(one(k, grid, block, args, n_out));
-    }
-    let small = spec.cout <= 32;
-    let heuristic = if small { gemm::SIMT_SMALL } else { gemm::SIMT_LARGE };
-    let build = |p: SimtParams| -> Result<Built, KernelError> {
-        let k = conv3d::conv3d_simt(&format!("{name}_simt"), &spec, p)?;
-        let (grid, block) = conv3d::launch_dims(&spec, p)?;
-        Ok((k, grid, block))
-    };
-    let (k, grid, block) = tuned(
-        chooser,
-        desc("conv3d_simt"),
-        &conv3d::param_space(),
-        &build,
-        &|p| rep_spec().and_then(|s| conv3d::conv3d_simt(REPRESENTATIVE, &s, p)),
-        &|| build(heuristic),
-    )?;
     Ok(one(k, grid, block, args, n_out))
+}
+
+/// A conv kernel generator at a point, and its (grid, block).
+type ConvGen<'a, P> = (
+    &'a dyn Fn(&str, &ConvSpec, P) -> Result<Kernel, KernelError>,
+    &'a dyn Fn(&ConvSpec, P) -> Result<Dims, KernelError>,
+);
+
+/// One tunable conv family: its tuning description and the suffix of its kernels' names.
+struct ConvFamily {
+    desc: Desc,
+    suffix: String,
+}
+
+impl ConvFamily {
+    /// The kernel `{name}_{suffix}` for `spec` at the chosen point of `space` (`heuristic`
+    /// without a database or forced point); candidates are hashed at `rep`'s bucketed spec.
+    fn tuned<P: Point>(
+        self,
+        chooser: &dyn Chooser,
+        (name, spec, rep): (&str, &ConvSpec, &dyn Fn() -> Result<ConvSpec, KernelError>),
+        space: &[P],
+        heuristic: P,
+        (generate, dims): ConvGen<'_, P>,
+    ) -> Result<Built, KernelError> {
+        let kernel = format!("{name}_{}", self.suffix);
+        let build = |p: P| -> Result<Built, KernelError> {
+            let k = generate(&kernel, spec, p)?;
+            let (grid, block) = dims(spec, p)?;
+            Ok((k, grid, block))
+        };
+        tuned(chooser, self.desc, space, &build, &|p| rep().and_then(|s| generate(REPRESENTATIVE, &s, p)), &|| {
+            build(heuristic)
+        })
+    }
 }
 
 /// An attention node: f32 runs the SIMT variant, bf16/f16 the tensor-core one (on sm_90a with

@@ -43,6 +43,25 @@ fn position(b: &mut KernelBuilder, gn: Reg, g: &ConvGeom, (n, last): (u32, u32))
     (nok, origin)
 }
 
+/// The unpadded input coordinates `origin + tap − pad_lo` of the first N axes (wrapping u32),
+/// with `ok` narrowed to those inside their `extent`s.
+fn unpadded<const N: usize>(
+    b: &mut KernelBuilder,
+    (origin, taps, extents): (&[Reg], [Reg; N], [u32; N]),
+    g: &ConvGeom,
+    ok: &mut Reg,
+) -> [Reg; N] {
+    let mut coord = taps;
+    for (ax, (tap, extent)) in taps.into_iter().zip(extents).enumerate() {
+        let c = b.bin(BinOp::Add, Ty::U32, origin[ax], tap);
+        let c = b.bin(BinOp::Sub, Ty::U32, c, imm(g.pad_lo[ax] as u32));
+        let inside = b.setp(Cmp::Lt, c, imm(extent));
+        *ok = b.bin(BinOp::And, Ty::Pred, *ok, inside);
+        coord[ax] = c;
+    }
+    coord
+}
+
 /// k = `gk` as (ci, [dt, dh, dw]) (of min(gk, K - 1)), and whether gk < K and `nok`.
 fn taps_of(b: &mut KernelBuilder, gk: Reg, g: &ConvGeom, nok: Reg) -> (Reg, Reg, [Reg; 3]) {
     let (k, taps) = ((g.cin * g.taps()) as u32, g.taps() as u32);
@@ -65,14 +84,7 @@ pub(crate) fn im2col_index(b: &mut KernelBuilder, ps: &PosSlot, gk: Reg, g: &Con
     let [t, h, w] = g.input.map(|d| d as u32);
     let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, ps.nok);
     // Unpadded coordinate = origin + tap − pad_lo, in wrapping u32: inside iff < extent.
-    let mut coord = [dt, dh, dw];
-    for (ax, (tap, extent)) in [dt, dh, dw].into_iter().zip([t, h, w]).enumerate() {
-        let c = b.bin(BinOp::Add, Ty::U32, ps.origin[ax], tap);
-        let c = b.bin(BinOp::Sub, Ty::U32, c, imm(g.pad_lo[ax] as u32));
-        let inside = b.setp(Cmp::Lt, c, imm(extent));
-        ok = b.bin(BinOp::And, Ty::Pred, ok, inside);
-        coord[ax] = c;
-    }
+    let coord = unpadded(b, (&ps.origin, [dt, dh, dw], [t, h, w]), g, &mut ok);
     let idx = b.fma(Ty::U32, ci, imm(t), coord[0]);
     let idx = b.fma(Ty::U32, idx, imm(h), coord[1]);
     let idx = b.fma(Ty::U32, idx, imm(w), coord[2]);
@@ -235,14 +247,7 @@ impl RowGather {
             // less the padding (wrapping u32, as in `im2col_index`), for all 8 positions.
             let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i * self.step));
             let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, self.nok);
-            let mut coord = [dt, dh];
-            for (ax, (tap, extent)) in [dt, dh].into_iter().zip([t, h]).enumerate() {
-                let c = b.bin(BinOp::Add, Ty::U32, self.origin[ax], tap);
-                let c = b.bin(BinOp::Sub, Ty::U32, c, imm(g.pad_lo[ax] as u32));
-                let inside = b.setp(Cmp::Lt, c, imm(extent));
-                ok = b.bin(BinOp::And, Ty::Pred, ok, inside);
-                coord[ax] = c;
-            }
+            let coord = unpadded(b, (&self.origin[..2], [dt, dh], [t, h]), g, &mut ok);
             let base = b.fma(Ty::U32, ci, imm(t), coord[0]);
             let base = b.fma(Ty::U32, base, imm(h), coord[1]);
             let base = b.bin(BinOp::Mul, Ty::U32, base, imm(w));
