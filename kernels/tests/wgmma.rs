@@ -56,6 +56,11 @@ enum Layout {
     /// 128-byte swizzle of a tile 64 k wide, 8-row groups `sbo` apart from `base` (1024-byte
     /// aligned); the wgmma reads k columns `16·kstep .. 16·kstep + 16`.
     Swizzle128 { base: usize, sbo: usize, kstep: usize },
+    /// 128-byte swizzle, MN-major (imm-trans-b 1): what a 128-byte-swizzled TMA copy writes
+    /// of a row-major `[k, n]` tile in panels 64 n wide (a V tile of flash attention): k-row
+    /// kk of panel n / 64 at `base + (n / 64)·lbo + 128·kk`, its 16-byte chunk j at chunk
+    /// j XOR (kk % 8); the wgmma reads k-rows `16·kstep .. 16·kstep + 16`.
+    Swizzle128Mn { base: usize, lbo: usize, kstep: usize },
 }
 
 impl Layout {
@@ -69,6 +74,10 @@ impl Layout {
             Layout::Swizzle128 { base, sbo, kstep } => {
                 let kk = 16 * kstep + k;
                 base + (r / 8) * sbo + (r % 8) * 128 + (((kk / 8) ^ (r % 8)) * 16) + (kk % 8) * 2
+            }
+            Layout::Swizzle128Mn { base, lbo, kstep } => {
+                let kk = 16 * kstep + k;
+                base + (r / 64) * lbo + kk * 128 + ((((r % 64) / 8) ^ (kk % 8)) * 16) + (r % 8) * 2
             }
         }
     }
@@ -84,6 +93,11 @@ impl Layout {
             // 1, as CUTLASS sets it).
             Layout::Swizzle128 { base, sbo, kstep } => {
                 enc(base + 32 * kstep) | (1 << 16) | (enc(sbo) << 32) | (1u64 << 62)
+            }
+            // MN-major: 16 k-rows are two 1024-byte atoms (SBO 1024 between 8-row groups),
+            // LBO between the 64-wide panels (CUTLASS's `make_gmma_desc` for Major::MN B128).
+            Layout::Swizzle128Mn { base, lbo, kstep } => {
+                enc(base + 2048 * kstep) | (enc(lbo) << 16) | (enc(1024) << 32) | (1u64 << 62)
             }
         }
     }
@@ -471,6 +485,46 @@ fn register_a_and_mn_major_b_match_the_host_product() {
     let wrong = run(DType::BF16, 64, (la, lb), 4096, true, (Form { trans_b: false, ..form }, Faults::default()), 9);
     check(&r, 64, true, "MN-major");
     assert_ne!(r.got.as_ref().unwrap(), wrong.got.as_ref().unwrap());
+}
+
+/// B MN-major with the 128-byte swizzle (the V tiles of the TMA attention kernel) against the
+/// host product: register and descriptor A, bf16 and f16, N = 64, 128, 256 (one to four
+/// 64-wide panels LBO apart) at both k-steps of a 32-row tile (the rest of the image is NaN,
+/// so a wrong chunk or panel shows); a start address off the 1024-byte pattern is refused.
+#[test]
+fn swizzled_mn_major_b_matches_the_host_product() {
+    let la = Layout::Interleave { base: 0, lbo: 8 * 128, sbo: 128 };
+    for dtype in [DType::BF16, DType::F16] {
+        for n in [64u32, 128, 256] {
+            for kstep in [0, 1] {
+                let lb = Layout::Swizzle128Mn { base: 2048, lbo: 32 * 128, kstep };
+                let image = 2048 + 4 * 32 * 128;
+                for a_regs in [true, false] {
+                    let form = Form { a_regs, trans_b: true };
+                    let what = format!("{dtype} n={n} {form:?} B {lb:?}");
+                    let r = run(
+                        dtype,
+                        n,
+                        (la, lb),
+                        image,
+                        true,
+                        (form, Faults::default()),
+                        80 + u64::from(n) + kstep as u64,
+                    );
+                    check(&r, n as usize, true, &what);
+                }
+            }
+        }
+    }
+    let form = Form { a_regs: true, trans_b: true };
+    let image = 2048 + 4 * 32 * 128;
+    // Off the pattern: a start 128 bytes into an atom.
+    let off = Layout::Swizzle128Mn { base: 2048 + 128, lbo: 32 * 128, kstep: 0 };
+    let e = run(DType::BF16, 64, (la, off), image + 2048, true, (form, Faults::default()), 7);
+    match e.got {
+        Err(SimError::Fault { reason, .. }) => assert!(reason.contains("1024-byte boundary"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// The register-A hazards: an A fragment register written after `wgmma.fence`, or read

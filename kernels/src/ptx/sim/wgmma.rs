@@ -17,7 +17,8 @@
 //!   [`crate::ptx::builder::WgmmaA::Regs`]). An MN-major operand with no swizzle is the ISA's
 //!   canonical `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))`: element (mn, k) at
 //!   `start + (mn/8)·SBO + (mn%8)·2 + (k/8)·LBO + (k%8)·16` (core matrices of 8 k-rows of 8
-//!   consecutive MN elements; swizzled MN-major is a [`SimError::Fault`]).
+//!   consecutive MN elements); with the 128-byte swizzle, `((T,8,m),(8,k)) : ((1,T,LBO),(8T,SBO))`
+//!   before the swizzle (k-rows of 64 MN elements 128 bytes apart, see [`Descriptor::element_mn`]).
 //!   With no swizzle, a K-major matrix is 8-row × 16-byte core matrices: element
 //!   (row r, k) of a K-major operand is at `start + (r/8)·SBO + (r%8)·16 + (k/8)·LBO + (k%8)·2`
 //!   (LBO: the distance between core matrices adjacent in K; SBO: between core matrices
@@ -136,14 +137,35 @@ impl Descriptor {
     }
 
     /// The shared byte offset of element (`mn`, `k`) of an MN-major 16-bit operand (read
-    /// with imm-trans set). Only the no-swizzle ("interleave") mode is simulated: the ISA's
-    /// canonical layout `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))` with T = 8 elements, i.e.
-    /// core matrices of 8 k-rows × 16 bytes holding 8 consecutive MN elements, MN
-    /// neighbours SBO apart and K neighbours LBO apart.
+    /// with imm-trans set), in the ISA's canonical MN-major layouts (T = 8 elements, 16
+    /// bytes):
+    /// - no swizzle ("interleave"), `((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO))`: core matrices
+    ///   of 8 k-rows × 16 bytes holding 8 consecutive MN elements, MN neighbours SBO apart and
+    ///   K neighbours LBO apart;
+    /// - the 128-byte swizzle, `((T,8,m),(8,k)) : ((1,T,LBO),(8T,SBO))`: a k-row holds 64
+    ///   consecutive MN elements (128 bytes), 8 k-rows 128 bytes apart make a 1024-byte atom,
+    ///   the next 64 MN elements are LBO away and the next 8 k-rows SBO away (the roles of
+    ///   LBO and SBO swap against the interleave mode, as in CUTLASS's `make_gmma_desc`);
+    ///   then the chunk bits 4–6 are XORed with bits 7–9, with the same base-offset rule as
+    ///   the K-major swizzle. This is the box a 128-byte-swizzled TMA copy writes of a
+    ///   `[k, mn]` row-major tile 64 elements wide. The 64- and 32-byte swizzles are a fault.
     pub fn element_mn(&self, mn: usize, k: usize) -> Result<usize, String> {
-        match self.swizzle {
-            0 => Ok(self.start + (mn / 8) * self.sbo + (mn % 8) * 2 + (k / 8) * self.lbo + (k % 8) * 16),
-            s => Err(format!("MN-major operand with swizzle mode {s} (only no swizzle is simulated)")),
+        match (self.swizzle, self.base_offset) {
+            (0, _) => Ok(self.start + (mn / 8) * self.sbo + (mn % 8) * 2 + (k / 8) * self.lbo + (k % 8) * 16),
+            (1, 0) if (self.start >> 7) & 7 != 0 => Err(format!(
+                "MN-major 128-byte swizzle with base offset 0 but a start address (0x{:x}) whose 8-row pattern does \
+                 not begin on a 1024-byte boundary (only base offset 0 is simulated)",
+                self.start
+            )),
+            (1, 0) => {
+                let lin = self.start + (mn / 64) * self.lbo + (mn % 64) * 2 + (k / 8) * self.sbo + (k % 8) * 128;
+                Ok(lin ^ (((lin >> 7) & 7) << 4))
+            }
+            (1, b) => Err(format!("MN-major 128-byte swizzle with base offset {b} (only 0 is simulated)")),
+            (s, _) => Err(format!(
+                "MN-major operand with swizzle mode {s} ({}; only none and 128-byte are simulated)",
+                if s == 2 { "64-byte" } else { "32-byte" }
+            )),
         }
     }
 }
