@@ -25,7 +25,7 @@ use vidrt_kernels::ptx::kernels::attention::{
     simt_param_space, wgmma_launch_dims, wgmma_param_space, wgmma_unsupported, AttnSpec, MmaAttnParams, SimtParams,
     WgmmaAttnParams,
 };
-use vidrt_kernels::ptx::sim::{launch, ArgValue, GlobalMem, LaunchDims, SimError};
+use vidrt_kernels::ptx::sim::{buffer_arg, launch, ArgValue, GlobalMem, LaunchDims, SimError};
 use vidrt_kernels::ptx::{emit, Kernel, KernelError, Target};
 
 /// Deterministic splitmix64.
@@ -209,19 +209,22 @@ fn try_run(
     out_len: usize,
 ) -> Result<Vec<f32>, SimError> {
     let mut mem = GlobalMem::new();
-    let mut args = vec![
-        ArgValue::Ptr(mem.alloc_with(encode(dtype, &dt.q))),
-        ArgValue::Ptr(mem.alloc_with(encode(dtype, &dt.k))),
-        ArgValue::Ptr(mem.alloc_with(encode(dtype, &dt.v))),
+    let mut bufs = vec![
+        mem.alloc_with(encode(dtype, &dt.q)),
+        mem.alloc_with(encode(dtype, &dt.k)),
+        mem.alloc_with(encode(dtype, &dt.v)),
     ];
     if let Some(b) = &dt.bias {
-        args.push(ArgValue::Ptr(mem.alloc_with(encode(dtype, b))));
+        bufs.push(mem.alloc_with(encode(dtype, b)));
     }
     if let Some(m) = &dt.mask {
-        args.push(ArgValue::Ptr(mem.alloc_with(encode(mask_dtype, m))));
+        bufs.push(mem.alloc_with(encode(mask_dtype, m)));
     }
     let out = mem.alloc(out_len * dtype.size_bytes());
-    args.push(ArgValue::Ptr(out));
+    bufs.push(out);
+    // Pointers, or the kernel's tensor maps of q, k, v (the TMA kernel) for those buffers.
+    let args: Vec<ArgValue> =
+        bufs.iter().enumerate().map(|(i, &a)| buffer_arg(k, i, a).expect("a buffer parameter")).collect();
     launch(k, LaunchDims { grid, block }, &args, &mut mem)?;
     Ok(decode(dtype, mem.read(out, out_len * dtype.size_bytes()).expect("output")))
 }
@@ -380,6 +383,86 @@ fn wgmma_pipeline_without_its_waits_is_caught() {
     }
 }
 
+/// The producer (TMA, warp-specialized) points on the case with five 64-key tiles, so both
+/// rings wrap and both parities of every mbarrier are waited on: as generated they match the
+/// reference; each synchronisation taken out is reported by the simulator. Without the
+/// producer's waits on `empty` it refills stages still in use (a round's arrival before the
+/// last round completed, or a copy into bytes a wgmma is reading); without the computing warps' arrivals
+/// the producer waits forever; without the tail's wait on `full_v` the last P·V reads bytes
+/// whose copy has not landed; without the producer's `setmaxnreg.dec` the computing
+/// warpgroups' `.inc` can never be paid.
+#[test]
+fn wgmma_producer_points_wait_release_and_rebalance() {
+    let c = cases().last().cloned().unwrap();
+    let dtype = DType::BF16;
+    let s = spec(&c, 0.25, None);
+    let dt = data(&c, dtype, 0.25, 11);
+    let mut ran = 0;
+    for p in wgmma_param_space().into_iter().filter(|p| p.producer) {
+        let k = attention_wgmma("att", &s, dtype, p).expect("generates");
+        let dims = wgmma_launch_dims(&s, p);
+        assert_eq!(dims.1, 128 * (p.wg + 1), "{p:?}");
+        let text = emit(&k, Target::Sm90a);
+        for want in ["cp.async.bulk.tensor.4d.shared::cluster.global", "mbarrier.try_wait.parity", "mbarrier.arrive"] {
+            assert!(text.contains(want), "{p:?}: {want} missing");
+        }
+        assert!(!text.contains("cp.async.cg"), "{p:?}: every copy is a TMA copy");
+        if p.wg == 2 {
+            assert_eq!(text.matches("setmaxnreg.dec.sync.aligned.u32 40;").count(), 1, "{p:?}");
+            assert_eq!(text.matches("setmaxnreg.inc.sync.aligned.u32 232;").count(), 1, "{p:?}");
+            assert!(text.contains(".reqntid 384, 1, 1\n.minnctapersm 1"), "{p:?}");
+        } else {
+            assert!(!text.contains("setmaxnreg"), "{p:?}");
+        }
+        let run = |k: &Kernel| try_run(k, dims, &dt, (dtype, dtype), dt.want.len());
+        let got = run(&k).unwrap_or_else(|e| panic!("{p:?} as generated: {e}"));
+        let err = check(&c, &got, &dt, "producer");
+        assert!(err <= 1e-2, "{p:?}: rel L2 error {err:e}");
+        ran += 1;
+
+        // The producer's waits on `empty`: every try_wait before the computing warpgroups'
+        // first, on `q_full` (the only one with an immediate parity).
+        let q_wait = k
+            .insts
+            .iter()
+            .position(|i| matches!(i, Inst::MbarTryWait { parity: vidrt_kernels::ptx::builder::Operand::Int(0), .. }))
+            .unwrap();
+        let mut eager = k.clone();
+        let waits: Vec<usize> = (0..q_wait).filter(|&i| matches!(k.insts[i], Inst::MbarTryWait { .. })).collect();
+        assert_eq!(waits.len(), 4, "{p:?}: K and V waits before and in the loop");
+        for &w in waits.iter().rev() {
+            eager.insts.drain(w..w + 2); // the try_wait and its loop branch
+        }
+        match run(&eager) {
+            Err(SimError::Fault { reason, .. }) => assert!(reason.contains("no pending arrivals"), "{p:?}: {reason}"),
+            Err(SimError::AsyncHazard { what, .. }) => assert!(what.contains("pending"), "{p:?}: {what}"),
+            other => panic!("{p:?} without the producer's wait on empty: {:?}", other.map(|_| "ran")),
+        }
+        let mut no_release = k.clone();
+        no_release.insts.retain(|i| !matches!(i, Inst::MbarArrive { .. }));
+        match run(&no_release) {
+            Err(SimError::Deadlock { what, .. }) => assert!(what.contains("arrivals pending"), "{p:?}: {what}"),
+            other => panic!("{p:?} without the consumers' arrivals: {:?}", other.map(|_| "ran")),
+        }
+        let mut blind = k.clone();
+        let last = k.insts.iter().rposition(|i| matches!(i, Inst::MbarTryWait { .. })).unwrap();
+        blind.insts.drain(last..last + 2);
+        match run(&blind) {
+            Err(SimError::AsyncHazard { what, .. }) => assert!(what.contains("wgmma"), "{p:?}: {what}"),
+            other => panic!("{p:?} without the tail's wait on full_v: {:?}", other.map(|_| "ran")),
+        }
+        if p.wg == 2 {
+            let mut no_dec = k.clone();
+            no_dec.insts.retain(|i| !matches!(i, Inst::SetMaxNReg { inc: false, .. }));
+            match run(&no_dec) {
+                Err(SimError::Deadlock { what, .. }) => assert!(what.contains("setmaxnreg.inc"), "{p:?}: {what}"),
+                other => panic!("{p:?} without setmaxnreg.dec: {:?}", other.map(|_| "ran")),
+            }
+        }
+    }
+    assert!(ran >= 4, "only {ran} producer points");
+}
+
 #[test]
 fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
     let c = Case { bias: Some(vec![40]), mask: Some(vec![1]), ..cases()[3].clone() };
@@ -387,14 +470,16 @@ fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
     for p in wgmma_param_space() {
         let k = attention_wgmma("att", &s, DType::BF16, p).expect("generates");
         let text = emit(&k, Target::Sm90a);
-        let n = c.dv;
+        // The TMA stages hold whole 64-column panels: P·V's N is Dv rounded up to 64.
+        let n = if p.producer { c.dv.div_ceil(64) * 64 } else { c.dv };
+        let copy = if p.producer { "cp.async.bulk.tensor.4d" } else { "cp.async.cg.shared.global" };
         for want in [
             format!("wgmma.mma_async.sync.aligned.m64n{}k16.f32.bf16.bf16", p.bkv),
             // P·V: A from four registers, B MN-major (imm-trans-b 1).
             format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16"),
             "wgmma.fence.sync.aligned;".into(),
             "fence.proxy.async.shared::cta;".into(),
-            "cp.async.cg.shared.global".into(),
+            copy.into(),
             "cvt.rn.bf16x2.f32".into(),
             "ex2.approx.ftz.f32".into(),
         ] {
@@ -406,10 +491,11 @@ fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
         assert!(vidrt_kernels::ptx::try_emit(&k, Target::Sm80).is_err(), "{p:?}: emitted for sm_80");
     }
     for bad in [
-        WgmmaAttnParams { wg: 3, bkv: 64, stages: 2 },
-        WgmmaAttnParams { wg: 1, bkv: 24, stages: 2 },
-        WgmmaAttnParams { wg: 1, bkv: 256, stages: 2 },
-        WgmmaAttnParams { wg: 1, bkv: 64, stages: 4 },
+        WgmmaAttnParams { wg: 3, bkv: 64, stages: 2, producer: false },
+        WgmmaAttnParams { wg: 1, bkv: 24, stages: 2, producer: false },
+        WgmmaAttnParams { wg: 1, bkv: 256, stages: 2, producer: false },
+        WgmmaAttnParams { wg: 1, bkv: 64, stages: 4, producer: false },
+        WgmmaAttnParams { wg: 2, bkv: 64, stages: 1, producer: true },
     ] {
         assert!(matches!(attention_wgmma("x", &s, DType::BF16, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }

@@ -201,6 +201,8 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "conv3d_wgmma_causal_bf16_1",
         "attention_flash_wgmma_bf16_d128_0",
         "attention_flash_wgmma_f16_d64_1",
+        // The TMA attention with a producer warpgroup and setmaxnreg (128-key tiles, rings of 2).
+        "attention_flash_wgmma_bf16_d128_8",
     ] {
         let Some(k) = kernels.iter().find(|k| k.name == family) else {
             failures.push(format!("{family}: not in the catalog"));
@@ -209,7 +211,7 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         let wgmma = sm90a_only(family);
         // wgmma reads shared memory itself: HGMMA, no LDSM.
         let mut want = if wgmma { vec!["HGMMA"] } else { vec!["HMMA", "LDSM"] };
-        if family.starts_with("matmul_wgmma_tma") {
+        if k.params.contains(&vidrt_kernels::ptx::builder::ParamTy::TensorMap) {
             want.push("UTMALDG");
         } else if family.starts_with("matmul") {
             want.push("LDGSTS");

@@ -130,7 +130,7 @@ fn product_epilogue(
     Ok(GemmEpilogue { expr: Expr::from_ir(e)?, extra })
 }
 
-/// The [`GemmSpec`] of a matmul node: inputs a, b, [bias], [epilogue inputs…], output `out`.
+/// The [`GemmSpec`] of a matmul node: inputs a, b, \[bias\], \[epilogue inputs…\], output `out`.
 fn gemm_spec(
     ins: &[(&[usize], DType)],
     out: &[usize],
@@ -361,7 +361,7 @@ fn gemm(name: &str, spec: &GemmSpec, chooser: &dyn Chooser) -> Result<Lowered, K
     Ok(one(k, grid, block, args, work))
 }
 
-/// A conv3d node: inputs x, w, [bias], [epilogue inputs…].
+/// A conv3d node: inputs x, w, \[bias\], \[epilogue inputs…\].
 fn conv(
     name: &str,
     ins: &[(&[usize], DType)],

@@ -209,7 +209,13 @@ mod tests {
         assert_eq!(tma, Some(crate::ptx::kernels::gemm_wgmma_tma::large()));
         let with = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1,producer=1");
         assert_eq!(with.map(|p| p.producer), Some(true));
-        assert_eq!(crate::ptx::kernels::attention::wgmma_param_space()[0].to_text(), "wg=2,bkv=64,stages=3");
+        type A = crate::ptx::kernels::attention::WgmmaAttnParams;
+        let attn = crate::ptx::kernels::attention::wgmma_param_space();
+        assert_eq!(attn[0].to_text(), "wg=2,bkv=64,stages=3,producer=0");
+        // An attention text from before `producer` existed reads as the cp.async point.
+        assert_eq!(A::from_text("wg=2,bkv=64,stages=3"), Some(attn[0]));
+        assert_eq!(A::from_text("wg=2,bkv=64,stages=3,producer=1").map(|p| p.producer), Some(true));
+        assert_eq!(A::from_text("wg=2,bkv=64,stages=3,producer=2"), None);
         let p = param_space()[0];
         assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");
         type M = crate::ptx::kernels::gemm_mma::MmaParams;

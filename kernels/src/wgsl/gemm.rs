@@ -129,7 +129,7 @@ pub fn gemm(kind: GemmKind, p: GemmParams) -> Result<WgslKernel, WgslError> {
 }
 
 /// The kernel for `kind` at `p` with `epilogue` (if any) applied in the store: entry
-/// `..._epi_f32`, inputs a, b, [bias], then one per epilogue slot after the first.
+/// `..._epi_f32`, inputs a, b, \[bias\], then one per epilogue slot after the first.
 pub fn gemm_fused(kind: GemmKind, p: GemmParams, epilogue: Option<&ElementwiseExpr>) -> Result<WgslKernel, WgslError> {
     let epi = if epilogue.is_some() { "_epi" } else { "" };
     let (entry, bias, meta_len) = match kind {

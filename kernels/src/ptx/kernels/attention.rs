@@ -23,7 +23,7 @@
 //! `[B, Sq, H, Dv]` (the input dtype); an optional additive bias read at generation-time
 //! strides over `[B, H, Sq, Sk]` (0 on broadcast axes) of the input dtype; an optional key mask
 //! `[B, Sk]` of any dtype (a key whose mask is 0 is dropped). A row whose keys are all dropped
-//! writes zeros (as the CPU reference does). Parameters: q, k, v, [bias], [mask], out.
+//! writes zeros (as the CPU reference does). Parameters: q, k, v, \[bias\], \[mask\], out.
 //!
 //! Numerics: scores in the log₂ domain (q·k·scale·log₂e, bias·log₂e), `ex2.approx.ftz.f32`
 //! (relative error ≤ 2⁻²²·⁵ on hardware), running max and sum in f32; the sum uses the f32
@@ -49,11 +49,13 @@ use super::common::{elem_ty, to_f32, u32_of, LOG2E};
 use crate::ptx::builder::{
     BinOp, Cmp, Guard, Inst, KernelBuilder, Operand, ParamTy, Reg, ShflMode, Space, Special, Ty, UnOp,
 };
+use crate::ptx::tma::TensorMapDesc;
 use crate::ptx::KernelError;
 
 mod mma;
 mod simt;
 mod wgmma;
+mod wgmma_tma;
 
 pub use mma::attention_mma;
 pub use simt::attention_simt;
@@ -366,6 +368,9 @@ fn set(b: &mut KernelBuilder, dst: Reg, v: impl Into<Operand>) {
 /// in q, k, v, out; plus the bias and mask bases.
 struct Block {
     q0: Reg,
+    /// The head and the batch item.
+    h: Reg,
+    bb: Reg,
     q_base: Reg,
     k_base: Reg,
     v_base: Reg,
@@ -432,17 +437,20 @@ impl Scores {
 }
 
 /// Reads the parameters and decomposes the block index (`bq` query rows per block, keys in
-/// tiles of `bk`); `dtype` is the bias dtype (that of the inputs).
+/// tiles of `bk`); `dtype` is the bias dtype (that of the inputs). With `maps`, q, k and v
+/// are tensor-map parameters of these descriptions (the TMA kernel), else pointers.
 fn block_setup(
     b: &mut KernelBuilder,
     s: &AttnSpec,
     dt: Dims,
     dtype: DType,
     (bq, bk): (u32, u32),
+    maps: Option<[TensorMapDesc; 3]>,
 ) -> (Reg, Reg, Reg, Reg, Block) {
-    let pq = b.param(ParamTy::Ptr);
-    let pk = b.param(ParamTy::Ptr);
-    let pv = b.param(ParamTy::Ptr);
+    let [pq, pk, pv] = match maps {
+        Some(m) => m.map(|d| b.tensor_map_param(d)),
+        None => [0; 3].map(|_| b.param(ParamTy::Ptr)),
+    };
     let pbias = s.bias.map(|_| b.param(ParamTy::Ptr));
     let pmask = s.mask.map(|_| b.param(ParamTy::Ptr));
     let po = b.param(ParamTy::Ptr);
@@ -485,7 +493,7 @@ fn block_setup(
         sk: dt.sk,
         key_tail: !dt.sk.is_multiple_of(bk),
     };
-    (pq, pk, pv, po, Block { q0, q_base, k_base, v_base, o_base, scores })
+    (pq, pk, pv, po, Block { q0, h, bb, q_base, k_base, v_base, o_base, scores })
 }
 
 /// Warp butterfly reduction of f32 `v` (every lane gets the result).
@@ -576,7 +584,7 @@ fn inv_sum(b: &mut KernelBuilder, l: Reg) -> Reg {
 }
 
 /// The [`AttnSpec`] of an attention node: `ins` are the node's inputs (dims, dtype) in order
-/// q, k, v, [bias], [mask].
+/// q, k, v, \[bias\], \[mask\].
 pub fn spec_for_node(
     ins: &[(&[usize], DType)],
     (scale, bias, mask): (f64, bool, bool),

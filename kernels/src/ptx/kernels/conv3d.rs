@@ -172,7 +172,7 @@ pub fn launch_dims(spec: &ConvSpec, p: SimtParams) -> Result<(u32, u32), KernelE
     Ok((u32_of(tiles.saturating_mul(spec.batch), "conv3d blocks")?, p.threads()))
 }
 
-/// The implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, [bias], [epilogue inputs…],
+/// The implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, \[bias\], \[epilogue inputs…\],
 /// out — w is the GEMM's A and x its B, so the kernel takes them in the IR's order.
 pub fn conv3d_simt(name: &str, spec: &ConvSpec, p: SimtParams) -> Result<Kernel, KernelError> {
     spec.check()?;
@@ -234,8 +234,8 @@ pub fn mma_launch_dims(spec: &ConvSpec, p: MmaParams) -> Result<(u32, u32), Kern
     Ok((u32_of(grid, "conv3d blocks")?, block))
 }
 
-/// The tensor-core implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, [bias],
-/// [epilogue inputs…], out.
+/// The tensor-core implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, \[bias\],
+/// \[epilogue inputs…\], out.
 pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, KernelError> {
     spec.check()?;
     if let Some(why) = mma_unsupported(spec) {

@@ -65,7 +65,7 @@ pub fn wgmma_launch_dims(spec: &ConvSpec, p: WgmmaParams) -> Result<(u32, u32), 
     Ok((u32_of(grid, "conv3d blocks")?, block))
 }
 
-/// The wgmma implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, [bias], [epilogue
+/// The wgmma implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, \[bias\], [epilogue
 /// inputs…], out.
 pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, p: WgmmaParams) -> Result<Kernel, KernelError> {
     spec.check()?;

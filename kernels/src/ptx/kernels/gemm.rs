@@ -483,7 +483,7 @@ pub(crate) struct Core<'a> {
     pub b_first: bool,
 }
 
-/// Generates the SIMT kernel for `core` at `p`. Parameters: A, B, [bias], [epilogue
+/// Generates the SIMT kernel for `core` at `p`. Parameters: A, B, \[bias\], [epilogue
 /// inputs…], out.
 pub(crate) fn simt_kernel(name: &str, header: String, core: &Core, p: SimtParams) -> Result<Kernel, KernelError> {
     p.check()?;
@@ -573,7 +573,7 @@ pub(crate) fn simt_kernel(name: &str, header: String, core: &Core, p: SimtParams
     Ok(b.finish())
 }
 
-/// The SIMT GEMM for `spec` at `p`. Parameters: A, B, [bias], [epilogue inputs…], out.
+/// The SIMT GEMM for `spec` at `p`. Parameters: A, B, \[bias\], \[epilogue inputs…\], out.
 pub fn gemm_simt(name: &str, spec: &GemmSpec, p: SimtParams) -> Result<Kernel, KernelError> {
     spec.check()?;
     let (grid, _) = simt_launch_dims(spec, p)?;

@@ -6,7 +6,7 @@
 //!
 //! - Layouts: A is `[M, K]` row-major; B is stored `[N, K]` row-major (that is, the K×N operand
 //!   in column-major order, the layout of a linear layer's `[out, in]` weight); the output is
-//!   `[batch…, M, N]` row-major. Parameters: a, b, [bias], [epilogue inputs…], out. Shapes are
+//!   `[batch…, M, N]` row-major. Parameters: a, b, \[bias\], \[epilogue inputs…\], out. Shapes are
 //!   generation-time constants.
 //! - Requirements: K a multiple of 8 (every 16-byte `cp.async` row chunk of A and B is then
 //!   aligned and either wholly inside or wholly outside the matrix); any M, N ≥ 1. Tiles past
@@ -334,7 +334,7 @@ pub(super) fn cp_async_operands_unsupported(kernel: &str, spec: &GemmSpec) -> Op
 }
 
 /// The tensor-core GEMM for `spec` (see [`mma_unsupported`] for what it takes) at `p`.
-/// Parameters: a, b, [bias], [epilogue inputs…], out (as [`super::gemm::gemm_simt`]).
+/// Parameters: a, b, \[bias\], \[epilogue inputs…\], out (as [`super::gemm::gemm_simt`]).
 pub fn gemm_mma_spec(name: &str, spec: &GemmSpec, p: MmaParams) -> Result<Kernel, KernelError> {
     gemm_mma_spec_waiting(name, spec, p, p.stages.saturating_sub(2))
 }
@@ -398,7 +398,7 @@ pub(crate) struct MmaCore<'a> {
 }
 
 /// Generates the tensor-core kernel for `core` at `p`. Parameters: A, B (or B, A with
-/// `b_first`), [bias], [epilogue inputs…], out.
+/// `b_first`), \[bias\], \[epilogue inputs…\], out.
 pub(crate) fn mma_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams) -> Result<Kernel, KernelError> {
     pipeline_kernel(name, header, core, p, p.stages.saturating_sub(2))
 }

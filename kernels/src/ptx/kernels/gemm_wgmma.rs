@@ -10,8 +10,8 @@
 //!
 //! - Layouts: A is `[M, K]` row-major, B is stored `[N, K]` row-major (both K-major: what
 //!   wgmma reads without a transpose; B is the layout of a linear layer's `[out, in]`
-//!   weight); the output is `[batch…, M, N]` row-major. Parameters: a, b, [bias],
-//!   [epilogue inputs…], out. Shapes are generation-time constants.
+//!   weight); the output is `[batch…, M, N]` row-major. Parameters: a, b, \[bias\],
+//!   \[epilogue inputs…\], out. Shapes are generation-time constants.
 //! - Requirements: K a multiple of 8 (16-byte `cp.async` chunks), batch strides multiples
 //!   of 8; any M, N ≥ 1. Rows past M or N and k past K are zero-filled by `cp.async` with
 //!   `src-size` 0, and the store is guarded per element.
@@ -298,7 +298,7 @@ pub fn descriptor(b: &mut KernelBuilder, addr: Reg, lbo: u32, sbo: u32) -> Reg {
 }
 
 /// The wgmma GEMM for `spec` (see [`wgmma_unsupported`] for what it takes) at `p`.
-/// Parameters: a, b, [bias], [epilogue inputs…], out (as [`super::gemm_mma::gemm_mma_spec`]).
+/// Parameters: a, b, \[bias\], \[epilogue inputs…\], out (as [`super::gemm_mma::gemm_mma_spec`]).
 pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Kernel, KernelError> {
     spec.check()?;
     if let Some(why) = wgmma_unsupported(spec) {

@@ -14,7 +14,7 @@
 //!   ([`crate::ptx::builder::ParamTy::TensorMap`], built by the launcher from the operand's
 //!   address and the kernel's [`Kernel::tensor_maps`], which are [`tensor_maps`]: 2-D `[rows, K]` row-major bf16/f16
 //!   maps with a 64 × BM (A) or 64 × BN (B) box and the 128-byte swizzle, out-of-bounds
-//!   elements zero), then [bias], [epilogue inputs…], out as `matmul_wgmma`. The TMA's
+//!   elements zero), then \[bias\], \[epilogue inputs…\], out as `matmul_wgmma`. The TMA's
 //!   zero fill covers the tails: k past K, rows past the operand; rows of the next matrix of
 //!   a batch only reach output rows/columns past M/N, which the store skips.
 //! - Launch: [`launch_grid`] (as `matmul_wgmma` at one tile per block). Shared memory: the
@@ -140,7 +140,7 @@ pub fn tensor_maps(spec: &GemmSpec, p: WgmmaParams, (a, b): (u64, u64)) -> [Tens
 }
 
 /// The TMA-fed wgmma GEMM for `spec` (see [`tma_unsupported`]) at `p` (a swizzled point).
-/// Parameters: tensor map of A, tensor map of B, [bias], [epilogue inputs…], out.
+/// Parameters: tensor map of A, tensor map of B, \[bias\], \[epilogue inputs…\], out.
 pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Kernel, KernelError> {
     spec.check()?;
     if let Some(why) = tma_unsupported(spec) {
@@ -269,7 +269,7 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let step = b.special(Special::NctaidX);
     // The computing thread's index among the computing threads.
     let (ctid, first_at) = if p.producer {
-        let ctid = producer_warpgroup(&mut b, p, (tid, done), |b| {
+        let ctid = producer_warpgroup(&mut b, p.warpgroups() == 2, (tid, done), |b| {
             // Thread 0: every slice of every tile of this block, in order (global slice g).
             let (s, parity, g) = (b.imm_u32(0), b.imm_u32(0), b.imm_u32(0));
             tile_loop(b, (tile, step, total), |b| {
@@ -451,20 +451,20 @@ pub fn launch_grid(spec: &GemmSpec, p: WgmmaParams) -> Result<(u32, u32), Kernel
 /// Per-thread registers of a producer warpgroup after its `setmaxnreg.dec` and of the two
 /// computing warpgroups after their `.inc` (CUTLASS's split for a 384-thread block, which
 /// starts with 168 each: 128·40 + 256·232 = 384·168).
-const PRODUCER_REGS: u32 = 40;
-const COMPUTING_REGS: u32 = 232;
+pub(crate) const PRODUCER_REGS: u32 = 40;
+pub(crate) const COMPUTING_REGS: u32 = 232;
 
 /// The producer warpgroup of a `producer` point: warpgroup 0 (threads 0..128) lowers its
-/// registers (with two computing warpgroups), its thread 0 runs `produce` (every copy of the
-/// block), then the producer warpgroup branches to `done`. The computing warpgroups raise
-/// their registers and go on; returns their thread index counted from 0 (tid - 128).
-fn producer_warpgroup(
+/// registers (with `rebalance`: two computing warpgroups), its thread 0 runs `produce` (every
+/// copy of the block), then the producer warpgroup branches to `done`. The computing
+/// warpgroups raise their registers and go on; returns their thread index counted from 0
+/// (tid - 128). Shared with the TMA attention kernel.
+pub(crate) fn producer_warpgroup(
     b: &mut KernelBuilder,
-    p: WgmmaParams,
+    rebalance: bool,
     (tid, done): (Reg, crate::ptx::builder::Label),
     produce: impl FnOnce(&mut KernelBuilder) -> Result<(), KernelError>,
 ) -> Result<Reg, KernelError> {
-    let rebalance = p.warpgroups() == 2;
     let computing = b.label();
     let is_producer = b.setp(Cmp::Lt, tid, imm(128));
     b.bra_if(computing, is_producer, true);
@@ -484,7 +484,7 @@ fn producer_warpgroup(
 
 /// The next slice of a ring of `stages`: stage s + 1, wrapping (and flipping the parity)
 /// after the last; i + 1.
-fn advance_ring(b: &mut KernelBuilder, stages: u32, (s, parity, i): (Reg, Reg, Reg)) {
+pub(crate) fn advance_ring(b: &mut KernelBuilder, stages: u32, (s, parity, i): (Reg, Reg, Reg)) {
     let s1 = b.bin(BinOp::Add, Ty::U32, s, imm(1));
     let wrap = b.setp(Cmp::Ge, s1, imm(stages));
     let s_next = b.selp(Ty::U32, imm(0), s1, wrap);

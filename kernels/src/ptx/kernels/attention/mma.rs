@@ -117,7 +117,7 @@ pub fn attention_mma(name: &str, s: &AttnSpec, dtype: DType, p: MmaAttnParams) -
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);
     let smem = b.shared(bytes);
-    let (pq, pk, pv, po, blk) = block_setup(&mut b, s, dt, dtype, (bq, bkv));
+    let (pq, pk, pv, po, blk) = block_setup(&mut b, s, dt, dtype, (bq, bkv), None);
     let tid = b.special(Special::TidX);
     let lane = b.special(Special::LaneId);
     let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));

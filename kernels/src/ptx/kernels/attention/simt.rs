@@ -108,7 +108,7 @@ pub fn attention_simt(name: &str, s: &AttnSpec, dtype: DType, p: SimtParams) -> 
     let k_off = b.shared(bk * qs);
     let v_off = b.shared(bk * dvp * 4);
     let p_off = b.shared(bq * bk * 4);
-    let (pq, pk, pv, po, blk) = block_setup(&mut b, s, dt, DType::F32, (bq, bk));
+    let (pq, pk, pv, po, blk) = block_setup(&mut b, s, dt, DType::F32, (bq, bk), None);
     let tid = b.special(Special::TidX);
     let lane = b.special(Special::LaneId);
     let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));

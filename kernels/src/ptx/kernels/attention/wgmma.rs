@@ -69,13 +69,17 @@ pub struct WgmmaAttnParams {
     /// Shared-memory stages of the K/V pipeline: 1 or 2 with S and P·V of a tile in sequence,
     /// 3 for FlashAttention-3's intra-warpgroup pipeline (tile j's S = Q·Kᵀ issued with tile
     /// j - 1's P·V, the softmax of S_j while P·V_{j-1} runs; the third buffer holds tile j + 1
-    /// loading meanwhile).
+    /// loading meanwhile). With `producer`, the depth (2 or 3) of the K ring and of the V ring.
     pub stages: u32,
+    /// FlashAttention-3's warp-specialized form (the `wgmma_tma` module): one more warpgroup
+    /// copies Q, K and V by TMA into 128-byte-swizzled stages, released through mbarriers.
+    pub producer: bool,
 }
 
 impl WgmmaAttnParams {
+    /// Threads per block: the computing warpgroups, and the producer's.
     pub fn threads(self) -> u32 {
-        128 * self.wg
+        128 * (self.wg + u32::from(self.producer))
     }
 
     /// Query rows per block.
@@ -94,6 +98,9 @@ impl WgmmaAttnParams {
         if !matches!(self.stages, 1..=3) {
             return bad("stages must be 1, 2 or 3");
         }
+        if self.producer && self.stages == 1 {
+            return bad("a producer point needs 2 or 3 stages (the K and V rings)");
+        }
         Ok(())
     }
 
@@ -105,15 +112,17 @@ impl WgmmaAttnParams {
 }
 
 impl crate::ptx::tune::Point for WgmmaAttnParams {
-    const NAMES: &'static [&'static str] = &["wg", "bkv", "stages"];
+    const NAMES: &'static [&'static str] = &["wg", "bkv", "stages", "producer"];
+    /// `producer` came later: texts without it are the points they always were.
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("producer", 0)];
 
     fn values(self) -> Vec<u32> {
-        vec![self.wg, self.bkv, self.stages]
+        vec![self.wg, self.bkv, self.stages, u32::from(self.producer)]
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
         match *v {
-            [wg, bkv, stages] => Some(WgmmaAttnParams { wg, bkv, stages }),
+            [wg, bkv, stages, pr @ (0 | 1)] => Some(WgmmaAttnParams { wg, bkv, stages, producer: pr == 1 }),
             _ => None,
         }
     }
@@ -124,11 +133,27 @@ impl crate::ptx::tune::Point for WgmmaAttnParams {
 /// with the intra-warpgroup pipeline over 64-key tiles (3 stages: 64 KiB at head dim 64,
 /// 128 KiB at 128), then one warpgroup so pipelined; one warpgroup with 64-key double-buffered
 /// tiles (static 40 KiB at head dim 64, dynamic 80 KiB at 128), two warpgroups so, a
-/// single-stage point, a small 32-key tile and the large 128-key tile. The order is not
-/// measured yet (no GPU run): `vidrt tune` picks by timing.
+/// single-stage point, a small 32-key tile and the large 128-key tile. Then the producer
+/// (TMA, warp-specialized) points: two computing warpgroups over 64- and 128-key tiles with
+/// K and V rings of 2 (FlashAttention-3's hdim-128 shape: 160 KiB at 128 keys), 64 keys with
+/// rings of 3, and one computing warpgroup over 128 keys. The order is not measured yet (no
+/// GPU run): `vidrt tune` picks by timing, and the heuristic stays on the first point.
 pub fn wgmma_param_space() -> Vec<WgmmaAttnParams> {
-    let p = |wg, bkv, stages| WgmmaAttnParams { wg, bkv, stages };
-    vec![p(2, 64, 3), p(1, 64, 3), p(1, 64, 2), p(2, 64, 2), p(1, 64, 1), p(1, 32, 2), p(2, 128, 2)]
+    let p = |wg, bkv, stages| WgmmaAttnParams { wg, bkv, stages, producer: false };
+    let t = |wg, bkv, stages| WgmmaAttnParams { producer: true, ..p(wg, bkv, stages) };
+    vec![
+        p(2, 64, 3),
+        p(1, 64, 3),
+        p(1, 64, 2),
+        p(2, 64, 2),
+        p(1, 64, 1),
+        p(1, 32, 2),
+        p(2, 128, 2),
+        t(2, 64, 2),
+        t(2, 128, 2),
+        t(2, 64, 3),
+        t(1, 128, 2),
+    ]
 }
 
 /// (grid, block) of the wgmma variant.
@@ -206,6 +231,9 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
     }
     let ab = if dtype == DType::F16 { Ty::F16 } else { Ty::BF16 };
     p.check()?;
+    if p.producer {
+        return super::wgmma_tma::attention_wgmma_tma(name, s, dtype, p);
+    }
     let dt = s.dims()?;
     let (threads, bq, bkv) = (p.threads(), p.bq(), p.bkv);
     let dp = round_up(dt.d, 16);
@@ -235,7 +263,7 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);
     let smem = b.shared(bytes);
-    let (pq, pk, pv, po, blk) = block_setup(&mut b, s, dt, dtype, (bq, bkv));
+    let (pq, pk, pv, po, blk) = block_setup(&mut b, s, dt, dtype, (bq, bkv), None);
     let tid = b.special(Special::TidX);
     let lane = b.special(Special::LaneId);
     let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
@@ -324,23 +352,10 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
     // Scores of the tile at keys k0.., then the online softmax of rows a (elements 0, 1 of
     // each 8-key block) and b (2, 3): P packed into `pa`, and the rows' corrections of O.
     let softmax = |b: &mut KernelBuilder, pa: &[[Reg; 4]]| -> [Reg; 2] {
-        let tiles: Vec<[Reg; 4]> = sacc.chunks_exact(4).map(|a| [a[0], a[1], a[2], a[3]]).collect();
-        let (probs, corr) = fragment_softmax(b, &blk.scores, &tiles, (k0, q2), (row_a, row_b), (m, l), zero);
-        for (kk, fa) in pa.iter().enumerate() {
-            let (p0, p1) = (probs[2 * kk], probs[2 * kk + 1]);
-            for (dst, (x, y)) in fa.iter().zip([(p0[0], p0[1]), (p0[2], p0[3]), (p1[0], p1[1]), (p1[2], p1[3])]) {
-                b.push(Inst::CvtPack { ty: ab, dst: *dst, hi: y, lo: x });
-            }
-        }
-        corr
+        softmax_to_p(b, &blk.scores, &sacc, (k0, q2, row_a, row_b), (m, l, zero), (pa, ab))
     };
-    let rescale = |b: &mut KernelBuilder, corr: [Reg; 2]| {
-        for (i, &x) in o.iter().enumerate() {
-            b.push(Inst::Bin { op: BinOp::Mul, dst: x, a: Operand::Reg(x), b: Operand::Reg(corr[(i % 4) / 2]) });
-        }
-    };
-    let p_regs =
-        |b: &mut KernelBuilder| -> Vec<[Reg; 4]> { (0..nkt / 2).map(|_| [0; 4].map(|_| b.reg(Ty::U32))).collect() };
+    let rescale = |b: &mut KernelBuilder, corr: [Reg; 2]| rescale(b, &o, corr);
+    let p_regs = |b: &mut KernelBuilder| p_regs(b, bkv);
     let pa = p_regs(&mut b);
     let advance = |b: &mut KernelBuilder| {
         b.push(Inst::Bin { op: BinOp::Add, dst: k0, a: Operand::Reg(k0), b: imm(bkv) });
@@ -448,27 +463,74 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
         b.cp_async_wait_all();
     }
 
-    // Epilogue: O / l per row, stored in the input dtype (pairs packed: Dv is even).
+    store_rows(&mut b, (&o, l), (row_a, row_b, q2), (dt, &blk, po, ab));
+    Ok(b.finish())
+}
+
+/// The online softmax of the S accumulators `sacc` (keys k0.., this lane's rows a and b:
+/// elements 0, 1 and 2, 3 of each 8-key block) with P rounded to `ab` and packed into the
+/// wgmma register-A fragments `pa` (keys 16kk..16kk+16 are k-step kk's fragment, as with
+/// `mma.sync`); returns the rows' corrections of O.
+pub(super) fn softmax_to_p(
+    b: &mut KernelBuilder,
+    scores: &super::Scores,
+    sacc: &[Reg],
+    (k0, q2, row_a, row_b): (Reg, Reg, Reg, Reg),
+    (m, l, zero): ([Reg; 2], [Reg; 2], Reg),
+    (pa, ab): (&[[Reg; 4]], Ty),
+) -> [Reg; 2] {
+    let tiles: Vec<[Reg; 4]> = sacc.chunks_exact(4).map(|a| [a[0], a[1], a[2], a[3]]).collect();
+    let (probs, corr) = fragment_softmax(b, scores, &tiles, (k0, q2), (row_a, row_b), (m, l), zero);
+    for (kk, fa) in pa.iter().enumerate() {
+        let (p0, p1) = (probs[2 * kk], probs[2 * kk + 1]);
+        for (dst, (x, y)) in fa.iter().zip([(p0[0], p0[1]), (p0[2], p0[3]), (p1[0], p1[1]), (p1[2], p1[3])]) {
+            b.push(Inst::CvtPack { ty: ab, dst: *dst, hi: y, lo: x });
+        }
+    }
+    corr
+}
+
+/// O *= the correction of its row (elements 0, 1 of each 8-column block are row a's).
+pub(super) fn rescale(b: &mut KernelBuilder, o: &[Reg], corr: [Reg; 2]) {
+    for (i, &x) in o.iter().enumerate() {
+        b.push(Inst::Bin { op: BinOp::Mul, dst: x, a: Operand::Reg(x), b: Operand::Reg(corr[(i % 4) / 2]) });
+    }
+}
+
+/// The register-A fragments of P for a tile of `bkv` keys (four b32 per 16 keys).
+pub(super) fn p_regs(b: &mut KernelBuilder, bkv: u32) -> Vec<[Reg; 4]> {
+    (0..bkv / 16).map(|_| [0; 4].map(|_| b.reg(Ty::U32))).collect()
+}
+
+/// The epilogue: O / l per row (`l` this lane's partial sums, reduced over the quad), stored
+/// in the input dtype `ab` (pairs packed: Dv is even) for rows below Sq, the accumulator's
+/// 8-column blocks past Dv skipped (Dv is a multiple of 8: every block is wholly inside or
+/// outside the row).
+pub(super) fn store_rows(
+    b: &mut KernelBuilder,
+    (o, l): (&[Reg], [Reg; 2]),
+    (row_a, row_b, q2): (Reg, Reg, Reg),
+    (dt, blk, po, ab): (super::Dims, &super::Block, Reg, Ty),
+) {
     let inv: Vec<Reg> = (0..2)
         .map(|half| {
-            let lt = warp_reduce(&mut b, l[half], BinOp::Add, &[1, 2]);
-            inv_sum(&mut b, lt)
+            let lt = warp_reduce(b, l[half], BinOp::Add, &[1, 2]);
+            inv_sum(b, lt)
         })
         .collect();
+    let hdv = dt.h * dt.dv;
     for (half, &row) in [row_a, row_b].iter().enumerate() {
         let rok = b.setp(Cmp::Lt, row, imm(dt.sq));
         let ob = b.fma(Ty::U32, row, imm(hdv), blk.o_base);
         let ob = b.bin(BinOp::Add, Ty::U32, ob, q2);
-        for (nt, acc) in o.chunks_exact(4).enumerate() {
+        for (nt, acc) in o.chunks_exact(4).enumerate().take_while(|(nt, _)| (*nt as u32) * 8 < dt.dv) {
             let c0 = nt as u32 * 8;
             let x0 = b.bin(BinOp::Mul, Ty::F32, acc[2 * half], inv[half]);
             let x1 = b.bin(BinOp::Mul, Ty::F32, acc[2 * half + 1], inv[half]);
             let i = b.bin(BinOp::Add, Ty::U32, ob, imm(c0));
-            // Dv is a multiple of 8: every 8-column block is inside the row.
             let w = b.cvt_pack(ab, x0, x1);
             let ad = b.addr(po, i, 2);
-            st_if(&mut b, Space::Global, ad, vec![w], Some(rok));
+            st_if(b, Space::Global, ad, vec![w], Some(rok));
         }
     }
-    Ok(b.finish())
 }
