@@ -50,6 +50,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked --features "$FEATURES" -- -D warnings
+# The API docs build without broken or private intra-doc links.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --features "$FEATURES"
 cargo test --workspace --doc --locked --features "$FEATURES"
 # Last, so that the closing line is the real count of tests run.
 cargo nextest run --workspace --locked --no-fail-fast --features "$FEATURES" "${filter[@]}"

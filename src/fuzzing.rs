@@ -3,9 +3,9 @@
 //! Each function takes one input as bytes and feeds it to a parser that reads user files:
 //!
 //! - [`weights`]: the safetensors loader (`SafeTensorsFile`, `WeightStore`);
-//! - [`ir_text`]: the IR text parser, with the verifier and the print/parse round trip;
-//! - [`config`]: the diffusers model config readers, then graph building at a tiny shape;
-//! - [`golden_case`]: a golden case's `case.json`.
+//! - [`ir_text`](crate::fuzzing::ir_text): the IR text parser, with the verifier and the print/parse round trip;
+//! - [`config`](crate::fuzzing::config): the diffusers model config readers, then graph building at a tiny shape;
+//! - [`golden_case`](crate::fuzzing::golden_case): a golden case's `case.json`.
 //!
 //! A typed error from the code under test is fine (most inputs are invalid). A body returns
 //! `Err` when it finds a bug that is not a panic (a graph that parses but does not verify, a
@@ -16,8 +16,8 @@
 //! through these bodies under `catch_unwind`.
 //!
 //! Files an input is written to live in a scratch folder private to the process
-//! ([`scratch_dir`], under `/dev/shm` where there is one), created on first use and reused;
-//! [`remove_scratch`] deletes it after a run.
+//! ([`scratch_dir`](crate::fuzzing::scratch_dir), under `/dev/shm` where there is one), created on first use and reused;
+//! [`remove_scratch`](crate::fuzzing::remove_scratch) deletes it after a run.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

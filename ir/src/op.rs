@@ -171,8 +171,8 @@ pub enum Op {
     Weight { name: String },
     /// A tensor of the node's shape and dtype filled with `value`.
     Constant { value: f64 },
-    /// Wan's 3-axis rotary table, `[S, hd]` f32 with S = grid[0]·grid[1]·grid[2] and
-    /// hd = dims[0]+dims[1]+dims[2]; each pair's value is repeated twice (interleaved).
+    /// Wan's 3-axis rotary table, `[S, hd]` f32 with S = `grid[0]·grid[1]·grid[2]` and
+    /// hd = `dims[0]+dims[1]+dims[2]`; each pair's value is repeated twice (interleaved).
     /// Computed in f64 and rounded to f32, positions 0.. on each axis.
     RopeTable { grid: [usize; 3], dims: [usize; 3], theta: f64, part: TrigPart },
     /// umT5 relative-position bucket ids, i64 `[q_len, k_len]`, bucket of (key − query).

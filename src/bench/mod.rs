@@ -135,7 +135,7 @@ pub struct BenchOptions {
     /// Only benchmarks whose name contains this (peaks are always kept).
     pub filter: Option<String>,
     /// The device description for the report; `None` to derive it (the host CPU for `cpu`,
-    /// else just the backend name). The caller fills it for GPU backends ([`wgpu_device`]).
+    /// else just the backend name). The caller fills it for GPU backends (`wgpu_device`).
     pub device: Option<BenchDevice>,
     /// Seed of the random weights and inputs.
     pub seed: u64,

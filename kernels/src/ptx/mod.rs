@@ -1,5 +1,5 @@
 //! PTX generation: a typed builder ([`builder`]), text emission for sm_80 and sm_90a
-//! ([`emit`]), one module per kernel family ([`kernels`]), the lowering of IR ops to kernel
+//! ([`emit`](mod@emit)), one module per kernel family ([`kernels`]), the lowering of IR ops to kernel
 //! launches ([`lower`]) with its tuning hook ([`tune`]) and a CPU simulator of the builder's
 //! instruction set ([`sim`]).
 //!

@@ -224,7 +224,7 @@ pub(crate) fn strides_meta(out_dims: &[usize], strides: &[Vec<usize>], kernel: &
 }
 
 /// The meta buffer for [`elementwise`]: `[n]`, then output dims and each input's broadcast
-/// strides ([`strides_meta`]).
+/// strides (`strides_meta`).
 pub fn meta(out_dims: &[usize], in_strides: &[Vec<usize>]) -> Result<Vec<u32>, WgslError> {
     let n: usize = out_dims.iter().product();
     let mut v = to_u32(&[n], "elementwise")?;

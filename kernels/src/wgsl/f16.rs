@@ -8,7 +8,7 @@
 //!   because WGSL leaves the rounding direction of an inexact `f32 → f16` conversion to the
 //!   implementation. A read
 //!   of a retyped output is widened like an input read.
-//! - The module gains `enable f16;` and the kernel [`Features::f16`]; the entry point's dtype
+//! - The module gains `enable f16;` and the kernel `Features::f16`; the entry point's dtype
 //!   suffix becomes `_f16`.
 //!
 //! The rewrite works on the text the generators of this module emit: bindings declared by

@@ -59,7 +59,7 @@ fn split_node(
 }
 
 /// A dry run of the planner's splitting, with no device: how many nodes of `graph` (after
-/// the compiler's passes, as [`WgpuBackend`] compiles it) would run in chunks with storage
+/// the compiler's passes, as [`WgpuBackend`](super::WgpuBackend) compiles it) would run in chunks with storage
 /// bindings of at most `binding_limit` bytes at offsets aligned to `offset_align`, tensors
 /// stored as `features` allow (f16 storage) in buffers of at most `max_buffer` bytes; the
 /// error for a node that cannot split or a tensor past `max_buffer`. Whether a graph at a

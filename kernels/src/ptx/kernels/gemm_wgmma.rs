@@ -264,7 +264,7 @@ pub(super) fn swizzled_loader(
 }
 
 /// The byte offset of chunk `kb` (16 bytes, k `8·kb..`) of row `r` of an operand with `rows`
-/// rows stored 128-byte-swizzled from byte `sbase` (see [`swizzled_loader`]).
+/// rows stored 128-byte-swizzled from byte `sbase` (see `swizzled_loader`).
 pub fn swizzled_offset(b: &mut KernelBuilder, r: Reg, kb: Reg, rows: u32, sbase: u32) -> Reg {
     let panel = b.bin(BinOp::Shr, Ty::U32, kb, imm(3));
     let j = b.bin(BinOp::And, Ty::U32, kb, imm(7));

@@ -27,7 +27,7 @@
 //! - `cp.async` reads its source at issue but writes shared memory only when a
 //!   `cp.async.wait_group`/`wait_all` covers its commit group (or the thread exits); touching
 //!   shared bytes with a pending copy is a [`SimError::AsyncHazard`];
-//! - mbarriers and `cp.async.bulk.tensor` (TMA) follow [`tma`]'s rules: a wait that is not
+//! - mbarriers and `cp.async.bulk.tensor` (TMA) follow `sim::tma`'s rules: a wait that is not
 //!   yet satisfied blocks its thread, copies land at a wait on their mbarrier, reading a
 //!   copy's destination before that is a hazard, and waits that can never complete are a
 //!   [`SimError::Deadlock`];
