@@ -320,3 +320,117 @@ fn launches_past_the_per_block_shared_maximum_are_refused() {
     let edge = reversal(64 * 1024, 0);
     run_reversal(&edge, 64 * 256, small).expect("exactly the maximum");
 }
+
+/// Two halves of a 128-thread block (warps 0–1 and 2–3) take turns through named barriers
+/// 1 and 2, FlashAttention-3's warpgroup ping-pong: the second half arrives on barrier 1 so
+/// the first goes first; each turn `bar.sync`s its own barrier (64 waiting + the other half's
+/// 64 arrivals = 128), appends its mark to a log in shared memory and `bar.arrive`s the
+/// other's (the second half not after its last turn, so no round is left open). The log is
+/// 1, 2, 1, 2, …; with `skip` the second half's first arrival is left out (a deadlock at
+/// barrier 1); `count` replaces the barriers' count.
+fn ping_pong(turns: u32, skip: bool, count: u32) -> vidrt_kernels::ptx::Kernel {
+    let mut b = KernelBuilder::new("ping_pong", "test");
+    b.block(128);
+    let out = b.param(ParamTy::Ptr);
+    let smem = b.shared(4 * (2 * turns + 1));
+    let t = b.special(Special::TidX);
+    let base = b.shared_base();
+    let log = b.bin(BinOp::Add, Ty::U32, base, Operand::Int(i64::from(smem)));
+    // log[0] (the length) starts at 0: shared memory is not initialised.
+    let is_t0 = b.setp(Cmp::Eq, t, Operand::Int(0));
+    let init = b.label();
+    b.bra_if(init, is_t0, true);
+    let zero = b.imm_u32(0);
+    b.st(Space::Shared, log, zero);
+    b.place(init);
+    b.bar_sync();
+    let half = b.bin(BinOp::Shr, Ty::U32, t, Operand::Int(6));
+    let second = b.setp(Cmp::Eq, half, Operand::Int(1));
+    let first_turn = b.label();
+    b.bra_if(first_turn, second, true);
+    if !skip {
+        b.bar_named_arrive(1, count);
+    }
+    b.place(first_turn);
+    let mark = b.bin(BinOp::Add, Ty::U32, half, Operand::Int(1));
+    // Barrier 1 + half is this half's turn, 2 - half the other's.
+    for turn in 0..turns {
+        let mine = b.label();
+        let done = b.label();
+        b.bra_if(mine, second, false);
+        b.bar_named_sync(1, count);
+        b.bra(done);
+        b.place(mine);
+        b.bar_named_sync(2, count);
+        b.place(done);
+        // Thread 0 of the half appends: log[0] is the length.
+        let lead = b.bin(BinOp::And, Ty::U32, t, Operand::Int(63));
+        let is_lead = b.setp(Cmp::Eq, lead, Operand::Int(0));
+        let skip_write = b.label();
+        b.bra_if(skip_write, is_lead, true);
+        let n = b.ld(Space::Shared, Ty::U32, log);
+        let n1 = b.bin(BinOp::Add, Ty::U32, n, Operand::Int(1));
+        b.st(Space::Shared, log, n1);
+        let at = b.fma(Ty::U32, n1, Operand::Int(4), log);
+        b.st(Space::Shared, at, mark);
+        b.place(skip_write);
+        let other_first = b.label();
+        let next = b.label();
+        b.bra_if(other_first, second, false);
+        b.bar_named_arrive(2, count);
+        b.bra(next);
+        b.place(other_first);
+        if turn + 1 < turns {
+            b.bar_named_arrive(1, count);
+        }
+        b.place(next);
+    }
+    b.bar_sync();
+    let end = b.label();
+    b.bra_if(end, is_t0, true);
+    for i in 0..=2 * turns {
+        let at = b_at(&mut b, log, i);
+        let v = b.ld(Space::Shared, Ty::U32, at);
+        let o = b.imm_u32(i);
+        let a = b.addr(out, o, 4);
+        b.st(Space::Global, a, v);
+    }
+    b.place(end);
+    b.finish()
+}
+
+fn b_at(b: &mut KernelBuilder, log: vidrt_kernels::ptx::builder::Reg, i: u32) -> vidrt_kernels::ptx::builder::Reg {
+    b.bin(BinOp::Add, Ty::U32, log, Operand::Int(i64::from(4 * i)))
+}
+
+/// Named barriers (`bar.sync`/`bar.arrive id, count`): the ping-pong above alternates
+/// exactly; without the second half's first arrival it deadlocks at barrier 1; a count that
+/// is not a multiple of 32, or larger than the block, is refused; the emitted text is PTX's.
+#[test]
+fn named_barriers_alternate_two_groups() {
+    let turns = 4;
+    let run = |k: &vidrt_kernels::ptx::Kernel| {
+        let mut mem = GlobalMem::new();
+        let out = mem.alloc(4 * (2 * turns as usize + 1));
+        launch(k, LaunchDims { grid: 1, block: 128 }, &[ArgValue::Ptr(out)], &mut mem).map(|()| {
+            let raw = mem.read(out, 4 * (2 * turns as usize + 1)).expect("in bounds");
+            raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<u32>>()
+        })
+    };
+    let k = ping_pong(turns, false, 128);
+    let log = run(&k).expect("runs");
+    let want: Vec<u32> = std::iter::once(2 * turns).chain((0..2 * turns).map(|i| 1 + i % 2)).collect();
+    assert_eq!(log, want);
+    let text = vidrt_kernels::ptx::emit(&k, vidrt_kernels::ptx::Target::Sm80);
+    assert!(text.contains("bar.sync 1, 128;") && text.contains("bar.arrive 2, 128;"), "{text}");
+    match run(&ping_pong(turns, true, 128)) {
+        Err(SimError::Deadlock { what, .. }) => assert!(what.contains("named barrier 1"), "{what}"),
+        other => panic!("without the first arrival: {other:?}"),
+    }
+    for bad in [100, 256] {
+        match run(&ping_pong(turns, false, bad)) {
+            Err(SimError::Fault { reason, .. }) => assert!(reason.contains("multiple of 32"), "{reason}"),
+            other => panic!("count {bad}: {other:?}"),
+        }
+    }
+}

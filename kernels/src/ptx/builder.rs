@@ -401,6 +401,16 @@ impl KernelBuilder {
         self.push(Inst::NoUnroll);
     }
 
+    /// `bar.sync id, count` (see [`Inst::BarNamed`]).
+    pub fn bar_named_sync(&mut self, id: u32, count: u32) {
+        self.push(Inst::BarNamed { id, count, wait: true });
+    }
+
+    /// `bar.arrive id, count` (see [`Inst::BarNamed`]).
+    pub fn bar_named_arrive(&mut self, id: u32, count: u32) {
+        self.push(Inst::BarNamed { id, count, wait: false });
+    }
+
     pub fn bar_sync(&mut self) {
         self.push(Inst::BarSync);
     }

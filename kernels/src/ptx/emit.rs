@@ -307,6 +307,7 @@ pub fn emit(k: &Kernel, target: Target) -> String {
                 format!("{}bra{uni} L{};", guard(g), t.0)
             }
             Inst::BarSync => "bar.sync 0;".to_string(),
+            Inst::BarNamed { id, count, wait } => format!("bar.{} {id}, {count};", if *wait { "sync" } else { "arrive" }),
             Inst::Shfl { mode, dst, src, lane } => {
                 let (m, c) = match mode {
                     ShflMode::Bfly => ("bfly", 31),

@@ -317,6 +317,12 @@ pub enum Inst {
     Bra { target: Label, guard: Option<Guard> },
     /// `bar.sync 0`: every thread of the block must reach the same barrier.
     BarSync,
+    /// A named barrier `id` (1..=15) of `count` threads (a multiple of 32): `bar.sync id,
+    /// count` (`wait`: the warp waits until `count` threads have arrived) or `bar.arrive id,
+    /// count` (it arrives and goes on). Executed per warp: every lane of the warp takes part.
+    /// The barrier completes when `count` threads have arrived, which releases its waiters
+    /// and starts it over.
+    BarNamed { id: u32, count: u32, wait: bool },
     /// `shfl.sync.<mode>.b32` with a full member mask: every lane of the warp takes part.
     Shfl { mode: ShflMode, dst: Reg, src: Reg, lane: Operand },
     /// `ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16`: warp-collective. Lane

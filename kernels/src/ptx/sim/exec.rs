@@ -24,7 +24,75 @@ enum State {
     Group(usize),
     /// Blocked at the `mbarrier.try_wait` at this pc (its phase has not completed).
     Mbar(usize),
+    /// Waiting at the named `bar.sync id, count` at this pc (the barrier has not completed).
+    Named(usize),
     Done,
+}
+
+/// A block's named barriers 1..=15 (`bar.sync id, count` / `bar.arrive id, count`): per id,
+/// the threads arrived in the current round and the round's count.
+#[derive(Default)]
+struct NamedBars {
+    rounds: [(u32, Option<u32>); 16],
+}
+
+/// A warp's `bar.sync`/`bar.arrive id, count` (every lane at it): 32 arrivals; waiters block
+/// until the round has `count`, which releases every waiter of that id and starts a new
+/// round. A barrier id outside 1..=15, a count that is not a multiple of 32 or exceeds the
+/// block, and two counts in one round are a [`SimError::Fault`] (the ISA: all threads of a
+/// round must give the same count).
+fn named_barrier(
+    ctx: &Ctx<'_>,
+    threads: &mut [Thread],
+    (w, pc): (usize, usize),
+    bars: &mut NamedBars,
+) -> Result<(), SimError> {
+    let t0 = (w * 32) as u32;
+    let Some(&Inst::BarNamed { id, count, wait }) = ctx.k.insts.get(pc) else {
+        return Err(ctx.fault(t0, pc, "internal: not a named barrier"));
+    };
+    if !(1..=15).contains(&id) {
+        return Err(ctx.fault(t0, pc, format!("named barrier {id} (1..=15; 0 is bar.sync 0's, the whole block)")));
+    }
+    if count == 0 || !count.is_multiple_of(32) || count > ctx.dims.block {
+        return Err(ctx.fault(
+            t0,
+            pc,
+            format!(
+                "named barrier {id} with a count of {count} (a multiple of 32 up to the block's {})",
+                ctx.dims.block
+            ),
+        ));
+    }
+    let (arrived, round) = &mut bars.rounds[id as usize];
+    if let Some(c) = *round {
+        if c != count {
+            return Err(ctx.fault(t0, pc, format!("named barrier {id}: a count of {count} in a round of {c}")));
+        }
+    }
+    *round = Some(count);
+    *arrived += 32;
+    for th in &mut threads[w * 32..w * 32 + 32] {
+        if wait {
+            th.state = State::Named(pc);
+        } else {
+            th.state = State::Run;
+            th.pc = pc + 1;
+        }
+    }
+    if *arrived >= count {
+        *arrived -= count;
+        *round = None;
+        for th in threads.iter_mut() {
+            if let State::Named(p) = th.state {
+                if matches!(ctx.k.insts.get(p), Some(Inst::BarNamed { id: i, .. }) if *i == id) {
+                    th.state = State::Run;
+                    th.pc = p + 1;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) struct Thread {
@@ -191,6 +259,7 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
         .collect();
     let mut groups: Vec<GroupWg> = (0..n.div_ceil(128)).map(|_| GroupWg::default()).collect();
     let mut pool = RegPool::new(k.block.unwrap_or(ctx.dims.block), n.div_ceil(128));
+    let mut named = NamedBars::default();
     loop {
         for (t, th) in threads.iter_mut().enumerate() {
             if th.state == State::Run {
@@ -222,7 +291,11 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
                     ),
                 });
             }
-            collective(ctx, &mut threads[lanes], (w, pc), &shared)?;
+            if matches!(k.insts.get(pc), Some(Inst::BarNamed { .. })) {
+                named_barrier(ctx, &mut threads, (w, pc), &mut named)?;
+            } else {
+                collective(ctx, &mut threads[lanes], (w, pc), &shared)?;
+            }
             progressed = true;
         }
         if progressed {
@@ -250,6 +323,25 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
                 kernel: k.name.clone(),
                 block: ctx.block,
                 what: format!("warpgroup {g} blocks at a setmaxnreg.inc that nothing can pay for: {}", pool.describe()),
+            });
+        }
+        if let Some(t) = threads.iter().position(|t| matches!(t.state, State::Named(_))) {
+            let pc = match threads[t].state {
+                State::Named(pc) => pc,
+                _ => 0,
+            };
+            let (id, count) = match k.insts.get(pc) {
+                Some(&Inst::BarNamed { id, count, .. }) => (id, count),
+                _ => (0, 0),
+            };
+            let arrived = named.rounds.get(id as usize).map_or(0, |r| r.0);
+            return Err(SimError::Deadlock {
+                kernel: k.name.clone(),
+                block: ctx.block,
+                what: format!(
+                    "thread {t} waits at named barrier {id} (bar.sync {id}, {count} at instruction {pc}) with {arrived} \
+                     of {count} threads arrived, and nothing else can run"
+                ),
             });
         }
         let waiting: Vec<usize> = threads
@@ -798,7 +890,7 @@ fn run_thread(
                 th.state = State::Bar(pc);
                 return Ok(());
             }
-            Inst::Shfl { .. } | Inst::LdMatrix { .. } | Inst::Mma { .. } => {
+            Inst::Shfl { .. } | Inst::LdMatrix { .. } | Inst::Mma { .. } | Inst::BarNamed { .. } => {
                 th.pc = pc;
                 th.state = State::Warp(pc);
                 return Ok(());

@@ -280,6 +280,7 @@ fn regs_of(i: &Inst) -> Vec<Reg> {
         | Inst::FenceMbarrierInit
         | Inst::SetMaxNReg { .. }
         | Inst::BarSync
+        | Inst::BarNamed { .. }
         | Inst::CpAsyncCommit
         | Inst::CpAsyncWait { .. }
         | Inst::CpAsyncWaitAll
