@@ -390,7 +390,8 @@ fn wgmma_pipeline_without_its_waits_is_caught() {
 /// last round completed, or a copy into bytes a wgmma is reading); without the computing warps' arrivals
 /// the producer waits forever; without the tail's wait on `full_v` the last P·V reads bytes
 /// whose copy has not landed; without the producer's `setmaxnreg.dec` the computing
-/// warpgroups' `.inc` can never be paid.
+/// warpgroups' `.inc` can never be paid; on the ping-pong points, without the second
+/// warpgroup's first turn hand-over neither warpgroup ever issues.
 #[test]
 fn wgmma_producer_points_wait_release_and_rebalance() {
     let c = cases().last().cloned().unwrap();
@@ -451,6 +452,21 @@ fn wgmma_producer_points_wait_release_and_rebalance() {
             Err(SimError::AsyncHazard { what, .. }) => assert!(what.contains("wgmma"), "{p:?}: {what}"),
             other => panic!("{p:?} without the tail's wait on full_v: {:?}", other.map(|_| "ran")),
         }
+        if p.pingpong {
+            for want in ["bar.sync 1, 256;", "bar.sync 2, 256;", "bar.arrive 1, 256;", "bar.arrive 2, 256;"] {
+                assert!(text.contains(want), "{p:?}: {want} missing");
+            }
+            // Without warpgroup 1's first arrival neither warpgroup ever gets a turn.
+            let first = k.insts.iter().position(|i| matches!(i, Inst::BarNamed { wait: false, .. })).unwrap();
+            let mut stuck = k.clone();
+            stuck.insts.remove(first);
+            match run(&stuck) {
+                Err(SimError::Deadlock { what, .. }) => assert!(what.contains("named barrier 1"), "{p:?}: {what}"),
+                other => panic!("{p:?} without the first turn: {:?}", other.map(|_| "ran")),
+            }
+        } else {
+            assert!(!k.insts.iter().any(|i| matches!(i, Inst::BarNamed { .. })), "{p:?}");
+        }
         if p.wg == 2 {
             let mut no_dec = k.clone();
             no_dec.insts.retain(|i| !matches!(i, Inst::SetMaxNReg { inc: false, .. }));
@@ -460,7 +476,7 @@ fn wgmma_producer_points_wait_release_and_rebalance() {
             }
         }
     }
-    assert!(ran >= 4, "only {ran} producer points");
+    assert!(ran >= 6, "only {ran} producer points");
 }
 
 #[test]
@@ -491,11 +507,13 @@ fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
         assert!(vidrt_kernels::ptx::try_emit(&k, Target::Sm80).is_err(), "{p:?}: emitted for sm_80");
     }
     for bad in [
-        WgmmaAttnParams { wg: 3, bkv: 64, stages: 2, producer: false },
-        WgmmaAttnParams { wg: 1, bkv: 24, stages: 2, producer: false },
-        WgmmaAttnParams { wg: 1, bkv: 256, stages: 2, producer: false },
-        WgmmaAttnParams { wg: 1, bkv: 64, stages: 4, producer: false },
-        WgmmaAttnParams { wg: 2, bkv: 64, stages: 1, producer: true },
+        WgmmaAttnParams { wg: 3, bkv: 64, stages: 2, producer: false, pingpong: false },
+        WgmmaAttnParams { wg: 1, bkv: 24, stages: 2, producer: false, pingpong: false },
+        WgmmaAttnParams { wg: 1, bkv: 256, stages: 2, producer: false, pingpong: false },
+        WgmmaAttnParams { wg: 1, bkv: 64, stages: 4, producer: false, pingpong: false },
+        WgmmaAttnParams { wg: 2, bkv: 64, stages: 1, producer: true, pingpong: false },
+        WgmmaAttnParams { wg: 1, bkv: 64, stages: 2, producer: true, pingpong: true },
+        WgmmaAttnParams { wg: 2, bkv: 64, stages: 3, producer: false, pingpong: true },
     ] {
         assert!(matches!(attention_wgmma("x", &s, DType::BF16, bad), Err(KernelError::Invalid(_))), "{bad:?}");
     }

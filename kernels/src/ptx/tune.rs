@@ -211,11 +211,13 @@ mod tests {
         assert_eq!(with.map(|p| p.producer), Some(true));
         type A = crate::ptx::kernels::attention::WgmmaAttnParams;
         let attn = crate::ptx::kernels::attention::wgmma_param_space();
-        assert_eq!(attn[0].to_text(), "wg=2,bkv=64,stages=3,producer=0");
+        assert_eq!(attn[0].to_text(), "wg=2,bkv=64,stages=3,producer=0,pingpong=0");
         // An attention text from before `producer` existed reads as the cp.async point.
         assert_eq!(A::from_text("wg=2,bkv=64,stages=3"), Some(attn[0]));
         assert_eq!(A::from_text("wg=2,bkv=64,stages=3,producer=1").map(|p| p.producer), Some(true));
         assert_eq!(A::from_text("wg=2,bkv=64,stages=3,producer=2"), None);
+        let pp = A::from_text("wg=2,bkv=128,stages=2,producer=1,pingpong=1");
+        assert_eq!(pp.map(|p| (p.producer, p.pingpong)), Some((true, true)));
         let p = param_space()[0];
         assert_eq!(p.to_text(), "bm=32,bn=32,bk=32,warps_m=1,warps_n=1,stages=2");
         type M = crate::ptx::kernels::gemm_mma::MmaParams;

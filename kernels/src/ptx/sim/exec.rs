@@ -312,9 +312,12 @@ fn run_block(ctx: &Ctx<'_>, mem: &mut GlobalMem) -> Result<(), SimError> {
                 |t| matches!(t.state, State::Group(pc) if matches!(k.insts.get(pc), Some(Inst::SetMaxNReg { .. }))),
             )
             .map(|t| t / 128);
+        // Likewise warps at a named barrier that nothing can complete (the mbarrier waits of
+        // a producer then wait on them).
+        let named_waiting = threads.iter().any(|t| matches!(t.state, State::Named(_)));
         match mbar_waiters(ctx, &mut threads, &mut shared) {
             Ok(true) => continue,
-            Ok(false) | Err(SimError::Deadlock { .. }) if unpaid.is_some() => {}
+            Ok(false) | Err(SimError::Deadlock { .. }) if unpaid.is_some() || named_waiting => {}
             Ok(false) => {}
             Err(e) => return Err(e),
         }

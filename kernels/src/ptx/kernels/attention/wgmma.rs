@@ -74,6 +74,10 @@ pub struct WgmmaAttnParams {
     /// FlashAttention-3's warp-specialized form (the `wgmma_tma` module): one more warpgroup
     /// copies Q, K and V by TMA into 128-byte-swizzled stages, released through mbarriers.
     pub producer: bool,
+    /// With a producer and two computing warpgroups: FlashAttention-3's ping-pong, the
+    /// warpgroups issuing their wgmma batches in turn (named barriers), so that one's softmax
+    /// runs while the other's matrix products do.
+    pub pingpong: bool,
 }
 
 impl WgmmaAttnParams {
@@ -101,6 +105,9 @@ impl WgmmaAttnParams {
         if self.producer && self.stages == 1 {
             return bad("a producer point needs 2 or 3 stages (the K and V rings)");
         }
+        if self.pingpong && !(self.producer && self.wg == 2) {
+            return bad("ping-pong takes a producer point with two computing warpgroups");
+        }
         Ok(())
     }
 
@@ -112,17 +119,19 @@ impl WgmmaAttnParams {
 }
 
 impl crate::ptx::tune::Point for WgmmaAttnParams {
-    const NAMES: &'static [&'static str] = &["wg", "bkv", "stages", "producer"];
-    /// `producer` came later: texts without it are the points they always were.
-    const DEFAULTS: &'static [(&'static str, u32)] = &[("producer", 0)];
+    const NAMES: &'static [&'static str] = &["wg", "bkv", "stages", "producer", "pingpong"];
+    /// `producer` and `pingpong` came later: texts without them are the points they always were.
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("producer", 0), ("pingpong", 0)];
 
     fn values(self) -> Vec<u32> {
-        vec![self.wg, self.bkv, self.stages, u32::from(self.producer)]
+        vec![self.wg, self.bkv, self.stages, u32::from(self.producer), u32::from(self.pingpong)]
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
         match *v {
-            [wg, bkv, stages, pr @ (0 | 1)] => Some(WgmmaAttnParams { wg, bkv, stages, producer: pr == 1 }),
+            [wg, bkv, stages, pr @ (0 | 1), pp @ (0 | 1)] => {
+                Some(WgmmaAttnParams { wg, bkv, stages, producer: pr == 1, pingpong: pp == 1 })
+            }
             _ => None,
         }
     }
@@ -136,11 +145,13 @@ impl crate::ptx::tune::Point for WgmmaAttnParams {
 /// single-stage point, a small 32-key tile and the large 128-key tile. Then the producer
 /// (TMA, warp-specialized) points: two computing warpgroups over 64- and 128-key tiles with
 /// K and V rings of 2 (FlashAttention-3's hdim-128 shape: 160 KiB at 128 keys), 64 keys with
-/// rings of 3, and one computing warpgroup over 128 keys. The order is not measured yet (no
-/// GPU run): `vidrt tune` picks by timing, and the heuristic stays on the first point.
+/// rings of 3, one computing warpgroup over 128 keys; last the two-warpgroup 128- and 64-key
+/// points with ping-pong. The order is not measured yet (no GPU run): `vidrt tune` picks by
+/// timing, and the heuristic stays on the first point.
 pub fn wgmma_param_space() -> Vec<WgmmaAttnParams> {
-    let p = |wg, bkv, stages| WgmmaAttnParams { wg, bkv, stages, producer: false };
+    let p = |wg, bkv, stages| WgmmaAttnParams { wg, bkv, stages, producer: false, pingpong: false };
     let t = |wg, bkv, stages| WgmmaAttnParams { producer: true, ..p(wg, bkv, stages) };
+    let pp = |bkv| WgmmaAttnParams { pingpong: true, ..t(2, bkv, 2) };
     vec![
         p(2, 64, 3),
         p(1, 64, 3),
@@ -153,6 +164,8 @@ pub fn wgmma_param_space() -> Vec<WgmmaAttnParams> {
         t(2, 128, 2),
         t(2, 64, 3),
         t(1, 128, 2),
+        pp(128),
+        pp(64),
     ]
 }
 

@@ -37,6 +37,13 @@
 //!   producer's threads exit.
 //! - The P·V wgmma's N is Dv rounded up to 64 (whole swizzle panels; the columns past Dv are
 //!   the TMA's zeros and are not stored); S = Q·Kᵀ runs ceil(D/16) k-steps.
+//! - Ping-pong points (`pingpong`, two computing warpgroups): FlashAttention-3's
+//!   inter-warpgroup schedule. Each warpgroup issues every batch of wgmma (tile 0's S, each
+//!   iteration's S_j and P·V_{j-1}, the last P·V) after `bar.sync` on its own named barrier
+//!   and hands the turn to the other with `bar.arrive` on the other's (256 threads: one
+//!   warpgroup waiting, the other arriving); warpgroup 1's arrival before its first batch lets
+//!   warpgroup 0 go first. So the tensor cores take the two warpgroups' batches in turn, and
+//!   one warpgroup's softmax overlaps the other's matrix products.
 //! - Scores, masking, softmax and the epilogue are the cp.async variant's.
 
 use vidrt_ir::DType;
@@ -94,6 +101,10 @@ fn moved(b: &mut KernelBuilder, d: Reg, bytes: u32) -> Reg {
     }
 }
 
+/// The named barriers of the ping-pong: computing warpgroup 0's turn and warpgroup 1's.
+const TURN_WG0: u32 = 1;
+const TURN_WG1: u32 = 2;
+
 /// One ring (K or V): its stages' base, bytes per stage, mbarriers and tensor map.
 #[derive(Clone, Copy)]
 struct Ring {
@@ -141,7 +152,7 @@ pub(super) fn attention_wgmma_tma(
          softmax in f32 (ex2.approx), P rounded to {dtype}; scale = {}; minimum sm_90a; NOT YET RUN ON A GPU \
          (checked in vidrt's simulator and by ptxas)\n1-D grid of B*H*ceil(Sq/BQ) = {} blocks of {threads} threads \
          (a producer and {} computing warpgroups), {total} B of {} shared memory; params wg={} (BQ={bq}) BKV={bkv} \
-         stages={st} producer=1",
+         stages={st} producer=1 pingpong={}",
         s.describe(&dtype.to_string()),
         if p.wg == 2 {
             format!("; setmaxnreg {PRODUCER_REGS} / {COMPUTING_REGS} registers per thread")
@@ -153,6 +164,7 @@ pub(super) fn attention_wgmma_tma(
         p.wg,
         if total > STATIC_SHARED_MAX { "dynamic" } else { "static" },
         p.wg,
+        u32::from(p.pingpong),
     );
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);
@@ -329,13 +341,48 @@ pub(super) fn attention_wgmma_tma(
         let k1 = b.bin(BinOp::Add, Ty::U32, k0, imm(bkv));
         set(b, k0, k1);
     };
+    // Ping-pong: computing warpgroup w issues a batch of wgmma after `bar.sync 1 + w` and
+    // then hands the turn over with `bar.arrive 2 - w` (256 threads each: the waiting
+    // warpgroup and the other's arrival). The second warpgroup's first arrival lets the
+    // first go first, and it skips its arrival after its last batch, so every round closes:
+    // both issue n_tiles + 1 batches.
+    let first_wg = b.setp(Cmp::Eq, wg, imm(0));
+    let turn = |b: &mut KernelBuilder, wait: bool, last: bool| {
+        if !p.pingpong {
+            return;
+        }
+        let second = b.label();
+        let done = b.label();
+        b.bra_if(second, first_wg, true);
+        if wait {
+            b.bar_named_sync(TURN_WG0, 256);
+        } else {
+            b.bar_named_arrive(TURN_WG1, 256);
+        }
+        b.bra(done);
+        b.place(second);
+        if wait {
+            b.bar_named_sync(TURN_WG1, 256);
+        } else if !last {
+            b.bar_named_arrive(TURN_WG0, 256);
+        }
+        b.place(done);
+    };
+    if p.pingpong {
+        let skip = b.label();
+        b.bra_if(skip, first_wg, false);
+        b.bar_named_arrive(TURN_WG0, 256);
+        b.place(skip);
+    }
 
     b.mbar_wait(q_full, imm(0));
     let pa = p_regs(&mut b, bkv);
     // Tile 0: S and its softmax; its P·V waits for the loop (or the tail).
     wait_full(&mut b, k_ring, ks);
+    turn(&mut b, true, false);
     b.wgmma_fence();
     s_wgmma(&mut b, ks[0]);
+    turn(&mut b, false, false);
     b.wgmma_wait(0);
     release(&mut b, k_ring, ks);
     let corr = softmax(&mut b, &pa);
@@ -350,9 +397,11 @@ pub(super) fn attention_wgmma_tma(
         wait_full(&mut b, k_ring, ks);
         wait_full(&mut b, v_ring, vs);
         // One fence covers both: P and O were written by ordinary instructions.
+        turn(&mut b, true, false);
         b.wgmma_fence();
         s_wgmma(&mut b, ks[0]);
         pv_wgmma(&mut b, vs[0], &pa);
+        turn(&mut b, false, false);
         // S_j is complete (K_j's stage goes back); P·V_{j-1} is still running.
         b.wgmma_wait(1);
         release(&mut b, k_ring, ks);
@@ -371,8 +420,10 @@ pub(super) fn attention_wgmma_tma(
     }
     // The last tile's P·V.
     wait_full(&mut b, v_ring, vs);
+    turn(&mut b, true, false);
     b.wgmma_fence();
     pv_wgmma(&mut b, vs[0], &pa);
+    turn(&mut b, false, true);
     b.wgmma_wait(0);
     store_rows(&mut b, (&o, l), (row_a, row_b, q2), (dt, &blk, po, ab));
     b.place(done);
