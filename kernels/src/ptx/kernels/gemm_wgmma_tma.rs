@@ -266,7 +266,9 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
     let cta = b.special(Special::CtaidX);
     let tile = b.reg(Ty::U32);
     b.push(Inst::Mov { dst: tile, src: Operand::Reg(cta) });
-    let step = b.special(Special::NctaidX);
+    // The grid's blocks, the tile loop's step (producer points only: the others compute one
+    // tile and never read it).
+    let step = if p.producer { b.special(Special::NctaidX) } else { tile };
     // The computing thread's index among the computing threads.
     let (ctid, first_at) = if p.producer {
         let ctid = producer_warpgroup(&mut b, p.warpgroups() == 2, (tid, done), |b| {
