@@ -141,7 +141,8 @@ pub struct TuneSummary {
     pub cached: usize,
     /// Problems where every candidate failed (nothing stored).
     pub failed: usize,
-    /// One line per problem: key, winner and its time, or why it failed.
+    /// One line per problem: key, winner and its time (and the heuristic's point and time,
+    /// where the backend names it), or why it failed.
     pub lines: Vec<String>,
 }
 
@@ -203,8 +204,18 @@ pub fn tune_backend(
         }
         match Entry::from_candidates(p.key.clone(), candidates, settings) {
             Some(e) => {
-                let t = e.candidates.iter().find(|c| c.params == e.winner).and_then(|c| c.time_us).unwrap_or(0.0);
-                sum.lines.push(format!("{what}: {} ({t:.1} µs)", e.winner));
+                let time = |p: &str| e.candidates.iter().find(|c| c.params == p).and_then(|c| c.time_us);
+                let t = time(&e.winner).unwrap_or(0.0);
+                // What tuning buys over an untuned run, where the backend names its heuristic.
+                let against = match p.heuristic.as_deref() {
+                    Some(h) if h == e.winner => "; the heuristic's point".to_string(),
+                    Some(h) => match time(h) {
+                        Some(th) if t > 0.0 => format!("; heuristic {h} ({th:.1} µs, {:.2}x the winner's)", th / t),
+                        _ => format!("; heuristic {h} failed"),
+                    },
+                    None => String::new(),
+                };
+                sum.lines.push(format!("{what}: {} ({t:.1} µs){against}", e.winner));
                 db.insert(e);
                 db.save().map_err(|source| Error::Io { path: db.path.clone().unwrap_or_default(), source })?;
                 sum.tuned += 1;

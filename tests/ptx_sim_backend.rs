@@ -321,6 +321,12 @@ fn tune_cli_on_the_simulator() {
     let (tuned, cached, log) = tune();
     assert!(tuned > 0 && cached == 0, "{log}");
     assert!(log.contains("say nothing about GPU speed"), "{log}");
+    // Each problem's line names the heuristic's candidate: the winner itself, or its time.
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" µs)")).collect();
+    assert_eq!(lines.len(), tuned, "{log}");
+    for l in &lines {
+        assert!(l.ends_with("; the heuristic's point") || l.contains("x the winner's)"), "{l}");
+    }
     let (again, cached2, log) = tune();
     assert_eq!((again, cached2), (0, tuned), "{log}");
     // A corrupt database is a warning: the run goes on with the heuristics.
@@ -436,6 +442,14 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     let attention = problems.iter().find(|p| p.key.family == "attention_wgmma_bf16").unwrap();
     let space = vidrt_kernels::ptx::kernels::attention::wgmma_param_space();
     assert_eq!(attention.candidates.len(), space.len(), "{:?}", attention.candidates);
+    // Each problem names the candidate an untuned compile takes: for the attention the first
+    // point (what the lowering prefers at any size that fits), for every problem a candidate.
+    use vidrt_kernels::ptx::tune::Point;
+    assert_eq!(attention.heuristic.as_deref(), Some(space[0].to_text().as_str()));
+    for p in &problems {
+        let h = p.heuristic.as_ref().unwrap_or_else(|| panic!("{}: no heuristic named", p.key.family));
+        assert!(p.candidates.contains(h), "{}: {h} not a candidate", p.key.family);
+    }
 
     let ins = vidrt::tune::seeded_inputs(&g, 5);
     let refs: Vec<(&str, vidrt::ir::Tensor)> = ins.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();

@@ -14,6 +14,8 @@
 #      ratio tables of both runs against it (compare_bf16.md);
 #   5. vidrt bench, model suite (the 1.3B DiT forward at 832x480x81 and the other parts):
 #      bench_models.json;
+#   5b. vidrt tune of the real DiT's problems (every candidate timed, each against the
+#      heuristic's point): tune_dit.json;
 #   6. if time is left and a Vulkan loader was carried (.gl, see the device README), the wgpu
 #      backend on the GPU's Vulkan adapter: the op harness and the kernel bench in f16.
 # The test steps run with VIDRT_CUDA_SYNC=1 (a faulting kernel is named) and
@@ -111,6 +113,20 @@ if time_for 100 "bench models"; then
   status "bench models" $?
 fi
 
+# Every tuning candidate of the real DiT's problems timed (guidance off: batch 1), the
+# database kept (tune_dit.json: each candidate's median time); each problem's line says
+# what tuning buys over the heuristic the benches above used (on Hopper with the wgmma
+# families: the TMA, producer and ping-pong points).
+if time_for 100 "tune dit"; then
+  step "tune dit"
+  wg=()
+  if $hopper; then wg=(VIDRT_CUDA_WGMMA=1); fi
+  env "${wg[@]}" timeout 100 .dev/bin/vidrt tune --backend cuda --precision bf16 --model wan2.1-t2v-1.3b \
+    --height 480 --width 832 --frames 81 --component dit --no-cfg --repeats 3 --warmup 1 \
+    --tune-db "$res/tune_dit.json" >> "$log" 2>&1
+  status "tune dit" $?
+fi
+
 if ls .gl/*.deb >/dev/null 2>&1 && time_for 90 "wgpu on the GPU"; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
   # Only where the NVIDIA ICD is there: a VK_DRIVER_FILES naming nothing hides every driver.
@@ -128,6 +144,6 @@ else
 fi
 # One file for the results (the tool brings back 8); if tar fails they stay, with the log.
 if tar -czf "$OUT/results.tar.gz" -C "$OUT" results; then rm -rf "$res"; else status "tar" 1; fi
-grep -E "^test |test result|SKIP|rel_l2|run.sh:|bench: .* failed" "$log" | tail -n 40
+grep -E "^test |test result|SKIP|rel_l2|run.sh:|bench: .* failed|x the winner's" "$log" | tail -n 60
 head -n 60 "$OUT/compare_bf16.md" 2>/dev/null
 exit "$worst"

@@ -50,6 +50,9 @@ pub struct Problem {
     pub key: TuneKey,
     pub candidates: Vec<String>,
     pub node: usize,
+    /// The candidate an untuned compile takes (the lowering's heuristic), where the backend
+    /// can tell (the PTX backends; `None` on wgpu).
+    pub heuristic: Option<String>,
 }
 
 /// A backend the tuner can tune: it lists a graph's problems, and compiles with one family

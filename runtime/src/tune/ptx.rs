@@ -19,9 +19,9 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use vidrt_ir::{DType, Graph, Op};
-use vidrt_kernels::ptx::lower::lower_with;
+use vidrt_kernels::ptx::lower::{lower_with, Lowered};
 use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem};
-use vidrt_kernels::ptx::{emit, Target};
+use vidrt_kernels::ptx::{emit, Kernel, Target};
 
 use super::{alignment, bucket, DeviceInfo, Problem, TuneDb, TuneKey, Tuning};
 
@@ -87,16 +87,17 @@ impl Chooser for Tuning {
     }
 }
 
-/// Records the problem of the node being lowered (and lets the heuristic lower it).
+/// Records the problem of the node being lowered, with each valid candidate's kernel (and
+/// lets the heuristic lower it).
 struct Recorder<'a> {
     tuning: &'a Tuning,
-    found: RefCell<Option<(TuneKey, Vec<String>)>>,
+    found: RefCell<Option<(TuneKey, Vec<(String, Kernel)>)>>,
 }
 
 impl Chooser for Recorder<'_> {
     fn pick(&self, p: &TuneProblem<'_>) -> Pick {
         let key = self.tuning.ptx_key(p);
-        let candidates = p.space.iter().filter(|t| (p.generate)(t).is_ok()).cloned().collect();
+        let candidates = p.space.iter().filter_map(|t| (p.generate)(t).ok().map(|k| (t.clone(), k))).collect();
         *self.found.borrow_mut() = Some((key, candidates));
         Pick::Heuristic
     }
@@ -135,11 +136,20 @@ pub fn problems(graph: &Graph, tuning: &Tuning) -> Vec<Problem> {
         let ins: Vec<(&[usize], DType)> =
             node.inputs.iter().map(|id| (graph.shape(*id).dims(), graph.dtype(*id))).collect();
         let r = Recorder { tuning, found: RefCell::new(None) };
-        // Only the recorded problem matters; a node that fails to lower fails at compile.
-        let _ = lower_with(&node.op, &ins, node.shape.dims(), node.dtype, &format!("n{i}"), &r);
+        // A node that fails to lower fails at compile; what it lowered to names the heuristic's
+        // candidate (the kernel that candidate generates at this shape).
+        let lowered = lower_with(&node.op, &ins, node.shape.dims(), node.dtype, &format!("n{i}"), &r);
         if let Some((key, candidates)) = r.found.into_inner() {
             if !candidates.is_empty() && seen.insert(key.id()) {
-                out.push(Problem { key, candidates, node: i });
+                let heuristic = match &lowered {
+                    Ok(Lowered::Launches(ls)) => candidates
+                        .iter()
+                        .find(|(_, k)| ls.iter().any(|l| l.kernel == *k))
+                        .map(|(t, _)| t.clone()),
+                    _ => None,
+                };
+                let candidates = candidates.into_iter().map(|(t, _)| t).collect();
+                out.push(Problem { key, candidates, node: i, heuristic });
             }
         }
     }

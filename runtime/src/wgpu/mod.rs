@@ -223,7 +223,7 @@ impl WgpuBackend {
         for i in 0..graph.len() {
             if let Some((key, candidates)) = lower::problem(graph, i, limit, &self.tuning, self.features) {
                 if seen.insert(key.id()) {
-                    out.push(Problem { key, candidates, node: i });
+                    out.push(Problem { key, candidates, node: i, heuristic: None });
                 }
             }
         }
