@@ -142,10 +142,9 @@ pub fn problems(graph: &Graph, tuning: &Tuning) -> Vec<Problem> {
         if let Some((key, candidates)) = r.found.into_inner() {
             if !candidates.is_empty() && seen.insert(key.id()) {
                 let heuristic = match &lowered {
-                    Ok(Lowered::Launches(ls)) => candidates
-                        .iter()
-                        .find(|(_, k)| ls.iter().any(|l| l.kernel == *k))
-                        .map(|(t, _)| t.clone()),
+                    Ok(Lowered::Launches(ls)) => {
+                        candidates.iter().find(|(_, k)| ls.iter().any(|l| l.kernel == *k)).map(|(t, _)| t.clone())
+                    }
                     _ => None,
                 };
                 let candidates = candidates.into_iter().map(|(t, _)| t).collect();
