@@ -91,8 +91,11 @@ impl Chooser for Tuning {
 /// lets the heuristic lower it).
 struct Recorder<'a> {
     tuning: &'a Tuning,
-    found: RefCell<Option<(TuneKey, Vec<(String, Kernel)>)>>,
+    found: RefCell<Option<(TuneKey, Vec<Generated>)>>,
 }
+
+/// A candidate's text and its kernel at the node's shape.
+type Generated = (String, Kernel);
 
 impl Chooser for Recorder<'_> {
     fn pick(&self, p: &TuneProblem<'_>) -> Pick {
