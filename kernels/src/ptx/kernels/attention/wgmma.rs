@@ -297,31 +297,8 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
     let q_wg = b.fma(Ty::U32, wg, imm(8 * 128), base);
     let dq = descriptor(&mut b, q_wg, lbo_q, 128);
 
-    // Lane (g, q) of warp `warp` holds rows g and g + 8 of the warp's 16, keys/columns 2q,
-    // 2q + 1 of each 8-wide block of the accumulators.
-    let g = b.bin(BinOp::Shr, Ty::U32, lane, imm(2));
-    let q = b.bin(BinOp::And, Ty::U32, lane, imm(3));
-    let row_a = b.fma(Ty::U32, warp, imm(16), blk.q0);
-    let row_a = b.bin(BinOp::Add, Ty::U32, row_a, g);
-    let row_b = b.bin(BinOp::Add, Ty::U32, row_a, imm(8));
-    let q2 = b.bin(BinOp::Mul, Ty::U32, q, imm(2));
-
-    let nkt = (bkv / 8) as usize;
-    let not = (dvp / 8) as usize;
-    let zero = b.imm_f32(0.0);
-    let o: Vec<Reg> = (0..4 * not)
-        .map(|_| {
-            let r = b.reg(Ty::F32);
-            set(&mut b, r, zero);
-            r
-        })
-        .collect();
-    let sacc: Vec<Reg> = (0..4 * nkt).map(|_| b.reg(Ty::F32)).collect();
-    let m = [b.imm_f32(f32::NEG_INFINITY), b.imm_f32(f32::NEG_INFINITY)];
-    let l = [b.imm_f32(0.0), b.imm_f32(0.0)];
-    let one = b.imm_u32(1);
-    let acc_on = b.setp(Cmp::Ne, one, imm(0));
-    let acc_off = b.setp(Cmp::Eq, one, imm(0));
+    let (row_a, row_b, q2) = fragment_rows(&mut b, lane, warp, blk.q0);
+    let Acc { o, sacc, m, l, zero, acc_on, acc_off } = Acc::new(&mut b, dvp, bkv);
 
     let k0 = b.imm_u32(0);
     let kv0 = b.bin(BinOp::Add, Ty::U32, base, imm(q_bytes));
@@ -478,6 +455,51 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
 
     store_rows(&mut b, (&o, l), (row_a, row_b, q2), (dt, &blk, po, ab));
     Ok(b.finish())
+}
+
+/// This lane's two rows of the accumulators and its column offset: lane (g, q) of warp `warp`
+/// (of the computing threads) holds rows 16·warp + g and + 8 (from query row `q0`), columns
+/// 2q, 2q + 1 of each 8-wide block.
+pub(super) fn fragment_rows(b: &mut KernelBuilder, lane: Reg, warp: Reg, q0: Reg) -> (Reg, Reg, Reg) {
+    let g = b.bin(BinOp::Shr, Ty::U32, lane, imm(2));
+    let q = b.bin(BinOp::And, Ty::U32, lane, imm(3));
+    let row_a = b.fma(Ty::U32, warp, imm(16), q0);
+    let row_a = b.bin(BinOp::Add, Ty::U32, row_a, g);
+    let row_b = b.bin(BinOp::Add, Ty::U32, row_a, imm(8));
+    let q2 = b.bin(BinOp::Mul, Ty::U32, q, imm(2));
+    (row_a, row_b, q2)
+}
+
+/// A computing thread's flash-attention state: O (`n` columns, zeroed), S (`bkv` keys), the
+/// running max and sum of its two rows, 0.0, and the `scale-d` predicates (on, off).
+pub(super) struct Acc {
+    pub o: Vec<Reg>,
+    pub sacc: Vec<Reg>,
+    pub m: [Reg; 2],
+    pub l: [Reg; 2],
+    pub zero: Reg,
+    pub acc_on: Reg,
+    pub acc_off: Reg,
+}
+
+impl Acc {
+    pub fn new(b: &mut KernelBuilder, n: u32, bkv: u32) -> Acc {
+        let zero = b.imm_f32(0.0);
+        let o: Vec<Reg> = (0..n / 2)
+            .map(|_| {
+                let r = b.reg(Ty::F32);
+                set(b, r, zero);
+                r
+            })
+            .collect();
+        let sacc: Vec<Reg> = (0..bkv / 2).map(|_| b.reg(Ty::F32)).collect();
+        let m = [b.imm_f32(f32::NEG_INFINITY), b.imm_f32(f32::NEG_INFINITY)];
+        let l = [b.imm_f32(0.0), b.imm_f32(0.0)];
+        let one = b.imm_u32(1);
+        let acc_on = b.setp(Cmp::Ne, one, imm(0));
+        let acc_off = b.setp(Cmp::Eq, one, imm(0));
+        Acc { o, sacc, m, l, zero, acc_on, acc_off }
+    }
 }
 
 /// The online softmax of the S accumulators `sacc` (keys k0.., this lane's rows a and b:

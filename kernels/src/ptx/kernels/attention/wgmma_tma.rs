@@ -48,7 +48,7 @@
 
 use vidrt_ir::DType;
 
-use super::wgmma::{p_regs, rescale, softmax_to_p, store_rows, wgmma_launch_dims, WgmmaAttnParams};
+use super::wgmma::{fragment_rows, p_regs, rescale, softmax_to_p, store_rows, wgmma_launch_dims, Acc, WgmmaAttnParams};
 use super::{block_setup, imm, set, AttnSpec, MAX_SHARED};
 use crate::ptx::builder::{BinOp, Cmp, Kernel, KernelBuilder, Operand, Reg, Special, Ty, STATIC_SHARED_MAX};
 use crate::ptx::kernels::gemm_wgmma::swizzled_descriptor;
@@ -266,30 +266,12 @@ pub(super) fn attention_wgmma_tma(
     let lane = b.special(Special::LaneId);
     let warp = b.bin(BinOp::Shr, Ty::U32, ctid, imm(5));
     let wg = b.bin(BinOp::Shr, Ty::U32, ctid, imm(7));
-    let g = b.bin(BinOp::Shr, Ty::U32, lane, imm(2));
-    let q = b.bin(BinOp::And, Ty::U32, lane, imm(3));
-    let row_a = b.fma(Ty::U32, warp, imm(16), q0);
-    let row_a = b.bin(BinOp::Add, Ty::U32, row_a, g);
-    let row_b = b.bin(BinOp::Add, Ty::U32, row_a, imm(8));
-    let q2 = b.bin(BinOp::Mul, Ty::U32, q, imm(2));
+    let (row_a, row_b, q2) = fragment_rows(&mut b, lane, warp, q0);
     let signals = b.setp(Cmp::Eq, lane, imm(0));
     let q_wg = b.fma(Ty::U32, wg, imm(64 * 128), qs);
     let dq = swizzled_descriptor(&mut b, q_wg);
 
-    let zero = b.imm_f32(0.0);
-    let o: Vec<Reg> = (0..nv / 2)
-        .map(|_| {
-            let r = b.reg(Ty::F32);
-            set(&mut b, r, zero);
-            r
-        })
-        .collect();
-    let sacc: Vec<Reg> = (0..bkv / 2).map(|_| b.reg(Ty::F32)).collect();
-    let m = [b.imm_f32(f32::NEG_INFINITY), b.imm_f32(f32::NEG_INFINITY)];
-    let l = [b.imm_f32(0.0), b.imm_f32(0.0)];
-    let one = b.imm_u32(1);
-    let acc_on = b.setp(Cmp::Ne, one, imm(0));
-    let acc_off = b.setp(Cmp::Eq, one, imm(0));
+    let Acc { o, sacc, m, l, zero, acc_on, acc_off } = Acc::new(&mut b, nv, bkv);
     let k0 = b.imm_u32(0);
 
     // Ring state of the consumer: stage, parity, tiles consumed.
