@@ -537,3 +537,75 @@ fn a_serialized_or_waited_wgmma_is_reported() {
         assert_eq!(problem(&a), Some(why), "{}", a.log);
     }
 }
+
+/// For each `wgmma.wait_group 1` in the SASS (`WARPGROUP.DEPBAR.LE gsb0, 0x1`): the `MUFU.EX2`
+/// between it and the next `wait_group 0`, and those after that wait before the next `HGMMA`
+/// (or the end).
+fn ex2_around_waits(sass: &str) -> Vec<(usize, usize)> {
+    let lines: Vec<&str> = sass.lines().collect();
+    let wait = |l: &str, n: &str| l.contains("DEPBAR.LE gsb0") && l.contains(n);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if wait(lines[i], "0x1") {
+            let mut j = i + 1;
+            let mut before = 0;
+            while j < lines.len() && !wait(lines[j], "0x0") {
+                before += usize::from(lines[j].contains("MUFU.EX2"));
+                j += 1;
+            }
+            let mut after = 0;
+            let mut k = j + 1;
+            while k < lines.len() && !lines[k].contains("HGMMA") && !lines[k].contains("EXIT") {
+                after += usize::from(lines[k].contains("MUFU.EX2"));
+                k += 1;
+            }
+            out.push((before, after));
+            i = j;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The pipelined attention schedules (the cp.async 3-stage points and every TMA producer
+/// point) keep the softmax of S_j between `wgmma.wait_group 1` and `wait_group 0` in the
+/// SASS, so it runs while P·V_{j-1} does: every `ex2` of the loop comes before the wait for
+/// P·V, none after it. Without the softmax anchor (`anchor_softmax` in the kernels) ptxas
+/// hoists that wait above the exponentials (measured: 0 of 34 before it at the 3-stage
+/// point, 3 of 66 at 128-key producer points).
+#[test]
+fn pipelined_attention_keeps_the_softmax_before_the_wait_for_pv() {
+    use vidrt_kernels::ptx::kernels::attention::wgmma_param_space;
+    let asm = Assembler::new("ex2");
+    let nvdisasm = find_nvdisasm(&asm.ptxas).unwrap_or_else(|| {
+        panic!("nvdisasm not found beside {}: run scripts/install-ptxas.sh, which installs it", asm.ptxas.display())
+    });
+    let kernels = all_kernels().expect("the catalog generates");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (i, p) in wgmma_param_space().into_iter().enumerate() {
+        if p.stages != 3 && !p.producer {
+            continue;
+        }
+        for dtype in ["bf16", "f16"] {
+            let name = format!("attention_flash_wgmma_{dtype}_d128_{i}");
+            let Some(k) = kernels.iter().find(|k| k.name == name) else {
+                failures.push(format!("{name}: not in the catalog"));
+                continue;
+            };
+            let a = asm.assemble(k, Target::Sm90a);
+            assert!(a.ok, "{name}: {}", a.log);
+            let sass = Command::new(&nvdisasm).arg(&a.cubin).output().expect("run nvdisasm");
+            let text = String::from_utf8_lossy(&sass.stdout);
+            let waits = ex2_around_waits(&text);
+            println!("{name} {p:?}: ex2 before / after the wait for P·V: {waits:?}");
+            if waits.is_empty() || waits.iter().any(|&(before, after)| before == 0 || after > 0) {
+                failures.push(format!("{name}: ex2 before / after the wait for P·V {waits:?}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} kernels checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -38,9 +38,13 @@
 //!   `bar.sync`: after it every thread is past tile j - 2's P·V, so tile j + 1 is issued into
 //!   that buffer), then one `wgmma.fence`, S_j = Q·K_jᵀ (one group) and O += P_{j-1}·V_{j-1}
 //!   (a second group, P from registers), `wait_group 1` (S_j complete), the softmax of S_j
-//!   into a second set of P registers while P·V_{j-1} runs, `wait_group 0`, O rescaled by
-//!   the correction, and P_j moved to the first set. Tile 0's S and softmax come before the
-//!   loop and the last tile's P·V after it.
+//!   in f32 while P·V_{j-1} runs, `wait_group 0`, O rescaled by the correction and P_j
+//!   rounded into the P registers (P·V_{j-1}'s operand until that wait). Tile 0's S and
+//!   softmax come before the loop and the last tile's P·V after it. ptxas would hoist the
+//!   `wait_group 0` above the softmax's `ex2`s (no register dependence orders them) and
+//!   serialise the two; a store of the row sums to shared memory just before the wait
+//!   ([`anchor_softmax`], 8 bytes per thread after the stages) keeps them in order, as the
+//!   SASS check in `tests/ptxas.rs` verifies.
 //! - Requirements ([`wgmma_unsupported`]): bf16/f16; D and Dv multiples of 8 (whole 16-byte
 //!   chunks), Dv ≤ 256 (the wgmma N); any Sq, Sk, bias and mask. Otherwise lowering takes
 //!   [`super::attention_mma`].
@@ -111,10 +115,11 @@ impl WgmmaAttnParams {
         Ok(())
     }
 
-    /// Shared bytes for head dims rounded up to `dp` (Q, K) and `dvp` (V).
+    /// Shared bytes for head dims rounded up to `dp` (Q, K) and `dvp` (V); with 3 stages the
+    /// softmax anchors ([`anchor_softmax`]) last.
     fn shared_bytes(self, dp: u32, dvp: u32) -> u32 {
         let q = self.bq() * dp * 2;
-        q + self.stages * self.bkv * (dp + dvp) * 2
+        q + self.stages * self.bkv * (dp + dvp) * 2 + if self.stages == 3 { ANCHOR_BYTES * self.threads() } else { 0 }
     }
 }
 
@@ -357,6 +362,9 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
         // is in flight. Three K/V buffers: tile j (K read now), tile j - 1 (its V read now)
         // and tile j + 1 (loading during the iteration).
         let ring = [0, 1, 2].map(|i| b.bin(BinOp::Add, Ty::U32, kv0, imm(i * stage_bytes)));
+        // This thread's softmax anchor, after the three stages.
+        let anchor = b.bin(BinOp::Add, Ty::U32, kv0, imm(3 * stage_bytes));
+        let anchor = b.fma(Ty::U32, tid, imm(ANCHOR_BYTES), anchor);
         let (prev, cur, next) = (b.mov(Ty::U32, ring[2]), b.mov(Ty::U32, ring[0]), b.mov(Ty::U32, ring[1]));
         let rotate = |b: &mut KernelBuilder| {
             let t = b.mov(Ty::U32, prev);
@@ -387,7 +395,6 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
         rescale(&mut b, corr);
         rotate(&mut b);
         advance(&mut b);
-        let pn = p_regs(&mut b);
         let tail = b.label();
         let done = b.setp(Cmp::Ge, k0, imm(dt.sk));
         b.bra_if(tail, done, false);
@@ -401,12 +408,13 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
         pv_wgmma(&mut b, prev, &pa);
         // S_j is complete; P·V_{j-1} (reading `pa` and accumulating O) is still running.
         b.wgmma_wait(1);
-        let corr = softmax(&mut b, &pn);
+        // The softmax of S_j in f32 while P·V_{j-1} runs; its rounding into the P fragments
+        // (still P·V_{j-1}'s operand) after the wait.
+        let (probs, corr) = softmax_f32(&mut b, &blk.scores, &sacc, (k0, q2, row_a, row_b), (m, l, zero));
+        anchor_softmax(&mut b, anchor, l);
         b.wgmma_wait(0);
         rescale(&mut b, corr);
-        for (dst, src) in pa.iter().flatten().zip(pn.iter().flatten()) {
-            set(&mut b, *dst, *src);
-        }
+        pack_p(&mut b, &probs, (&pa, ab));
         rotate(&mut b);
         advance(&mut b);
         let more = b.setp(Cmp::Lt, k0, imm(dt.sk));
@@ -455,6 +463,20 @@ pub fn attention_wgmma(name: &str, s: &AttnSpec, dtype: DType, p: WgmmaAttnParam
 
     store_rows(&mut b, (&o, l), (row_a, row_b, q2), (dt, &blk, po, ab));
     Ok(b.finish())
+}
+
+/// Bytes per computing thread of the softmax anchors.
+pub(super) const ANCHOR_BYTES: u32 = 8;
+
+/// Keeps the softmax before the `wgmma.wait_group 0` that follows it in the pipelined
+/// schedules: this thread's two running row sums (which depend on every exponential of the
+/// tile) stored to its own 8 bytes of shared memory at `at`, just before the wait. ptxas
+/// otherwise hoists the wait above the `ex2`s (nothing orders them: the wait has no register
+/// dependence on them), and the tensor cores sit idle during the exponentials. ptxas keeps
+/// shared stores in order with `wgmma.wait_group`; the SASS check in `tests/ptxas.rs` holds
+/// it to that. The bytes are never read.
+pub(super) fn anchor_softmax(b: &mut KernelBuilder, at: Reg, l: [Reg; 2]) {
+    b.st_vec(Space::Shared, at, vec![l[0], l[1]]);
 }
 
 /// This lane's two rows of the accumulators and its column offset: lane (g, q) of warp `warp`
@@ -514,15 +536,33 @@ pub(super) fn softmax_to_p(
     (m, l, zero): ([Reg; 2], [Reg; 2], Reg),
     (pa, ab): (&[[Reg; 4]], Ty),
 ) -> [Reg; 2] {
+    let (probs, corr) = softmax_f32(b, scores, sacc, (k0, q2, row_a, row_b), (m, l, zero));
+    pack_p(b, &probs, (pa, ab));
+    corr
+}
+
+/// The f32 half of [`softmax_to_p`]: the probabilities (in the accumulator layout) and the
+/// rows' corrections of O.
+pub(super) fn softmax_f32(
+    b: &mut KernelBuilder,
+    scores: &super::Scores,
+    sacc: &[Reg],
+    (k0, q2, row_a, row_b): (Reg, Reg, Reg, Reg),
+    (m, l, zero): ([Reg; 2], [Reg; 2], Reg),
+) -> (Vec<[Reg; 4]>, [Reg; 2]) {
     let tiles: Vec<[Reg; 4]> = sacc.chunks_exact(4).map(|a| [a[0], a[1], a[2], a[3]]).collect();
-    let (probs, corr) = fragment_softmax(b, scores, &tiles, (k0, q2), (row_a, row_b), (m, l), zero);
+    fragment_softmax(b, scores, &tiles, (k0, q2), (row_a, row_b), (m, l), zero)
+}
+
+/// The other half: the probabilities rounded to `ab` and packed into the register-A
+/// fragments `pa`.
+pub(super) fn pack_p(b: &mut KernelBuilder, probs: &[[Reg; 4]], (pa, ab): (&[[Reg; 4]], Ty)) {
     for (kk, fa) in pa.iter().enumerate() {
         let (p0, p1) = (probs[2 * kk], probs[2 * kk + 1]);
         for (dst, (x, y)) in fa.iter().zip([(p0[0], p0[1]), (p0[2], p0[3]), (p1[0], p1[1]), (p1[2], p1[3])]) {
             b.push(Inst::CvtPack { ty: ab, dst: *dst, hi: y, lo: x });
         }
     }
-    corr
 }
 
 /// O *= the correction of its row (elements 0, 1 of each 8-column block are row a's).

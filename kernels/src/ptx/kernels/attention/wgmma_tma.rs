@@ -30,8 +30,10 @@
 //!   panel's bytes between panels) and O += P_{j-1}·V_{j-1} (a second group, P in registers,
 //!   V MN-major through a 128-byte-swizzle descriptor: LBO the V panel's BKV·128 bytes, SBO
 //!   1024, a k-step of 16 keys moving the start 2048 bytes); `wait_group 1` (S_j complete:
-//!   K_j's stage released), the softmax of S_j while P·V_{j-1} runs, `wait_group 0` (V_{j-1}'s
-//!   stage released), O rescaled. After the loop the last tile's P·V. So with rings of 2 the
+//!   K_j's stage released), the softmax of S_j in f32 while P·V_{j-1} runs (held before the
+//!   next wait by the softmax anchor, [`super::wgmma`]'s `anchor_softmax`: 8 bytes per
+//!   computing thread after the mbarriers), `wait_group 0` (V_{j-1}'s stage released), O
+//!   rescaled and P_j rounded into the P registers. After the loop the last tile's P·V. So with rings of 2 the
 //!   copies of K_{j+1} and V_j are in flight during iteration j. The TMA writes and the wgmma
 //!   reads are both async proxy: no `fence.proxy.async`. No block-wide barrier after the
 //!   producer's threads exit.
@@ -48,7 +50,10 @@
 
 use vidrt_ir::DType;
 
-use super::wgmma::{fragment_rows, p_regs, rescale, softmax_to_p, store_rows, wgmma_launch_dims, Acc, WgmmaAttnParams};
+use super::wgmma::{
+    anchor_softmax, fragment_rows, p_regs, pack_p, rescale, softmax_f32, softmax_to_p, store_rows, wgmma_launch_dims,
+    Acc, WgmmaAttnParams, ANCHOR_BYTES,
+};
 use super::{block_setup, imm, set, AttnSpec, MAX_SHARED};
 use crate::ptx::builder::{BinOp, Cmp, Kernel, KernelBuilder, Operand, Reg, Special, Ty, STATIC_SHARED_MAX};
 use crate::ptx::kernels::gemm_wgmma::swizzled_descriptor;
@@ -132,7 +137,8 @@ pub(super) fn attention_wgmma_tma(
     let (k_bytes, v_bytes) = (bkv * 128 * pd, bkv * 128 * pdv);
     let data = q_bytes + st * (k_bytes + v_bytes);
     let bar_bytes = 8 * (1 + 4 * st);
-    let total = data + bar_bytes;
+    let anchor_bytes = ANCHOR_BYTES * 128 * p.wg;
+    let total = data + bar_bytes + anchor_bytes;
     if total > MAX_SHARED {
         return Err(KernelError::Unsupported(format!(
             "attention_wgmma {p:?} needs {total} bytes of shared memory for D = {}, Dv = {}",
@@ -171,6 +177,7 @@ pub(super) fn attention_wgmma_tma(
     let (tq, tk, tv, po, blk) = block_setup(&mut b, s, dt, dtype, (bq, bkv), Some(maps));
     let smem = b.shared_aligned(data, 1024);
     let bars = b.shared(bar_bytes);
+    let anchors = b.shared(anchor_bytes);
     let tid = b.special(Special::TidX);
     let base = b.shared_base();
     let qs = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
@@ -268,6 +275,8 @@ pub(super) fn attention_wgmma_tma(
     let wg = b.bin(BinOp::Shr, Ty::U32, ctid, imm(7));
     let (row_a, row_b, q2) = fragment_rows(&mut b, lane, warp, q0);
     let signals = b.setp(Cmp::Eq, lane, imm(0));
+    let anchor = b.bin(BinOp::Add, Ty::U32, base, imm(anchors));
+    let anchor = b.fma(Ty::U32, ctid, imm(ANCHOR_BYTES), anchor);
     let q_wg = b.fma(Ty::U32, wg, imm(64 * 128), qs);
     let dq = swizzled_descriptor(&mut b, q_wg);
 
@@ -372,7 +381,6 @@ pub(super) fn attention_wgmma_tma(
     advance_ring(&mut b, st, (ks[0], ks[1], ks[2]));
     advance(&mut b);
     if n_tiles > 1 {
-        let pn = p_regs(&mut b, bkv);
         let top = b.label();
         b.place(top);
         b.no_unroll();
@@ -384,16 +392,17 @@ pub(super) fn attention_wgmma_tma(
         s_wgmma(&mut b, ks[0]);
         pv_wgmma(&mut b, vs[0], &pa);
         turn(&mut b, false, false);
-        // S_j is complete (K_j's stage goes back); P·V_{j-1} is still running.
+        // S_j is complete (K_j's stage goes back); P·V_{j-1} is still running: the softmax
+        // of S_j in f32 now, its rounding into the P fragments (still P·V_{j-1}'s operand)
+        // after the wait.
         b.wgmma_wait(1);
         release(&mut b, k_ring, ks);
-        let corr = softmax(&mut b, &pn);
+        let (probs, corr) = softmax_f32(&mut b, &blk.scores, &sacc, (k0, q2, row_a, row_b), (m, l, zero));
+        anchor_softmax(&mut b, anchor, l);
         b.wgmma_wait(0);
         release(&mut b, v_ring, vs);
         rescale(&mut b, &o, corr);
-        for (dst, src) in pa.iter().flatten().zip(pn.iter().flatten()) {
-            set(&mut b, *dst, *src);
-        }
+        pack_p(&mut b, &probs, (&pa, ab));
         advance_ring(&mut b, st, (ks[0], ks[1], ks[2]));
         advance_ring(&mut b, st, (vs[0], vs[1], vs[2]));
         advance(&mut b);
