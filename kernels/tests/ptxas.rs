@@ -166,16 +166,22 @@ fn find_nvdisasm(ptxas: &Path) -> Option<PathBuf> {
     ptxas.ancestors().nth(6).and_then(|venv| find_named(venv, "nvdisasm", 8))
 }
 
+/// An assembler (`tag` names its scratch files) and nvdisasm beside its ptxas.
+fn sass_tools(tag: &str) -> (Assembler, PathBuf) {
+    let asm = Assembler::new(tag);
+    let nvdisasm = find_nvdisasm(&asm.ptxas).unwrap_or_else(|| {
+        panic!("nvdisasm not found beside {}: run scripts/install-ptxas.sh, which installs it", asm.ptxas.display())
+    });
+    (asm, nvdisasm)
+}
+
 /// The tensor-core kernels compile to tensor-core SASS: `HMMA` in every `mma` kernel,
 /// `LDSM` (ldmatrix) in the GEMM, attention and conv, `LDGSTS` (cp.async) in the GEMM. Checked
 /// with nvdisasm (PyPI nvidia-cuda-nvdisasm, installed by scripts/install-ptxas.sh) on the
 /// sm_80 and sm_90a cubins.
 #[test]
 fn tensor_core_kernels_compile_to_tensor_core_sass() {
-    let asm = Assembler::new("sass");
-    let nvdisasm = find_nvdisasm(&asm.ptxas).unwrap_or_else(|| {
-        panic!("nvdisasm not found beside {}: run scripts/install-ptxas.sh, which installs it", asm.ptxas.display())
-    });
+    let (asm, nvdisasm) = sass_tools("sass");
     let kernels = all_kernels().expect("the catalog generates");
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -577,10 +583,7 @@ fn ex2_around_waits(sass: &str) -> Vec<(usize, usize)> {
 #[test]
 fn pipelined_attention_keeps_the_softmax_before_the_wait_for_pv() {
     use vidrt_kernels::ptx::kernels::attention::wgmma_param_space;
-    let asm = Assembler::new("ex2");
-    let nvdisasm = find_nvdisasm(&asm.ptxas).unwrap_or_else(|| {
-        panic!("nvdisasm not found beside {}: run scripts/install-ptxas.sh, which installs it", asm.ptxas.display())
-    });
+    let (asm, nvdisasm) = sass_tools("ex2");
     let kernels = all_kernels().expect("the catalog generates");
     let mut checked = 0;
     let mut failures = Vec::new();
