@@ -291,7 +291,8 @@ fn conv3d_mma_matches_a_direct_convolution_at_every_parameter_point() {
 
 /// `conv3d_wgmma` (sm_90a) at every point against the direct convolution: output widths of
 /// 8 and 16 (causal, strided, a time pad, several k slices with a tail, two batch items and
-/// two Cout tiles), bias and epilogues, bf16 and f16; what it cannot take is refused; without
+/// two Cout tiles), bias and epilogues, bf16 and f16, in both orientations (with the positions
+/// as M: Cout tiles of 96 with a tail, a tail of positions); what it cannot take is refused; without
 /// its `fence.proxy.async` the wgmma reads the gathered stores through the wrong proxy (the
 /// simulator's hazard).
 #[test]
@@ -314,13 +315,21 @@ fn conv3d_wgmma_matches_a_direct_convolution_at_every_parameter_point() {
             Epi::GateResidual,
         ),
         c([2, 16, 2, 4, 16], [72, 16, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::None),
+        // 104 channels: two Cout tiles of 96 (the second 8 wide), 160 positions (a BM tail).
+        c([1, 8, 2, 5, 16], [104, 8, 2, 3, 3], [1; 3], [[1, 0], [1, 1], [1, 1]], (BF16, BF16), true, Epi::Silu),
+        // The VAE's time conv (3×1×1, no width shift).
+        c([1, 8, 4, 2, 16], [16, 8, 3, 1, 1], [1; 3], [[2, 0], [0, 0], [0, 0]], (BF16, BF16), false, Epi::None),
     ];
-    for (pi, p) in conv3d_wgmma::wgmma_param_space().into_iter().enumerate() {
+    let space = conv3d_wgmma::wgmma_param_space();
+    assert!(space.iter().any(|p| p.positions_m) && space.iter().any(|p| !p.positions_m));
+    for (pi, p) in space.into_iter().enumerate() {
         for (ci, case) in cases.iter().enumerate() {
             let spec = spec_of(case);
             assert_eq!(conv3d_wgmma::wgmma_unsupported(&spec), None);
             let kern = conv3d_wgmma::conv3d_wgmma(&format!("conv_wgmma_{pi}_{ci}"), &spec, p).expect("generates");
-            assert!(emit(&kern, Target::Sm90a).contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16", p.bn)));
+            let text = emit(&kern, Target::Sm90a);
+            assert!(text.contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16", p.tile.bn)));
+            assert_eq!(text.contains("accumulators stored transposed"), p.positions_m);
             assert!(vidrt_kernels::ptx::try_emit(&kern, Target::Sm80).is_err());
             let dims = conv3d_wgmma::wgmma_launch_dims(&spec, p).expect("fits");
             let worst = run_kernel(case, &kern, dims, 600 + ci as u64);
@@ -336,7 +345,8 @@ fn conv3d_wgmma_matches_a_direct_convolution_at_every_parameter_point() {
     assert!(conv3d_wgmma::wgmma_unsupported(&f32_spec).is_some());
     let p = conv3d_wgmma::wgmma_param_space()[0];
     assert!(conv3d_wgmma::conv3d_wgmma("x", &narrow, p).is_err());
-    let three = vidrt_kernels::ptx::kernels::gemm_wgmma::WgmmaParams { stages: 3, ..p };
+    let three = vidrt_kernels::ptx::kernels::gemm_wgmma::WgmmaParams { stages: 3, ..p.tile };
+    let three = conv3d_wgmma::ConvWgmmaParams { tile: three, ..p };
     assert!(conv3d_wgmma::conv3d_wgmma("x", &spec_of(&cases[0]), three).is_err());
 
     let case = &cases[3];

@@ -205,6 +205,8 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         // With a producer warpgroup and setmaxnreg (128×256×64, 3 stages).
         "matmul_wgmma_tma_epilogue_6",
         "conv3d_wgmma_causal_bf16_1",
+        // The positions as M, 128×192 (conv3d_wgmma::wgmma_param_space).
+        "conv3d_wgmma_causal_bf16_6",
         "attention_flash_wgmma_bf16_d128_0",
         "attention_flash_wgmma_f16_d64_1",
         // The TMA attention with a producer warpgroup and setmaxnreg (128-key tiles, rings of 2).

@@ -412,7 +412,8 @@ fn grids_past_cuda_limit_are_refused() {
 }
 
 /// The heuristic lowering of a bf16 causal 3×3×3 conv at output width 16: `conv3d_wgmma` on
-/// sm_90a, `conv3d_mma` on sm_80, on sm_90a with wgmma off, and at width 10.
+/// sm_90a (weights as A at 32 channels, positions as A at 96), `conv3d_mma` on sm_80, on
+/// sm_90a with wgmma off, and at width 10.
 #[test]
 fn sm90a_lowers_16_bit_convs_to_wgmma() {
     use vidrt_kernels::ptx::lower::lower;
@@ -436,6 +437,15 @@ fn sm90a_lowers_16_bit_convs_to_wgmma() {
     assert_eq!(kernel(lower_with(&op, &ins, &out, DType::BF16, "t", &NoWgmma).unwrap()), ampere);
     let (x10, out10) = ([1usize, 16, 3, 10, 10], [1usize, 32, 3, 10, 10]);
     let ins10: Vec<(&[usize], DType)> = vec![(&x10, DType::BF16), (&w, DType::BF16)];
+    // 96 channels (the VAE decoder's full-resolution stage): the positions as M, 64×96,
+    // ceil(480/64) tiles of one warpgroup.
+    let w96 = [96usize, 16, 3, 3, 3];
+    let out96 = [1usize, 96, 3, 10, 16];
+    let ins96: Vec<(&[usize], DType)> = vec![(&x, DType::BF16), (&w96, DType::BF16)];
+    let c96 = kernel(lower_with(&op, &ins96, &out96, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    assert!(c96.kernel.header.contains("M=480 (positions) N=96 (Cout)"), "{}", c96.kernel.header);
+    assert_eq!((c96.grid, c96.block), (8, 128));
+    assert!(try_emit(&c96.kernel, Target::Sm90a).unwrap().contains("m64n96k16"));
     let narrow = kernel(lower_with(&op, &ins10, &out10, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
     assert!(narrow.kernel.header.contains("conv3d_mma"), "{}", narrow.kernel.header);
 }

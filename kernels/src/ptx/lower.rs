@@ -414,8 +414,7 @@ fn conv(
     let (k, grid, block) =
         if chooser.target() == Target::Sm90a && chooser.wgmma() && conv3d_wgmma::wgmma_unsupported(&spec).is_none() {
             let space = conv3d_wgmma::wgmma_param_space();
-            let big = spec.cout >= 128 && n_out / spec.cout.max(1) >= 128;
-            let heuristic = if big { space[1] } else { space[0] };
+            let heuristic = conv3d_wgmma::wgmma_heuristic(&spec);
             let gen: ConvGen<'_, _> = (&conv3d_wgmma::conv3d_wgmma, &conv3d_wgmma::wgmma_launch_dims);
             family("conv3d_wgmma", "wgmma").tuned(chooser, (name, &spec, &rep_spec), &space, heuristic, gen)?
         } else if conv3d::mma_unsupported(&spec).is_none() {

@@ -207,6 +207,12 @@ mod tests {
         type W = crate::ptx::kernels::gemm_wgmma::WgmmaParams;
         let tma = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1");
         assert_eq!(tma, Some(crate::ptx::kernels::gemm_wgmma_tma::large()));
+        // A conv text from before `positions_m` existed reads as the weights-as-A point.
+        type C = crate::ptx::kernels::conv3d_wgmma::ConvWgmmaParams;
+        let conv = crate::ptx::kernels::conv3d_wgmma::wgmma_param_space();
+        assert_eq!(C::from_text("bm=64,bn=64,bk=64,stages=2,swizzle=1,producer=0,tiles=1"), Some(conv[0]));
+        assert_eq!(C::from_text(&format!("{},positions_m=2", conv[0].tile.to_text())), None);
+        assert!(conv.iter().any(|c| C::from_text(&c.to_text()).is_some_and(|p| p.positions_m)));
         let with = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1,producer=1");
         assert_eq!(with.map(|p| p.producer), Some(true));
         type A = crate::ptx::kernels::attention::WgmmaAttnParams;

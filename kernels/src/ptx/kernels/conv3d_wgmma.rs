@@ -1,17 +1,25 @@
 //! Hopper (sm_90a) implicit-GEMM conv3d on `wgmma.mma_async` (`conv3d_wgmma`): the op,
-//! layouts and GEMM view of `super::conv3d` (M = Cout, N = To·Ho·Wo, K = Cin·kt·kh·kw; A
-//! the weight `[Cout, K]`, B the implicit im2col of x), with the products on the warpgroup
-//! tensor cores instead of `mma.sync`.
+//! layouts and GEMM view of `super::conv3d` (Cout, the output positions To·Ho·Wo and K =
+//! Cin·kt·kh·kw; the weight `[Cout, K]` and the implicit im2col of x), with the products on
+//! the warpgroup tensor cores instead of `mma.sync`. Two orientations:
+//!
+//! - weights as A (M = Cout, N = positions), as `conv3d_mma`: a tile's rows are 64 output
+//!   channels per warpgroup, so Cout = 96 (the decoder's full-resolution stage) fills 3/4 of
+//!   its tiles;
+//! - positions as A ([`ConvWgmmaParams::positions_m`]: M = positions, N = Cout): BN tiles
+//!   Cout by any multiple of 8 (96, 192), which tiles the VAE's 96, 192 and 384 channels
+//!   exactly, and a wider BN gathers fewer im2col elements per product (BM·BK gathered per
+//!   BM·BN·BK multiply-adds). The accumulators are stored transposed (row = position).
 //!
 //! **Not run on a GPU yet**: checked only in vidrt's PTX simulator and by ptxas, and opt-in
 //! on real CUDA with the other wgmma kernels (`VIDRT_CUDA_WGMMA=1`).
 //!
 //! - Stages: A `[BM][BK]` and B `[BN][BK]` in `matmul_wgmma`'s 128-byte-swizzled 64-k panels
 //!   (1024-byte aligned), two of them. The weight slice is copied by `cp.async` as
-//!   `matmul_wgmma`'s A (`super::gemm_wgmma::swizzled_loader`; K a multiple of 8, zero past
-//!   K). The im2col slice is gathered by rows of 8 output positions
-//!   (`super::im2col::RowGather`, so the output width is a multiple of 8) into
-//!   registers and stored into the swizzled B stage.
+//!   `matmul_wgmma`'s operands (`super::gemm_wgmma::swizzled_loader`; K a multiple of 8, zero
+//!   past K). The im2col slice is gathered by rows of 8 output positions
+//!   (`super::im2col::RowGather`, so the output width is a multiple of 8) into registers and
+//!   stored into its swizzled operand.
 //! - Step k: `cp.async.wait_group 0`, `fence.proxy.async` (the landed copies and the
 //!   gathered stores are generic-proxy writes the wgmma reads), `bar.sync`; the weight copy
 //!   of slice k + 1 into the other stage and the gather's global loads of slice k + 1 are
@@ -21,7 +29,7 @@
 //!   barrier that follows the last wgmma reading it.
 //! - Epilogue: `super::gemm_wgmma`'s accumulator store with the conv's bias and epilogue.
 //! - Launch: `wgmma_launch_dims` (a block per BM × BN tile of every batch item), 128·BM/64
-//!   threads. Tunables: `WgmmaParams` of `wgmma_param_space` (swizzled, two stages).
+//!   threads. Tunables: [`ConvWgmmaParams`] of `wgmma_param_space` (swizzled, two stages).
 
 use vidrt_ir::DType;
 
@@ -36,12 +44,80 @@ use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, 
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
-/// The points of `conv3d_wgmma` (the first two are the lowering's heuristic picks, small and
-/// large): BM × BN of 64×64, 128×128 and 128×64, BK 64, two stages, swizzled. (64×128 would
-/// hold 64 gathered values and 64 accumulators per thread: ptxas needs all 255 registers.)
-pub fn wgmma_param_space() -> Vec<WgmmaParams> {
-    let p = |bm, bn| WgmmaParams { bm, bn, bk: 64, stages: 2, swizzle: true, producer: false, tiles: 1 };
-    vec![p(64, 64), p(128, 128), p(128, 64)]
+/// A point of `conv3d_wgmma`: the tile (BK 64, two swizzled stages, no producer, one tile
+/// per block) and which GEMM side the output positions take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvWgmmaParams {
+    /// BM × BN: BM 64 per warpgroup, BN the wgmma N.
+    pub tile: WgmmaParams,
+    /// The positions as M (A the gathered im2col, B the weights, BN tiling Cout), else as N.
+    pub positions_m: bool,
+}
+
+impl crate::ptx::tune::Point for ConvWgmmaParams {
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages", "swizzle", "producer", "tiles", "positions_m"];
+    /// `positions_m` came later: a text without it is the weights-as-A point it always was.
+    const DEFAULTS: &'static [(&'static str, u32)] =
+        &[("swizzle", 0), ("producer", 0), ("tiles", 1), ("positions_m", 0)];
+
+    fn values(self) -> Vec<u32> {
+        let mut v = self.tile.values();
+        v.push(u32::from(self.positions_m));
+        v
+    }
+
+    fn from_values(v: &[u32]) -> Option<Self> {
+        let (&pm, tile) = v.split_last()?;
+        let positions_m = match pm {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        Some(ConvWgmmaParams { tile: WgmmaParams::from_values(tile)?, positions_m })
+    }
+}
+
+/// The points of `conv3d_wgmma`, BK 64, two stages, swizzled. Weights as A: BM × BN of
+/// 64×64, 128×128 and 128×64 (the first two are the heuristic's fallback, small and large;
+/// 64×128 would hold 64 gathered values and 64 accumulators per thread: ptxas needs all 255
+/// registers). Positions as A: 128×96, 64×96, 128×128 and 128×192 (32 gathered values and
+/// BN/2 accumulators per thread; ptxas 13 for sm_90a: 170, 168, 172 and 243 registers, so
+/// 64×96 runs three blocks per SM and the others one; 64×192 took all 255 and is left out).
+pub fn wgmma_param_space() -> Vec<ConvWgmmaParams> {
+    let p = |bm, bn, positions_m| ConvWgmmaParams {
+        tile: WgmmaParams { bm, bn, bk: 64, stages: 2, swizzle: true, producer: false, tiles: 1 },
+        positions_m,
+    };
+    vec![
+        p(64, 64, false),
+        p(128, 128, false),
+        p(128, 64, false),
+        p(128, 96, true),
+        p(64, 96, true),
+        p(128, 128, true),
+        p(128, 192, true),
+    ]
+}
+
+/// The lowering's point for `spec` without tuning. Where a positions-as-A tile of 192, 128
+/// or 96 channels divides Cout (the widest that does) and there are at least 128 positions
+/// per item, that point: no channel of its tiles is wasted, and a wider BN gathers less per
+/// product; BM 128, except 64 at BN 96 (three blocks per SM by registers, so one block's
+/// barrier waits overlap another's products). Else weights as A, 128×128 where Cout and the
+/// positions reach 128, 64×64 below. Arithmetic and ptxas's register counts, not a
+/// measurement: no GPU has timed either orientation yet.
+pub fn wgmma_heuristic(spec: &ConvSpec) -> ConvWgmmaParams {
+    let space = wgmma_param_space();
+    let (m, n, _) = spec.mnk();
+    let exact = [192, 128, 96].into_iter().find(|bn| m.is_multiple_of(*bn as usize));
+    let pick = |bm, bn, pm| space.iter().copied().find(|c| (c.tile.bm, c.tile.bn, c.positions_m) == (bm, bn, pm));
+    let chosen = match exact {
+        Some(96) if n >= 128 => pick(64, 96, true),
+        Some(bn) if n >= 128 => pick(128, bn, true),
+        _ if m >= 128 && n >= 128 => pick(128, 128, false),
+        _ => None,
+    };
+    chosen.unwrap_or(space[0])
 }
 
 /// Why `spec` cannot run on `conv3d_wgmma`, or `None` when it can.
@@ -58,16 +134,28 @@ pub fn wgmma_unsupported(spec: &ConvSpec) -> Option<String> {
 }
 
 /// (grid, block) of `conv3d_wgmma` for `spec` at `p`.
-pub fn wgmma_launch_dims(spec: &ConvSpec, p: WgmmaParams) -> Result<(u32, u32), KernelError> {
-    let (m, n, _) = spec.mnk();
-    let (tiles, block) = launch_dims(m, n, p);
+pub fn wgmma_launch_dims(spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<(u32, u32), KernelError> {
+    let (m, n) = gemm_dims(spec, cp);
+    let (tiles, block) = launch_dims(m, n, cp.tile);
     let grid = (tiles as usize).saturating_mul(spec.batch);
     Ok((u32_of(grid, "conv3d blocks")?, block))
 }
 
-/// The wgmma implicit-GEMM conv3d for `spec` at `p`. Parameters: x, w, \[bias\], [epilogue
+/// The GEMM's (M, N) in `cp`'s orientation: (Cout, positions), or (positions, Cout) with
+/// the positions as A.
+fn gemm_dims(spec: &ConvSpec, cp: ConvWgmmaParams) -> (usize, usize) {
+    let (m, n, _) = spec.mnk();
+    if cp.positions_m {
+        (n, m)
+    } else {
+        (m, n)
+    }
+}
+
+/// The wgmma implicit-GEMM conv3d for `spec` at `cp`. Parameters: x, w, \[bias\], [epilogue
 /// inputs…], out.
-pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, p: WgmmaParams) -> Result<Kernel, KernelError> {
+pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<Kernel, KernelError> {
+    let p = cp.tile;
     spec.check()?;
     if let Some(why) = wgmma_unsupported(spec) {
         return Err(KernelError::Unsupported(why));
@@ -80,9 +168,11 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, p: WgmmaParams) -> Result<Kerne
             "conv3d_wgmma parameters {p:?}: two swizzled stages, no producer warpgroup, one tile per block"
         )));
     }
-    if !RowGather::fits(g, (threads, p.bn, p.bk)) {
+    // The gathered operand's rows: the positions of a tile.
+    let (pos_rows, side) = if cp.positions_m { (p.bm, "BM") } else { (p.bn, "BN") };
+    if !RowGather::fits(g, (threads, pos_rows, p.bk)) {
         return Err(KernelError::Invalid(format!(
-            "conv3d_wgmma parameters {p:?}: the {threads} threads must split into BN/8 position groups and BK"
+            "conv3d_wgmma parameters {p:?}: the {threads} threads must split into {side}/8 position groups and BK"
         )));
     }
     let total = p.shared_bytes();
@@ -95,10 +185,23 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, p: WgmmaParams) -> Result<Kerne
     let ab = if spec.in_dtype == DType::F16 { Ty::F16 } else { Ty::BF16 };
     let (m, n, k) = spec.mnk();
     let (mu, nu, ku) = (u32_of(m, "Cout")?, u32_of(n, "output positions")?, u32_of(k, "K")?);
-    let (grid, _) = wgmma_launch_dims(spec, p)?;
+    let (grid, _) = wgmma_launch_dims(spec, cp)?;
+    let (gm, gn) = gemm_dims(spec, cp);
+    let (gmu, gnu) = (u32_of(gm, "GEMM rows")?, u32_of(gn, "GEMM columns")?);
+    let orientation = if cp.positions_m {
+        format!(
+            "implicit GEMM M={gm} (positions) N={gn} (Cout) K={k}: A the im2col gathered through registers by rows of \
+             8 output positions, B the weights by cp.async, into 128-byte-swizzled stages; accumulators stored \
+             transposed"
+        )
+    } else {
+        format!(
+            "implicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through registers by rows of 8 \
+             output positions, into 128-byte-swizzled stages"
+        )
+    };
     let header = format!(
-        "conv3d_wgmma {name}: {}\nimplicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through \
-         registers by rows of 8 output positions, into 128-byte-swizzled stages; wgmma.mma_async m64n{bn}k16 f32 \
+        "conv3d_wgmma {name}: {}\n{orientation}; wgmma.mma_async m64n{bn}k16 f32 \
          accumulation, 2 stages; minimum sm_90a; NOT YET RUN ON A GPU (checked in vidrt's simulator and by ptxas)\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {threads} threads, {total} bytes of {} shared memory; \
          params BM={} BN={bn} BK={} stages=2 swizzle=128B",
@@ -108,7 +211,7 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, p: WgmmaParams) -> Result<Kerne
         p.bk,
         bn = p.bn,
     );
-    let tiles_n = nu.div_ceil(p.bn);
+    let tiles_n = gnu.div_ceil(p.bn);
     let mut b = KernelBuilder::new(name, header);
     b.block(threads);
     let (px, pw) = (b.param(ParamTy::Ptr), b.param(ParamTy::Ptr));
@@ -119,15 +222,18 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, p: WgmmaParams) -> Result<Kerne
     let smem = b.shared_aligned(total, 1024);
 
     let tid = b.special(Special::TidX);
-    let (bi, tm, tn) = block_coords(&mut b, mu.div_ceil(p.bm) * tiles_n, tiles_n);
+    let (bi, tm, tn) = block_coords(&mut b, gmu.div_ceil(p.bm) * tiles_n, tiles_n);
     let m0 = b.bin(BinOp::Mul, Ty::U32, tm, imm(p.bm));
     let n0 = b.bin(BinOp::Mul, Ty::U32, tn, imm(p.bn));
     // This batch item's input; the weights are shared.
     let x_off = b.bin(BinOp::Mul, Ty::U32, bi, imm(u32_of(g.input_elems(), "conv input")?));
     let px = b.addr(px, x_off, 2);
-    let la = swizzled_loader(&mut b, pw, tid, m0, (p.bm, mu, ku), p.bk, 0, threads);
-    let layout = RowLayout::Swizzled { sbase: a_bytes, rows: p.bn };
-    let gather = RowGather::new(&mut b, (tid, n0), g, nu, (threads, p.bn, p.bk), layout);
+    // The weights' and the gathered positions' first rows and where in a stage they go.
+    let ((w0, w_rows, w_at), (pos0, pos_at)) =
+        if cp.positions_m { ((n0, p.bn, a_bytes), (m0, 0)) } else { ((m0, p.bm, 0), (n0, a_bytes)) };
+    let la = swizzled_loader(&mut b, pw, tid, w0, (w_rows, mu, ku), p.bk, w_at, threads);
+    let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
+    let gather = RowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout);
 
     let base = b.shared_base();
     let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
@@ -173,6 +279,42 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, p: WgmmaParams) -> Result<Kerne
     // The zero-fill slice past K still lands in shared memory; nothing reads it.
     b.cp_async_wait_all();
 
-    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu))?;
+    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), cp.positions_m)?;
     Ok(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The heuristic's point at the VAE's channel counts: the widest exact positions-as-A
+    /// tile, the weights as A where none divides Cout or there are few positions.
+    #[test]
+    fn the_heuristic_tiles_cout_exactly_where_it_can() -> Result<(), KernelError> {
+        let causal = [[2, 0], [1, 1], [1, 1]];
+        let at = |cout: usize, h: usize| -> Result<(u32, u32, bool), KernelError> {
+            let spec = ConvSpec::new(
+                &[1, 16, 3, h, 16],
+                &[cout, 16, 3, 3, 3],
+                [1; 3],
+                causal,
+                (DType::BF16, DType::BF16),
+                true,
+                None,
+            )?;
+            let c = wgmma_heuristic(&spec);
+            assert!(wgmma_param_space().contains(&c));
+            conv3d_wgmma("h", &spec, c)?;
+            Ok((c.tile.bm, c.tile.bn, c.positions_m))
+        };
+        assert_eq!(at(384, 8)?, (128, 192, true));
+        assert_eq!(at(192, 8)?, (128, 192, true));
+        assert_eq!(at(256, 8)?, (128, 128, true));
+        assert_eq!(at(96, 8)?, (64, 96, true));
+        // 3·2·16 = 96 positions: too few for a 128-position tile.
+        assert_eq!(at(96, 2)?, (64, 64, false));
+        assert_eq!(at(136, 8)?, (128, 128, false));
+        assert_eq!(at(24, 8)?, (64, 64, false));
+        Ok(())
+    }
 }

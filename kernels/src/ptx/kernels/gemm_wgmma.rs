@@ -426,7 +426,7 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     // The zero-fill slices past K still land in shared memory; nothing reads them.
     b.cp_async_wait_all();
 
-    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu))?;
+    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), false)?;
     Ok(b.finish())
 }
 
@@ -483,7 +483,9 @@ pub(super) fn slice_wgmma(b: &mut KernelBuilder, (ab, p): (Ty, WgmmaParams), acc
 
 /// The epilogue of both wgmma GEMMs: thread t (warpgroup g = `wg`, warp w = (t/32) % 4, lane
 /// l) holds in `acc[i]` element (64g + 16w + l/4 + 8·((i/2) % 2), 8·(i/4) + 2·(l%4) + i%2) of
-/// the tile at (`m0`, `n0`) of matrix `bi`; each goes through [`store_result`].
+/// the tile at (`m0`, `n0`) of matrix `bi`; each goes through [`store_result`] as that
+/// element, or `transposed` as element (column, row) of the `st` matrix (`conv3d_wgmma` with
+/// the positions as M). `mu · nu` is the size of one matrix of the batch.
 pub(super) fn store_accumulators(
     b: &mut KernelBuilder,
     (st, ptrs): (&super::gemm::Store<'_>, &OutPtrs),
@@ -491,6 +493,7 @@ pub(super) fn store_accumulators(
     (tid, wg): (Reg, Reg),
     (bi, m0, n0): (Reg, Reg, Reg),
     (mu, nu): (u32, u32),
+    transposed: bool,
 ) -> Result<(), KernelError> {
     let lane = b.special(Special::LaneId);
     let warp = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
@@ -506,7 +509,8 @@ pub(super) fn store_accumulators(
         let i = i as u32;
         let row = b.bin(BinOp::Add, Ty::U32, row_t, imm(8 * ((i / 2) % 2)));
         let col = b.bin(BinOp::Add, Ty::U32, col_t, imm(8 * (i / 4) + i % 2));
-        store_result(b, st, ptrs, out_base, (row, col), v)?;
+        let at = if transposed { (col, row) } else { (row, col) };
+        store_result(b, st, ptrs, out_base, at, v)?;
     }
     Ok(())
 }

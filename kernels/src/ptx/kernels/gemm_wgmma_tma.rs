@@ -397,7 +397,7 @@ pub fn gemm_wgmma_tma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Resul
             let (sp, _) = previous(b, s);
             release(b, sp);
         }
-        store_accumulators(b, (&st, &ptrs), &acc.regs, (ctid, wg), (at.bi, at.m0, at.n0), (mu, nu))
+        store_accumulators(b, (&st, &ptrs), &acc.regs, (ctid, wg), (at.bi, at.m0, at.n0), (mu, nu), false)
     };
     if p.producer {
         tile_loop(&mut b, (tile, step, total), tile_body)?;
