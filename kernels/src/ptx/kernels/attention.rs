@@ -45,7 +45,7 @@
 
 use vidrt_ir::DType;
 
-use super::common::{elem_ty, to_f32, u32_of, LOG2E};
+use super::common::{elem_ty, ld_or_zero, to_f32, u32_of, LOG2E};
 use crate::ptx::builder::{
     BinOp, Cmp, Guard, Inst, KernelBuilder, Operand, ParamTy, Reg, ShflMode, Space, Special, Ty, UnOp,
 };
@@ -281,33 +281,6 @@ use super::gemm::imm;
 
 fn round_up(x: u32, m: u32) -> u32 {
     x.div_ceil(m) * m
-}
-
-fn zero_of(ty: Ty) -> Operand {
-    if ty == Ty::F32 {
-        Operand::F32(0.0)
-    } else {
-        Operand::Int(0)
-    }
-}
-
-/// `n` registers of `ty` loaded from `[addr]` when `pred` holds (always when `None`), zero
-/// otherwise.
-fn ld_or_zero(b: &mut KernelBuilder, space: Space, ty: Ty, addr: Reg, n: usize, pred: Option<Reg>) -> Vec<Reg> {
-    let dst: Vec<Reg> = (0..n).map(|_| b.reg(ty)).collect();
-    if pred.is_some() {
-        for &r in &dst {
-            b.push(Inst::Mov { dst: r, src: zero_of(ty) });
-        }
-    }
-    b.push(Inst::Ld {
-        space,
-        dst: dst.clone(),
-        addr,
-        offset: 0,
-        guard: pred.map(|p| Guard { pred: p, negate: false }),
-    });
-    dst
 }
 
 fn st_if(b: &mut KernelBuilder, space: Space, addr: Reg, src: Vec<Reg>, pred: Option<Reg>) {

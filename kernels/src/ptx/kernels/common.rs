@@ -4,7 +4,9 @@
 
 use vidrt_ir::DType;
 
-use crate::ptx::builder::{BinOp, Cmp, Inst, KernelBuilder, Label, Operand, Reg, ShflMode, Space, Special, Ty, UnOp};
+use crate::ptx::builder::{
+    BinOp, Cmp, Guard, Inst, KernelBuilder, Label, Operand, Reg, ShflMode, Space, Special, Ty, UnOp,
+};
 use crate::ptx::KernelError;
 
 /// The register type holding one element of `dtype`.
@@ -301,4 +303,39 @@ fn counted_loop(
     b.bra(top);
     b.place(end);
     Ok(())
+}
+
+/// The zero of `ty` as an operand.
+fn zero_of(ty: Ty) -> Operand {
+    if ty == Ty::F32 {
+        Operand::F32(0.0)
+    } else {
+        Operand::Int(0)
+    }
+}
+
+/// `n` registers of `ty` loaded from `[addr]` when `pred` holds (always when `None`), zero
+/// otherwise.
+pub(crate) fn ld_or_zero(
+    b: &mut KernelBuilder,
+    space: Space,
+    ty: Ty,
+    addr: Reg,
+    n: usize,
+    pred: Option<Reg>,
+) -> Vec<Reg> {
+    let dst: Vec<Reg> = (0..n).map(|_| b.reg(ty)).collect();
+    if pred.is_some() {
+        for &r in &dst {
+            b.push(Inst::Mov { dst: r, src: zero_of(ty) });
+        }
+    }
+    b.push(Inst::Ld {
+        space,
+        dst: dst.clone(),
+        addr,
+        offset: 0,
+        guard: pred.map(|p| Guard { pred: p, negate: false }),
+    });
+    dst
 }

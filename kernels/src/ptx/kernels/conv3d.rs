@@ -13,9 +13,12 @@
 //!   `[B, Cout, To, Ho, Wo]`, all row-major; f32, f16 or bf16, arithmetic in f32.
 //! - `conv3d_mma`: the `matmul_mma` pipeline (`ldmatrix`, `mma.sync.m16n8k16`, f32
 //!   accumulation) with the weight slice copied by `cp.async` (needs K a multiple of 8) and
-//!   the im2col slice gathered by 16-bit loads into the `[BN][BK]` stage: where the output
-//!   width is a multiple of 8, each thread takes 8 positions of one output row and works
-//!   out each k's taps and row once for all 8; otherwise each thread keeps one output
+//!   the im2col slice gathered into the `[BN][BK]` stage: for stride-1 convs whose widths
+//!   are multiples of 8 and whose width taps shift by at most one column (the VAE's), by one
+//!   16-byte load of 8 output positions per k (and a 4-byte one beside it for a shifted
+//!   tap), packed into one shared store per position; else, where the output width is a
+//!   multiple of 8, by 16-bit loads, each thread taking 8 positions of one output row and
+//!   working out each k's taps and row once for all 8; otherwise each thread keeps one output
 //!   position, `n = tid % BN`, and decomposes every k it walks. The gather is staged through
 //!   registers: the loads of slice k+1 are issued before the MMAs of slice k and stored to
 //!   shared memory after them, so they are in flight while the tensor cores work (cp.async
@@ -249,7 +252,7 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
          ldmatrix + mma.sync.m16n8k16 f32 accumulation, {} stages; minimum sm_80\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{} stages={}",
         spec.describe(),
-        if super::im2col::gathers_rows(g, p) { "by rows of 8 output positions" } else { "element by element" },
+        super::im2col::mma_gather_text(g, p),
         p.stages,
         p.bm,
         p.bn,

@@ -18,8 +18,10 @@
 //!   (1024-byte aligned), two of them. The weight slice is copied by `cp.async` as
 //!   `matmul_wgmma`'s operands (`super::gemm_wgmma::swizzled_loader`; K a multiple of 8, zero
 //!   past K). The im2col slice is gathered by rows of 8 output positions
-//!   (`super::im2col::RowGather`, so the output width is a multiple of 8) into registers and
-//!   stored into its swizzled operand.
+//!   into registers and stored into its swizzled operand: as 16-byte vectors per k
+//!   (`super::im2col::VecRowGather`) for stride-1 convs whose width taps shift by at most one
+//!   column (the VAE's), else element by element (`super::im2col::RowGather`); the output
+//!   width is a multiple of 8 either way.
 //! - Step k: `cp.async.wait_group 0`, `fence.proxy.async` (the landed copies and the
 //!   gathered stores are generic-proxy writes the wgmma reads), `bar.sync`; the weight copy
 //!   of slice k + 1 into the other stage and the gather's global loads of slice k + 1 are
@@ -35,12 +37,12 @@ use vidrt_ir::DType;
 
 use super::common::u32_of;
 use super::conv3d::ConvSpec;
-use super::gemm::{block_coords, imm, OutPtrs};
+use super::gemm::{block_coords, imm, ConvGeom, OutPtrs};
 use super::gemm_wgmma::{
     launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, swizzled_loader, zero_accumulators, WgmmaParams,
 };
-use super::im2col::{RowGather, RowLayout};
-use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Special, Ty};
+use super::im2col::{RowGather, RowLayout, VecRowGather};
+use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
@@ -80,9 +82,11 @@ impl crate::ptx::tune::Point for ConvWgmmaParams {
 /// The points of `conv3d_wgmma`, BK 64, two stages, swizzled. Weights as A: BM × BN of
 /// 64×64, 128×128 and 128×64 (the first two are the heuristic's fallback, small and large;
 /// 64×128 would hold 64 gathered values and 64 accumulators per thread: ptxas needs all 255
-/// registers). Positions as A: 128×96, 64×96, 128×128 and 128×192 (32 gathered values and
-/// BN/2 accumulators per thread; ptxas 13 for sm_90a: 170, 168, 172 and 243 registers, so
-/// 64×96 runs three blocks per SM and the others one; 64×192 took all 255 and is left out).
+/// registers). Positions as A: 128×96, 64×96, 128×128 and 128×192 (BN/2 accumulators per
+/// thread; 64×192 took all 255 registers with the element gather and is left out). ptxas 13
+/// for sm_90a, the VAE's causal 3×3×3 (gathered by 16-byte vectors): 126, 128, 147 and 189
+/// registers, so two, four, one and one blocks per SM by registers; the weights-as-A points
+/// 115, 152 and 128.
 pub fn wgmma_param_space() -> Vec<ConvWgmmaParams> {
     let p = |bm, bn, positions_m| ConvWgmmaParams {
         tile: WgmmaParams { bm, bn, bk: 64, stages: 2, swizzle: true, producer: false, tiles: 1 },
@@ -102,8 +106,8 @@ pub fn wgmma_param_space() -> Vec<ConvWgmmaParams> {
 /// The lowering's point for `spec` without tuning. Where a positions-as-A tile of 192, 128
 /// or 96 channels divides Cout (the widest that does) and there are at least 128 positions
 /// per item, that point: no channel of its tiles is wasted, and a wider BN gathers less per
-/// product; BM 128, except 64 at BN 96 (three blocks per SM by registers, so one block's
-/// barrier waits overlap another's products). Else weights as A, 128×128 where Cout and the
+/// product; BM 128, except 64 at BN 96 (four blocks per SM by registers with the vector
+/// gather, so one block's barrier waits overlap another's products). Else weights as A, 128×128 where Cout and the
 /// positions reach 128, 64×64 below. Arithmetic and ptxas's register counts, not a
 /// measurement: no GPU has timed either orientation yet.
 pub fn wgmma_heuristic(spec: &ConvSpec) -> ConvWgmmaParams {
@@ -188,15 +192,17 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let (grid, _) = wgmma_launch_dims(spec, cp)?;
     let (gm, gn) = gemm_dims(spec, cp);
     let (gmu, gnu) = (u32_of(gm, "GEMM rows")?, u32_of(gn, "GEMM columns")?);
+    let vec = VecRowGather::fits(g, (threads, pos_rows, p.bk));
+    let rows = if vec { "16-byte rows" } else { "rows" };
     let orientation = if cp.positions_m {
         format!(
-            "implicit GEMM M={gm} (positions) N={gn} (Cout) K={k}: A the im2col gathered through registers by rows of \
-             8 output positions, B the weights by cp.async, into 128-byte-swizzled stages; accumulators stored \
+            "implicit GEMM M={gm} (positions) N={gn} (Cout) K={k}: A the im2col gathered through registers by {rows} \
+             of 8 output positions, B the weights by cp.async, into 128-byte-swizzled stages; accumulators stored \
              transposed"
         )
     } else {
         format!(
-            "implicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through registers by rows of 8 \
+            "implicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through registers by {rows} of 8 \
              output positions, into 128-byte-swizzled stages"
         )
     };
@@ -232,8 +238,13 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let ((w0, w_rows, w_at), (pos0, pos_at)) =
         if cp.positions_m { ((n0, p.bn, a_bytes), (m0, 0)) } else { ((m0, p.bm, 0), (n0, a_bytes)) };
     let la = swizzled_loader(&mut b, pw, tid, w0, (w_rows, mu, ku), p.bk, w_at, threads);
-    let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
-    let gather = RowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout);
+    let gather = if vec {
+        let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
+        PosGather::Vec(VecRowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
+    } else {
+        let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
+        PosGather::Rows(RowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
+    };
 
     let base = b.shared_base();
     let base = b.bin(BinOp::Add, Ty::U32, base, imm(smem));
@@ -281,6 +292,29 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
 
     store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), cp.positions_m)?;
     Ok(b.finish())
+}
+
+/// The im2col gather of a `conv3d_wgmma` kernel: by 16-byte vectors where
+/// [`VecRowGather::fits`] the conv, else element by element by rows of 8 positions.
+enum PosGather {
+    Vec(VecRowGather),
+    Rows(RowGather),
+}
+
+impl PosGather {
+    fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
+        match self {
+            PosGather::Vec(v) => v.load(b, x, k0, g),
+            PosGather::Rows(r) => r.load(b, x, k0, g),
+        }
+    }
+
+    fn store(&self, b: &mut KernelBuilder, held: &[Reg], stage: Reg) {
+        match self {
+            PosGather::Vec(v) => v.store(b, held, stage),
+            PosGather::Rows(r) => r.store(b, held, stage),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, store_result, ConvGeom, GemmSpec, OutPtrs, Store};
-use super::im2col::{gathers_rows, Gather, RowGather, RowLayout};
+use super::im2col::{gathers_rows, Gather, RowGather, RowLayout, VecRowGather};
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
@@ -207,6 +207,7 @@ enum BLoad<'a> {
     Async(Loader),
     Gather(Gather, &'a ConvGeom),
     Rows(RowGather, &'a ConvGeom),
+    Vec(VecRowGather, &'a ConvGeom),
 }
 
 impl BLoad<'_> {
@@ -221,6 +222,7 @@ impl BLoad<'_> {
             }
             BLoad::Gather(g, geom) => g.load(b, base, k0, geom),
             BLoad::Rows(g, geom) => g.load(b, base, k0, geom),
+            BLoad::Vec(g, geom) => g.load(b, base, k0, geom),
         }
     }
 
@@ -230,6 +232,7 @@ impl BLoad<'_> {
             BLoad::Async(_) => {}
             BLoad::Gather(g, _) => g.store(b, vals, stage),
             BLoad::Rows(g, _) => g.store(b, vals, stage),
+            BLoad::Vec(g, _) => g.store(b, vals, stage),
         }
     }
 
@@ -381,8 +384,8 @@ pub fn gemm_mma_spec_waiting(name: &str, spec: &GemmSpec, p: MmaParams, wait: u3
 pub(crate) enum MmaB<'a> {
     /// Stored `[N, K]` (K-contiguous, 16-byte rows: `cp.async`), element strides per batch axis.
     Matrix { strides: &'a [usize] },
-    /// The implicit im2col of a conv input `[batch, Cin, T, H, W]`, gathered element by element
-    /// into shared memory (zero in the padding).
+    /// The implicit im2col of a conv input `[batch, Cin, T, H, W]`, gathered through registers
+    /// into shared memory (zero in the padding): `super::im2col`'s gathers.
     Im2col(&'a ConvGeom),
 }
 
@@ -454,6 +457,10 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
     let lb = match &core.b {
         MmaB::Matrix { .. } => {
             BLoad::Async(Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, (a_bytes, stride), threads))
+        }
+        MmaB::Im2col(g) if VecRowGather::fits(g, (threads, p.bn, p.bk)) => {
+            let layout = RowLayout::Padded { sbase: a_bytes, stride };
+            BLoad::Vec(VecRowGather::new(&mut b, (tid, n0), g, nu, (threads, p.bn, p.bk), layout), g)
         }
         MmaB::Im2col(g) if gathers_rows(g, p) => {
             let layout = RowLayout::Padded { sbase: a_bytes, stride };

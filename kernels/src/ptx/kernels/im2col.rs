@@ -2,9 +2,12 @@
 //! ci·taps + tap; N = To·Ho·Wo output positions), gathered element by element into shared
 //! memory for the implicit-GEMM convs: the SIMT kernel's per-slot loads (`PosSlot`,
 //! `im2col_origin`, `im2col_index`), and the tensor-core kernels' register-staged gathers
-//! of a `[BN][BK]` B slice: `Gather` (one position per thread, every k decomposed) and
-//! `RowGather` (8 positions of one output row per thread, each k decomposed once for them).
+//! of a `[BN][BK]` B slice: `Gather` (one position per thread, every k decomposed),
+//! `RowGather` (8 positions of one output row per thread, each k decomposed once for them)
+//! and `VecRowGather` (the same 8 positions read as one 16-byte vector per k, for stride-1
+//! convs whose width taps shift by at most one column).
 
+use super::common::ld_or_zero;
 use super::gemm::{imm, ConvGeom};
 use super::gemm_mma::MmaParams;
 use crate::ptx::builder::{BinOp, Cmp, Inst, KernelBuilder, Operand, Reg, Space, Ty};
@@ -172,6 +175,17 @@ pub(crate) struct RowGather {
     layout: RowLayout,
 }
 
+/// How `conv3d_mma` gathers a conv of `g` at `p`, as its kernel header says it.
+pub(crate) fn mma_gather_text(g: &ConvGeom, p: MmaParams) -> &'static str {
+    if VecRowGather::fits(g, (p.threads(), p.bn, p.bk)) {
+        "by 16-byte rows of 8 output positions"
+    } else if gathers_rows(g, p) {
+        "by rows of 8 output positions"
+    } else {
+        "element by element"
+    }
+}
+
 /// Whether `conv3d_mma` gathers a conv of `g` at `p` by rows of 8 output positions
 /// ([`RowGather`]: the output width a multiple of 8 and the threads dividing into the
 /// groups), else element by element.
@@ -303,6 +317,215 @@ impl RowGather {
                         b.st(Space::Shared, dst, vals[(i * 8 + j) as usize]);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A gathered slice by rows of 8 output positions read as 16-byte vectors, for the convs
+/// [`VecRowGather::fits`] takes: width stride 1, input and output widths multiples of 8, and
+/// width taps that shift by at most one column (|dw − pad| ≤ 1: the VAE's 3×3 convs with
+/// padding 1 and its one-wide time convs).
+///
+/// A unit is the 8 positions of one group (in one output row, from column wo0, a multiple of
+/// 8) and `kpt` consecutive k's of the slice (4, 2 or 1: the most that divides the units
+/// evenly among the threads); unit u is group pg = u / (BK/kpt) and k's `kpt·(u % (BK/kpt))`
+/// on, and thread t takes units t, t + threads, …. Per k: one 16-byte load of input columns
+/// wo0..wo0 + 8 of the k's input row (16-byte aligned: the row starts at a multiple of 8
+/// elements) and, for a shifted tap, one 4-byte load of the column pair beside it (wo0 + 8,
+/// or wo0 − 2); both are predicated, so a row in the padding or past K or N reads as zeros.
+/// The store picks each position's value from those (two `selp` per value) and stores each
+/// position's `kpt` k's with one store of `2·kpt` bytes. With BK = 64 and `kpt` 4 in the
+/// swizzled layout, a warp's 32 stores of one position fill two whole 128-byte rows: no bank
+/// conflict. Against [`RowGather`] at 32 values per thread: 8 loads and 8 stores instead of
+/// 32 and 32, and 20 registers held across the products instead of 32.
+pub(crate) struct VecRowGather {
+    units: Vec<VecUnit>,
+    kpt: u32,
+    layout: RowLayout,
+}
+
+/// One unit of a [`VecRowGather`].
+struct VecUnit {
+    /// Whether the group is inside N.
+    nok: Reg,
+    /// The group's padded input origin in time and height.
+    origin: [Reg; 2],
+    /// The group's first output column, which is the input column of an unshifted tap.
+    wo0: Reg,
+    /// The unit's first k in a slice.
+    kk: Reg,
+    /// Byte offset in a stage of the unit's first k in row 8·pg, before the swizzle.
+    soff: Reg,
+    /// Swizzled: the unit's 16-byte chunk in its 128-byte rows before the swizzle.
+    chunk: Reg,
+}
+
+/// What [`VecRowGather::load`] leaves for [`VecRowGather::store`] per k: the 16-byte vector
+/// (4 words), the neighbouring pair and the tap's shift plus one (0, 1 or 2).
+const VEC_REGS: usize = 6;
+
+impl VecRowGather {
+    /// The k's per unit for `threads` threads over a `rows` × `bk` slice: the most of 4, 2, 1
+    /// that leaves a whole number of units per thread.
+    fn k_per_unit((threads, rows, bk): (u32, u32, u32)) -> Option<u32> {
+        [4, 2, 1]
+            .into_iter()
+            .find(|&kpt| bk.is_multiple_of(kpt) && threads > 0 && (rows / 8 * (bk / kpt)).is_multiple_of(threads))
+    }
+
+    /// Whether a conv of `g` can be gathered this way with `threads` threads into a `rows` ×
+    /// `bk` stage (`bk` a multiple of 8, and of 64 in the swizzled layout).
+    pub(crate) fn fits(g: &ConvGeom, (threads, rows, bk): (u32, u32, u32)) -> bool {
+        let (kw, pad) = (g.kernel[2], g.pad_lo[2]);
+        rows.is_multiple_of(8)
+            && rows > 0
+            && bk.is_multiple_of(8)
+            && Self::k_per_unit((threads, rows, bk)).is_some()
+            && g.stride[2] == 1
+            && g.input[2].is_multiple_of(8)
+            && g.output[2].is_multiple_of(8)
+            && g.output[2] <= g.input[2]
+            && pad <= 1
+            && kw <= pad + 2
+    }
+
+    /// The gather of thread `tid` for the `rows` positions from `n0` (of `nu`) with `threads`
+    /// threads and `bk`-wide slices (see [`VecRowGather::fits`]), storing in `layout`.
+    pub(crate) fn new(
+        b: &mut KernelBuilder,
+        (tid, n0): (Reg, Reg),
+        g: &ConvGeom,
+        nu: u32,
+        (threads, rows, bk): (u32, u32, u32),
+        layout: RowLayout,
+    ) -> VecRowGather {
+        let kpt = Self::k_per_unit((threads, rows, bk)).unwrap_or(1);
+        let per_row = bk / kpt;
+        let units = (0..rows / 8 * per_row / threads)
+            .map(|i| {
+                let u = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
+                let q = b.bin(BinOp::Rem, Ty::U32, u, imm(per_row));
+                let pg = b.bin(BinOp::Div, Ty::U32, u, imm(per_row));
+                let gn = b.fma(Ty::U32, pg, imm(8), n0);
+                let (nok, origin) = position(b, gn, g, (nu, nu - 8));
+                let kk = b.bin(BinOp::Mul, Ty::U32, q, imm(kpt));
+                let (soff, chunk) = match layout {
+                    RowLayout::Padded { sbase, stride } => {
+                        let soff = b.fma(Ty::U32, pg, imm(8 * stride), imm(sbase));
+                        (b.fma(Ty::U32, kk, imm(2), soff), kk)
+                    }
+                    RowLayout::Swizzled { sbase, rows } => {
+                        // k kk: panel kk / 64, chunk (kk / 8) % 8, element kk % 8.
+                        let panel = b.bin(BinOp::Shr, Ty::U32, kk, imm(6));
+                        let soff = b.fma(Ty::U32, panel, imm(rows * 128), imm(sbase));
+                        let soff = b.fma(Ty::U32, pg, imm(8 * 128), soff);
+                        let e = b.bin(BinOp::And, Ty::U32, kk, imm(7));
+                        let chunk = b.bin(BinOp::Shr, Ty::U32, kk, imm(3));
+                        (b.fma(Ty::U32, e, imm(2), soff), b.bin(BinOp::And, Ty::U32, chunk, imm(7)))
+                    }
+                };
+                VecUnit { nok, origin: [origin[0], origin[1]], wo0: origin[2], kk, soff, chunk }
+            })
+            .collect();
+        VecRowGather { units, kpt, layout }
+    }
+
+    /// Issues this thread's loads of the slice at `k0` of the input at `x` (not waited on
+    /// here: the values are first used by [`VecRowGather::store`]).
+    pub(crate) fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
+        let [t, h, w] = g.input.map(|d| d as u32);
+        let pad = g.pad_lo[2] as u32;
+        let mut held = Vec::with_capacity(self.units.len() * self.kpt as usize * VEC_REGS);
+        for u in &self.units {
+            let gk0 = b.bin(BinOp::Add, Ty::U32, k0, u.kk);
+            for i in 0..self.kpt {
+                let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i));
+                let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, u.nok);
+                let coord = unpadded(b, (&u.origin[..], [dt, dh], [t, h]), g, &mut ok);
+                let row = b.fma(Ty::U32, ci, imm(t), coord[0]);
+                let row = b.fma(Ty::U32, row, imm(h), coord[1]);
+                let row = b.bin(BinOp::Mul, Ty::U32, row, imm(w));
+                let main = b.bin(BinOp::Add, Ty::U32, row, u.wo0);
+                let main = b.selp(Ty::U32, main, imm(0), ok);
+                let ad = b.addr(x, main, 2);
+                let vec = ld_or_zero(b, Space::Global, Ty::U32, ad, 4, Some(ok));
+                // The shift s = dw − pad, as s + 1; the pair beside the vector: columns
+                // wo0 + 8, wo0 + 9 for s = 1 (inside while wo0 + 8 < W), wo0 − 2, wo0 − 1 for
+                // s = −1 (inside while wo0 > 0).
+                let code = b.bin(BinOp::Add, Ty::U32, dw, imm(1));
+                let code = b.bin(BinOp::Sub, Ty::U32, code, imm(pad));
+                let right = b.setp(Cmp::Eq, code, imm(2));
+                let left = b.setp(Cmp::Eq, code, imm(0));
+                let r_in = b.setp(Cmp::Lt, u.wo0, imm(w - 8));
+                let r_ok = b.bin(BinOp::And, Ty::Pred, right, r_in);
+                let l_in = b.setp(Cmp::Ne, u.wo0, imm(0));
+                let l_ok = b.bin(BinOp::And, Ty::Pred, left, l_in);
+                let side_ok = b.bin(BinOp::Or, Ty::Pred, r_ok, l_ok);
+                let side_ok = b.bin(BinOp::And, Ty::Pred, side_ok, ok);
+                let col = b.selp(Ty::U32, imm(8), imm(u32::MAX - 1), right);
+                let side = b.bin(BinOp::Add, Ty::U32, main, col);
+                let side = b.selp(Ty::U32, side, imm(0), side_ok);
+                let ad = b.addr(x, side, 2);
+                let pair = ld_or_zero(b, Space::Global, Ty::U32, ad, 1, Some(side_ok));
+                held.extend(vec);
+                held.extend(pair);
+                held.push(code);
+            }
+        }
+        held
+    }
+
+    /// Picks, packs and stores the values from [`VecRowGather::load`] into the stage at
+    /// shared address `stage`.
+    pub(crate) fn store(&self, b: &mut KernelBuilder, held: &[Reg], stage: Reg) {
+        let per_unit = self.kpt as usize * VEC_REGS;
+        for (u, held) in self.units.iter().zip(held.chunks(per_unit)) {
+            // vals[i][j]: k i of the unit at position j of the group.
+            let mut vals = Vec::with_capacity(self.kpt as usize);
+            for k in held.chunks(VEC_REGS) {
+                let mut c = Vec::with_capacity(10);
+                for &word in &k[..5] {
+                    let (lo, hi) = (b.reg(Ty::B16), b.reg(Ty::B16));
+                    b.push(Inst::Unpack { lo, hi, src: word });
+                    c.extend([lo, hi]);
+                }
+                // c[0..8]: the vector's columns wo0..wo0 + 8; c[8], c[9]: the pair beside it.
+                let right = b.setp(Cmp::Eq, k[5], imm(2));
+                let left = b.setp(Cmp::Eq, k[5], imm(0));
+                let v: Vec<Reg> = (0..8)
+                    .map(|j| {
+                        let next = if j < 7 { c[j + 1] } else { c[8] };
+                        let prev = if j > 0 { c[j - 1] } else { c[9] };
+                        let x = b.selp(Ty::B16, prev, c[j], left);
+                        b.selp(Ty::B16, next, x, right)
+                    })
+                    .collect();
+                vals.push(v);
+            }
+            let dst0 = b.bin(BinOp::Add, Ty::U32, stage, u.soff);
+            for j in 0..8u32 {
+                // Row 8·pg + j; swizzled, its chunk sits at chunk XOR j.
+                let (dst, offset) = match self.layout {
+                    RowLayout::Padded { stride, .. } => (dst0, j * stride),
+                    RowLayout::Swizzled { .. } => {
+                        let c = b.bin(BinOp::Xor, Ty::U32, u.chunk, imm(j));
+                        (b.fma(Ty::U32, c, imm(16), dst0), j * 128)
+                    }
+                };
+                let at = |i: usize| vals[i][j as usize];
+                let src: Vec<Reg> = if self.kpt == 1 {
+                    vec![at(0)]
+                } else {
+                    (0..self.kpt as usize / 2)
+                        .map(|w| {
+                            let dst = b.reg(Ty::U32);
+                            b.push(Inst::Pack { dst, lo: at(2 * w), hi: at(2 * w + 1) });
+                            dst
+                        })
+                        .collect()
+                };
+                b.push(Inst::St { space: Space::Shared, src, addr: dst, offset: offset as i32, guard: None });
             }
         }
     }
