@@ -262,7 +262,12 @@ fn conv3d_mma_matches_a_direct_convolution_at_every_parameter_point() {
         ),
     ];
     let (mut by_rows, mut by_vec) = (0, 0);
-    for (pi, p) in gemm_mma::param_space().into_iter().enumerate() {
+    // matmul_mma's points and conv3d_mma's own (its tuning space).
+    let mut points = gemm_mma::param_space();
+    let own: Vec<_> = conv3d::mma_param_space().into_iter().filter(|p| !points.contains(p)).collect();
+    assert!(!own.is_empty());
+    points.extend(own);
+    for (pi, &p) in points.iter().enumerate() {
         for (ci, case) in cases.iter().enumerate() {
             let spec = spec_of(case);
             assert_eq!(conv3d::mma_unsupported(&spec), None);
@@ -288,8 +293,8 @@ fn conv3d_mma_matches_a_direct_convolution_at_every_parameter_point() {
     }
     // The strided width-8 case is gathered by rows except where the threads do not divide
     // into BN/8 groups.
-    assert!(by_rows >= gemm_mma::param_space().len() / 2, "{by_rows} kernels gathered by rows");
-    assert_eq!(by_vec, 2 * gemm_mma::param_space().len());
+    assert!(by_rows >= points.len() / 2, "{by_rows} kernels gathered by rows");
+    assert_eq!(by_vec, 2 * points.len());
     // K = 4·27 is not a multiple of 8; f32 has no tensor-core path: both say why.
     let odd = spec_of(&c([1, 4, 3, 5, 5], [3, 4, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::None));
     assert!(conv3d::mma_unsupported(&odd).is_some());

@@ -412,8 +412,8 @@ fn grids_past_cuda_limit_are_refused() {
 }
 
 /// The heuristic lowering of a bf16 causal 3×3×3 conv at output width 16: `conv3d_wgmma` on
-/// sm_90a (weights as A at 32 channels, positions as A at 96), `conv3d_mma` on sm_80, on
-/// sm_90a with wgmma off, and at width 10.
+/// sm_90a (weights as A at 32 channels, positions as A at 96), `conv3d_mma` on sm_80 (128×128
+/// at 96 channels), on sm_90a with wgmma off, and at width 10.
 #[test]
 fn sm90a_lowers_16_bit_convs_to_wgmma() {
     use vidrt_kernels::ptx::lower::lower;
@@ -446,6 +446,10 @@ fn sm90a_lowers_16_bit_convs_to_wgmma() {
     assert!(c96.kernel.header.contains("M=480 (positions) N=96 (Cout)"), "{}", c96.kernel.header);
     assert_eq!((c96.grid, c96.block), (8, 128));
     assert!(try_emit(&c96.kernel, Target::Sm90a).unwrap().contains("m64n96k16"));
+    // On sm_80, conv3d_mma at 128×128 (8 warps): ceil(96/128) × ceil(480/128) tiles.
+    let a96 = kernel(lower(&op, &ins96, &out96, DType::BF16, "t").unwrap());
+    assert!(a96.kernel.header.contains("BM=128 BN=128 BK=32 warps 4x2 stages=2"), "{}", a96.kernel.header);
+    assert_eq!((a96.grid, a96.block), (4, 256));
     let narrow = kernel(lower_with(&op, &ins10, &out10, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
     assert!(narrow.kernel.header.contains("conv3d_mma"), "{}", narrow.kernel.header);
 }

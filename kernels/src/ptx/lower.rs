@@ -418,8 +418,7 @@ fn conv(
             let gen: ConvGen<'_, _> = (&conv3d_wgmma::conv3d_wgmma, &conv3d_wgmma::wgmma_launch_dims);
             family("conv3d_wgmma", "wgmma").tuned(chooser, (name, &spec, &rep_spec), &space, heuristic, gen)?
         } else if conv3d::mma_unsupported(&spec).is_none() {
-            let big = spec.cout >= 64 && n_out / spec.cout.max(1) >= 64;
-            let heuristic = if big { gemm_mma::LARGE } else { gemm_mma::SMALL };
+            let heuristic = conv3d::mma_heuristic(&spec);
             let gen: ConvGen<'_, _> = (&conv3d::conv3d_mma, &conv3d::mma_launch_dims);
             family("conv3d_mma", "mma").tuned(
                 chooser,

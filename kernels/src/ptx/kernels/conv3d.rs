@@ -224,9 +224,29 @@ pub fn mma_unsupported(spec: &ConvSpec) -> Option<String> {
     (!k.is_multiple_of(8)).then(|| format!("conv3d_mma needs Cin·kt·kh·kw a multiple of 8, got {k}"))
 }
 
-/// The parameter points of `conv3d_mma`: the two-stage points of `matmul_mma`'s space.
+/// The parameter points of `conv3d_mma`: the two-stage points of `matmul_mma`'s space
+/// (32×32, 64×64, 128×64), then 128×128×32 at two stages with 32×64 warp tiles (40 KiB of
+/// static shared memory): every Cout tile gathers its positions' im2col again, so the wider
+/// tile gathers half as much per product as 128×64 and a quarter as much as 64×64.
 pub fn mma_param_space() -> Vec<MmaParams> {
-    gemm_mma::param_space().into_iter().filter(|p| p.stages == 2).collect()
+    let mut space: Vec<MmaParams> = gemm_mma::param_space().into_iter().filter(|p| p.stages == 2).collect();
+    space.push(MmaParams { bm: 128, bn: 128, bk: 32, warps_m: 4, warps_n: 2, stages: 2 });
+    space
+}
+
+/// The lowering's point for `spec` without tuning: 128×128 where Cout reaches 96 and there
+/// are at least 128 output positions per item (the VAE's convs: 96, 192 and 384 channels),
+/// 64×64 where both reach 64, else 32×32. Arithmetic (gathers per product), not a
+/// measurement: no GPU has timed these yet.
+pub fn mma_heuristic(spec: &ConvSpec) -> MmaParams {
+    let (m, n, _) = spec.mnk();
+    if m >= 96 && n >= 128 {
+        MmaParams { bm: 128, bn: 128, bk: 32, warps_m: 4, warps_n: 2, stages: 2 }
+    } else if m >= 64 && n >= 64 {
+        gemm_mma::LARGE
+    } else {
+        gemm_mma::SMALL
+    }
 }
 
 /// (grid, block) of `conv3d_mma` for `spec` at `p`.

@@ -188,9 +188,11 @@ pub(crate) fn mma_gather_text(g: &ConvGeom, p: MmaParams) -> &'static str {
 
 /// Whether `conv3d_mma` gathers a conv of `g` at `p` by rows of 8 output positions
 /// ([`RowGather`]: the output width a multiple of 8 and the threads dividing into the
-/// groups), else element by element.
+/// groups), else element by element. Not at 128×128: ptxas 13 holds that point's row gather
+/// at 128 registers and spills 8 to 12 bytes, where the element gather takes 141 and does
+/// not spill (the ptxas test).
 pub(crate) fn gathers_rows(g: &ConvGeom, p: MmaParams) -> bool {
-    RowGather::fits(g, (p.threads(), p.bn, p.bk))
+    RowGather::fits(g, (p.threads(), p.bn, p.bk)) && p.bm * p.bn < 128 * 128
 }
 
 /// Where a [`RowGather`] stores: the `[BN][BK]` stage's byte layout.
