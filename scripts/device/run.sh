@@ -16,6 +16,7 @@
 #      bench_models.json;
 #   5b. vidrt tune of the real DiT's problems (every candidate timed, each against the
 #      heuristic's point): tune_dit.json;
+#   5c. the same for the VAE decoder's convs: tune_vae.json;
 #   6. if time is left and a Vulkan loader was carried (.gl, see the device README), the wgpu
 #      backend on the GPU's Vulkan adapter: the op harness and the kernel bench in f16.
 # The test steps run with VIDRT_CUDA_SYNC=1 (a faulting kernel is named) and
@@ -125,6 +126,18 @@ if time_for 100 "tune dit"; then
     --height 480 --width 832 --frames 81 --component dit --no-cfg --repeats 3 --warmup 1 \
     --tune-db "$res/tune_dit.json" >> "$log" 2>&1
   status "tune dit" $?
+fi
+
+# The VAE decoder's convs the same way (tune_vae.json): the conv families' orientations and
+# tiles at the real 832x480 shapes, each against the heuristic's point.
+if time_for 90 "tune vae"; then
+  step "tune vae"
+  wg=()
+  if $hopper; then wg=(VIDRT_CUDA_WGMMA=1); fi
+  env "${wg[@]}" timeout 90 .dev/bin/vidrt tune --backend cuda --precision bf16 --model wan2.1-t2v-1.3b \
+    --height 480 --width 832 --frames 81 --component vae --repeats 3 --warmup 1 \
+    --tune-db "$res/tune_vae.json" >> "$log" 2>&1
+  status "tune vae" $?
 fi
 
 if ls .gl/*.deb >/dev/null 2>&1 && time_for 90 "wgpu on the GPU"; then
