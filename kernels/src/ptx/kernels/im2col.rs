@@ -81,6 +81,18 @@ fn taps_of(b: &mut KernelBuilder, gk: Reg, g: &ConvGeom, nok: Reg) -> (Reg, Reg,
     (ok, ci, [dt, dh, dw])
 }
 
+/// The row gathers' k decomposition: the first element of the input row under tap `gk` of
+/// a group whose padded time and height origin is `origin` (`((ci·T + t)·H + h)·W`), whether
+/// that row is inside (and gk < K and `nok`), and the k's width tap.
+fn input_row(b: &mut KernelBuilder, gk: Reg, origin: [Reg; 2], g: &ConvGeom, nok: Reg) -> (Reg, Reg, Reg) {
+    let [t, h, w] = g.input.map(|d| d as u32);
+    let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, nok);
+    let coord = unpadded(b, (&origin[..], [dt, dh], [t, h]), g, &mut ok);
+    let row = b.fma(Ty::U32, ci, imm(t), coord[0]);
+    let row = b.fma(Ty::U32, row, imm(h), coord[1]);
+    (ok, b.bin(BinOp::Mul, Ty::U32, row, imm(w)), dw)
+}
+
 /// The input element index under tap `gk` of the output position `ps` (0 when outside), and
 /// whether it is inside the input (false in the padding or past K or N).
 pub(crate) fn im2col_index(b: &mut KernelBuilder, ps: &PosSlot, gk: Reg, g: &ConvGeom) -> (Reg, Reg) {
@@ -254,7 +266,7 @@ impl RowGather {
     /// padding and past K or N), k-major: value `i·8 + j`. Not waited on here (see
     /// [`Gather::load`]).
     pub(crate) fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
-        let [t, h, w] = g.input.map(|d| d as u32);
+        let w = g.input[2] as u32;
         let gk0 = b.bin(BinOp::Add, Ty::U32, k0, self.kk0);
         let sw = g.stride[2] as u32;
         let mut vals = Vec::with_capacity((self.per * 8) as usize);
@@ -262,11 +274,7 @@ impl RowGather {
             // This k's input row (its first element), the row's validity, and the width tap
             // less the padding (wrapping u32, as in `im2col_index`), for all 8 positions.
             let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i * self.step));
-            let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, self.nok);
-            let coord = unpadded(b, (&self.origin[..2], [dt, dh], [t, h]), g, &mut ok);
-            let base = b.fma(Ty::U32, ci, imm(t), coord[0]);
-            let base = b.fma(Ty::U32, base, imm(h), coord[1]);
-            let base = b.bin(BinOp::Mul, Ty::U32, base, imm(w));
+            let (ok, base, dw) = input_row(b, gk, [self.origin[0], self.origin[1]], g, self.nok);
             // The group's first input column under this tap.
             let w0 = b.bin(BinOp::Add, Ty::U32, self.origin[2], dw);
             let w0 = b.bin(BinOp::Sub, Ty::U32, w0, imm(g.pad_lo[2] as u32));
@@ -436,18 +444,13 @@ impl VecRowGather {
     /// Issues this thread's loads of the slice at `k0` of the input at `x` (not waited on
     /// here: the values are first used by [`VecRowGather::store`]).
     pub(crate) fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
-        let [t, h, w] = g.input.map(|d| d as u32);
-        let pad = g.pad_lo[2] as u32;
+        let (w, pad) = (g.input[2] as u32, g.pad_lo[2] as u32);
         let mut held = Vec::with_capacity(self.units.len() * self.kpt as usize * VEC_REGS);
         for u in &self.units {
             let gk0 = b.bin(BinOp::Add, Ty::U32, k0, u.kk);
             for i in 0..self.kpt {
                 let gk = b.bin(BinOp::Add, Ty::U32, gk0, imm(i));
-                let (mut ok, ci, [dt, dh, dw]) = taps_of(b, gk, g, u.nok);
-                let coord = unpadded(b, (&u.origin[..], [dt, dh], [t, h]), g, &mut ok);
-                let row = b.fma(Ty::U32, ci, imm(t), coord[0]);
-                let row = b.fma(Ty::U32, row, imm(h), coord[1]);
-                let row = b.bin(BinOp::Mul, Ty::U32, row, imm(w));
+                let (ok, row, dw) = input_row(b, gk, u.origin, g, u.nok);
                 let main = b.bin(BinOp::Add, Ty::U32, row, u.wo0);
                 let main = b.selp(Ty::U32, main, imm(0), ok);
                 let ad = b.addr(x, main, 2);
