@@ -89,6 +89,10 @@ fn cases() -> Vec<Case> {
         c(1, 3, 100, 1, 16, 12),
         // Several query tiles at every point; the real models' head dim.
         Case { bias: Some(vec![1, 2, 70, 1]), ..c(1, 70, 20, 2, 16, 16) },
+        // Two 128-row query tiles (one with a tail) and no bias or mask: every mma point, at
+        // head dims 16 and 128 (a key tail too).
+        c(1, 150, 40, 1, 16, 16),
+        c(1, 140, 70, 1, 128, 128),
         Case { mask: Some(vec![1]), ..c(1, 40, 45, 1, 128, 128) },
         // More key tiles than any K/V ring has buffers at every point (five 64-key tiles):
         // each ring wraps and refills.
@@ -252,7 +256,7 @@ fn fits(k: Result<Kernel, KernelError>, ran: &mut usize) -> Option<Kernel> {
             *ran += 1;
             Some(k)
         }
-        Err(KernelError::Unsupported(why)) if why.contains("shared memory") => None,
+        Err(KernelError::Unsupported(why)) if why.contains("shared memory") || why.contains("two m-tiles") => None,
         Err(e) => panic!("{e}"),
     }
 }
@@ -529,8 +533,13 @@ fn wgmma_kernel_uses_the_intended_instructions_and_refuses_sm80() {
 fn kernels_use_the_intended_instructions() {
     let c = Case { bias: Some(vec![40]), mask: Some(vec![1]), ..cases()[3].clone() };
     let s = spec(&c, 0.125, None);
+    // Two m-tiles per warp take no bias or mask: that point without them.
+    let plain = AttnSpec { bias: None, mask: None, ..s.clone() };
     for p in mma_param_space() {
-        let text = emit(&attention_mma("att", &s, DType::BF16, p).expect("generates"), Target::Sm80);
+        let refused = matches!(attention_mma("att", &s, DType::BF16, p), Err(KernelError::Unsupported(_)));
+        assert_eq!(refused, p.mt == 2, "{p:?}");
+        let s = if p.mt == 2 { &plain } else { &s };
+        let text = emit(&attention_mma("att", s, DType::BF16, p).expect("generates"), Target::Sm80);
         for want in [
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
             "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
@@ -562,9 +571,10 @@ fn bad_points_and_requests_are_typed_errors() {
         assert!(matches!(attention_simt("x", &s, DType::F32, p), Err(KernelError::Invalid(_))), "{p:?}");
     }
     for p in [
-        MmaAttnParams { warps: 0, bkv: 32, stages: 2 },
-        MmaAttnParams { warps: 4, bkv: 24, stages: 2 },
-        MmaAttnParams { warps: 4, bkv: 32, stages: 3 },
+        MmaAttnParams { warps: 0, bkv: 32, stages: 2, mt: 1 },
+        MmaAttnParams { warps: 4, bkv: 24, stages: 2, mt: 1 },
+        MmaAttnParams { warps: 4, bkv: 32, stages: 3, mt: 1 },
+        MmaAttnParams { warps: 4, bkv: 32, stages: 2, mt: 3 },
     ] {
         assert!(matches!(p.check(), Err(KernelError::Invalid(_))), "{p:?}");
         assert!(matches!(attention_mma("x", &s, DType::BF16, p), Err(KernelError::Invalid(_))), "{p:?}");

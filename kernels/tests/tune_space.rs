@@ -468,3 +468,31 @@ impl Chooser for NoWgmma {
         false
     }
 }
+
+/// The heuristic lowering of 16-bit attention on sm_80: the two-m-tile point (128 query rows
+/// of 4 warps, Q read from shared memory) for long sequences at head dim 128 with no bias or
+/// mask (the DiT's), a one-m-tile point with a mask or for short sequences.
+#[test]
+fn long_unmasked_attention_lowers_to_two_m_tiles_per_warp() {
+    use vidrt_kernels::ptx::lower::lower;
+    let kernel = |l: Lowered| match l {
+        Lowered::Launches(mut ls) if ls.len() == 1 => ls.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let at = |sq: usize, mask: bool| {
+        let (q, kv, m) = ([1usize, sq, 2, 128], [1usize, 300, 2, 128], [1usize, 300]);
+        let op = Op::Attention { scale: 0.125, bias: false, mask };
+        let mut ins: Vec<(&[usize], DType)> = vec![(&q, DType::BF16), (&kv, DType::BF16), (&kv, DType::BF16)];
+        if mask {
+            ins.push((&m, DType::BF16));
+        }
+        kernel(lower(&op, &ins, &q, DType::BF16, "t").unwrap())
+    };
+    let long = at(1000, false);
+    assert!(long.kernel.header.contains("mt=2"), "{}", long.kernel.header);
+    // ceil(1000 / 128) query tiles for each of the 2 heads, 4 warps.
+    assert_eq!((long.grid, long.block), (16, 128));
+    for other in [at(1000, true), at(100, false)] {
+        assert!(!other.kernel.header.contains("mt=2"), "{}", other.kernel.header);
+    }
+}

@@ -188,15 +188,17 @@ impl crate::ptx::tune::Point for SimtParams {
 }
 
 impl crate::ptx::tune::Point for MmaAttnParams {
-    const NAMES: &'static [&'static str] = &["warps", "bkv", "stages"];
+    const NAMES: &'static [&'static str] = &["warps", "bkv", "stages", "mt"];
+    /// `mt` came later: a text without it is the 16-rows-per-warp point it always was.
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("mt", 1)];
 
     fn values(self) -> Vec<u32> {
-        vec![self.warps, self.bkv, self.stages]
+        vec![self.warps, self.bkv, self.stages, self.mt]
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
         match *v {
-            [warps, bkv, stages] => Some(MmaAttnParams { warps, bkv, stages }),
+            [warps, bkv, stages, mt] => Some(MmaAttnParams { warps, bkv, stages, mt }),
             _ => None,
         }
     }
@@ -215,12 +217,18 @@ pub fn simt_param_space() -> Vec<SimtParams> {
 /// Parameters of the tensor-core variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmaAttnParams {
-    /// Warps per block, 16 query rows each.
+    /// Warps per block, 16·`mt` query rows each.
     pub warps: u32,
     /// Keys per tile (a multiple of 16).
     pub bkv: u32,
     /// Shared-memory stages of the K/V pipeline (1 or 2).
     pub stages: u32,
+    /// Query m-tiles (16 rows) per warp, 1 or 2. With 1, Q is held in registers and its
+    /// shared memory is reused by the K/V stages; with 2 (FlashAttention-2's 32 rows per
+    /// warp), Q stays in shared memory and is read with `ldmatrix` per k-step, and each K and V
+    /// fragment a warp reads serves both m-tiles: a warp reads the K/V tile once per 32 rows
+    /// instead of once per 16.
+    pub mt: u32,
 }
 
 impl MmaAttnParams {
@@ -230,7 +238,7 @@ impl MmaAttnParams {
 
     /// Query rows per block.
     pub fn bq(self) -> u32 {
-        16 * self.warps
+        16 * self.warps * self.mt
     }
 
     pub fn check(self) -> Result<(), KernelError> {
@@ -244,22 +252,33 @@ impl MmaAttnParams {
         if !matches!(self.stages, 1 | 2) {
             return bad("stages must be 1 or 2");
         }
+        if !matches!(self.mt, 1 | 2) {
+            return bad("m-tiles per warp must be 1 or 2");
+        }
         Ok(())
     }
 }
 
 /// Every tensor-core parameter point, in the lowering's order of preference (the tuning space
-/// of `attention_mma`). The last two double-buffer 64-key tiles for 64 and 128 query rows
-/// (FlashAttention-2's sm_80 tile for head dim 128): 68 KiB of dynamic shared memory at head
-/// dim 128, static 36 KiB at 64; `(2, 64, 2)` too is dynamic at head dim 128.
+/// of `attention_mma`). `(4, 64, 2)` and `(8, 64, 2)` double-buffer 64-key tiles for 64 and 128
+/// query rows: 68 KiB of dynamic shared memory at head dim 128, static 36 KiB at 64; `(2, 64,
+/// 2)` too is dynamic at head dim 128. The last, [`mma_two_mtile_point`], has two m-tiles per
+/// warp: FlashAttention-2's sm_80 tile for head dim 128, 128 × 64 with 4 warps, Q kept in
+/// shared memory (102 KiB at head dim 128). ptxas 13 gives it 255 registers at head dim 128
+/// with no spill, and it takes no bias or mask (with them it spills; so does a 32-key form
+/// at head dim 128, left out).
 pub fn mma_param_space() -> Vec<MmaAttnParams> {
-    vec![
-        MmaAttnParams { warps: 4, bkv: 32, stages: 2 },
-        MmaAttnParams { warps: 4, bkv: 64, stages: 1 },
-        MmaAttnParams { warps: 2, bkv: 64, stages: 2 },
-        MmaAttnParams { warps: 4, bkv: 64, stages: 2 },
-        MmaAttnParams { warps: 8, bkv: 64, stages: 2 },
-    ]
+    let p = |warps, bkv, stages, mt| MmaAttnParams { warps, bkv, stages, mt };
+    vec![p(4, 32, 2, 1), p(4, 64, 1, 1), p(2, 64, 2, 1), p(4, 64, 2, 1), p(8, 64, 2, 1), mma_two_mtile_point()]
+}
+
+/// The two-m-tile point the lowering prefers for long sequences at head dims of 64 and more:
+/// 4 warps of 32 query rows, 64-key tiles, two stages (see [`MmaAttnParams::mt`]). Chosen by
+/// the shared-memory traffic per product (each warp's `ldmatrix` of K and V serves 32 rows:
+/// 0.31 `ldmatrix.x4` per `mma` in the head-dim-128 loop, against 0.5 with 16 rows), not by a
+/// measurement: no GPU has timed it yet.
+pub fn mma_two_mtile_point() -> MmaAttnParams {
+    MmaAttnParams { warps: 4, bkv: 64, stages: 2, mt: 2 }
 }
 
 fn grid(s: &AttnSpec, bq: u32) -> u32 {
