@@ -17,6 +17,8 @@
 #   5b. vidrt tune of the real DiT's problems (every candidate timed, each against the
 #      heuristic's point): tune_dit.json;
 #   5c. the same for the VAE decoder's convs: tune_vae.json;
+#   5d. on Hopper, the DiT's problems again without wgmma (the default mma.sync families):
+#      tune_dit_mma.json;
 #   6. if time is left and a Vulkan loader was carried (.gl, see the device README), the wgpu
 #      backend on the GPU's Vulkan adapter: the op harness and the kernel bench in f16.
 # The test steps run with VIDRT_CUDA_SYNC=1 (a faulting kernel is named) and
@@ -138,6 +140,17 @@ if time_for 90 "tune vae"; then
     --height 480 --width 832 --frames 81 --component vae --repeats 3 --warmup 1 \
     --tune-db "$res/tune_vae.json" >> "$log" 2>&1
   status "tune vae" $?
+fi
+
+# On Hopper the tunes above run the wgmma families; the default mma.sync ones (what the
+# benches without VIDRT_CUDA_WGMMA ran: attention_mma's one- and two-m-tile points, the
+# matmul_mma tiles) are timed here at the DiT's shapes (tune_dit_mma.json).
+if $hopper && time_for 100 "tune dit mma"; then
+  step "tune dit mma"
+  timeout 100 .dev/bin/vidrt tune --backend cuda --precision bf16 --model wan2.1-t2v-1.3b \
+    --height 480 --width 832 --frames 81 --component dit --no-cfg --repeats 3 --warmup 1 \
+    --tune-db "$res/tune_dit_mma.json" >> "$log" 2>&1
+  status "tune dit mma" $?
 fi
 
 if ls .gl/*.deb >/dev/null 2>&1 && time_for 90 "wgpu on the GPU"; then
