@@ -35,9 +35,9 @@ fn main() -> ExitCode {
             continue;
         };
         let path = std::path::Path::new(dir).join(format!("{name}.ptx"));
-        let written = try_emit(k, target).map_err(|e| e.to_string()).and_then(|text| {
-            std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
-        });
+        let written = try_emit(k, target)
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display())));
         if let Err(e) = written {
             eprintln!("dump_ptx: {name}: {e}");
             failed = true;
