@@ -471,6 +471,13 @@ impl KernelBuilder {
         self.push(Inst::Mma { ab, d: acc, a, b, c: acc });
     }
 
+    /// `prmt.b32` (see [`Inst::Prmt`]): the bytes of `a` and `b` that `sel` picks.
+    pub fn prmt(&mut self, a: Reg, b: Reg, sel: impl Into<Operand>) -> Reg {
+        let dst = self.reg(Ty::U32);
+        self.push(Inst::Prmt { dst, a, b, sel: sel.into() });
+        dst
+    }
+
     /// `cvt.rn.{bf16x2,f16x2}.f32`: packs two f32 (`lo` in the low half) as `ty` (`BF16`/`F16`).
     pub fn cvt_pack(&mut self, ty: Ty, lo: Reg, hi: Reg) -> Reg {
         let dst = self.reg(Ty::U32);

@@ -247,6 +247,7 @@ pub fn emit(k: &Kernel, target: Target) -> String {
             }
             Inst::Bitcast { dst, src } => format!("mov.{} {dst}, {src};", dst.ty.bits_suffix()),
             Inst::Pack { dst, lo, hi } => format!("mov.b32 {dst}, {{{lo}, {hi}}};"),
+            Inst::Prmt { dst, a, b, sel } => format!("prmt.b32 {dst}, {a}, {b}, {};", op(sel)),
             Inst::Unpack { lo, hi, src } => format!("mov.b32 {{{lo}, {hi}}}, {src};"),
             Inst::ReadSpecial { dst, sreg } => format!("mov.u32 {dst}, {};", sreg.name()),
             Inst::SharedBase { dst } => format!("mov.u32 {dst}, {}_smem;", k.name),

@@ -285,6 +285,11 @@ pub enum Inst {
     Pack { dst: Reg, lo: Reg, hi: Reg },
     /// `mov.b32 {%lo, %hi}, %r`: unpacks a 32-bit register.
     Unpack { lo: Reg, hi: Reg, src: Reg },
+    /// `prmt.b32 d, a, b, sel` (default mode): byte i of `dst` is byte `n & 7` of the 8
+    /// bytes `{b, a}` (a's bytes 0–3, b's 4–7), n being nibble i of `sel`, or that byte's
+    /// sign bit replicated when `n & 8`. `sel` may be a register: a selector chosen at run
+    /// time. `0x5410` packs the low halves of a and b, `0x7632` their high halves.
+    Prmt { dst: Reg, a: Reg, b: Reg, sel: Operand },
     /// Reads a special register.
     ReadSpecial { dst: Reg, sreg: Special },
     /// The shared-space address of the kernel's shared buffer (32-bit).

@@ -483,33 +483,21 @@ impl VecRowGather {
 
     /// Picks, packs and stores the values from [`VecRowGather::load`] into the stage at
     /// shared address `stage`.
+    ///
+    /// With 2 or 4 k's per unit, each 4-byte word stored (one position's values at k's
+    /// k0, k1) is one `prmt` of two words picked by `selp`: position j at shift s is element
+    /// j + s of the 10 columns wo0 − 2..wo0 + 8 loaded, that is word ⌊(j + s) / 2⌋ (the pair
+    /// beside the vector for −1 and 4), half (j + s) % 2; the selector of each k pair is
+    /// worked out once per parity of j. With one k per unit, the 16-bit value is picked by two
+    /// `selp` per position.
     pub(crate) fn store(&self, b: &mut KernelBuilder, held: &[Reg], stage: Reg) {
         let per_unit = self.kpt as usize * VEC_REGS;
         for (u, held) in self.units.iter().zip(held.chunks(per_unit)) {
-            // vals[i][j]: k i of the unit at position j of the group.
-            let mut vals = Vec::with_capacity(self.kpt as usize);
-            for k in held.chunks(VEC_REGS) {
-                let mut c = Vec::with_capacity(10);
-                for &word in &k[..5] {
-                    let (lo, hi) = (b.reg(Ty::B16), b.reg(Ty::B16));
-                    b.push(Inst::Unpack { lo, hi, src: word });
-                    c.extend([lo, hi]);
-                }
-                // c[0..8]: the vector's columns wo0..wo0 + 8; c[8], c[9]: the pair beside it.
-                let right = b.setp(Cmp::Eq, k[5], imm(2));
-                let left = b.setp(Cmp::Eq, k[5], imm(0));
-                let v: Vec<Reg> = (0..8)
-                    .map(|j| {
-                        let next = if j < 7 { c[j + 1] } else { c[8] };
-                        let prev = if j > 0 { c[j - 1] } else { c[9] };
-                        let x = b.selp(Ty::B16, prev, c[j], left);
-                        b.selp(Ty::B16, next, x, right)
-                    })
-                    .collect();
-                vals.push(v);
-            }
+            let ks: Vec<&[Reg]> = held.chunks(VEC_REGS).collect();
+            // Per position j: the registers stored for it.
+            let src: Vec<Vec<Reg>> = if self.kpt == 1 { Self::picked_b16(b, ks[0]) } else { Self::permuted(b, &ks) };
             let dst0 = b.bin(BinOp::Add, Ty::U32, stage, u.soff);
-            for j in 0..8u32 {
+            for (j, src) in (0..8u32).zip(src) {
                 // Row 8·pg + j; swizzled, its chunk sits at chunk XOR j.
                 let (dst, offset) = match self.layout {
                     RowLayout::Padded { stride, .. } => (dst0, j * stride),
@@ -518,20 +506,76 @@ impl VecRowGather {
                         (b.fma(Ty::U32, c, imm(16), dst0), j * 128)
                     }
                 };
-                let at = |i: usize| vals[i][j as usize];
-                let src: Vec<Reg> = if self.kpt == 1 {
-                    vec![at(0)]
-                } else {
-                    (0..self.kpt as usize / 2)
-                        .map(|w| {
-                            let dst = b.reg(Ty::U32);
-                            b.push(Inst::Pack { dst, lo: at(2 * w), hi: at(2 * w + 1) });
-                            dst
-                        })
-                        .collect()
-                };
                 b.push(Inst::St { space: Space::Shared, src, addr: dst, offset: offset as i32, guard: None });
             }
         }
+    }
+
+    /// One k's 8 values as 16-bit registers (`selp` on the halves of the loaded words).
+    fn picked_b16(b: &mut KernelBuilder, k: &[Reg]) -> Vec<Vec<Reg>> {
+        let mut c = Vec::with_capacity(10);
+        for &word in &k[..5] {
+            let (lo, hi) = (b.reg(Ty::B16), b.reg(Ty::B16));
+            b.push(Inst::Unpack { lo, hi, src: word });
+            c.extend([lo, hi]);
+        }
+        // c[0..8]: the vector's columns wo0..wo0 + 8; c[8], c[9]: the pair beside it.
+        let right = b.setp(Cmp::Eq, k[5], imm(2));
+        let left = b.setp(Cmp::Eq, k[5], imm(0));
+        (0..8)
+            .map(|j| {
+                let next = if j < 7 { c[j + 1] } else { c[8] };
+                let prev = if j > 0 { c[j - 1] } else { c[9] };
+                let x = b.selp(Ty::B16, prev, c[j], left);
+                vec![b.selp(Ty::B16, next, x, right)]
+            })
+            .collect()
+    }
+
+    /// The packed words of an even number of k's, per position: word w holds k's 2w, 2w + 1.
+    fn permuted(b: &mut KernelBuilder, ks: &[&[Reg]]) -> Vec<Vec<Reg>> {
+        // Per k: shifted left (s = −1), right (s = 1), at all (s ≠ 0).
+        let flags: Vec<(Reg, Reg, Reg)> = ks
+            .iter()
+            .map(|k| {
+                let left = b.setp(Cmp::Eq, k[5], imm(0));
+                let right = b.setp(Cmp::Eq, k[5], imm(2));
+                (left, right, b.setp(Cmp::Ne, k[5], imm(1)))
+            })
+            .collect();
+        // Per k pair: the selectors for even and odd j. Even j takes the high half of its word
+        // where shifted, odd j where not; 0x10 / 0x32 pick a's low / high half into the low
+        // half of the result, 0x5400 / 0x7600 b's into the high half.
+        let sels: Vec<(Reg, Reg)> = flags
+            .chunks(2)
+            .map(|f| {
+                let lo = b.selp(Ty::U32, imm(0x32), imm(0x10), f[0].2);
+                let hi = b.selp(Ty::U32, imm(0x7600), imm(0x5400), f[1].2);
+                let even = b.bin(BinOp::Or, Ty::U32, lo, hi);
+                (even, b.bin(BinOp::Xor, Ty::U32, even, imm(0x2222)))
+            })
+            .collect();
+        // The word holding position j's value at k `i`.
+        let word = |b: &mut KernelBuilder, i: usize, j: usize| -> Reg {
+            let (k, (left, right, _)) = (ks[i], flags[i]);
+            if j.is_multiple_of(2) {
+                let before = if j == 0 { k[4] } else { k[j / 2 - 1] };
+                b.selp(Ty::U32, before, k[j / 2], left)
+            } else {
+                let after = if j == 7 { k[4] } else { k[j.div_ceil(2)] };
+                b.selp(Ty::U32, after, k[j / 2], right)
+            }
+        };
+        (0..8)
+            .map(|j| {
+                (0..ks.len() / 2)
+                    .map(|w| {
+                        let (x0, x1) = (word(b, 2 * w, j), word(b, 2 * w + 1, j));
+                        let (even, odd) = sels[w];
+                        b.prmt(x0, x1, if j.is_multiple_of(2) { even } else { odd })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }

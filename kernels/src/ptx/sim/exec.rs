@@ -671,6 +671,25 @@ fn run_thread(
                 set(regs, lo, v & 0xFFFF);
                 set(regs, hi, (v >> 16) & 0xFFFF);
             }
+            Inst::Prmt { dst, a, b, sel } => {
+                let bytes = (regs[a.id as usize] & 0xFFFF_FFFF) | ((regs[b.id as usize] & 0xFFFF_FFFF) << 32);
+                let sel = val(regs, sel, Ty::U32);
+                let v = (0..4).fold(0u64, |v, i| {
+                    let n = (sel >> (4 * i)) & 0xF;
+                    let byte = (bytes >> (8 * (n & 7))) & 0xFF;
+                    let byte = if n & 8 != 0 {
+                        if byte & 0x80 != 0 {
+                            0xFF
+                        } else {
+                            0
+                        }
+                    } else {
+                        byte
+                    };
+                    v | (byte << (8 * i))
+                });
+                set(regs, dst, v);
+            }
             Inst::ReadSpecial { dst, sreg } => {
                 let v = match sreg {
                     Special::TidX => t,

@@ -232,6 +232,7 @@ fn regs_of(i: &Inst) -> Vec<Reg> {
         Inst::Bitcast { dst, src } | Inst::Cvt { dst, src } | Inst::CvtaParam { dst, src } => vec![*dst, *src],
         Inst::Pack { dst, lo, hi } => vec![*dst, *lo, *hi],
         Inst::Unpack { lo, hi, src } => vec![*lo, *hi, *src],
+        Inst::Prmt { dst, a, b, sel } => ops(&[*dst, *a, *b], &[sel]),
         Inst::Ld { dst, addr, guard, .. } => {
             let mut v = dst.clone();
             v.push(*addr);
