@@ -468,22 +468,22 @@ fn prmt_picks_bytes_as_the_isa_says() {
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
+    // The ISA's table: the 8 source bytes b7..b4 = b, b3..b0 = a; result byte i from
+    // selector nibble i (its low 3 bits the byte, its high bit the sign-replicate mode).
     let host = |a: u32, b: u32, sel: u32| -> u32 {
-        let bytes = u64::from(a) | (u64::from(b) << 32);
-        (0..4).fold(0, |v, i| {
-            let n = (sel >> (4 * i)) & 0xF;
-            let byte = ((bytes >> (8 * (n & 7))) & 0xFF) as u32;
-            let byte = if n & 8 != 0 {
-                if byte & 0x80 != 0 {
-                    0xFF
-                } else {
-                    0
+        let src: Vec<u8> = a.to_le_bytes().into_iter().chain(b.to_le_bytes()).collect();
+        let out: Vec<u8> = (0..4)
+            .map(|i| {
+                let nibble = (sel >> (4 * i)) as usize & 0xF;
+                let byte = src[nibble % 8];
+                match (nibble >= 8, byte >= 0x80) {
+                    (false, _) => byte,
+                    (true, true) => 0xFF,
+                    (true, false) => 0x00,
                 }
-            } else {
-                byte
-            };
-            v | (byte << (8 * i))
-        })
+            })
+            .collect();
+        u32::from_le_bytes([out[0], out[1], out[2], out[3]])
     };
     // Spot values from the ISA's examples: the low halves packed, the high halves packed.
     assert_eq!(host(a, b_word, 0x5410), 0x8584_0100);

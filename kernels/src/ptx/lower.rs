@@ -481,8 +481,8 @@ impl ConvFamily {
 /// else the `mma.sync` one); the heuristic
 /// is the first point of the family's space (in order of preference) whose tiles fit static
 /// shared memory (48 KiB), else the first whose dynamic shared memory fits the device; for
-/// `attention_mma` at 128 query rows or more, head dims of 64 or more and no bias or mask, first
-/// [`super::kernels::attention::mma_two_mtile_point`] where it fits the device; for
+/// `attention_mma` at 128 query rows or more, head dims of 64 or more and no bias or mask,
+/// first [`super::kernels::attention::mma_two_mtile_point`] where it fits the device; for
 /// `attention_wgmma` (sm_90a) the first that fits the device.
 fn attention(
     name: &str,
@@ -579,8 +579,9 @@ fn attention(
                 Ok((k, g, b))
             };
             // Long sequences at head dims of 64 and more, with no bias or mask (the DiT's
-            // attention), take the two-m-tile point where it fits (FlashAttention-2's 128 × 64 tile of 4 warps: each K/V fragment a warp reads
-            // serves 32 query rows, where one m-tile reads the tile once per 16).
+            // attention), take the two-m-tile point where it fits (FlashAttention-2's 128 × 64
+            // tile of 4 warps: each K/V fragment a warp reads serves 32 query rows, where one
+            // m-tile reads the tile once per 16).
             let plain = spec.bias.is_none() && spec.mask.is_none();
             let two = (plain && spec.sq >= 128 && spec.d >= 64 && spec.dv >= 64).then(at::mma_two_mtile_point);
             tuned(

@@ -230,9 +230,12 @@ pub fn mma_unsupported(spec: &ConvSpec) -> Option<String> {
 /// tile gathers half as much per product as 128×64 and a quarter as much as 64×64.
 pub fn mma_param_space() -> Vec<MmaParams> {
     let mut space: Vec<MmaParams> = gemm_mma::param_space().into_iter().filter(|p| p.stages == 2).collect();
-    space.push(MmaParams { bm: 128, bn: 128, bk: 32, warps_m: 4, warps_n: 2, stages: 2 });
+    space.push(MMA_WIDE);
     space
 }
+
+/// `conv3d_mma`'s own point, 128×128×32 at two stages with 8 warps of 32×64.
+pub const MMA_WIDE: MmaParams = MmaParams { bm: 128, bn: 128, bk: 32, warps_m: 4, warps_n: 2, stages: 2 };
 
 /// The lowering's point for `spec` without tuning: 128×128 where Cout reaches 96 and there
 /// are at least 128 output positions per item (the VAE's convs: 96, 192 and 384 channels),
@@ -241,7 +244,7 @@ pub fn mma_param_space() -> Vec<MmaParams> {
 pub fn mma_heuristic(spec: &ConvSpec) -> MmaParams {
     let (m, n, _) = spec.mnk();
     if m >= 96 && n >= 128 {
-        MmaParams { bm: 128, bn: 128, bk: 32, warps_m: 4, warps_n: 2, stages: 2 }
+        MMA_WIDE
     } else if m >= 64 && n >= 64 {
         gemm_mma::LARGE
     } else {

@@ -37,12 +37,12 @@ use vidrt_ir::DType;
 
 use super::common::u32_of;
 use super::conv3d::ConvSpec;
-use super::gemm::{block_coords, imm, ConvGeom, OutPtrs};
+use super::gemm::{block_coords, imm, OutPtrs};
 use super::gemm_wgmma::{
     launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, swizzled_loader, zero_accumulators, WgmmaParams,
 };
-use super::im2col::{RowGather, RowLayout, VecRowGather};
-use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
+use super::im2col::{RowGather, RowLayout, StagedGather, VecRowGather};
+use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
@@ -107,8 +107,8 @@ pub fn wgmma_param_space() -> Vec<ConvWgmmaParams> {
 /// or 96 channels divides Cout (the widest that does) and there are at least 128 positions
 /// per item, that point: no channel of its tiles is wasted, and a wider BN gathers less per
 /// product; BM 128, except 64 at BN 96 (four blocks per SM by registers with the vector
-/// gather, so one block's barrier waits overlap another's products). Else weights as A, 128×128 where Cout and the
-/// positions reach 128, 64×64 below. Arithmetic and ptxas's register counts, not a
+/// gather, so one block's barrier waits overlap another's products). Else weights as A,
+/// 128×128 where Cout and the positions reach 128, 64×64 below. Arithmetic and ptxas's register counts, not a
 /// measurement: no GPU has timed either orientation yet.
 pub fn wgmma_heuristic(spec: &ConvSpec) -> ConvWgmmaParams {
     let space = wgmma_param_space();
@@ -238,12 +238,11 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let ((w0, w_rows, w_at), (pos0, pos_at)) =
         if cp.positions_m { ((n0, p.bn, a_bytes), (m0, 0)) } else { ((m0, p.bm, 0), (n0, a_bytes)) };
     let la = swizzled_loader(&mut b, pw, tid, w0, (w_rows, mu, ku), p.bk, w_at, threads);
+    let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
     let gather = if vec {
-        let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
-        PosGather::Vec(VecRowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
+        StagedGather::Vec(VecRowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
     } else {
-        let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
-        PosGather::Rows(RowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
+        StagedGather::Rows(RowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
     };
 
     let base = b.shared_base();
@@ -292,29 +291,6 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
 
     store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), cp.positions_m)?;
     Ok(b.finish())
-}
-
-/// The im2col gather of a `conv3d_wgmma` kernel: by 16-byte vectors where
-/// [`VecRowGather::fits`] the conv, else element by element by rows of 8 positions.
-enum PosGather {
-    Vec(VecRowGather),
-    Rows(RowGather),
-}
-
-impl PosGather {
-    fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
-        match self {
-            PosGather::Vec(v) => v.load(b, x, k0, g),
-            PosGather::Rows(r) => r.load(b, x, k0, g),
-        }
-    }
-
-    fn store(&self, b: &mut KernelBuilder, held: &[Reg], stage: Reg) {
-        match self {
-            PosGather::Vec(v) => v.store(b, held, stage),
-            PosGather::Rows(r) => r.store(b, held, stage),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, store_result, ConvGeom, GemmSpec, OutPtrs, Store};
-use super::im2col::{gathers_rows, Gather, RowGather, RowLayout, VecRowGather};
+use super::im2col::{gathers_rows, Gather, RowGather, RowLayout, StagedGather, VecRowGather};
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
@@ -205,9 +205,7 @@ impl Chunk {
 /// How B reaches shared memory.
 enum BLoad<'a> {
     Async(Loader),
-    Gather(Gather, &'a ConvGeom),
-    Rows(RowGather, &'a ConvGeom),
-    Vec(VecRowGather, &'a ConvGeom),
+    Im2col(StagedGather, &'a ConvGeom),
 }
 
 impl BLoad<'_> {
@@ -220,9 +218,7 @@ impl BLoad<'_> {
                 l.issue(b, base, k0, stage, k);
                 Vec::new()
             }
-            BLoad::Gather(g, geom) => g.load(b, base, k0, geom),
-            BLoad::Rows(g, geom) => g.load(b, base, k0, geom),
-            BLoad::Vec(g, geom) => g.load(b, base, k0, geom),
+            BLoad::Im2col(g, geom) => g.load(b, base, k0, geom),
         }
     }
 
@@ -230,9 +226,7 @@ impl BLoad<'_> {
     fn finish(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
         match self {
             BLoad::Async(_) => {}
-            BLoad::Gather(g, _) => g.store(b, vals, stage),
-            BLoad::Rows(g, _) => g.store(b, vals, stage),
-            BLoad::Vec(g, _) => g.store(b, vals, stage),
+            BLoad::Im2col(g, _) => g.store(b, vals, stage),
         }
     }
 
@@ -460,13 +454,17 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
         }
         MmaB::Im2col(g) if VecRowGather::fits(g, (threads, p.bn, p.bk)) => {
             let layout = RowLayout::Padded { sbase: a_bytes, stride };
-            BLoad::Vec(VecRowGather::new(&mut b, (tid, n0), g, nu, (threads, p.bn, p.bk), layout), g)
+            let v = VecRowGather::new(&mut b, (tid, n0), g, nu, (threads, p.bn, p.bk), layout);
+            BLoad::Im2col(StagedGather::Vec(v), g)
         }
         MmaB::Im2col(g) if gathers_rows(g, p) => {
             let layout = RowLayout::Padded { sbase: a_bytes, stride };
-            BLoad::Rows(RowGather::new(&mut b, (tid, n0), g, nu, (threads, p.bn, p.bk), layout), g)
+            let r = RowGather::new(&mut b, (tid, n0), g, nu, (threads, p.bn, p.bk), layout);
+            BLoad::Im2col(StagedGather::Rows(r), g)
         }
-        MmaB::Im2col(g) => BLoad::Gather(Gather::new(&mut b, (tid, n0), g, (nu, p), (a_bytes, stride))?, g),
+        MmaB::Im2col(g) => {
+            BLoad::Im2col(StagedGather::Element(Gather::new(&mut b, (tid, n0), g, (nu, p), (a_bytes, stride))?), g)
+        }
     };
 
     let base = b.shared_base();

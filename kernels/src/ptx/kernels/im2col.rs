@@ -187,6 +187,33 @@ pub(crate) struct RowGather {
     layout: RowLayout,
 }
 
+/// One tensor-core conv kernel's register-staged im2col gather, in whichever form it takes:
+/// `load` issues a slice's global loads into registers, `store` writes them to a stage after
+/// the products they overlap have been issued.
+pub(crate) enum StagedGather {
+    Element(Gather),
+    Rows(RowGather),
+    Vec(VecRowGather),
+}
+
+impl StagedGather {
+    pub(crate) fn load(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, g: &ConvGeom) -> Vec<Reg> {
+        match self {
+            StagedGather::Element(e) => e.load(b, x, k0, g),
+            StagedGather::Rows(r) => r.load(b, x, k0, g),
+            StagedGather::Vec(v) => v.load(b, x, k0, g),
+        }
+    }
+
+    pub(crate) fn store(&self, b: &mut KernelBuilder, held: &[Reg], stage: Reg) {
+        match self {
+            StagedGather::Element(e) => e.store(b, held, stage),
+            StagedGather::Rows(r) => r.store(b, held, stage),
+            StagedGather::Vec(v) => v.store(b, held, stage),
+        }
+    }
+}
+
 /// How `conv3d_mma` gathers a conv of `g` at `p`, as its kernel header says it.
 pub(crate) fn mma_gather_text(g: &ConvGeom, p: MmaParams) -> &'static str {
     if VecRowGather::fits(g, (p.threads(), p.bn, p.bk)) {
@@ -344,8 +371,9 @@ impl RowGather {
 /// wo0..wo0 + 8 of the k's input row (16-byte aligned: the row starts at a multiple of 8
 /// elements) and, for a shifted tap, one 4-byte load of the column pair beside it (wo0 + 8,
 /// or wo0 − 2); both are predicated, so a row in the padding or past K or N reads as zeros.
-/// The store picks each position's value from those (two `selp` per value) and stores each
-/// position's `kpt` k's with one store of `2·kpt` bytes. With BK = 64 and `kpt` 4 in the
+/// The store picks each position's values from those (a `prmt` of two `selp`-picked words
+/// per 4 bytes stored, see [`VecRowGather::store`]) and stores each position's `kpt` k's
+/// with one store of `2·kpt` bytes. With BK = 64 and `kpt` 4 in the
 /// swizzled layout, a warp's 32 stores of one position fill two whole 128-byte rows: no bank
 /// conflict. Against [`RowGather`] at 32 values per thread: 8 loads and 8 stores instead of
 /// 32 and 32, and 20 registers held across the products instead of 32.

@@ -155,7 +155,11 @@ pub fn attention_mma(name: &str, s: &AttnSpec, dtype: DType, p: MmaAttnParams) -
         [f[0], f[1], f[2], f[3]]
     };
     let qf: Vec<[Reg; 4]> = if q_regs { (0..dp / 16).map(|kk| q_frag(&mut b, 0, kk)).collect() } else { Vec::new() };
-    b.bar_sync();
+    // Every warp has its fragments before the stages, which reuse Q's bytes, are written.
+    // With Q kept in shared memory nothing overwrites it: no barrier.
+    if q_regs {
+        b.bar_sync();
+    }
 
     // ldmatrix lane offsets. K (x4, no transpose): matrix i = l / 8 holds keys 8·(i / 2)..+8,
     // columns 8·(i % 2)..+8, giving (b0, b1) of two adjacent key n-tiles. V (x4, .trans):
