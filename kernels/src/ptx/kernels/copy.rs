@@ -220,3 +220,96 @@ pub fn gather(
     b.place(exit);
     Ok(b.finish())
 }
+
+/// The (grid, block) of [`transpose`] for `batch` matrices of `rows`×`cols`.
+pub fn transpose_launch_dims(batch: usize, rows: usize, cols: usize) -> Result<(u32, u32), KernelError> {
+    let tiles = batch.saturating_mul(rows.div_ceil(TILE)).saturating_mul(cols.div_ceil(TILE));
+    Ok((u32_of(tiles, "transpose blocks")?, TRANSPOSE_THREADS))
+}
+
+/// [`transpose`]'s square tile.
+const TILE: usize = 32;
+/// [`transpose`]'s threads: 32 × 8, each moving 4 elements of a tile.
+const TRANSPOSE_THREADS: u32 = 256;
+
+/// `out[i, c, r] = x[i, r, c]` for `batch` row-major `rows`×`cols` matrices of `dtype`
+/// (params: x, out): raw bits, through a 32×32 shared tile so that both the reads (along a
+/// row of x) and the writes (along a row of out) are consecutive per warp. The tile's rows
+/// are 33 words, so the column reads hit 32 different banks. What turns a conv input `[B,
+/// Cin, T·H·W]` channels-last (`[B, T·H·W, Cin]`) and a weight `[Cout, Cin, taps]` into `[Cout,
+/// taps, Cin]`. Launch: [`transpose_launch_dims`].
+pub fn transpose(name: &str, batch: usize, rows: usize, cols: usize, dtype: DType) -> Result<Kernel, KernelError> {
+    use crate::ptx::builder::{Cmp, Guard, Inst, Reg, Special};
+    let (grid, block) = transpose_launch_dims(batch, rows, cols)?;
+    let header = format!(
+        "transpose {name}: {batch} x [{rows}, {cols}] -> [{cols}, {rows}] of {dtype}\n\
+         1-D grid of batch*ceil(rows/32)*ceil(cols/32) = {grid} blocks of {block} threads, one 32x33-word shared tile"
+    );
+    let (ru, cu) = (u32_of(rows, "rows")?, u32_of(cols, "cols")?);
+    u32_of(batch.saturating_mul(rows).saturating_mul(cols), "transpose elements")?;
+    let (tiles_r, tiles_c) = (ru.div_ceil(TILE as u32), cu.div_ceil(TILE as u32));
+    let mut b = KernelBuilder::new(name, header);
+    b.block(block);
+    let sp = b.param(ParamTy::Ptr);
+    let dp = b.param(ParamTy::Ptr);
+    let ty = bits_ty(dtype);
+    let imm = |v: u32| Operand::Int(i64::from(v));
+    // One element per 4-byte word (8 bytes for 64-bit types), rows of 33 slots.
+    let slot = ty.bytes().max(4);
+    let tile = b.shared(33 * 32 * slot);
+    let base = b.shared_base();
+    let base = b.bin(BinOp::Add, Ty::U32, base, imm(tile));
+    let tid = b.special(Special::TidX);
+    let tx = b.bin(BinOp::And, Ty::U32, tid, imm(31));
+    let tyy = b.bin(BinOp::Shr, Ty::U32, tid, imm(5));
+    let blk = b.special(Special::CtaidX);
+    let item = b.bin(BinOp::Div, Ty::U32, blk, imm(tiles_r * tiles_c));
+    let rest = b.bin(BinOp::Rem, Ty::U32, blk, imm(tiles_r * tiles_c));
+    let tr = b.bin(BinOp::Div, Ty::U32, rest, imm(tiles_c));
+    let tc = b.bin(BinOp::Rem, Ty::U32, rest, imm(tiles_c));
+    let r0 = b.bin(BinOp::Mul, Ty::U32, tr, imm(TILE as u32));
+    let c0 = b.bin(BinOp::Mul, Ty::U32, tc, imm(TILE as u32));
+    let item0 = b.bin(BinOp::Mul, Ty::U32, item, imm(ru * cu));
+    let word = |b: &mut KernelBuilder, row: Reg, col: Reg| {
+        let w = b.fma(Ty::U32, row, imm(33), col);
+        b.fma(Ty::U32, w, imm(slot), base)
+    };
+    // Tile row j = ty + 8i holds x's row r0 + j, columns c0..c0+32 (each lane one column).
+    let c = b.bin(BinOp::Add, Ty::U32, c0, tx);
+    let c_ok = b.setp(Cmp::Lt, c, imm(cu));
+    for i in 0..4u32 {
+        let j = b.bin(BinOp::Add, Ty::U32, tyy, imm(8 * i));
+        let r = b.bin(BinOp::Add, Ty::U32, r0, j);
+        let r_ok = b.setp(Cmp::Lt, r, imm(ru));
+        let ok = b.bin(BinOp::And, Ty::Pred, r_ok, c_ok);
+        let idx = b.fma(Ty::U32, r, imm(cu), c);
+        let idx = b.bin(BinOp::Add, Ty::U32, idx, item0);
+        let ad = b.addr(sp, idx, ty.bytes());
+        let v = super::common::ld_or_zero(&mut b, Space::Global, ty, ad, 1, Some(ok))[0];
+        let at = word(&mut b, j, tx);
+        b.st(Space::Shared, at, v);
+    }
+    b.bar_sync();
+    // Out row c0 + j (= x's column), columns r0..r0+32: tile column j, row = lane.
+    let r = b.bin(BinOp::Add, Ty::U32, r0, tx);
+    let r_ok = b.setp(Cmp::Lt, r, imm(ru));
+    for i in 0..4u32 {
+        let j = b.bin(BinOp::Add, Ty::U32, tyy, imm(8 * i));
+        let c = b.bin(BinOp::Add, Ty::U32, c0, j);
+        let c_ok = b.setp(Cmp::Lt, c, imm(cu));
+        let ok = b.bin(BinOp::And, Ty::Pred, r_ok, c_ok);
+        let at = word(&mut b, tx, j);
+        let v = b.ld(Space::Shared, ty, at);
+        let idx = b.fma(Ty::U32, c, imm(ru), r);
+        let idx = b.bin(BinOp::Add, Ty::U32, idx, item0);
+        let ad = b.addr(dp, idx, ty.bytes());
+        b.push(Inst::St {
+            space: Space::Global,
+            src: vec![v],
+            addr: ad,
+            offset: 0,
+            guard: Some(Guard { pred: ok, negate: false }),
+        });
+    }
+    Ok(b.finish())
+}
