@@ -195,6 +195,8 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "matmul_mma_epilogue_10",
         "attention_flash_mma_f16_d128_4",
         "conv3d_mma_causal_bf16_1",
+        // The channels-last conv: its im2col by cp.async (LDGSTS), 128×128 at 3 stages.
+        "conv3d_mma_cl_causal_bf16_6",
         "attention_flash_mma_bf16_d128_0",
         "matmul_wgmma_bf16_0",
         "matmul_wgmma_epilogue_1",
@@ -221,7 +223,7 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         let mut want = if wgmma { vec!["HGMMA"] } else { vec!["HMMA", "LDSM"] };
         if k.params.contains(&vidrt_kernels::ptx::builder::ParamTy::TensorMap) {
             want.push("UTMALDG");
-        } else if family.starts_with("matmul") {
+        } else if family.starts_with("matmul") || family.starts_with("conv3d_mma_cl") {
             want.push("LDGSTS");
         }
         for target in Target::ALL {

@@ -90,6 +90,10 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
         }
     }
     // Copies and embeddings.
+    // The tiled transpose (the channels-last conv's layout change), one per element width.
+    for dtype in [DType::BF16, DType::F32, DType::I64] {
+        out.push(copy::transpose(&format!("transpose_{}", dtype.name()), 2, 40, 70, dtype)?);
+    }
     for p in copy::param_space() {
         let b = p.block;
         for dtype in [DType::F32, DType::BF16, DType::I64] {
@@ -216,6 +220,22 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
             let x = [1, 16, 2, 9, 16];
             let c = conv3d::ConvSpec::new(&x, &[16, 16, 1, 3, 3], [1, 2, 2], down, (dtype, dtype), true, None)?;
             out.push(conv3d::conv3d_mma(&format!("conv3d_mma_rows_down_{d}_{i}"), &c, p)?);
+        }
+    }
+    // The channels-last conv (both operands by cp.async): the VAE's causal 3×3×3 (Cin 16: a
+    // 32-k slice spans two taps) and a strided 2-D conv to width 8 with the silu epilogue.
+    let silu = GemmEpilogue { expr: Expr::Unary(UnaryOp::Silu, Box::new(Expr::Input(0))), extra: vec![] };
+    for (i, p) in conv3d::channels_last_param_space().into_iter().enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            let d = dtype.name();
+            let causal = [[2, 0], [1, 1], [1, 1]];
+            let x = [1, 16, 3, 9, 16];
+            let c = conv3d::ConvSpec::new(&x, &[24, 16, 3, 3, 3], [1; 3], causal, (dtype, dtype), true, None)?;
+            out.push(conv3d::conv3d_mma_cl(&format!("conv3d_mma_cl_causal_{d}_{i}"), &c, p)?);
+            let (x, down) = ([1, 16, 2, 9, 16], [[0, 0], [0, 1], [0, 1]]);
+            let epi = Some(silu.clone());
+            let c = conv3d::ConvSpec::new(&x, &[16, 16, 1, 3, 3], [1, 2, 2], down, (dtype, dtype), true, epi)?;
+            out.push(conv3d::conv3d_mma_cl(&format!("conv3d_mma_cl_down_{d}_{i}"), &c, p)?);
         }
     }
     // sm_90a wgmma conv (emitted for sm_90a only): the VAE's causal 3×3×3 at width 16 and a

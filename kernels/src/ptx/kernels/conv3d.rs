@@ -1,4 +1,4 @@
-//! Conv3d as an implicit GEMM, on tensor cores (`conv3d_mma`, bf16/f16) or SIMT
+//! Conv3d as an implicit GEMM, on tensor cores (`conv3d_mma`, `conv3d_mma_cl`, bf16/f16) or SIMT
 //! (`conv3d_simt`, every float dtype): no im2col buffer.
 //!
 //! - Op: the IR's `conv3d` and `conv3d_epilogue`: `out[b, co, to, ho, wo] = epilogue(bias[co] +
@@ -26,6 +26,15 @@
 //!   threads, the two-stage points only ([`mma_param_space`]: the register-staged gather
 //!   runs one slice ahead, so deeper stages would only buy the weight copy). See
 //!   [`mma_unsupported`] and [`mma_launch_dims`].
+//! - `conv3d_mma_cl` ([`conv3d_mma_cl`]): the same pipeline for a channels-last input `[B, T,
+//!   H, W, Cin]` and weight `[Cout, kt, kh, kw, Cin]` (Cin a multiple of 8), K ordered
+//!   tap-major (k = tap·Cin + ci): every 8 k of a position are one 16-byte run of its input
+//!   pixel, so the im2col slice is copied by `cp.async` as a stored matrix's (zero-fill in the
+//!   padding), with no gather through registers and 2 to 4 stages. The lowering makes the
+//!   layout with two [`super::copy::transpose`] launches into node scratch. The tensor-core
+//!   family's point ([`ConvMmaPoint`], text `cl=0|1`) says which of the two runs, so the
+//!   tuner times the gather against the transposes plus the channels-last conv; without
+//!   tuning, channels-last where the conv allows it ([`conv_mma_heuristic`]).
 //! - Launch and tunables of `conv3d_simt`: those of `matmul_simt`
 //!   ([`super::gemm::SimtParams`]) with the batch axis = B, M = Cout, N = To·Ho·Wo; see
 //!   [`launch_dims`]. Minimum SM: sm_80.
@@ -287,4 +296,143 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
     let core =
         MmaCore { k, batch: &[spec.batch], a_batch: &[0], b: MmaB::Im2col(g), store: spec.store(), b_first: true };
     gemm_mma::mma_kernel(name, header, &core, p)
+}
+
+/// Why `spec` cannot run on the channels-last tensor-core conv, or `None` when it can.
+pub fn channels_last_unsupported(spec: &ConvSpec) -> Option<String> {
+    if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
+        return Some(format!("conv3d_mma_cl takes bf16 or f16 inputs, not {}", spec.in_dtype));
+    }
+    (!spec.geom.cin.is_multiple_of(8))
+        .then(|| format!("conv3d_mma_cl needs Cin a multiple of 8 (16-byte pixel chunks), got {}", spec.geom.cin))
+}
+
+/// The parameter points of `conv3d_mma_cl`: the points of `matmul_mma` (its B slice is
+/// copied by `cp.async` as a stored matrix's is, so the deeper pipelines apply) and
+/// `conv3d_mma`'s 128×128 two-stage point. Left out: 128×256×64 at 3 and 4 stages, which
+/// spill 8 bytes on sm_80 with an epilogue (ptxas 13; each thread keeps 4 registers for each
+/// of its 8 pixel chunks through the loop).
+pub fn channels_last_param_space() -> Vec<MmaParams> {
+    let mut space: Vec<MmaParams> =
+        gemm_mma::param_space().into_iter().filter(|p| !(p.bn == 256 && p.bk == 64)).collect();
+    space.push(MMA_WIDE);
+    space
+}
+
+/// The lowering's point of `conv3d_mma_cl` for `spec` without tuning: 128×128×32 at three
+/// stages (CUTLASS's sm_80 conv and GEMM tile) where Cout reaches 96 and there are at least
+/// 128 positions per item, 64×64 at two where both reach 64, else 32×32. As
+/// [`mma_heuristic`], arithmetic and not yet timed.
+pub fn channels_last_heuristic(spec: &ConvSpec) -> MmaParams {
+    let (m, n, _) = spec.mnk();
+    if m >= 96 && n >= 128 {
+        MmaParams { stages: 3, ..MMA_WIDE }
+    } else {
+        mma_heuristic(spec)
+    }
+}
+
+/// The tensor-core implicit-GEMM conv3d of a channels-last input for `spec` at `p`.
+/// Parameters: x `[B, T, H, W, Cin]`, w `[Cout, kt, kh, kw, Cin]` (the weight with its input
+/// channels innermost), \[bias\], \[epilogue inputs…\], out `[B, Cout, To, Ho, Wo]` (as
+/// [`conv3d_mma`]'s, extras' strides over it). K is ordered tap-major, so every operand
+/// reaches shared memory by 16-byte `cp.async`: no gather through registers, and the
+/// pipeline may run 3 or 4 stages.
+pub fn conv3d_mma_cl(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, KernelError> {
+    spec.check()?;
+    if let Some(why) = channels_last_unsupported(spec) {
+        return Err(KernelError::Unsupported(why));
+    }
+    let (m, n, k) = spec.mnk();
+    let (grid, block) = mma_launch_dims(spec, p)?;
+    let header = format!(
+        "conv3d_mma_cl {name}: {}\nchannels-last input [B, T, H, W, Cin], weight [Cout, kt, kh, kw, Cin]; implicit GEMM \
+         M={m} N={n} K={k} (k = tap*Cin + ci): weights and the im2col's 16-byte pixel chunks by cp.async (zero-fill in the \
+         padding), ldmatrix + mma.sync.m16n8k16 f32 accumulation, {} stages; minimum sm_80\n\
+         1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {block} threads; params BM={} BN={} BK={} warps {}x{} stages={}",
+        spec.describe(),
+        p.stages,
+        p.bm,
+        p.bn,
+        p.bk,
+        p.warps_m,
+        p.warps_n,
+        p.stages
+    );
+    let core = MmaCore {
+        k,
+        batch: &[spec.batch],
+        a_batch: &[0],
+        b: MmaB::ChannelsLast(&spec.geom),
+        store: spec.store(),
+        b_first: true,
+    };
+    gemm_mma::mma_kernel(name, header, &core, p)
+}
+
+/// A point of the tensor-core conv family: an `mma.sync` tile and whether the input is made
+/// channels-last first (`conv3d_mma_cl`, its im2col by `cp.async`) or gathered in place
+/// (`conv3d_mma`). Text form: `MmaParams`' with `cl=0|1`; a text without `cl` (as tuning
+/// databases written before it hold) is the gather.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvMmaPoint {
+    pub mma: MmaParams,
+    pub channels_last: bool,
+}
+
+impl crate::ptx::tune::Point for ConvMmaPoint {
+    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "warps_m", "warps_n", "stages", "cl"];
+    const DEFAULTS: &'static [(&'static str, u32)] = &[("stages", 2), ("cl", 0)];
+
+    fn values(self) -> Vec<u32> {
+        let mut v = self.mma.values();
+        v.push(u32::from(self.channels_last));
+        v
+    }
+
+    fn from_values(v: &[u32]) -> Option<Self> {
+        let (&cl, mma) = v.split_last()?;
+        let channels_last = match cl {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        Some(ConvMmaPoint { mma: MmaParams::from_values(mma)?, channels_last })
+    }
+}
+
+/// Every point of the tensor-core conv family: [`mma_param_space`] gathering, then
+/// [`channels_last_param_space`] channels-last (an error where [`channels_last_unsupported`]
+/// says why).
+pub fn conv_mma_space() -> Vec<ConvMmaPoint> {
+    let gather = mma_param_space().into_iter().map(|mma| ConvMmaPoint { mma, channels_last: false });
+    gather.chain(channels_last_param_space().into_iter().map(|mma| ConvMmaPoint { mma, channels_last: true })).collect()
+}
+
+/// The family's point for `spec` without tuning: channels-last ([`channels_last_heuristic`])
+/// where the conv allows it, else the gather's ([`mma_heuristic`]). By instruction counts (the
+/// SASS main loops, BENCHMARKS.md), not by timing: no GPU has run either yet.
+pub fn conv_mma_heuristic(spec: &ConvSpec) -> ConvMmaPoint {
+    match channels_last_unsupported(spec) {
+        None => ConvMmaPoint { mma: channels_last_heuristic(spec), channels_last: true },
+        Some(_) => ConvMmaPoint { mma: mma_heuristic(spec), channels_last: false },
+    }
+}
+
+/// What the names of channels-last kernels end with ([`conv_mma_at`]): how the lowering
+/// knows a chosen kernel wants its input and weight transposed first.
+pub const CHANNELS_LAST_SUFFIX: &str = "_cl";
+
+/// The family's kernel at `pt`: [`conv3d_mma_cl`] named `{name}_cl`, or [`conv3d_mma`].
+pub fn conv_mma_at(name: &str, spec: &ConvSpec, pt: ConvMmaPoint) -> Result<Kernel, KernelError> {
+    if pt.channels_last {
+        conv3d_mma_cl(&format!("{name}{CHANNELS_LAST_SUFFIX}"), spec, pt.mma)
+    } else {
+        conv3d_mma(name, spec, pt.mma)
+    }
+}
+
+/// (grid, block) of [`conv_mma_at`] (both forms launch alike).
+pub fn conv_mma_launch_dims(spec: &ConvSpec, pt: ConvMmaPoint) -> Result<(u32, u32), KernelError> {
+    mma_launch_dims(spec, pt.mma)
 }

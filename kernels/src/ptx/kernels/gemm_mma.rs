@@ -42,7 +42,7 @@ use vidrt_ir::DType;
 
 use super::common::{offset_of, u32_of};
 use super::gemm::{block_coords, store_result, ConvGeom, GemmSpec, OutPtrs, Store};
-use super::im2col::{gathers_rows, Gather, RowGather, RowLayout, StagedGather, VecRowGather};
+use super::im2col::{gathers_rows, ChannelsLastGather, Gather, RowGather, RowLayout, StagedGather, VecRowGather};
 use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
@@ -205,6 +205,8 @@ impl Chunk {
 /// How B reaches shared memory.
 enum BLoad<'a> {
     Async(Loader),
+    /// A channels-last conv input's im2col, also by `cp.async`.
+    ChannelsLast(ChannelsLastGather, &'a ConvGeom),
     Im2col(StagedGather, &'a ConvGeom),
 }
 
@@ -218,6 +220,10 @@ impl BLoad<'_> {
                 l.issue(b, base, k0, stage, k);
                 Vec::new()
             }
+            BLoad::ChannelsLast(c, geom) => {
+                c.issue(b, base, k0, stage, geom);
+                Vec::new()
+            }
             BLoad::Im2col(g, geom) => g.load(b, base, k0, geom),
         }
     }
@@ -225,7 +231,7 @@ impl BLoad<'_> {
     /// Completes [`BLoad::start`] into the stage at `stage`.
     fn finish(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
         match self {
-            BLoad::Async(_) => {}
+            BLoad::Async(_) | BLoad::ChannelsLast(..) => {}
             BLoad::Im2col(g, _) => g.store(b, vals, stage),
         }
     }
@@ -381,6 +387,9 @@ pub(crate) enum MmaB<'a> {
     /// The implicit im2col of a conv input `[batch, Cin, T, H, W]`, gathered through registers
     /// into shared memory (zero in the padding): `super::im2col`'s gathers.
     Im2col(&'a ConvGeom),
+    /// The implicit im2col of a channels-last conv input `[batch, T, H, W, Cin]` (Cin a
+    /// multiple of 8), K ordered tap-major, copied by `cp.async` (`ChannelsLastGather`).
+    ChannelsLast(&'a ConvGeom),
 }
 
 /// A tensor-core product: `batch` matrices `A[M, K] · B` stored through `store`.
@@ -443,7 +452,9 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
     let a_off = offset_of(&mut b, bi, core.batch, core.a_batch)?;
     let b_off = match &core.b {
         MmaB::Matrix { strides } => offset_of(&mut b, bi, core.batch, strides)?,
-        MmaB::Im2col(g) => b.bin(BinOp::Mul, Ty::U32, bi, imm(u32_of(g.input_elems(), "conv input")?)),
+        MmaB::Im2col(g) | MmaB::ChannelsLast(g) => {
+            b.bin(BinOp::Mul, Ty::U32, bi, imm(u32_of(g.input_elems(), "conv input")?))
+        }
     };
     let pa = b.addr(pa, a_off, 2);
     let pb = b.addr(pb, b_off, 2);
@@ -451,6 +462,13 @@ fn pipeline_kernel(name: &str, header: String, core: &MmaCore, p: MmaParams, wai
     let lb = match &core.b {
         MmaB::Matrix { .. } => {
             BLoad::Async(Loader::new(&mut b, pb, tid, n0, (p.bn, nu, ku), p.bk, (a_bytes, stride), threads))
+        }
+        MmaB::ChannelsLast(g) => {
+            let offset = |b: &mut KernelBuilder, r: Reg, kc: Reg| {
+                let soff = b.fma(Ty::U32, r, imm(stride), imm(a_bytes));
+                b.fma(Ty::U32, kc, imm(16), soff)
+            };
+            BLoad::ChannelsLast(ChannelsLastGather::new(&mut b, (tid, n0), g, (p.bn, nu), (threads, p.bk), offset)?, g)
         }
         MmaB::Im2col(g) if VecRowGather::fits(g, (threads, p.bn, p.bk)) => {
             let layout = RowLayout::Padded { sbase: a_bytes, stride };

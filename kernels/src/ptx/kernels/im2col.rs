@@ -6,11 +6,16 @@
 //! `RowGather` (8 positions of one output row per thread, each k decomposed once for them)
 //! and `VecRowGather` (the same 8 positions read as one 16-byte vector per k, for stride-1
 //! convs whose width taps shift by at most one column).
+//!
+//! A channels-last input `[batch, T, H, W, Cin]` needs no gather through registers:
+//! `ChannelsLastGather` orders K tap-major (k = tap·Cin + ci, the weight stored `[Cout, kt,
+//! kh, kw, Cin]`), so with Cin a multiple of 8 every 8 consecutive k of one position are one
+//! aligned 16-byte run of its input pixel, copied by `cp.async` (zero-filled in the padding).
 
 use super::common::ld_or_zero;
 use super::gemm::{imm, ConvGeom};
 use super::gemm_mma::MmaParams;
-use crate::ptx::builder::{BinOp, Cmp, Inst, KernelBuilder, Operand, Reg, Space, Ty};
+use crate::ptx::builder::{BinOp, Cmp, CpCache, Inst, KernelBuilder, Operand, Reg, Space, Ty};
 use crate::ptx::KernelError;
 
 /// Per-slot, loop-invariant parts of an im2col load: whether the output position is inside,
@@ -605,5 +610,116 @@ impl VecRowGather {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// The B slice of a conv whose input is channels-last, `[batch, T, H, W, Cin]`, with K
+/// ordered tap-major (k = tap·Cin + ci; Cin a multiple of 8): each 8-k chunk of a position's
+/// row lies in one input pixel, so the slice is copied by 16-byte `cp.async`s with `src-size`
+/// 0 (zero-fill) in the padding and past K or N, like a stored matrix's (`gemm_mma`'s
+/// `Loader`). Chunk c = tid + i·threads is row c / (BK/8), k block c % (BK/8); the threads
+/// being a multiple of BK/8, a thread's chunks share their k block, so each slice's k is
+/// decomposed into (tap, ci) once per thread and each chunk adds its position's part.
+pub(crate) struct ChannelsLastGather {
+    /// The thread's k offset within a slice (elements).
+    kel: Reg,
+    chunks: Vec<PixelChunk>,
+}
+
+/// One chunk's loop-invariant parts: its position's input coordinates at tap 0 (`o·s − pad`,
+/// wrapping u32; a position past N has its time coordinate at 2³⁰, outside at every tap),
+/// the element index of that (possibly outside) pixel's channel 0, and its byte offset in a
+/// stage.
+struct PixelChunk {
+    coord: [Reg; 3],
+    pixel: Reg,
+    soff: Reg,
+}
+
+impl ChannelsLastGather {
+    /// Whether a conv of `g` can be copied this way with `threads` threads and BK-wide slices.
+    pub(crate) fn fits(g: &ConvGeom, threads: u32, bk: u32) -> bool {
+        g.cin.is_multiple_of(8) && bk.is_multiple_of(8) && threads.is_multiple_of(bk / 8)
+    }
+
+    /// The chunks of thread `tid` for the `rows` positions from `n0` (of `nu`), stored at
+    /// `offset(row, k block)` within a stage.
+    pub(crate) fn new(
+        b: &mut KernelBuilder,
+        (tid, n0): (Reg, Reg),
+        g: &ConvGeom,
+        (rows, nu): (u32, u32),
+        (threads, bk): (u32, u32),
+        offset: impl Fn(&mut KernelBuilder, Reg, Reg) -> Reg,
+    ) -> Result<ChannelsLastGather, KernelError> {
+        if !ChannelsLastGather::fits(g, threads, bk) || !(rows * bk / 8).is_multiple_of(threads) {
+            return Err(KernelError::Invalid(format!(
+                "channels-last im2col: Cin {} must be a multiple of 8 and the {threads} threads must divide \
+                 the {rows}x{bk} slice's 16-byte chunks by k block",
+                g.cin
+            )));
+        }
+        let per_row = bk / 8;
+        let [_, h, w] = g.input.map(|d| d as u32);
+        let cin = g.cin as u32;
+        let kc = b.bin(BinOp::Rem, Ty::U32, tid, imm(per_row));
+        let kel = b.bin(BinOp::Mul, Ty::U32, kc, imm(8));
+        let chunks = (0..rows * per_row / threads)
+            .map(|i| {
+                let c = b.bin(BinOp::Add, Ty::U32, tid, imm(i * threads));
+                let r = b.bin(BinOp::Div, Ty::U32, c, imm(per_row));
+                let gn = b.bin(BinOp::Add, Ty::U32, n0, r);
+                let (nok, origin) = position(b, gn, g, (nu, nu - 1));
+                let mut coord: [Reg; 3] =
+                    std::array::from_fn(|ax| b.bin(BinOp::Sub, Ty::U32, origin[ax], imm(g.pad_lo[ax] as u32)));
+                let pixel = b.fma(Ty::U32, coord[0], imm(h), coord[1]);
+                let pixel = b.fma(Ty::U32, pixel, imm(w), coord[2]);
+                let pixel = b.bin(BinOp::Mul, Ty::U32, pixel, imm(cin));
+                // Folding the position's validity into its time coordinate saves a register
+                // per chunk through the loop.
+                coord[0] = b.selp(Ty::U32, coord[0], imm(1 << 30), nok);
+                let soff = offset(b, r, kc);
+                PixelChunk { coord, pixel, soff }
+            })
+            .collect();
+        Ok(ChannelsLastGather { kel, chunks })
+    }
+
+    /// Issues the copies of the slice at k offset `k0` of the batch item at `x` into the
+    /// stage at shared address `stage`.
+    pub(crate) fn issue(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, stage: Reg, g: &ConvGeom) {
+        let [t, h, w] = g.input.map(|d| d as u32);
+        let [_, kh, kw] = g.kernel.map(|d| d as u32);
+        let cin = g.cin as u32;
+        let k = cin * g.taps() as u32;
+        // This thread's k: its tap (dt, dh, dw) and channel, and the tap's element offset
+        // `((dt·H + dh)·W + dw)·Cin + ci` from a pixel's channel 0.
+        let gk = b.bin(BinOp::Add, Ty::U32, k0, self.kel);
+        let kok = b.setp(Cmp::Lt, gk, imm(k));
+        let gkc = b.bin(BinOp::Min, Ty::U32, gk, imm(k - 1));
+        let tap = b.bin(BinOp::Div, Ty::U32, gkc, imm(cin));
+        let ci = b.bin(BinOp::Rem, Ty::U32, gkc, imm(cin));
+        let dt = b.bin(BinOp::Div, Ty::U32, tap, imm(kh * kw));
+        let r = b.bin(BinOp::Rem, Ty::U32, tap, imm(kh * kw));
+        let dh = b.bin(BinOp::Div, Ty::U32, r, imm(kw));
+        let dw = b.bin(BinOp::Rem, Ty::U32, r, imm(kw));
+        let off = b.fma(Ty::U32, dt, imm(h), dh);
+        let off = b.fma(Ty::U32, off, imm(w), dw);
+        let off = b.fma(Ty::U32, off, imm(cin), ci);
+        for c in &self.chunks {
+            let mut ok = kok;
+            for (ax, (tap, extent)) in [dt, dh, dw].into_iter().zip([t, h, w]).enumerate() {
+                let at = b.bin(BinOp::Add, Ty::U32, c.coord[ax], tap);
+                let inside = b.setp(Cmp::Lt, at, imm(extent));
+                ok = b.bin(BinOp::And, Ty::Pred, ok, inside);
+            }
+            // Outside (padding, past K or N) nothing is read (src-size 0) from the item's base.
+            let idx = b.bin(BinOp::Add, Ty::U32, c.pixel, off);
+            let idx = b.selp(Ty::U32, idx, imm(0), ok);
+            let src = b.addr(x, idx, 2);
+            let n = b.selp(Ty::U32, imm(16), imm(0), ok);
+            let dst = b.bin(BinOp::Add, Ty::U32, stage, c.soff);
+            b.cp_async(CpCache::Cg, dst, src, 16, Some(Operand::Reg(n)));
+        }
     }
 }
