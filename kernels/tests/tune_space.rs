@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use proptest::prelude::*;
 use vidrt_ir::{DType, Op};
 use vidrt_kernels::ptx::builder::STATIC_SHARED_MAX;
-use vidrt_kernels::ptx::lower::{lower_with, Lowered};
+use vidrt_kernels::ptx::lower::{lower_with, Arg, Lowered};
 use vidrt_kernels::ptx::tune::{Chooser, Pick, TuneProblem};
 use vidrt_kernels::ptx::{try_emit, KernelError, Target};
 
@@ -412,8 +412,9 @@ fn grids_past_cuda_limit_are_refused() {
 }
 
 /// The heuristic lowering of a bf16 causal 3×3×3 conv at output width 16: `conv3d_wgmma` on
-/// sm_90a (weights as A at 32 channels, positions as A at 96), `conv3d_mma` on sm_80 (128×128
-/// at 96 channels), on sm_90a with wgmma off, and at width 10.
+/// sm_90a (weights as A at 32 channels, positions as A at 96); on sm_80, on sm_90a with wgmma
+/// off and at width 10, the input and weight transposed into scratch and `conv3d_mma_cl`
+/// (128×128 at 3 stages at 96 channels); with Cin not a multiple of 8, `conv3d_mma`'s gather.
 #[test]
 fn sm90a_lowers_16_bit_convs_to_wgmma() {
     use vidrt_kernels::ptx::lower::lower;
@@ -432,9 +433,22 @@ fn sm90a_lowers_16_bit_convs_to_wgmma() {
     assert_eq!((hopper.grid, hopper.block), (8, 128));
     assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("wgmma.mma_async"));
     assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
-    let ampere = kernel(lower(&op, &ins, &out, DType::BF16, "t").unwrap());
-    assert!(ampere.kernel.header.contains("conv3d_mma"), "{}", ampere.kernel.header);
-    assert_eq!(kernel(lower_with(&op, &ins, &out, DType::BF16, "t", &NoWgmma).unwrap()), ampere);
+    // Channels-last: x [1, 16, 480] and w [32, 16, 27] transposed into scratch 0 and 1, then
+    // the conv reading them.
+    let channels_last = |l: Lowered, positions: usize| match l {
+        Lowered::Launches(mut ls) if ls.len() == 3 => {
+            let conv = ls.remove(2);
+            assert!(ls[0].kernel.header.contains("transpose") && ls[1].kernel.header.contains("transpose"));
+            assert_eq!(ls[0].args, [Arg::Input(0), Arg::Scratch { slot: 0, bytes: 16 * positions * 2 }]);
+            assert_eq!(ls[1].args, [Arg::Input(1), Arg::Scratch { slot: 1, bytes: 32 * 16 * 27 * 2 }]);
+            assert_eq!(&conv.args[..2], [ls[0].args[1], ls[1].args[1]]);
+            assert!(conv.kernel.header.contains("conv3d_mma_cl"), "{}", conv.kernel.header);
+            conv
+        }
+        other => panic!("{other:?}"),
+    };
+    let ampere = channels_last(lower(&op, &ins, &out, DType::BF16, "t").unwrap(), 480);
+    assert_eq!(channels_last(lower_with(&op, &ins, &out, DType::BF16, "t", &NoWgmma).unwrap(), 480), ampere);
     let (x10, out10) = ([1usize, 16, 3, 10, 10], [1usize, 32, 3, 10, 10]);
     let ins10: Vec<(&[usize], DType)> = vec![(&x10, DType::BF16), (&w, DType::BF16)];
     // 96 channels (the VAE decoder's full-resolution stage): the positions as M, 64×96,
@@ -446,12 +460,23 @@ fn sm90a_lowers_16_bit_convs_to_wgmma() {
     assert!(c96.kernel.header.contains("M=480 (positions) N=96 (Cout)"), "{}", c96.kernel.header);
     assert_eq!((c96.grid, c96.block), (8, 128));
     assert!(try_emit(&c96.kernel, Target::Sm90a).unwrap().contains("m64n96k16"));
-    // On sm_80, conv3d_mma at 128×128 (8 warps): ceil(96/128) × ceil(480/128) tiles.
-    let a96 = kernel(lower(&op, &ins96, &out96, DType::BF16, "t").unwrap());
-    assert!(a96.kernel.header.contains("BM=128 BN=128 BK=32 warps 4x2 stages=2"), "{}", a96.kernel.header);
+    // On sm_80, conv3d_mma_cl at 128×128, 3 stages (8 warps): ceil(96/128) × ceil(480/128)
+    // tiles.
+    let lowered96 = lower(&op, &ins96, &out96, DType::BF16, "t").unwrap();
+    let Lowered::Launches(ls96) = &lowered96 else { panic!("{lowered96:?}") };
+    let a96 = ls96.last().unwrap();
+    assert!(a96.kernel.header.contains("BM=128 BN=128 BK=32 warps 4x2 stages=3"), "{}", a96.kernel.header);
     assert_eq!((a96.grid, a96.block), (4, 256));
-    let narrow = kernel(lower_with(&op, &ins10, &out10, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
-    assert!(narrow.kernel.header.contains("conv3d_mma"), "{}", narrow.kernel.header);
+    let narrow =
+        channels_last(lower_with(&op, &ins10, &out10, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap(), 300);
+    assert!(narrow.kernel.header.contains("conv3d_mma_cl"), "{}", narrow.kernel.header);
+    // Cin 4 by 2×3×3: K = 72 is a multiple of 8 but a pixel's channels are not: the gather.
+    let op2 = Op::Conv3d { stride: [1; 3], pad: [[1, 0], [1, 1], [1, 1]], bias: false };
+    let (x4, w4) = ([1usize, 4, 3, 10, 16], [32usize, 4, 2, 3, 3]);
+    let ins4: Vec<(&[usize], DType)> = vec![(&x4, DType::BF16), (&w4, DType::BF16)];
+    let gather = kernel(lower(&op2, &ins4, &out, DType::BF16, "t").unwrap());
+    assert!(gather.kernel.header.starts_with("conv3d_mma "), "{}", gather.kernel.header);
+    assert!(gather.kernel.header.contains("gathered"), "{}", gather.kernel.header);
 }
 
 /// sm_90a heuristics with the wgmma families off (the CUDA backend's default).

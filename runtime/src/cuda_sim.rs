@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use vidrt_ir::{DType, Graph, Node, Op, Tensor, TensorData};
-use vidrt_kernels::ptx::lower::{lower_with, unsupported_reason, Arg, Lowered};
+use vidrt_kernels::ptx::lower::{lower_with, scratch_bytes, unsupported_reason, Arg, Lowered};
 use vidrt_kernels::ptx::sim::{self, DeviceLimits, GlobalMem, LaunchDims};
 use vidrt_kernels::ptx::tune::Chooser;
 use vidrt_kernels::ptx::{KernelError, Target};
@@ -329,6 +329,13 @@ impl Executable for SimExecutable {
                 Lowered::Alias => input_addr(0)?,
                 Lowered::Launches(launches) => {
                     let out = mem.alloc(node.shape.numel() * node.dtype.size_bytes());
+                    let mut scratch = Vec::new();
+                    for bytes in scratch_bytes(launches) {
+                        device.take(bytes as u64, || {
+                            format!("scratch of node %{i} `{}` ({})", node.name, node.op.name())
+                        })?;
+                        scratch.push(mem.alloc(bytes.max(1)));
+                    }
                     for l in launches {
                         // A buffer goes as a pointer, or as the kernel's tensor map of it
                         // (vidrt's simulator encoding) where the parameter is one.
@@ -347,6 +354,12 @@ impl Executable for SimExecutable {
                             .map(|(j, a)| match a {
                                 Arg::Input(k) => input_addr(*k).and_then(|p| as_arg(j, p)),
                                 Arg::Output => as_arg(j, out),
+                                Arg::Scratch { slot, .. } => scratch
+                                    .get(*slot)
+                                    .ok_or_else(|| {
+                                        RuntimeError::Device(format!("internal: node %{i}: no scratch {slot}"))
+                                    })
+                                    .and_then(|p| as_arg(j, *p)),
                             })
                             .collect::<Result<Vec<_>, _>>()?;
                         // With the kernel's dynamic shared memory, as the CUDA launch passes it.
@@ -417,14 +430,15 @@ impl DeviceMemory {
     /// Takes the buffer of node `i`, or fails as the device would.
     fn reserve(&mut self, i: usize, node: &Node) -> Result<(), RuntimeError> {
         let bytes = (node.shape.numel() as u64).saturating_mul(node.dtype.size_bytes() as u64);
+        self.take(bytes, || format!("device buffer of node %{i} `{}` ({})", node.name, node.op.name()))
+    }
+
+    /// Takes `bytes` more (`what` names them), or fails as the device would.
+    fn take(&mut self, bytes: u64, what: impl FnOnce() -> String) -> Result<(), RuntimeError> {
         let Some(limit) = self.limit else { return Ok(()) };
         let available = limit.saturating_sub(self.used);
         if bytes > available {
-            return Err(RuntimeError::OutOfMemory {
-                what: format!("ptx-sim: device buffer of node %{i} `{}` ({})", node.name, node.op.name()),
-                needed: bytes,
-                available,
-            });
+            return Err(RuntimeError::OutOfMemory { what: format!("ptx-sim: {}", what()), needed: bytes, available });
         }
         self.used += bytes;
         Ok(())

@@ -29,6 +29,25 @@ pub enum Arg {
     Input(usize),
     /// The node's output.
     Output,
+    /// Scratch buffer `slot` of the node, at least `bytes` long: allocated before the node's
+    /// first launch, live across its launches (one writes it, a later one reads it) and free
+    /// after the last ([`scratch_bytes`]).
+    Scratch { slot: usize, bytes: usize },
+}
+
+/// The bytes of each scratch slot the launches use (the largest any of them asks for; a slot
+/// no launch names is 0).
+pub fn scratch_bytes(launches: &[Launch]) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for a in launches.iter().flat_map(|l| &l.args) {
+        if let Arg::Scratch { slot, bytes } = *a {
+            if out.len() <= slot {
+                out.resize(slot + 1, 0);
+            }
+            out[slot] = out[slot].max(bytes);
+        }
+    }
+    out
 }
 
 /// One kernel launch (1-D geometry).
@@ -418,15 +437,19 @@ fn conv(
             let gen: ConvGen<'_, _> = (&conv3d_wgmma::conv3d_wgmma, &conv3d_wgmma::wgmma_launch_dims);
             family("conv3d_wgmma", "wgmma").tuned(chooser, (name, &spec, &rep_spec), &space, heuristic, gen)?
         } else if conv3d::mma_unsupported(&spec).is_none() {
-            let heuristic = conv3d::mma_heuristic(&spec);
-            let gen: ConvGen<'_, _> = (&conv3d::conv3d_mma, &conv3d::mma_launch_dims);
-            family("conv3d_mma", "mma").tuned(
+            let heuristic = conv3d::conv_mma_heuristic(&spec);
+            let gen: ConvGen<'_, _> = (&conv3d::conv_mma_at, &conv3d::conv_mma_launch_dims);
+            let built = family("conv3d_mma", "mma").tuned(
                 chooser,
                 (name, &spec, &rep_spec),
-                &conv3d::mma_param_space(),
+                &conv3d::conv_mma_space(),
                 heuristic,
                 gen,
-            )?
+            )?;
+            if built.0.name.ends_with(conv3d::CHANNELS_LAST_SUFFIX) {
+                return channels_last_launches(name, &spec, built, args, n_out);
+            }
+            built
         } else {
             let heuristic = if spec.cout <= 32 { gemm::SIMT_SMALL } else { gemm::SIMT_LARGE };
             let gen: ConvGen<'_, _> = (&conv3d::conv3d_simt, &conv3d::launch_dims);
@@ -439,6 +462,39 @@ fn conv(
             )?
         };
     Ok(one(k, grid, block, args, n_out))
+}
+
+/// The launches of a channels-last conv (`conv3d_mma_cl`, built): x `[B, Cin, T·H·W]`
+/// transposed into scratch 0 as `[B, T·H·W, Cin]`, the weight `[Cout, Cin, taps]` into
+/// scratch 1 as `[Cout, taps, Cin]` (not for a 1×1×1 kernel, where the two are the same), then
+/// the conv reading them with the node's other inputs (`args`: x, w, bias, extras, out). The
+/// tuner times the three together: what the layout change costs is in the point's time.
+fn channels_last_launches(
+    name: &str,
+    spec: &ConvSpec,
+    (kernel, grid, block): Built,
+    mut args: Vec<Arg>,
+    work: usize,
+) -> Result<Lowered, KernelError> {
+    if work == 0 {
+        return Ok(Lowered::Launches(Vec::new()));
+    }
+    let g = &spec.geom;
+    let (bytes, positions, taps) = (spec.in_dtype.size_bytes(), g.input.iter().product::<usize>(), g.taps());
+    let mut launches = Vec::with_capacity(3);
+    let mut transposed = |what: &str, input: usize, (batch, rows, cols): (usize, usize, usize), slot: usize| {
+        let k = copy::transpose(&format!("{name}_{what}_cl"), batch, rows, cols, spec.in_dtype)?;
+        let (grid, block) = copy::transpose_launch_dims(batch, rows, cols)?;
+        let to = Arg::Scratch { slot, bytes: batch * rows * cols * bytes };
+        launches.push(Launch { kernel: k, grid, block, args: vec![Arg::Input(input), to] });
+        Ok::<Arg, KernelError>(to)
+    };
+    args[0] = transposed("x", 0, (spec.batch, g.cin, positions), 0)?;
+    if taps > 1 {
+        args[1] = transposed("w", 1, (spec.cout, g.cin, taps), 1)?;
+    }
+    launches.push(Launch { kernel, grid, block, args });
+    Ok(Lowered::Launches(launches))
 }
 
 /// A conv kernel generator at a point, and its (grid, block).

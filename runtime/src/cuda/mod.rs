@@ -52,7 +52,7 @@ use cudarc::driver::sys::{self as cusys, CUdeviceptr, CUfunction, CUmodule};
 use cudarc::driver::{CudaContext, CudaStream, DriverError};
 use vidrt_ir::{DType, Graph, Op, Tensor};
 use vidrt_kernels::ptx::builder::STATIC_SHARED_MAX;
-use vidrt_kernels::ptx::lower::{unsupported_reason, Arg, Lowered};
+use vidrt_kernels::ptx::lower::{scratch_bytes, unsupported_reason, Arg, Lowered};
 use vidrt_kernels::ptx::{emit, text_hash, Kernel, Target};
 
 use crate::backend::{Backend, Executable, RunOptions, Support, WeightSource};
@@ -806,6 +806,13 @@ impl Executable for CudaExecutable {
                     let out = dev.alloc(bytes)?;
                     bufs.held[i] = Some((out, bytes));
                     addr[i] = out;
+                    // The node's scratch, back to the pool when the node is done (or fails):
+                    // the stream's later kernels that may get the memory run after these.
+                    let mut scratch = Buffers { dev, held: Vec::new() };
+                    for b in scratch_bytes(launches) {
+                        let p = dev.alloc(b.max(1))?;
+                        scratch.held.push(Some((p, b.max(1))));
+                    }
                     for (l, &Function(f)) in launches.iter().zip(&self.functions[i]) {
                         let mut vals: Vec<u64> = l
                             .args
@@ -813,6 +820,9 @@ impl Executable for CudaExecutable {
                             .map(|a| match a {
                                 Arg::Input(k) => node.inputs.get(*k).map_or(0, |id| addr[id.index()]),
                                 Arg::Output => out,
+                                Arg::Scratch { slot, .. } => {
+                                    scratch.held.get(*slot).copied().flatten().map_or(0, |(p, _)| p)
+                                }
                             })
                             .collect();
                         // A tensor-map parameter takes the driver's map of its buffer, by value.
