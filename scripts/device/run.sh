@@ -19,6 +19,8 @@
 #   5c. the same for the VAE decoder's convs: tune_vae.json;
 #   5d. on Hopper, the DiT's problems again without wgmma (the default mma.sync families):
 #      tune_dit_mma.json;
+#   5e. on Hopper, the VAE's convs without wgmma: conv3d_mma's gather against the transposes
+#      plus the channels-last conv, every tile: tune_vae_mma.json;
 #   6. if time is left and a Vulkan loader was carried (.gl, see the device README), the wgpu
 #      backend on the GPU's Vulkan adapter: the op harness and the kernel bench in f16.
 # The test steps run with VIDRT_CUDA_SYNC=1 (a faulting kernel is named) and
@@ -151,6 +153,17 @@ if $hopper && time_for 100 "tune dit mma"; then
     --height 480 --width 832 --frames 81 --component dit --no-cfg --repeats 3 --warmup 1 \
     --tune-db "$res/tune_dit_mma.json" >> "$log" 2>&1
   status "tune dit mma" $?
+fi
+
+# The VAE's convs on the default family (tune_vae_mma.json): each candidate is a point of
+# conv3d_mma, gathering in place (cl=0) or transposing to channels-last first (cl=1, the
+# transposes in its time), so the table says which layout wins at each real shape.
+if $hopper && time_for 90 "tune vae mma"; then
+  step "tune vae mma"
+  timeout 90 .dev/bin/vidrt tune --backend cuda --precision bf16 --model wan2.1-t2v-1.3b \
+    --height 480 --width 832 --frames 81 --component vae --repeats 3 --warmup 1 \
+    --tune-db "$res/tune_vae_mma.json" >> "$log" 2>&1
+  status "tune vae mma" $?
 fi
 
 if ls .gl/*.deb >/dev/null 2>&1 && time_for 90 "wgpu on the GPU"; then
