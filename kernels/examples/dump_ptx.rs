@@ -1,6 +1,8 @@
 //! Writes the PTX of named catalog kernels for one target, for a look at their SASS
 //! (`scripts/sass-loop.sh`): `cargo run --release -p vidrt-kernels --example dump_ptx --
-//! OUT_DIR sm_80|sm_90a NAME...` (names as in `vidrt_kernels::ptx::catalog::all_kernels`).
+//! OUT_DIR sm_80|sm_90a NAME...` (names as in `vidrt_kernels::ptx::catalog::all_kernels`), or
+//! `--all` for every catalog kernel that emits for the target (to compare the texts of two
+//! versions by hash).
 
 use std::process::ExitCode;
 
@@ -9,7 +11,7 @@ use vidrt_kernels::ptx::{catalog, try_emit, Target};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, target, names @ ..] = &args[..] else {
-        eprintln!("usage: dump_ptx OUT_DIR sm_80|sm_90a NAME...");
+        eprintln!("usage: dump_ptx OUT_DIR sm_80|sm_90a NAME...|--all");
         return ExitCode::FAILURE;
     };
     let target = match target.as_str() {
@@ -28,7 +30,18 @@ fn main() -> ExitCode {
         }
     };
     let mut failed = false;
-    for name in names {
+    if names == ["--all"] {
+        for k in &kernels {
+            // Kernels for the other target only (sm_90a's wgmma) do not emit: not an error.
+            let Ok(text) = try_emit(k, target) else { continue };
+            let path = std::path::Path::new(dir).join(format!("{}.ptx", k.name));
+            if let Err(e) = std::fs::write(&path, text) {
+                eprintln!("dump_ptx: writing {}: {e}", path.display());
+                failed = true;
+            }
+        }
+    }
+    for name in names.iter().filter(|n| *n != "--all") {
         let Some(k) = kernels.iter().find(|k| &k.name == name) else {
             eprintln!("dump_ptx: no catalog kernel named {name}");
             failed = true;

@@ -293,8 +293,20 @@ pub fn conv3d_mma(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel, K
         p.warps_n,
         p.stages
     );
-    let core =
-        MmaCore { k, batch: &[spec.batch], a_batch: &[0], b: MmaB::Im2col(g), store: spec.store(), b_first: true };
+    mma_conv_kernel(name, header, spec, MmaB::Im2col(g), p)
+}
+
+/// The implicit GEMM of `spec` (positions as B, one batch item per block row) with `b`'s
+/// B operand, under `header`.
+fn mma_conv_kernel(
+    name: &str,
+    header: String,
+    spec: &ConvSpec,
+    b: MmaB<'_>,
+    p: MmaParams,
+) -> Result<Kernel, KernelError> {
+    let (_, _, k) = spec.mnk();
+    let core = MmaCore { k, batch: &[spec.batch], a_batch: &[0], b, store: spec.store(), b_first: true };
     gemm_mma::mma_kernel(name, header, &core, p)
 }
 
@@ -359,15 +371,7 @@ pub fn conv3d_mma_cl(name: &str, spec: &ConvSpec, p: MmaParams) -> Result<Kernel
         p.warps_n,
         p.stages
     );
-    let core = MmaCore {
-        k,
-        batch: &[spec.batch],
-        a_batch: &[0],
-        b: MmaB::ChannelsLast(&spec.geom),
-        store: spec.store(),
-        b_first: true,
-    };
-    gemm_mma::mma_kernel(name, header, &core, p)
+    mma_conv_kernel(name, header, spec, MmaB::ChannelsLast(&spec.geom), p)
 }
 
 /// A point of the tensor-core conv family: an `mma.sync` tile and whether the input is made

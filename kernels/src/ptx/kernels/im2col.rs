@@ -79,11 +79,16 @@ fn taps_of(b: &mut KernelBuilder, gk: Reg, g: &ConvGeom, nok: Reg) -> (Reg, Reg,
     let gkc = b.bin(BinOp::Min, Ty::U32, gk, imm(k - 1));
     let ci = b.bin(BinOp::Div, Ty::U32, gkc, imm(taps));
     let r = b.bin(BinOp::Rem, Ty::U32, gkc, imm(taps));
-    let dt = b.bin(BinOp::Div, Ty::U32, r, imm(kh * kw));
-    let r2 = b.bin(BinOp::Rem, Ty::U32, r, imm(kh * kw));
-    let dh = b.bin(BinOp::Div, Ty::U32, r2, imm(kw));
-    let dw = b.bin(BinOp::Rem, Ty::U32, r2, imm(kw));
-    (ok, ci, [dt, dh, dw])
+    (ok, ci, tap_coords(b, r, kh, kw))
+}
+
+/// Tap index `tap` of a kh×kw-per-frame kernel as [dt, dh, dw].
+fn tap_coords(b: &mut KernelBuilder, tap: Reg, kh: u32, kw: u32) -> [Reg; 3] {
+    let dt = b.bin(BinOp::Div, Ty::U32, tap, imm(kh * kw));
+    let r = b.bin(BinOp::Rem, Ty::U32, tap, imm(kh * kw));
+    let dh = b.bin(BinOp::Div, Ty::U32, r, imm(kw));
+    let dw = b.bin(BinOp::Rem, Ty::U32, r, imm(kw));
+    [dt, dh, dw]
 }
 
 /// The row gathers' k decomposition: the first element of the input row under tap `gk` of
@@ -699,10 +704,7 @@ impl ChannelsLastGather {
         let gkc = b.bin(BinOp::Min, Ty::U32, gk, imm(k - 1));
         let tap = b.bin(BinOp::Div, Ty::U32, gkc, imm(cin));
         let ci = b.bin(BinOp::Rem, Ty::U32, gkc, imm(cin));
-        let dt = b.bin(BinOp::Div, Ty::U32, tap, imm(kh * kw));
-        let r = b.bin(BinOp::Rem, Ty::U32, tap, imm(kh * kw));
-        let dh = b.bin(BinOp::Div, Ty::U32, r, imm(kw));
-        let dw = b.bin(BinOp::Rem, Ty::U32, r, imm(kw));
+        let [dt, dh, dw] = tap_coords(b, tap, kh, kw);
         let off = b.fma(Ty::U32, dt, imm(h), dh);
         let off = b.fma(Ty::U32, off, imm(w), dw);
         let off = b.fma(Ty::U32, off, imm(cin), ci);
