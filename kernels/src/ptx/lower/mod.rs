@@ -6,7 +6,7 @@
 //! [`Chooser`] ([`lower_with`]; see [`super::tune`]): forced, a tuning database's winner, or
 //! the deterministic heuristic ([`lower`] uses the heuristics alone).
 //!
-//! The tunable products (matmul, conv3d, attention) lower in [`products`]; the rest here.
+//! The tunable products (matmul, conv3d, attention) lower in `products`; the rest here.
 
 use vidrt_ir::{DType, Op};
 
