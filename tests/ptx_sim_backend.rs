@@ -411,8 +411,9 @@ fn dynamic_shared_memory_points_on_the_simulator() {
 }
 
 /// The simulator lowering as on Hopper (sm_90a): the bf16 matmul takes the TMA-fed
-/// `matmul_wgmma_tma` and attention `attention_wgmma` (their own tuning families),
-/// everything else what sm_80 takes; the graph matches the CPU; every wgmma candidate runs in
+/// `matmul_wgmma_tma`, attention `attention_wgmma` and the conv `conv3d_wgmma` (its output
+/// width is not a multiple of 8, so in the channels-last form only: the transposes into
+/// scratch, then the conv) (their own tuning families), everything else what sm_80 takes; the graph matches the CPU; every wgmma candidate runs in
 /// the tuner; and the tuning keys name the simulated sm_90a device.
 #[test]
 fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
@@ -428,8 +429,8 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
         [
             "attention_simt_f32",
             "attention_wgmma_bf16",
-            "conv3d_mma_bf16",
             "conv3d_simt_f32",
+            "conv3d_wgmma_bf16",
             "matmul_simt_f32",
             "matmul_wgmma_tma_bf16"
         ]
@@ -442,6 +443,15 @@ fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {
     let attention = problems.iter().find(|p| p.key.family == "attention_wgmma_bf16").unwrap();
     let space = vidrt_kernels::ptx::kernels::attention::wgmma_param_space();
     assert_eq!(attention.candidates.len(), space.len(), "{:?}", attention.candidates);
+    // The conv's candidates: every tile in the channels-last form (the gather form refuses
+    // this width), the heuristic among them.
+    let conv = problems.iter().find(|p| p.key.family == "conv3d_wgmma_bf16").unwrap();
+    let cl: Vec<String> = vidrt_kernels::ptx::kernels::conv3d_wgmma::conv_wgmma_space()
+        .into_iter()
+        .filter(|p| p.channels_last)
+        .map(|p| p.to_text())
+        .collect();
+    assert_eq!(conv.candidates, cl);
     // Each problem names the candidate an untuned compile takes: for the attention the first
     // point (what the lowering prefers at any size that fits), for every problem a candidate.
     use vidrt_kernels::ptx::tune::Point;

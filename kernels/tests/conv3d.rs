@@ -442,6 +442,75 @@ fn conv3d_wgmma_matches_a_direct_convolution_at_every_parameter_point() {
     assert!(why.contains("fence.proxy.async"), "without the proxy fence: {why}");
 }
 
+/// `conv3d_wgmma`'s channels-last form (sm_90a; both operands by `cp.async` into the
+/// swizzled stages, K tap-major) at every tile against the direct convolution: causal
+/// 3×3×3 with k slices crossing taps (Cin 8, 16, 24), output widths that are not multiples
+/// of 8 (which the gather form refuses), strided with asymmetric padding, a time conv,
+/// pointwise, Cout tiles of 96 with a tail, a tail of positions, two batch items, bias and
+/// epilogues, bf16 and f16; no global load before the last wgmma (no gather through
+/// registers); what it cannot take is refused; without its `fence.proxy.async` the wgmma
+/// reads the copies through the wrong proxy (the simulator's hazard).
+#[test]
+fn conv3d_wgmma_cl_matches_a_direct_convolution_at_every_parameter_point() {
+    use vidrt_kernels::ptx::builder::Inst;
+    use vidrt_kernels::ptx::kernels::conv3d_wgmma;
+    use DType::{BF16, F16, F32};
+    let causal = [[2, 0], [1, 1], [1, 1]];
+    let c = |x, w, stride, pad, dtypes, bias, epi| Case { x, w, stride, pad, dtypes, bias, epi };
+    let cases = [
+        c([1, 8, 3, 5, 6], [16, 8, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::Silu),
+        c([2, 16, 2, 7, 9], [8, 16, 1, 3, 3], [1, 2, 2], [[0, 0], [0, 1], [0, 1]], (F16, F32), true, Epi::None),
+        c([2, 16, 2, 4, 4], [20, 16, 1, 1, 1], [1; 3], [[0, 0]; 3], (BF16, BF16), false, Epi::GateResidual),
+        c([1, 24, 5, 3, 3], [40, 24, 3, 1, 1], [2, 1, 1], [[2, 0], [0, 0], [0, 0]], (BF16, F32), true, Epi::None),
+        // 104 channels: two Cout tiles of 96 (the second 8 wide), 150 positions (a BM tail).
+        c([1, 8, 2, 5, 15], [104, 8, 2, 3, 3], [1; 3], [[1, 0], [1, 1], [1, 1]], (F16, F16), true, Epi::Silu),
+    ];
+    let space: Vec<_> = conv3d_wgmma::conv_wgmma_space().into_iter().filter(|p| p.channels_last).collect();
+    assert_eq!(space.len(), conv3d_wgmma::wgmma_param_space().len(), "every tile has its channels-last form");
+    for (pi, &p) in space.iter().enumerate() {
+        for (ci, case) in cases.iter().enumerate() {
+            let spec = spec_of(case);
+            assert_eq!(conv3d_wgmma::wgmma_cl_unsupported(&spec), None);
+            assert_eq!(conv3d_wgmma::conv_wgmma_unsupported(&spec), None);
+            let kern = conv3d_wgmma::conv_wgmma_at(&format!("conv_wgmma_{pi}_{ci}"), &spec, p).expect("generates");
+            assert!(kern.name.ends_with(vidrt_kernels::ptx::kernels::conv3d::CHANNELS_LAST_SUFFIX), "{}", kern.name);
+            let text = emit(&kern, Target::Sm90a);
+            assert!(text.contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16", p.tile.bn)));
+            assert!(text.contains("cp.async.cg.shared.global") && kern.header.contains("channels-last"));
+            let loop_end = text.rfind("wgmma.mma_async").expect("wgmma");
+            assert!(!text[..loop_end].contains("ld.global"), "{}", kern.header);
+            let dims = conv3d_wgmma::wgmma_launch_dims(&spec, p).expect("fits");
+            let worst = run_in(case, &kern, dims, 800 + ci as u64, true);
+            println!(
+                "wgmma_cl case {ci} x{:?} w{:?} {:?} {p:?}: max error / tolerance = {worst:.3}",
+                case.x, case.w, case.dtypes
+            );
+        }
+    }
+    // Width 6: the gather form refuses it, the family takes it in the channels-last form.
+    let narrow = spec_of(&cases[0]);
+    assert!(conv3d_wgmma::wgmma_unsupported(&narrow).is_some());
+    assert!(conv3d_wgmma::conv3d_wgmma("x", &narrow, conv3d_wgmma::wgmma_param_space()[0]).is_err());
+    assert!(conv3d_wgmma::conv_wgmma_heuristic(&narrow).channels_last);
+    // Cin 4 is not a multiple of 8, nor is K = 108: neither form takes it; f32 has no
+    // tensor-core path. Each says why.
+    let odd = spec_of(&c([1, 4, 3, 5, 8], [8, 4, 3, 3, 3], [1; 3], causal, (BF16, BF16), true, Epi::None));
+    assert!(conv3d_wgmma::wgmma_cl_unsupported(&odd).is_some_and(|w| w.contains("Cin")));
+    assert!(conv3d_wgmma::conv3d_wgmma("x", &odd, space[0]).is_err());
+    assert!(conv3d_wgmma::conv_wgmma_unsupported(&odd).is_some());
+    let f32_spec = spec_of(&c([1, 8, 3, 5, 8], [8, 8, 3, 3, 3], [1; 3], causal, (F32, F32), true, Epi::None));
+    assert!(conv3d_wgmma::conv_wgmma_unsupported(&f32_spec).is_some());
+
+    let case = &cases[4];
+    let p = space[0];
+    let mut unfenced = conv3d_wgmma::conv3d_wgmma("unfenced", &spec_of(case), p).expect("generates");
+    unfenced.insts.retain(|i| !matches!(i, Inst::FenceProxyAsync));
+    let dims = conv3d_wgmma::wgmma_launch_dims(&spec_of(case), p).expect("fits");
+    let caught = std::panic::catch_unwind(|| run_in(case, &unfenced, dims, 7, true));
+    let why = caught.err().and_then(|e| e.downcast_ref::<String>().cloned()).unwrap_or_default();
+    assert!(why.contains("fence.proxy.async"), "without the proxy fence: {why}");
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..proptest::prelude::ProptestConfig::default() })]
 

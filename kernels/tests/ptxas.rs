@@ -209,6 +209,8 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         "conv3d_wgmma_causal_bf16_1",
         // The positions as M, 128×192 (conv3d_wgmma::wgmma_param_space).
         "conv3d_wgmma_causal_bf16_6",
+        // Its channels-last form: the im2col by cp.async (LDGSTS), 128×192.
+        "conv3d_wgmma_cl_causal_bf16_6",
         "attention_flash_wgmma_bf16_d128_0",
         "attention_flash_wgmma_f16_d64_1",
         // The TMA attention with a producer warpgroup and setmaxnreg (128-key tiles, rings of 2).
@@ -223,7 +225,10 @@ fn tensor_core_kernels_compile_to_tensor_core_sass() {
         let mut want = if wgmma { vec!["HGMMA"] } else { vec!["HMMA", "LDSM"] };
         if k.params.contains(&vidrt_kernels::ptx::builder::ParamTy::TensorMap) {
             want.push("UTMALDG");
-        } else if family.starts_with("matmul") || family.starts_with("conv3d_mma_cl") {
+        } else if family.starts_with("matmul")
+            || family.starts_with("conv3d_mma_cl")
+            || family.starts_with("conv3d_wgmma_cl")
+        {
             want.push("LDGSTS");
         }
         for target in Target::ALL {

@@ -138,13 +138,16 @@ proptest! {
         let (family, ok, _) = every_point_on(Target::Sm80, &op, &ins, &out, dtype);
         prop_assert!(family.starts_with("conv3d_") && !family.starts_with("conv3d_wgmma"), "{family}");
         prop_assert!(ok > 0, "no point of {family} generates for {x:?} * {wt:?}");
-        // On sm_90a a 16-bit conv with K a multiple of 8 and an output width a multiple of 8
-        // takes the wgmma family (every point generates), the rest what sm_80 takes.
+        // On sm_90a a 16-bit conv takes the wgmma family where one of its forms does: the
+        // gather with K and the output width multiples of 8 (its points), channels-last with
+        // Cin a multiple of 8 (as many again); the rest what sm_80 takes.
         let (hopper, ok, _) = every_point_on(Target::Sm90a, &op, &ins, &out, dtype);
-        let wgmma = dtype != DType::F32 && (cin * kt * kh * kh) % 8 == 0 && out[4] % 8 == 0;
-        prop_assert_eq!(hopper.starts_with("conv3d_wgmma_"), wgmma, "{}", hopper);
-        if wgmma {
-            prop_assert_eq!(ok, vidrt_kernels::ptx::kernels::conv3d_wgmma::wgmma_param_space().len());
+        let gather = dtype != DType::F32 && (cin * kt * kh * kh) % 8 == 0 && out[4] % 8 == 0;
+        let cl = dtype != DType::F32 && cin % 8 == 0;
+        prop_assert_eq!(hopper.starts_with("conv3d_wgmma_"), gather || cl, "{}", hopper);
+        if gather || cl {
+            let tiles = vidrt_kernels::ptx::kernels::conv3d_wgmma::wgmma_param_space().len();
+            prop_assert_eq!(ok, tiles * (usize::from(gather) + usize::from(cl)));
         } else {
             prop_assert_eq!(&hopper, &family);
         }
@@ -411,10 +414,12 @@ fn grids_past_cuda_limit_are_refused() {
     assert!(matches!(r, Err(SimError::BadLaunch(..))), "{r:?}");
 }
 
-/// The heuristic lowering of a bf16 causal 3×3×3 conv at output width 16: `conv3d_wgmma` on
-/// sm_90a (weights as A at 32 channels, positions as A at 96); on sm_80, on sm_90a with wgmma
-/// off and at width 10, the input and weight transposed into scratch and `conv3d_mma_cl`
-/// (128×128 at 3 stages at 96 channels); with Cin not a multiple of 8, `conv3d_mma`'s gather.
+/// The heuristic lowering of a bf16 causal 3×3×3 conv at output width 16: the input and
+/// weight transposed into scratch, then on sm_90a the channels-last form of `conv3d_wgmma`
+/// (weights as A at 32 channels, positions as A at 96; also at width 10, which its gather
+/// form refuses), on sm_80 and on sm_90a with wgmma off `conv3d_mma_cl` (128×128 at 3 stages
+/// at 96 channels); with Cin not a multiple of 8, the gathers in place: `conv3d_wgmma`'s on
+/// sm_90a, `conv3d_mma`'s on sm_80.
 #[test]
 fn sm90a_lowers_16_bit_convs_to_wgmma() {
     use vidrt_kernels::ptx::lower::lower;
@@ -424,31 +429,37 @@ fn sm90a_lowers_16_bit_convs_to_wgmma() {
         Lowered::Launches(mut ls) if ls.len() == 1 => ls.remove(0),
         other => panic!("{other:?}"),
     };
+    let hopper_chooser = HeuristicsFor(Target::Sm90a);
     let (x, w, out) = ([1usize, 16, 3, 10, 16], [32usize, 16, 3, 3, 3], [1usize, 32, 3, 10, 16]);
     let ins: Vec<(&[usize], DType)> = vec![(&x, DType::BF16), (&w, DType::BF16)];
-    let hopper = kernel(lower_with(&op, &ins, &out, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
-    assert!(hopper.kernel.name.ends_with("_wgmma"), "{}", hopper.kernel.name);
-    assert!(hopper.kernel.header.contains("conv3d_wgmma"), "{}", hopper.kernel.header);
-    // The small point (64×64): ceil(32/64) × ceil(480/64) tiles, one warpgroup.
-    assert_eq!((hopper.grid, hopper.block), (8, 128));
-    assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("wgmma.mma_async"));
-    assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
-    // Channels-last: x [1, 16, 480] and w [32, 16, 27] transposed into scratch 0 and 1, then
-    // the conv reading them.
-    let channels_last = |l: Lowered, positions: usize| match l {
+    // Channels-last: x [1, 16, positions] and w [cout, 16, 27] transposed into scratch 0 and
+    // 1, then the conv (`family` in its header) reading them.
+    let channels_last = |l: Lowered, (positions, cout): (usize, usize), family: &str| match l {
         Lowered::Launches(mut ls) if ls.len() == 3 => {
             let conv = ls.remove(2);
             assert!(ls[0].kernel.header.contains("transpose") && ls[1].kernel.header.contains("transpose"));
             assert_eq!(ls[0].args, [Arg::Input(0), Arg::Scratch { slot: 0, bytes: 16 * positions * 2 }]);
-            assert_eq!(ls[1].args, [Arg::Input(1), Arg::Scratch { slot: 1, bytes: 32 * 16 * 27 * 2 }]);
+            assert_eq!(ls[1].args, [Arg::Input(1), Arg::Scratch { slot: 1, bytes: cout * 16 * 27 * 2 }]);
             assert_eq!(&conv.args[..2], [ls[0].args[1], ls[1].args[1]]);
-            assert!(conv.kernel.header.contains("conv3d_mma_cl"), "{}", conv.kernel.header);
+            assert!(conv.kernel.header.starts_with(family), "{}", conv.kernel.header);
+            assert!(conv.kernel.header.contains("channels-last"), "{}", conv.kernel.header);
             conv
         }
         other => panic!("{other:?}"),
     };
-    let ampere = channels_last(lower(&op, &ins, &out, DType::BF16, "t").unwrap(), 480);
-    assert_eq!(channels_last(lower_with(&op, &ins, &out, DType::BF16, "t", &NoWgmma).unwrap(), 480), ampere);
+    let hopper = channels_last(
+        lower_with(&op, &ins, &out, DType::BF16, "t", &hopper_chooser).unwrap(),
+        (480, 32),
+        "conv3d_wgmma ",
+    );
+    assert!(hopper.kernel.name.ends_with("_wgmma_cl"), "{}", hopper.kernel.name);
+    // The small point (64×64): ceil(32/64) × ceil(480/64) tiles, one warpgroup.
+    assert_eq!((hopper.grid, hopper.block), (8, 128));
+    assert!(try_emit(&hopper.kernel, Target::Sm90a).unwrap().contains("wgmma.mma_async"));
+    assert!(try_emit(&hopper.kernel, Target::Sm80).is_err());
+    let ampere = channels_last(lower(&op, &ins, &out, DType::BF16, "t").unwrap(), (480, 32), "conv3d_mma_cl ");
+    let no_wgmma = lower_with(&op, &ins, &out, DType::BF16, "t", &NoWgmma).unwrap();
+    assert_eq!(channels_last(no_wgmma, (480, 32), "conv3d_mma_cl "), ampere);
     let (x10, out10) = ([1usize, 16, 3, 10, 10], [1usize, 32, 3, 10, 10]);
     let ins10: Vec<(&[usize], DType)> = vec![(&x10, DType::BF16), (&w, DType::BF16)];
     // 96 channels (the VAE decoder's full-resolution stage): the positions as M, 64×96,
@@ -456,27 +467,28 @@ fn sm90a_lowers_16_bit_convs_to_wgmma() {
     let w96 = [96usize, 16, 3, 3, 3];
     let out96 = [1usize, 96, 3, 10, 16];
     let ins96: Vec<(&[usize], DType)> = vec![(&x, DType::BF16), (&w96, DType::BF16)];
-    let c96 = kernel(lower_with(&op, &ins96, &out96, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap());
+    let c96 = lower_with(&op, &ins96, &out96, DType::BF16, "t", &hopper_chooser).unwrap();
+    let c96 = channels_last(c96, (480, 96), "conv3d_wgmma ");
     assert!(c96.kernel.header.contains("M=480 (positions) N=96 (Cout)"), "{}", c96.kernel.header);
     assert_eq!((c96.grid, c96.block), (8, 128));
     assert!(try_emit(&c96.kernel, Target::Sm90a).unwrap().contains("m64n96k16"));
     // On sm_80, conv3d_mma_cl at 128×128, 3 stages (8 warps): ceil(96/128) × ceil(480/128)
     // tiles.
-    let lowered96 = lower(&op, &ins96, &out96, DType::BF16, "t").unwrap();
-    let Lowered::Launches(ls96) = &lowered96 else { panic!("{lowered96:?}") };
-    let a96 = ls96.last().unwrap();
+    let a96 = channels_last(lower(&op, &ins96, &out96, DType::BF16, "t").unwrap(), (480, 96), "conv3d_mma_cl ");
     assert!(a96.kernel.header.contains("BM=128 BN=128 BK=32 warps 4x2 stages=3"), "{}", a96.kernel.header);
     assert_eq!((a96.grid, a96.block), (4, 256));
-    let narrow =
-        channels_last(lower_with(&op, &ins10, &out10, DType::BF16, "t", &HeuristicsFor(Target::Sm90a)).unwrap(), 300);
-    assert!(narrow.kernel.header.contains("conv3d_mma_cl"), "{}", narrow.kernel.header);
-    // Cin 4 by 2×3×3: K = 72 is a multiple of 8 but a pixel's channels are not: the gather.
+    let narrow = lower_with(&op, &ins10, &out10, DType::BF16, "t", &hopper_chooser).unwrap();
+    channels_last(narrow, (300, 32), "conv3d_wgmma ");
+    // Cin 4 by 2×3×3: K = 72 is a multiple of 8 but a pixel's channels are not: the gathers.
     let op2 = Op::Conv3d { stride: [1; 3], pad: [[1, 0], [1, 1], [1, 1]], bias: false };
     let (x4, w4) = ([1usize, 4, 3, 10, 16], [32usize, 4, 2, 3, 3]);
     let ins4: Vec<(&[usize], DType)> = vec![(&x4, DType::BF16), (&w4, DType::BF16)];
     let gather = kernel(lower(&op2, &ins4, &out, DType::BF16, "t").unwrap());
     assert!(gather.kernel.header.starts_with("conv3d_mma "), "{}", gather.kernel.header);
     assert!(gather.kernel.header.contains("gathered"), "{}", gather.kernel.header);
+    let gather = kernel(lower_with(&op2, &ins4, &out, DType::BF16, "t", &hopper_chooser).unwrap());
+    assert!(gather.kernel.header.starts_with("conv3d_wgmma "), "{}", gather.kernel.header);
+    assert!(gather.kernel.header.contains("gathered through registers"), "{}", gather.kernel.header);
 }
 
 /// sm_90a heuristics with the wgmma families off (the CUDA backend's default).

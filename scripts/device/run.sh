@@ -16,7 +16,8 @@
 #      bench_models.json;
 #   5b. vidrt tune of the real DiT's problems (every candidate timed, each against the
 #      heuristic's point): tune_dit.json;
-#   5c. the same for the VAE decoder's convs: tune_vae.json;
+#   5c. the same for the VAE decoder's convs (on Hopper conv3d_wgmma: its gather against the
+#      transposes plus its channels-last form, every tile): tune_vae.json;
 #   5d. on Hopper, the DiT's problems again without wgmma (the default mma.sync families):
 #      tune_dit_mma.json;
 #   5e. on Hopper, the VAE's convs without wgmma: conv3d_mma's gather against the transposes

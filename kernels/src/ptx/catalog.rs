@@ -253,6 +253,22 @@ pub fn all_kernels() -> Result<Vec<Kernel>, KernelError> {
             out.push(conv3d_wgmma::conv3d_wgmma(&format!("conv3d_wgmma_down_{d}_{i}"), &c, p)?);
         }
     }
+    // Its channels-last form at the same tiles and convs (width 10 on the strided one: the
+    // form needs no multiple of 8 there).
+    let cl = conv3d_wgmma::conv_wgmma_space().into_iter().filter(|p| p.channels_last);
+    for (i, p) in cl.enumerate() {
+        for dtype in [DType::BF16, DType::F16] {
+            let d = dtype.name();
+            let causal = [[2, 0], [1, 1], [1, 1]];
+            let x = [1, 16, 3, 9, 16];
+            let c = conv3d::ConvSpec::new(&x, &[24, 16, 3, 3, 3], [1; 3], causal, (dtype, dtype), true, None)?;
+            out.push(conv3d_wgmma::conv3d_wgmma(&format!("conv3d_wgmma_cl_causal_{d}_{i}"), &c, p)?);
+            let (x, down) = ([1, 16, 2, 9, 20], [[0, 0], [0, 1], [0, 1]]);
+            let epi = Some(silu.clone());
+            let c = conv3d::ConvSpec::new(&x, &[16, 16, 1, 3, 3], [1, 2, 2], down, (dtype, dtype), true, epi)?;
+            out.push(conv3d_wgmma::conv3d_wgmma(&format!("conv3d_wgmma_cl_down_{d}_{i}"), &c, p)?);
+        }
+    }
     attention_kernels(&mut out)?;
     Ok(out)
 }

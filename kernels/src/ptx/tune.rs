@@ -202,7 +202,7 @@ mod tests {
         round_trips(&crate::ptx::kernels::gemm_wgmma::param_space());
         round_trips(&crate::ptx::kernels::attention::wgmma_param_space());
         round_trips(&crate::ptx::kernels::gemm_wgmma_tma::param_space());
-        round_trips(&crate::ptx::kernels::conv3d_wgmma::wgmma_param_space());
+        round_trips(&crate::ptx::kernels::conv3d_wgmma::conv_wgmma_space());
         // A wgmma text from before `producer` existed reads as the point without a producer.
         type W = crate::ptx::kernels::gemm_wgmma::WgmmaParams;
         let tma = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1");
@@ -213,6 +213,11 @@ mod tests {
         assert_eq!(C::from_text("bm=64,bn=64,bk=64,stages=2,swizzle=1,producer=0,tiles=1"), Some(conv[0]));
         assert_eq!(C::from_text(&format!("{},positions_m=2", conv[0].tile.to_text())), None);
         assert!(conv.iter().any(|c| C::from_text(&c.to_text()).is_some_and(|p| p.positions_m)));
+        // Nor `cl`: such a text is the gather form; `cl=1` the channels-last one.
+        assert!(!conv.iter().any(|c| c.channels_last));
+        let cl = C::from_text(&format!("{},positions_m=1,cl=1", conv[3].tile.to_text()));
+        assert_eq!(cl, Some(C { channels_last: true, ..conv[3] }));
+        assert_eq!(C::from_text(&format!("{},positions_m=1,cl=2", conv[3].tile.to_text())), None);
         let with = W::from_text("bm=128,bn=128,bk=64,stages=4,swizzle=1,producer=1");
         assert_eq!(with.map(|p| p.producer), Some(true));
         type A = crate::ptx::kernels::attention::WgmmaAttnParams;

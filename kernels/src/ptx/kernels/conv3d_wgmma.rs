@@ -29,6 +29,18 @@
 //!   stored into the other stage while they run; `wgmma.wait_group 0`. So the tensor cores
 //!   work while the next slice is fetched, and the other stage is only written after the
 //!   barrier that follows the last wgmma reading it.
+//! - Channels-last form ([`ConvWgmmaParams::channels_last`], kernels named `…_cl`): x `[B,
+//!   T, H, W, Cin]` and w `[Cout, kt, kh, kw, Cin]` (Cin a multiple of 8; any output width),
+//!   K tap-major, so each 8-k chunk of a position is one 16-byte run of its input pixel: the
+//!   im2col slice is copied by `cp.async` into the same swizzled operand
+//!   (`super::im2col::ChannelsLastGather` at `super::gemm_wgmma::swizzled_offset`, zero-fill
+//!   in the padding) in the weight slice's commit group, and nothing is gathered through
+//!   registers. The lowering makes the layout with two `super::copy::transpose` launches into
+//!   node scratch, as for `conv3d_mma_cl`; the tuner times the gather against the transposes
+//!   plus this form ([`conv_wgmma_space`]); without tuning, this form where the conv allows
+//!   ([`conv_wgmma_heuristic`]). ptxas 13 for sm_90a, the VAE's causal 3×3×3 at 128×192: 172
+//!   registers and a main loop of 183 SASS instructions, against the vector gather's 187 and
+//!   421 (`scripts/sass-loop.sh`); static counts, not a time.
 //! - Epilogue: `super::gemm_wgmma`'s accumulator store with the conv's bias and epilogue.
 //! - Launch: `wgmma_launch_dims` (a block per BM × BN tile of every batch item), 128·BM/64
 //!   threads. Tunables: [`ConvWgmmaParams`] of `wgmma_param_space` (swizzled, two stages).
@@ -37,12 +49,13 @@ use vidrt_ir::DType;
 
 use super::common::u32_of;
 use super::conv3d::ConvSpec;
-use super::gemm::{block_coords, imm, OutPtrs};
+use super::gemm::{block_coords, imm, ConvGeom, OutPtrs};
 use super::gemm_wgmma::{
-    launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, swizzled_loader, zero_accumulators, WgmmaParams,
+    launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, swizzled_loader, swizzled_offset,
+    zero_accumulators, WgmmaParams,
 };
-use super::im2col::{RowGather, RowLayout, StagedGather, VecRowGather};
-use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Special, Ty};
+use super::im2col::{ChannelsLastGather, RowGather, RowLayout, StagedGather, VecRowGather};
+use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
@@ -54,28 +67,42 @@ pub struct ConvWgmmaParams {
     pub tile: WgmmaParams,
     /// The positions as M (A the gathered im2col, B the weights, BN tiling Cout), else as N.
     pub positions_m: bool,
+    /// The channels-last form: x `[B, T, H, W, Cin]` and w `[Cout, kt, kh, kw, Cin]`, K
+    /// tap-major, the im2col copied by 16-byte `cp.async` (`super::im2col::ChannelsLastGather`)
+    /// instead of gathered through registers. Its kernel is named `…_cl`
+    /// ([`super::conv3d::CHANNELS_LAST_SUFFIX`], [`conv_wgmma_at`]); the lowering transposes
+    /// x and w into scratch first.
+    pub channels_last: bool,
 }
 
 impl crate::ptx::tune::Point for ConvWgmmaParams {
-    const NAMES: &'static [&'static str] = &["bm", "bn", "bk", "stages", "swizzle", "producer", "tiles", "positions_m"];
-    /// `positions_m` came later: a text without it is the weights-as-A point it always was.
+    const NAMES: &'static [&'static str] =
+        &["bm", "bn", "bk", "stages", "swizzle", "producer", "tiles", "positions_m", "cl"];
+    /// `positions_m` and `cl` came later: a text without them is the weights-as-A gather
+    /// point it always was.
     const DEFAULTS: &'static [(&'static str, u32)] =
-        &[("swizzle", 0), ("producer", 0), ("tiles", 1), ("positions_m", 0)];
+        &[("swizzle", 0), ("producer", 0), ("tiles", 1), ("positions_m", 0), ("cl", 0)];
 
     fn values(self) -> Vec<u32> {
         let mut v = self.tile.values();
         v.push(u32::from(self.positions_m));
+        v.push(u32::from(self.channels_last));
         v
     }
 
     fn from_values(v: &[u32]) -> Option<Self> {
-        let (&pm, tile) = v.split_last()?;
-        let positions_m = match pm {
-            0 => false,
-            1 => true,
-            _ => return None,
+        let flag = |x: u32| match x {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
         };
-        Some(ConvWgmmaParams { tile: WgmmaParams::from_values(tile)?, positions_m })
+        let (&cl, rest) = v.split_last()?;
+        let (&pm, tile) = rest.split_last()?;
+        Some(ConvWgmmaParams {
+            tile: WgmmaParams::from_values(tile)?,
+            positions_m: flag(pm)?,
+            channels_last: flag(cl)?,
+        })
     }
 }
 
@@ -91,6 +118,7 @@ pub fn wgmma_param_space() -> Vec<ConvWgmmaParams> {
     let p = |bm, bn, positions_m| ConvWgmmaParams {
         tile: WgmmaParams { bm, bn, bk: 64, stages: 2, swizzle: true, producer: false, tiles: 1 },
         positions_m,
+        channels_last: false,
     };
     vec![
         p(64, 64, false),
@@ -124,7 +152,49 @@ pub fn wgmma_heuristic(spec: &ConvSpec) -> ConvWgmmaParams {
     chosen.unwrap_or(space[0])
 }
 
-/// Why `spec` cannot run on `conv3d_wgmma`, or `None` when it can.
+/// The points of the whole family: [`wgmma_param_space`]'s gather points, then the same
+/// tiles in the channels-last form (every thread count divides the 16-byte chunks of a
+/// 64-wide slice of 64, 96, 128 or 192 positions by k block).
+pub fn conv_wgmma_space() -> Vec<ConvWgmmaParams> {
+    let gather = wgmma_param_space();
+    let cl = gather.clone().into_iter().map(|p| ConvWgmmaParams { channels_last: true, ..p });
+    gather.iter().copied().chain(cl).collect()
+}
+
+/// The family's point for `spec` without tuning: [`wgmma_heuristic`]'s tile, channels-last
+/// where [`wgmma_cl_unsupported`] allows (no gather through registers, as on sm_80's
+/// `conv3d_mma_cl`), else gathered. Not timed on a GPU.
+pub fn conv_wgmma_heuristic(spec: &ConvSpec) -> ConvWgmmaParams {
+    let tile = wgmma_heuristic(spec);
+    ConvWgmmaParams { channels_last: wgmma_cl_unsupported(spec).is_none(), ..tile }
+}
+
+/// Why `spec` cannot run on the channels-last form, or `None` when it can.
+pub fn wgmma_cl_unsupported(spec: &ConvSpec) -> Option<String> {
+    if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
+        return Some(format!("conv3d_wgmma takes bf16 or f16 inputs, not {}", spec.in_dtype));
+    }
+    (!spec.geom.cin.is_multiple_of(8))
+        .then(|| format!("conv3d_wgmma_cl needs Cin a multiple of 8 (16-byte pixel chunks), got {}", spec.geom.cin))
+}
+
+/// Why `spec` can run on neither form of the family, or `None` when one of them takes it.
+pub fn conv_wgmma_unsupported(spec: &ConvSpec) -> Option<String> {
+    let cl = wgmma_cl_unsupported(spec)?;
+    let gather = wgmma_unsupported(spec)?;
+    Some(if cl == gather { gather } else { format!("{gather}; {cl}") })
+}
+
+/// The family's kernel at `cp`: the channels-last form named `{name}_cl`, or the gather.
+pub fn conv_wgmma_at(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<Kernel, KernelError> {
+    if cp.channels_last {
+        conv3d_wgmma(&format!("{name}{}", super::conv3d::CHANNELS_LAST_SUFFIX), spec, cp)
+    } else {
+        conv3d_wgmma(name, spec, cp)
+    }
+}
+
+/// Why `spec` cannot run on `conv3d_wgmma`'s gather form, or `None` when it can.
 pub fn wgmma_unsupported(spec: &ConvSpec) -> Option<String> {
     if !matches!(spec.in_dtype, DType::BF16 | DType::F16) {
         return Some(format!("conv3d_wgmma takes bf16 or f16 inputs, not {}", spec.in_dtype));
@@ -157,11 +227,13 @@ fn gemm_dims(spec: &ConvSpec, cp: ConvWgmmaParams) -> (usize, usize) {
 }
 
 /// The wgmma implicit-GEMM conv3d for `spec` at `cp`. Parameters: x, w, \[bias\], [epilogue
-/// inputs…], out.
+/// inputs…], out; in the channels-last form ([`ConvWgmmaParams::channels_last`]) x is
+/// `[B, T, H, W, Cin]` and w `[Cout, kt, kh, kw, Cin]`.
 pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<Kernel, KernelError> {
     let p = cp.tile;
     spec.check()?;
-    if let Some(why) = wgmma_unsupported(spec) {
+    let cl = cp.channels_last;
+    if let Some(why) = if cl { wgmma_cl_unsupported(spec) } else { wgmma_unsupported(spec) } {
         return Err(KernelError::Unsupported(why));
     }
     p.check()?;
@@ -174,7 +246,7 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     }
     // The gathered operand's rows: the positions of a tile.
     let (pos_rows, side) = if cp.positions_m { (p.bm, "BM") } else { (p.bn, "BN") };
-    if !RowGather::fits(g, (threads, pos_rows, p.bk)) {
+    if !cl && !RowGather::fits(g, (threads, pos_rows, p.bk)) {
         return Err(KernelError::Invalid(format!(
             "conv3d_wgmma parameters {p:?}: the {threads} threads must split into {side}/8 position groups and BK"
         )));
@@ -192,19 +264,25 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let (grid, _) = wgmma_launch_dims(spec, cp)?;
     let (gm, gn) = gemm_dims(spec, cp);
     let (gmu, gnu) = (u32_of(gm, "GEMM rows")?, u32_of(gn, "GEMM columns")?);
-    let vec = VecRowGather::fits(g, (threads, pos_rows, p.bk));
+    let vec = !cl && VecRowGather::fits(g, (threads, pos_rows, p.bk));
     let rows = if vec { "16-byte rows" } else { "rows" };
+    let im2col = if cl {
+        "the im2col's 16-byte pixel chunks by cp.async (zero-fill in the padding)".to_string()
+    } else {
+        format!("the im2col gathered through registers by {rows} of 8 output positions")
+    };
+    let layout = if cl {
+        "channels-last input [B, T, H, W, Cin], weight [Cout, kt, kh, kw, Cin], k = tap*Cin + ci; "
+    } else {
+        ""
+    };
     let orientation = if cp.positions_m {
         format!(
-            "implicit GEMM M={gm} (positions) N={gn} (Cout) K={k}: A the im2col gathered through registers by {rows} \
-             of 8 output positions, B the weights by cp.async, into 128-byte-swizzled stages; accumulators stored \
-             transposed"
+            "{layout}implicit GEMM M={gm} (positions) N={gn} (Cout) K={k}: A {im2col}, B the weights by cp.async, \
+             into 128-byte-swizzled stages; accumulators stored transposed"
         )
     } else {
-        format!(
-            "implicit GEMM M={m} N={n} K={k}: weights by cp.async, im2col gathered through registers by {rows} of 8 \
-             output positions, into 128-byte-swizzled stages"
-        )
+        format!("{layout}implicit GEMM M={m} N={n} K={k}: weights by cp.async, {im2col}, into 128-byte-swizzled stages")
     };
     let header = format!(
         "conv3d_wgmma {name}: {}\n{orientation}; wgmma.mma_async m64n{bn}k16 f32 \
@@ -239,10 +317,14 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
         if cp.positions_m { ((n0, p.bn, a_bytes), (m0, 0)) } else { ((m0, p.bm, 0), (n0, a_bytes)) };
     let la = swizzled_loader(&mut b, pw, tid, w0, (w_rows, mu, ku), p.bk, w_at, threads);
     let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
-    let gather = if vec {
-        StagedGather::Vec(VecRowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
+    let dims = (threads, pos_rows, p.bk);
+    let gather = if cl {
+        let offset = |b: &mut KernelBuilder, r: Reg, kc: Reg| swizzled_offset(b, r, kc, pos_rows, pos_at);
+        Positions::Copied(ChannelsLastGather::new(&mut b, (tid, pos0), g, (pos_rows, nu), (threads, p.bk), offset)?)
+    } else if vec {
+        Positions::Gathered(StagedGather::Vec(VecRowGather::new(&mut b, (tid, pos0), g, nu, dims, layout)))
     } else {
-        StagedGather::Rows(RowGather::new(&mut b, (tid, pos0), g, nu, (threads, pos_rows, p.bk), layout))
+        Positions::Gathered(StagedGather::Rows(RowGather::new(&mut b, (tid, pos0), g, nu, dims, layout)))
     };
 
     let base = b.shared_base();
@@ -256,9 +338,9 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     // Prologue: slice 0 into stage 0.
     let k0 = b.imm_u32(0);
     la.issue(&mut b, pw, k0, base, ku);
+    let first = gather.start(&mut b, px, k0, base, g);
     b.cp_async_commit();
-    let first = gather.load(&mut b, px, k0, g);
-    gather.store(&mut b, &first, base);
+    gather.finish(&mut b, &first, base);
     // The byte offset (from `base`) of the stage computed on; the other one is written.
     let stage = b.imm_u32(0);
 
@@ -272,15 +354,15 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let other = b.bin(BinOp::Sub, Ty::U32, imm(stage_bytes), stage);
     let write = b.bin(BinOp::Add, Ty::U32, base, other);
     la.issue(&mut b, pw, kn, write, ku);
+    let next = gather.start(&mut b, px, kn, write, g);
     b.cp_async_commit();
-    let next = gather.load(&mut b, px, kn, g);
     let a_addr = b.bin(BinOp::Add, Ty::U32, a_wg, stage);
     let b_addr = b.bin(BinOp::Add, Ty::U32, b_at, stage);
     let da = swizzled_descriptor(&mut b, a_addr);
     let db = swizzled_descriptor(&mut b, b_addr);
     slice_wgmma(&mut b, (ab, p), &acc, (da, db));
     // The gathered slice k + 1 goes into the other stage while the tensor cores read this one.
-    gather.store(&mut b, &next, write);
+    gather.finish(&mut b, &next, write);
     b.wgmma_wait(0);
     b.push(Inst::Mov { dst: stage, src: Operand::Reg(other) });
     b.push(Inst::Mov { dst: k0, src: Operand::Reg(kn) });
@@ -291,6 +373,35 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
 
     store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), cp.positions_m)?;
     Ok(b.finish())
+}
+
+/// How the positions' im2col slice reaches its stage.
+enum Positions {
+    /// Gathered through registers, stored after the slice's wgmma are issued.
+    Gathered(StagedGather),
+    /// Channels-last: copied by `cp.async` with the weight slice.
+    Copied(ChannelsLastGather),
+}
+
+impl Positions {
+    /// Starts the slice at `k0` of the item at `x` towards the stage at `stage`: the gather's
+    /// global loads (returned for [`Positions::finish`]) or the copies (in the open group).
+    fn start(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, stage: Reg, g: &ConvGeom) -> Vec<Reg> {
+        match self {
+            Positions::Gathered(gather) => gather.load(b, x, k0, g),
+            Positions::Copied(copy) => {
+                copy.issue(b, x, k0, stage, g);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stores what [`Positions::start`] gathered into the stage at `stage`.
+    fn finish(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
+        if let Positions::Gathered(gather) = self {
+            gather.store(b, vals, stage);
+        }
+    }
 }
 
 #[cfg(test)]
