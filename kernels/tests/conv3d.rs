@@ -443,7 +443,8 @@ fn conv3d_wgmma_matches_a_direct_convolution_at_every_parameter_point() {
 }
 
 /// `conv3d_wgmma`'s channels-last form (sm_90a; both operands by `cp.async` into the
-/// swizzled stages, K tap-major) at every tile against the direct convolution: causal
+/// swizzled stages, K tap-major, rings of 2 to 4) at every point against the direct
+/// convolution: causal
 /// 3×3×3 with k slices crossing taps (Cin 8, 16, 24), output widths that are not multiples
 /// of 8 (which the gather form refuses), strided with asymmetric padding, a time conv,
 /// pointwise, Cout tiles of 96 with a tail, a tail of positions, two batch items, bias and
@@ -466,7 +467,10 @@ fn conv3d_wgmma_cl_matches_a_direct_convolution_at_every_parameter_point() {
         c([1, 8, 2, 5, 15], [104, 8, 2, 3, 3], [1; 3], [[1, 0], [1, 1], [1, 1]], (F16, F16), true, Epi::Silu),
     ];
     let space: Vec<_> = conv3d_wgmma::conv_wgmma_space().into_iter().filter(|p| p.channels_last).collect();
-    assert_eq!(space.len(), conv3d_wgmma::wgmma_param_space().len(), "every tile has its channels-last form");
+    for g in conv3d_wgmma::wgmma_param_space() {
+        assert!(space.contains(&conv3d_wgmma::ConvWgmmaParams { channels_last: true, ..g }), "{g:?} in channels-last");
+    }
+    assert!(space.iter().any(|p| p.tile.stages == 3) && space.iter().any(|p| p.tile.stages == 4));
     for (pi, &p) in space.iter().enumerate() {
         for (ci, case) in cases.iter().enumerate() {
             let spec = spec_of(case);
@@ -477,6 +481,9 @@ fn conv3d_wgmma_cl_matches_a_direct_convolution_at_every_parameter_point() {
             let text = emit(&kern, Target::Sm90a);
             assert!(text.contains(&format!("wgmma.mma_async.sync.aligned.m64n{}k16", p.tile.bn)));
             assert!(text.contains("cp.async.cg.shared.global") && kern.header.contains("channels-last"));
+            assert!(kern.header.contains(&format!("stages={}", p.tile.stages)), "{}", kern.header);
+            // The ring waits for all but the S-2 newest groups.
+            assert!(text.contains(&format!("cp.async.wait_group {};", p.tile.stages - 2)), "{p:?}");
             let loop_end = text.rfind("wgmma.mma_async").expect("wgmma");
             assert!(!text[..loop_end].contains("ld.global"), "{}", kern.header);
             let dims = conv3d_wgmma::wgmma_launch_dims(&spec, p).expect("fits");

@@ -138,16 +138,17 @@ proptest! {
         let (family, ok, _) = every_point_on(Target::Sm80, &op, &ins, &out, dtype);
         prop_assert!(family.starts_with("conv3d_") && !family.starts_with("conv3d_wgmma"), "{family}");
         prop_assert!(ok > 0, "no point of {family} generates for {x:?} * {wt:?}");
-        // On sm_90a a 16-bit conv takes the wgmma family where one of its forms does: the
-        // gather with K and the output width multiples of 8 (its points), channels-last with
-        // Cin a multiple of 8 (as many again); the rest what sm_80 takes.
+        // On sm_90a a 16-bit conv takes the wgmma family where one of its forms does (every
+        // point of that form generates): the gather with K and the output width multiples of
+        // 8, channels-last with Cin a multiple of 8; the rest what sm_80 takes.
         let (hopper, ok, _) = every_point_on(Target::Sm90a, &op, &ins, &out, dtype);
         let gather = dtype != DType::F32 && (cin * kt * kh * kh) % 8 == 0 && out[4] % 8 == 0;
         let cl = dtype != DType::F32 && cin % 8 == 0;
         prop_assert_eq!(hopper.starts_with("conv3d_wgmma_"), gather || cl, "{}", hopper);
         if gather || cl {
-            let tiles = vidrt_kernels::ptx::kernels::conv3d_wgmma::wgmma_param_space().len();
-            prop_assert_eq!(ok, tiles * (usize::from(gather) + usize::from(cl)));
+            let space = vidrt_kernels::ptx::kernels::conv3d_wgmma::conv_wgmma_space();
+            let forms = space.iter().filter(|p| (p.channels_last && cl) || (!p.channels_last && gather)).count();
+            prop_assert_eq!(ok, forms);
         } else {
             prop_assert_eq!(&hopper, &family);
         }

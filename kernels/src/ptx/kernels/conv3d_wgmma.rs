@@ -15,7 +15,7 @@
 //! on real CUDA with the other wgmma kernels (`VIDRT_CUDA_WGMMA=1`).
 //!
 //! - Stages: A `[BM][BK]` and B `[BN][BK]` in `matmul_wgmma`'s 128-byte-swizzled 64-k panels
-//!   (1024-byte aligned), two of them. The weight slice is copied by `cp.async` as
+//!   (1024-byte aligned), two of them (the gather form). The weight slice is copied by `cp.async` as
 //!   `matmul_wgmma`'s operands (`super::gemm_wgmma::swizzled_loader`; K a multiple of 8, zero
 //!   past K). The im2col slice is gathered by rows of 8 output positions
 //!   into registers and stored into its swizzled operand: as 16-byte vectors per k
@@ -35,32 +35,35 @@
 //!   im2col slice is copied by `cp.async` into the same swizzled operand
 //!   (`super::im2col::ChannelsLastGather` at `super::gemm_wgmma::swizzled_offset`, zero-fill
 //!   in the padding) in the weight slice's commit group, and nothing is gathered through
-//!   registers. The lowering makes the layout with two `super::copy::transpose` launches into
+//!   registers, so it runs `matmul_wgmma`'s `cp.async` ring of 2 to 4 stages
+//!   (`super::gemm_wgmma::cp_async_mainloop`). The lowering makes the layout with two `super::copy::transpose` launches into
 //!   node scratch, as for `conv3d_mma_cl`; the tuner times the gather against the transposes
 //!   plus this form ([`conv_wgmma_space`]); without tuning, this form where the conv allows
 //!   ([`conv_wgmma_heuristic`]). ptxas 13 for sm_90a, the VAE's causal 3×3×3 at 128×192: 172
-//!   registers and a main loop of 183 SASS instructions, against the vector gather's 187 and
-//!   421 (`scripts/sass-loop.sh`); static counts, not a time.
+//!   registers and a main loop of 187 SASS instructions (188 at 3 stages), against the vector
+//!   gather's 187 and 421 (`scripts/sass-loop.sh`); static counts, not a time.
 //! - Epilogue: `super::gemm_wgmma`'s accumulator store with the conv's bias and epilogue.
 //! - Launch: `wgmma_launch_dims` (a block per BM × BN tile of every batch item), 128·BM/64
-//!   threads. Tunables: [`ConvWgmmaParams`] of `wgmma_param_space` (swizzled, two stages).
+//!   threads. Tunables: [`ConvWgmmaParams`] of [`conv_wgmma_space`] (swizzled; the gather at
+//!   two stages, [`wgmma_param_space`]; channels-last at 2 to 4).
 
 use vidrt_ir::DType;
 
 use super::common::u32_of;
 use super::conv3d::ConvSpec;
-use super::gemm::{block_coords, imm, ConvGeom, OutPtrs};
+use super::gemm::{block_coords, imm, OutPtrs};
 use super::gemm_wgmma::{
-    launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, swizzled_loader, swizzled_offset,
-    zero_accumulators, WgmmaParams,
+    cp_async_mainloop, launch_dims, slice_wgmma, store_accumulators, swizzled_descriptor, swizzled_loader,
+    swizzled_offset, zero_accumulators, WgmmaParams,
 };
 use super::im2col::{ChannelsLastGather, RowGather, RowLayout, StagedGather, VecRowGather};
 use crate::ptx::builder::{BinOp, Inst, Kernel, KernelBuilder, Operand, ParamTy, Reg, Special, Ty};
 use crate::ptx::builder::{MAX_SHARED, STATIC_SHARED_MAX};
 use crate::ptx::KernelError;
 
-/// A point of `conv3d_wgmma`: the tile (BK 64, two swizzled stages, no producer, one tile
-/// per block) and which GEMM side the output positions take.
+/// A point of `conv3d_wgmma`: the tile (BK 64, swizzled stages, two for the gather and 2 to
+/// 4 channels-last, no producer, one tile per block), which GEMM side the output positions
+/// take, and the form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvWgmmaParams {
     /// BM × BN: BM 64 per warpgroup, BN the wgmma N.
@@ -106,7 +109,7 @@ impl crate::ptx::tune::Point for ConvWgmmaParams {
     }
 }
 
-/// The points of `conv3d_wgmma`, BK 64, two stages, swizzled. Weights as A: BM × BN of
+/// The points of `conv3d_wgmma`'s gather form, BK 64, two stages, swizzled. Weights as A: BM × BN of
 /// 64×64, 128×128 and 128×64 (the first two are the heuristic's fallback, small and large;
 /// 64×128 would hold 64 gathered values and 64 accumulators per thread: ptxas needs all 255
 /// registers). Positions as A: 128×96, 64×96, 128×128 and 128×192 (BN/2 accumulators per
@@ -154,19 +157,46 @@ pub fn wgmma_heuristic(spec: &ConvSpec) -> ConvWgmmaParams {
 
 /// The points of the whole family: [`wgmma_param_space`]'s gather points, then the same
 /// tiles in the channels-last form (every thread count divides the 16-byte chunks of a
-/// 64-wide slice of 64, 96, 128 or 192 positions by k block).
+/// 64-wide slice of 64, 96, 128 or 192 positions by k block), then deeper channels-last
+/// rings (no gather runs ahead through registers there, so the stages only cost shared
+/// memory): 3 stages at 128×128 (both orientations), 128×96 and 128×192, 4 at 128×96 and
+/// 64×96 (positions as A).
 pub fn conv_wgmma_space() -> Vec<ConvWgmmaParams> {
     let gather = wgmma_param_space();
-    let cl = gather.clone().into_iter().map(|p| ConvWgmmaParams { channels_last: true, ..p });
-    gather.iter().copied().chain(cl).collect()
+    let cl = |p: ConvWgmmaParams| ConvWgmmaParams { channels_last: true, ..p };
+    let deeper = [
+        (128, 128, false, 3),
+        (128, 96, true, 3),
+        (128, 128, true, 3),
+        (128, 192, true, 3),
+        (128, 96, true, 4),
+        (64, 96, true, 4),
+    ];
+    let deeper: Vec<ConvWgmmaParams> = deeper
+        .into_iter()
+        .filter_map(|(bm, bn, pm, stages)| {
+            let p = gather.iter().find(|c| (c.tile.bm, c.tile.bn, c.positions_m) == (bm, bn, pm))?;
+            Some(cl(ConvWgmmaParams { tile: WgmmaParams { stages, ..p.tile }, ..*p }))
+        })
+        .collect();
+    let two: Vec<ConvWgmmaParams> = gather.iter().copied().map(cl).collect();
+    gather.into_iter().chain(two).chain(deeper).collect()
 }
 
 /// The family's point for `spec` without tuning: [`wgmma_heuristic`]'s tile, channels-last
 /// where [`wgmma_cl_unsupported`] allows (no gather through registers, as on sm_80's
-/// `conv3d_mma_cl`), else gathered. Not timed on a GPU.
+/// `conv3d_mma_cl`) and then at 3 stages for BM 128 (one or two blocks per SM by registers:
+/// a second slice in flight hides more of the load latency, CUTLASS's sm_80 conv depth),
+/// else gathered. Arithmetic, not timed on a GPU.
 pub fn conv_wgmma_heuristic(spec: &ConvSpec) -> ConvWgmmaParams {
     let tile = wgmma_heuristic(spec);
-    ConvWgmmaParams { channels_last: wgmma_cl_unsupported(spec).is_none(), ..tile }
+    if wgmma_cl_unsupported(spec).is_some() {
+        return tile;
+    }
+    let stages = if tile.tile.bm == 128 { 3 } else { 2 };
+    let point = ConvWgmmaParams { channels_last: true, tile: WgmmaParams { stages, ..tile.tile }, ..tile };
+    debug_assert!(conv_wgmma_space().contains(&point), "{point:?}");
+    point
 }
 
 /// Why `spec` cannot run on the channels-last form, or `None` when it can.
@@ -239,9 +269,13 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     p.check()?;
     let g = &spec.geom;
     let threads = p.threads();
-    if !p.swizzle || p.producer || p.tiles != 1 || p.stages != 2 {
+    // The gather runs one slice ahead through registers (two stages); the copies of the
+    // channels-last form run the `cp.async` ring of `matmul_wgmma` (2 to 4 stages).
+    let stages_ok = if cl { (2..=4).contains(&p.stages) } else { p.stages == 2 };
+    if !p.swizzle || p.producer || p.tiles != 1 || !stages_ok {
         return Err(KernelError::Invalid(format!(
-            "conv3d_wgmma parameters {p:?}: two swizzled stages, no producer warpgroup, one tile per block"
+            "conv3d_wgmma parameters {p:?}: swizzled stages (two for the gather, two to four channels-last), no \
+             producer warpgroup, one tile per block"
         )));
     }
     // The gathered operand's rows: the positions of a tile.
@@ -286,14 +320,15 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     };
     let header = format!(
         "conv3d_wgmma {name}: {}\n{orientation}; wgmma.mma_async m64n{bn}k16 f32 \
-         accumulation, 2 stages; minimum sm_90a; NOT YET RUN ON A GPU (checked in vidrt's simulator and by ptxas)\n\
+         accumulation, {stages} stages; minimum sm_90a; NOT YET RUN ON A GPU (checked in vidrt's simulator and by ptxas)\n\
          1-D grid of B*ceil(M/BM)*ceil(N/BN) = {grid} blocks of {threads} threads, {total} bytes of {} shared memory; \
-         params BM={} BN={bn} BK={} stages=2 swizzle=128B",
+         params BM={} BN={bn} BK={} stages={stages} swizzle=128B",
         spec.describe(),
         if total > STATIC_SHARED_MAX { "dynamic" } else { "static" },
         p.bm,
         p.bk,
         bn = p.bn,
+        stages = p.stages,
     );
     let tiles_n = gnu.div_ceil(p.bn);
     let mut b = KernelBuilder::new(name, header);
@@ -302,7 +337,7 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let ptrs = OutPtrs::declare(&mut b, &st);
 
     let a_bytes = p.bm * p.bk * 2;
-    let stage_bytes = total / 2;
+    let stage_bytes = p.stage_bytes();
     let smem = b.shared_aligned(total, 1024);
 
     let tid = b.special(Special::TidX);
@@ -318,7 +353,7 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let la = swizzled_loader(&mut b, pw, tid, w0, (w_rows, mu, ku), p.bk, w_at, threads);
     let layout = RowLayout::Swizzled { sbase: pos_at, rows: pos_rows };
     let dims = (threads, pos_rows, p.bk);
-    let gather = if cl {
+    let positions = if cl {
         let offset = |b: &mut KernelBuilder, r: Reg, kc: Reg| swizzled_offset(b, r, kc, pos_rows, pos_at);
         Positions::Copied(ChannelsLastGather::new(&mut b, (tid, pos0), g, (pos_rows, nu), (threads, p.bk), offset)?)
     } else if vec {
@@ -335,12 +370,27 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let b_at = b.bin(BinOp::Add, Ty::U32, base, imm(a_bytes));
     let acc = zero_accumulators(&mut b, p);
 
+    let gather = match positions {
+        Positions::Copied(copy) => {
+            let issue = |b: &mut KernelBuilder, k: Reg, at: Reg| {
+                la.issue(b, pw, k, at, ku);
+                copy.issue(b, px, k, at, g);
+            };
+            let descriptors =
+                |b: &mut KernelBuilder, a: Reg, bo: Reg| (swizzled_descriptor(b, a), swizzled_descriptor(b, bo));
+            cp_async_mainloop(&mut b, (ab, p), &acc, (base, a_wg, b_at), ku, &issue, &descriptors);
+            store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), cp.positions_m)?;
+            return Ok(b.finish());
+        }
+        Positions::Gathered(gather) => gather,
+    };
+
     // Prologue: slice 0 into stage 0.
     let k0 = b.imm_u32(0);
     la.issue(&mut b, pw, k0, base, ku);
-    let first = gather.start(&mut b, px, k0, base, g);
     b.cp_async_commit();
-    gather.finish(&mut b, &first, base);
+    let first = gather.load(&mut b, px, k0, g);
+    gather.store(&mut b, &first, base);
     // The byte offset (from `base`) of the stage computed on; the other one is written.
     let stage = b.imm_u32(0);
 
@@ -354,15 +404,15 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let other = b.bin(BinOp::Sub, Ty::U32, imm(stage_bytes), stage);
     let write = b.bin(BinOp::Add, Ty::U32, base, other);
     la.issue(&mut b, pw, kn, write, ku);
-    let next = gather.start(&mut b, px, kn, write, g);
     b.cp_async_commit();
+    let next = gather.load(&mut b, px, kn, g);
     let a_addr = b.bin(BinOp::Add, Ty::U32, a_wg, stage);
     let b_addr = b.bin(BinOp::Add, Ty::U32, b_at, stage);
     let da = swizzled_descriptor(&mut b, a_addr);
     let db = swizzled_descriptor(&mut b, b_addr);
     slice_wgmma(&mut b, (ab, p), &acc, (da, db));
     // The gathered slice k + 1 goes into the other stage while the tensor cores read this one.
-    gather.finish(&mut b, &next, write);
+    gather.store(&mut b, &next, write);
     b.wgmma_wait(0);
     b.push(Inst::Mov { dst: stage, src: Operand::Reg(other) });
     b.push(Inst::Mov { dst: k0, src: Operand::Reg(kn) });
@@ -381,27 +431,6 @@ enum Positions {
     Gathered(StagedGather),
     /// Channels-last: copied by `cp.async` with the weight slice.
     Copied(ChannelsLastGather),
-}
-
-impl Positions {
-    /// Starts the slice at `k0` of the item at `x` towards the stage at `stage`: the gather's
-    /// global loads (returned for [`Positions::finish`]) or the copies (in the open group).
-    fn start(&self, b: &mut KernelBuilder, x: Reg, k0: Reg, stage: Reg, g: &ConvGeom) -> Vec<Reg> {
-        match self {
-            Positions::Gathered(gather) => gather.load(b, x, k0, g),
-            Positions::Copied(copy) => {
-                copy.issue(b, x, k0, stage, g);
-                Vec::new()
-            }
-        }
-    }
-
-    /// Stores what [`Positions::start`] gathered into the stage at `stage`.
-    fn finish(&self, b: &mut KernelBuilder, vals: &[Reg], stage: Reg) {
-        if let Positions::Gathered(gather) = self {
-            gather.store(b, vals, stage);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -436,6 +465,52 @@ mod tests {
         assert_eq!(at(96, 2)?, (64, 64, false));
         assert_eq!(at(136, 8)?, (128, 128, false));
         assert_eq!(at(24, 8)?, (64, 64, false));
+        Ok(())
+    }
+
+    /// The family's heuristic: channels-last where Cin allows, at 3 stages for BM 128 and 2
+    /// for BM 64, always a point of the family's space that generates; the gather elsewhere.
+    #[test]
+    fn the_family_heuristic_takes_the_channels_last_form_where_it_can() -> Result<(), KernelError> {
+        let causal = [[2, 0], [1, 1], [1, 1]];
+        let at = |cin: usize, cout: usize, h: usize| -> Result<ConvWgmmaParams, KernelError> {
+            let x = [1, cin, 3, h, 16];
+            let spec =
+                ConvSpec::new(&x, &[cout, cin, 3, 3, 3], [1; 3], causal, (DType::BF16, DType::BF16), true, None)?;
+            let c = conv_wgmma_heuristic(&spec);
+            assert!(conv_wgmma_space().contains(&c), "{c:?}");
+            conv_wgmma_at("h", &spec, c)?;
+            Ok(c)
+        };
+        let shape = |c: ConvWgmmaParams| (c.tile.bm, c.tile.bn, c.positions_m, c.channels_last, c.tile.stages);
+        assert_eq!(shape(at(16, 384, 8)?), (128, 192, true, true, 3));
+        assert_eq!(shape(at(16, 96, 8)?), (64, 96, true, true, 2));
+        assert_eq!(shape(at(16, 136, 8)?), (128, 128, false, true, 3));
+        assert_eq!(shape(at(16, 24, 8)?), (64, 64, false, true, 2));
+        // Cin 4 and K = 108: neither form.
+        let odd = ConvSpec::new(
+            &[1, 4, 3, 8, 16],
+            &[96, 4, 3, 3, 3],
+            [1; 3],
+            causal,
+            (DType::BF16, DType::BF16),
+            true,
+            None,
+        )?;
+        assert!(conv_wgmma_unsupported(&odd).is_some());
+        // Cin 12 by 2×3×3: K = 216 is a multiple of 8, Cin is not: the gather form only.
+        let gather = ConvSpec::new(
+            &[1, 12, 3, 8, 16],
+            &[96, 12, 2, 3, 3],
+            [1; 3],
+            [[1, 0], [1, 1], [1, 1]],
+            (DType::BF16, DType::BF16),
+            true,
+            None,
+        )?;
+        let c = conv_wgmma_heuristic(&gather);
+        assert!(!c.channels_last && c.tile.stages == 2, "{c:?}");
+        conv_wgmma_at("g", &gather, c)?;
         Ok(())
     }
 }

@@ -101,7 +101,7 @@ impl WgmmaParams {
     }
 
     /// Bytes of one stage: A `[BM][BK]` and B `[BN][BK]` b16 elements, no padding.
-    fn stage_bytes(self) -> u32 {
+    pub(super) fn stage_bytes(self) -> u32 {
         self.bm.saturating_add(self.bn).saturating_mul(self.bk).saturating_mul(2)
     }
 
@@ -377,6 +377,42 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     let (lbo_a, lbo_b) = (p.bm / 8 * 128, p.bn / 8 * 128);
     let acc = zero_accumulators(&mut b, p);
 
+    let issue = |b: &mut KernelBuilder, k: Reg, at: Reg| {
+        la.issue(b, pa, k, at, ku);
+        lb.issue(b, pb, k, at, ku);
+    };
+    let descriptors = |b: &mut KernelBuilder, a_addr: Reg, b_addr: Reg| {
+        if p.swizzle {
+            (swizzled_descriptor(b, a_addr), swizzled_descriptor(b, b_addr))
+        } else {
+            (descriptor(b, a_addr, lbo_a, 128), descriptor(b, b_addr, lbo_b, 128))
+        }
+    };
+    cp_async_mainloop(&mut b, (ab, p), &acc, (base, a_wg, b_at), ku, &issue, &descriptors);
+
+    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), false)?;
+    Ok(b.finish())
+}
+
+/// The K loop of a wgmma kernel whose operands both reach shared memory by `cp.async`
+/// (`issue(b, k, stage)`: the copies of the slice at k offset `k` into the stage at shared
+/// address `stage`), over `p.stages` stages of `p.stage_bytes()` bytes from
+/// `base`: slices 0..S-1 into stages 0..S-1, one commit group each; then per slice
+/// `cp.async.wait_group S-2`, `fence.proxy.async` (the landed copies are generic-proxy
+/// writes the wgmma reads), `bar.sync`, the copies of slice k + S - 1 into the stage read in
+/// the previous step, the BK/16 wgmma of slice k (`descriptors(b, A, B)` of the warpgroup's
+/// A at `a_wg` and of B at `b_at`, plus the stage), `wgmma.wait_group 0`. Leaves every copy
+/// landed (the zero-fill slices past K land too; nothing reads them).
+pub(super) fn cp_async_mainloop(
+    b: &mut KernelBuilder,
+    (ab, p): (Ty, WgmmaParams),
+    acc: &Accumulators,
+    (base, a_wg, b_at): (Reg, Reg, Reg),
+    ku: u32,
+    issue: &dyn Fn(&mut KernelBuilder, Reg, Reg),
+    descriptors: &dyn Fn(&mut KernelBuilder, Reg, Reg) -> (Reg, Reg),
+) {
+    let stage_bytes = p.stage_bytes();
     // Prologue: slices 0..S-1 into stages 0..S-1, one commit group each.
     let stages = p.stages;
     let ring = stages * stage_bytes;
@@ -384,8 +420,7 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     for s in 0..stages - 1 {
         let at = b.bin(BinOp::Add, Ty::U32, base, imm(s * stage_bytes));
         let ks = b.imm_u32(s * p.bk);
-        la.issue(&mut b, pa, ks, at, ku);
-        lb.issue(&mut b, pb, ks, at, ku);
+        issue(b, ks, at);
         b.cp_async_commit();
     }
     // The byte offset (from `base`) of the stage computed on; the one written is the one
@@ -403,17 +438,12 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     let back = b.bin(BinOp::Sub, Ty::U32, stage, imm(stage_bytes));
     let write = b.selp(Ty::U32, imm(ring - stage_bytes), back, first);
     let write = b.bin(BinOp::Add, Ty::U32, base, write);
-    la.issue(&mut b, pa, kn, write, ku);
-    lb.issue(&mut b, pb, kn, write, ku);
+    issue(b, kn, write);
     b.cp_async_commit();
     let a_addr = b.bin(BinOp::Add, Ty::U32, a_wg, stage);
     let b_addr = b.bin(BinOp::Add, Ty::U32, b_at, stage);
-    let (da, db) = if p.swizzle {
-        (swizzled_descriptor(&mut b, a_addr), swizzled_descriptor(&mut b, b_addr))
-    } else {
-        (descriptor(&mut b, a_addr, lbo_a, 128), descriptor(&mut b, b_addr, lbo_b, 128))
-    };
-    slice_wgmma(&mut b, (ab, p), &acc, (da, db));
+    let (da, db) = descriptors(b, a_addr, b_addr);
+    slice_wgmma(b, (ab, p), acc, (da, db));
     b.wgmma_wait(0);
     let next = b.bin(BinOp::Add, Ty::U32, stage, imm(stage_bytes));
     let wrap = b.setp(Cmp::Ge, next, imm(ring));
@@ -423,11 +453,7 @@ pub fn gemm_wgmma_spec(name: &str, spec: &GemmSpec, p: WgmmaParams) -> Result<Ke
     b.push(Inst::Mov { dst: k0, src: Operand::Reg(k1) });
     let more = b.setp(Cmp::Lt, k0, imm(ku));
     b.bra_if(top, more, false);
-    // The zero-fill slices past K still land in shared memory; nothing reads them.
     b.cp_async_wait_all();
-
-    store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), false)?;
-    Ok(b.finish())
 }
 
 /// A warpgroup's f32 accumulators (BN/2 registers per thread, zeroed) and the `scale-d`
