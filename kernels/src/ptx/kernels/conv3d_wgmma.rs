@@ -437,21 +437,19 @@ enum Positions {
 mod tests {
     use super::*;
 
+    const CAUSAL: [[usize; 2]; 3] = [[2, 0], [1, 1], [1, 1]];
+
+    /// A bf16 stride-1 conv with bias.
+    fn bf16(x: &[usize], w: &[usize], pad: [[usize; 2]; 3]) -> Result<ConvSpec, KernelError> {
+        ConvSpec::new(x, w, [1; 3], pad, (DType::BF16, DType::BF16), true, None)
+    }
+
     /// The heuristic's point at the VAE's channel counts: the widest exact positions-as-A
     /// tile, the weights as A where none divides Cout or there are few positions.
     #[test]
     fn the_heuristic_tiles_cout_exactly_where_it_can() -> Result<(), KernelError> {
-        let causal = [[2, 0], [1, 1], [1, 1]];
         let at = |cout: usize, h: usize| -> Result<(u32, u32, bool), KernelError> {
-            let spec = ConvSpec::new(
-                &[1, 16, 3, h, 16],
-                &[cout, 16, 3, 3, 3],
-                [1; 3],
-                causal,
-                (DType::BF16, DType::BF16),
-                true,
-                None,
-            )?;
+            let spec = bf16(&[1, 16, 3, h, 16], &[cout, 16, 3, 3, 3], CAUSAL)?;
             let c = wgmma_heuristic(&spec);
             assert!(wgmma_param_space().contains(&c));
             conv3d_wgmma("h", &spec, c)?;
@@ -472,11 +470,8 @@ mod tests {
     /// for BM 64, always a point of the family's space that generates; the gather elsewhere.
     #[test]
     fn the_family_heuristic_takes_the_channels_last_form_where_it_can() -> Result<(), KernelError> {
-        let causal = [[2, 0], [1, 1], [1, 1]];
         let at = |cin: usize, cout: usize, h: usize| -> Result<ConvWgmmaParams, KernelError> {
-            let x = [1, cin, 3, h, 16];
-            let spec =
-                ConvSpec::new(&x, &[cout, cin, 3, 3, 3], [1; 3], causal, (DType::BF16, DType::BF16), true, None)?;
+            let spec = bf16(&[1, cin, 3, h, 16], &[cout, cin, 3, 3, 3], CAUSAL)?;
             let c = conv_wgmma_heuristic(&spec);
             assert!(conv_wgmma_space().contains(&c), "{c:?}");
             conv_wgmma_at("h", &spec, c)?;
@@ -488,26 +483,10 @@ mod tests {
         assert_eq!(shape(at(16, 136, 8)?), (128, 128, false, true, 3));
         assert_eq!(shape(at(16, 24, 8)?), (64, 64, false, true, 2));
         // Cin 4 and K = 108: neither form.
-        let odd = ConvSpec::new(
-            &[1, 4, 3, 8, 16],
-            &[96, 4, 3, 3, 3],
-            [1; 3],
-            causal,
-            (DType::BF16, DType::BF16),
-            true,
-            None,
-        )?;
+        let odd = bf16(&[1, 4, 3, 8, 16], &[96, 4, 3, 3, 3], CAUSAL)?;
         assert!(conv_wgmma_unsupported(&odd).is_some());
         // Cin 12 by 2×3×3: K = 216 is a multiple of 8, Cin is not: the gather form only.
-        let gather = ConvSpec::new(
-            &[1, 12, 3, 8, 16],
-            &[96, 12, 2, 3, 3],
-            [1; 3],
-            [[1, 0], [1, 1], [1, 1]],
-            (DType::BF16, DType::BF16),
-            true,
-            None,
-        )?;
+        let gather = bf16(&[1, 12, 3, 8, 16], &[96, 12, 2, 3, 3], [[1, 0], [1, 1], [1, 1]])?;
         let c = conv_wgmma_heuristic(&gather);
         assert!(!c.channels_last && c.tile.stages == 2, "{c:?}");
         conv_wgmma_at("g", &gather, c)?;
