@@ -411,9 +411,10 @@ fn dynamic_shared_memory_points_on_the_simulator() {
 }
 
 /// The simulator lowering as on Hopper (sm_90a): the bf16 matmul takes the TMA-fed
-/// `matmul_wgmma_tma`, attention `attention_wgmma` and the conv `conv3d_wgmma` (its output
-/// width is not a multiple of 8, so in the channels-last form only: the transposes into
-/// scratch, then the conv) (their own tuning families), everything else what sm_80 takes; the graph matches the CPU; every wgmma candidate runs in
+/// `matmul_wgmma_tma`, attention `attention_wgmma` and the conv `conv3d_wgmma` (their own
+/// tuning families; the conv's output width is not a multiple of 8, so it takes the
+/// channels-last form only: the transposes into scratch, then the conv), everything else
+/// what sm_80 takes; the graph matches the CPU; every wgmma candidate runs in
 /// the tuner; and the tuning keys name the simulated sm_90a device.
 #[test]
 fn hopper_lowering_on_the_simulator_uses_wgmma_and_matches_the_cpu() {

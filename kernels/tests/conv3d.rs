@@ -444,9 +444,8 @@ fn conv3d_wgmma_matches_a_direct_convolution_at_every_parameter_point() {
 
 /// `conv3d_wgmma`'s channels-last form (sm_90a; both operands by `cp.async` into the
 /// swizzled stages, K tap-major, rings of 2 to 4) at every point against the direct
-/// convolution: causal
-/// 3×3×3 with k slices crossing taps (Cin 8, 16, 24), output widths that are not multiples
-/// of 8 (which the gather form refuses), strided with asymmetric padding, a time conv,
+/// convolution: causal 3×3×3 with k slices crossing taps (Cin 8, 16, 24), output widths that
+/// are not multiples of 8 (which the gather form refuses), strided with asymmetric padding, a time conv,
 /// pointwise, Cout tiles of 96 with a tail, a tail of positions, two batch items, bias and
 /// epilogues, bf16 and f16; no global load before the last wgmma (no gather through
 /// registers); what it cannot take is refused; without its `fence.proxy.async` the wgmma

@@ -15,9 +15,9 @@
 //! on real CUDA with the other wgmma kernels (`VIDRT_CUDA_WGMMA=1`).
 //!
 //! - Stages: A `[BM][BK]` and B `[BN][BK]` in `matmul_wgmma`'s 128-byte-swizzled 64-k panels
-//!   (1024-byte aligned), two of them (the gather form). The weight slice is copied by `cp.async` as
-//!   `matmul_wgmma`'s operands (`super::gemm_wgmma::swizzled_loader`; K a multiple of 8, zero
-//!   past K). The im2col slice is gathered by rows of 8 output positions
+//!   (1024-byte aligned), two of them (the gather form). The weight slice is copied by
+//!   `cp.async` as `matmul_wgmma`'s operands (`super::gemm_wgmma::swizzled_loader`; K a
+//!   multiple of 8, zero past K). The im2col slice is gathered by rows of 8 output positions
 //!   into registers and stored into its swizzled operand: as 16-byte vectors per k
 //!   (`super::im2col::VecRowGather`) for stride-1 convs whose width taps shift by at most one
 //!   column (the VAE's), else element by element (`super::im2col::RowGather`); the output
@@ -36,10 +36,10 @@
 //!   (`super::im2col::ChannelsLastGather` at `super::gemm_wgmma::swizzled_offset`, zero-fill
 //!   in the padding) in the weight slice's commit group, and nothing is gathered through
 //!   registers, so it runs `matmul_wgmma`'s `cp.async` ring of 2 to 4 stages
-//!   (`super::gemm_wgmma::cp_async_mainloop`). The lowering makes the layout with two `super::copy::transpose` launches into
-//!   node scratch, as for `conv3d_mma_cl`; the tuner times the gather against the transposes
-//!   plus this form ([`conv_wgmma_space`]); without tuning, this form where the conv allows
-//!   ([`conv_wgmma_heuristic`]). ptxas 13 for sm_90a, the VAE's causal 3×3×3 at 128×192: 172
+//!   (`super::gemm_wgmma::cp_async_mainloop`). The lowering makes the layout with two
+//!   `super::copy::transpose` launches into node scratch, as for `conv3d_mma_cl`; the tuner
+//!   times the gather against the transposes plus this form ([`conv_wgmma_space`]); without
+//!   tuning, this form where the conv allows ([`conv_wgmma_heuristic`]). ptxas 13 for sm_90a, the VAE's causal 3×3×3 at 128×192: 172
 //!   registers and a main loop of 187 SASS instructions (188 at 3 stages), against the vector
 //!   gather's 187 and 421 (`scripts/sass-loop.sh`); static counts, not a time.
 //! - Epilogue: `super::gemm_wgmma`'s accumulator store with the conv's bias and epilogue.
@@ -109,8 +109,8 @@ impl crate::ptx::tune::Point for ConvWgmmaParams {
     }
 }
 
-/// The points of `conv3d_wgmma`'s gather form, BK 64, two stages, swizzled. Weights as A: BM × BN of
-/// 64×64, 128×128 and 128×64 (the first two are the heuristic's fallback, small and large;
+/// The points of `conv3d_wgmma`'s gather form, BK 64, two stages, swizzled. Weights as A:
+/// BM × BN of 64×64, 128×128 and 128×64 (the first two are the heuristic's fallback, small and large;
 /// 64×128 would hold 64 gathered values and 64 accumulators per thread: ptxas needs all 255
 /// registers). Positions as A: 128×96, 64×96, 128×128 and 128×192 (BN/2 accumulators per
 /// thread; 64×192 took all 255 registers with the element gather and is left out). ptxas 13
@@ -370,7 +370,7 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
     let b_at = b.bin(BinOp::Add, Ty::U32, base, imm(a_bytes));
     let acc = zero_accumulators(&mut b, p);
 
-    let gather = match positions {
+    match positions {
         Positions::Copied(copy) => {
             let issue = |b: &mut KernelBuilder, k: Reg, at: Reg| {
                 la.issue(b, pw, k, at, ku);
@@ -379,47 +379,45 @@ pub fn conv3d_wgmma(name: &str, spec: &ConvSpec, cp: ConvWgmmaParams) -> Result<
             let descriptors =
                 |b: &mut KernelBuilder, a: Reg, bo: Reg| (swizzled_descriptor(b, a), swizzled_descriptor(b, bo));
             cp_async_mainloop(&mut b, (ab, p), &acc, (base, a_wg, b_at), ku, &issue, &descriptors);
-            store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), cp.positions_m)?;
-            return Ok(b.finish());
         }
-        Positions::Gathered(gather) => gather,
-    };
+        Positions::Gathered(gather) => {
+            // Prologue: slice 0 into stage 0.
+            let k0 = b.imm_u32(0);
+            la.issue(&mut b, pw, k0, base, ku);
+            b.cp_async_commit();
+            let first = gather.load(&mut b, px, k0, g);
+            gather.store(&mut b, &first, base);
+            // The byte offset (from `base`) of the stage computed on; the other one is written.
+            let stage = b.imm_u32(0);
 
-    // Prologue: slice 0 into stage 0.
-    let k0 = b.imm_u32(0);
-    la.issue(&mut b, pw, k0, base, ku);
-    b.cp_async_commit();
-    let first = gather.load(&mut b, px, k0, g);
-    gather.store(&mut b, &first, base);
-    // The byte offset (from `base`) of the stage computed on; the other one is written.
-    let stage = b.imm_u32(0);
-
-    let top = b.label();
-    b.place(top);
-    b.no_unroll();
-    b.cp_async_wait(0);
-    b.fence_proxy_async();
-    b.bar_sync();
-    let kn = b.bin(BinOp::Add, Ty::U32, k0, imm(p.bk));
-    let other = b.bin(BinOp::Sub, Ty::U32, imm(stage_bytes), stage);
-    let write = b.bin(BinOp::Add, Ty::U32, base, other);
-    la.issue(&mut b, pw, kn, write, ku);
-    b.cp_async_commit();
-    let next = gather.load(&mut b, px, kn, g);
-    let a_addr = b.bin(BinOp::Add, Ty::U32, a_wg, stage);
-    let b_addr = b.bin(BinOp::Add, Ty::U32, b_at, stage);
-    let da = swizzled_descriptor(&mut b, a_addr);
-    let db = swizzled_descriptor(&mut b, b_addr);
-    slice_wgmma(&mut b, (ab, p), &acc, (da, db));
-    // The gathered slice k + 1 goes into the other stage while the tensor cores read this one.
-    gather.store(&mut b, &next, write);
-    b.wgmma_wait(0);
-    b.push(Inst::Mov { dst: stage, src: Operand::Reg(other) });
-    b.push(Inst::Mov { dst: k0, src: Operand::Reg(kn) });
-    let more = b.setp(crate::ptx::builder::Cmp::Lt, k0, imm(ku));
-    b.bra_if(top, more, false);
-    // The zero-fill slice past K still lands in shared memory; nothing reads it.
-    b.cp_async_wait_all();
+            let top = b.label();
+            b.place(top);
+            b.no_unroll();
+            b.cp_async_wait(0);
+            b.fence_proxy_async();
+            b.bar_sync();
+            let kn = b.bin(BinOp::Add, Ty::U32, k0, imm(p.bk));
+            let other = b.bin(BinOp::Sub, Ty::U32, imm(stage_bytes), stage);
+            let write = b.bin(BinOp::Add, Ty::U32, base, other);
+            la.issue(&mut b, pw, kn, write, ku);
+            b.cp_async_commit();
+            let next = gather.load(&mut b, px, kn, g);
+            let a_addr = b.bin(BinOp::Add, Ty::U32, a_wg, stage);
+            let b_addr = b.bin(BinOp::Add, Ty::U32, b_at, stage);
+            let da = swizzled_descriptor(&mut b, a_addr);
+            let db = swizzled_descriptor(&mut b, b_addr);
+            slice_wgmma(&mut b, (ab, p), &acc, (da, db));
+            // The gathered slice k + 1 goes into the other stage while the tensor cores read this one.
+            gather.store(&mut b, &next, write);
+            b.wgmma_wait(0);
+            b.push(Inst::Mov { dst: stage, src: Operand::Reg(other) });
+            b.push(Inst::Mov { dst: k0, src: Operand::Reg(kn) });
+            let more = b.setp(crate::ptx::builder::Cmp::Lt, k0, imm(ku));
+            b.bra_if(top, more, false);
+            // The zero-fill slice past K still lands in shared memory; nothing reads it.
+            b.cp_async_wait_all();
+        }
+    }
 
     store_accumulators(&mut b, (&st, &ptrs), &acc.regs, (tid, wg), (bi, m0, n0), (mu, nu), cp.positions_m)?;
     Ok(b.finish())

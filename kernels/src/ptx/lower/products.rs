@@ -295,32 +295,24 @@ pub(super) fn conv(
     };
     // One family of conv kernels: `generate`/`dims` at the chosen point of `space`.
     let family = |family: &str, suffix: &str| ConvFamily { desc: desc(family), suffix: suffix.to_string() };
-    let (k, grid, block) = if chooser.target() == Target::Sm90a
+    let built = if chooser.target() == Target::Sm90a
         && chooser.wgmma()
         && conv3d_wgmma::conv_wgmma_unsupported(&spec).is_none()
     {
         let space = conv3d_wgmma::conv_wgmma_space();
         let heuristic = conv3d_wgmma::conv_wgmma_heuristic(&spec);
         let gen: ConvGen<'_, _> = (&conv3d_wgmma::conv_wgmma_at, &conv3d_wgmma::wgmma_launch_dims);
-        let built = family("conv3d_wgmma", "wgmma").tuned(chooser, (name, &spec, &rep_spec), &space, heuristic, gen)?;
-        if built.0.name.ends_with(conv3d::CHANNELS_LAST_SUFFIX) {
-            return channels_last_launches(name, &spec, built, args, n_out);
-        }
-        built
+        family("conv3d_wgmma", "wgmma").tuned(chooser, (name, &spec, &rep_spec), &space, heuristic, gen)?
     } else if conv3d::mma_unsupported(&spec).is_none() {
         let heuristic = conv3d::conv_mma_heuristic(&spec);
         let gen: ConvGen<'_, _> = (&conv3d::conv_mma_at, &conv3d::conv_mma_launch_dims);
-        let built = family("conv3d_mma", "mma").tuned(
+        family("conv3d_mma", "mma").tuned(
             chooser,
             (name, &spec, &rep_spec),
             &conv3d::conv_mma_space(),
             heuristic,
             gen,
-        )?;
-        if built.0.name.ends_with(conv3d::CHANNELS_LAST_SUFFIX) {
-            return channels_last_launches(name, &spec, built, args, n_out);
-        }
-        built
+        )?
     } else {
         let heuristic = if spec.cout <= 32 { gemm::SIMT_SMALL } else { gemm::SIMT_LARGE };
         let gen: ConvGen<'_, _> = (&conv3d::conv3d_simt, &conv3d::launch_dims);
@@ -332,12 +324,18 @@ pub(super) fn conv(
             gen,
         )?
     };
+    // A channels-last point of either tensor-core family reads x and w transposed into scratch.
+    if built.0.name.ends_with(conv3d::CHANNELS_LAST_SUFFIX) {
+        return channels_last_launches(name, &spec, built, args, n_out);
+    }
+    let (k, grid, block) = built;
     Ok(one(k, grid, block, args, n_out))
 }
 
-/// The launches of a channels-last conv (`conv3d_mma_cl` or `conv3d_wgmma`'s `_cl` form, built): x `[B, Cin, T·H·W]`
-/// transposed into scratch 0 as `[B, T·H·W, Cin]`, the weight `[Cout, Cin, taps]` into
-/// scratch 1 as `[Cout, taps, Cin]` (not for a 1×1×1 kernel, where the two are the same), then
+/// The launches of a channels-last conv (`conv3d_mma_cl` or `conv3d_wgmma`'s `_cl` form,
+/// built): x `[B, Cin, T·H·W]` transposed into scratch 0 as `[B, T·H·W, Cin]`, the weight
+/// `[Cout, Cin, taps]` into scratch 1 as `[Cout, taps, Cin]` (not for a 1×1×1 kernel, where
+/// the two are the same), then
 /// the conv reading them with the node's other inputs (`args`: x, w, bias, extras, out). The
 /// tuner times the three together: what the layout change costs is in the point's time.
 fn channels_last_launches(
